@@ -1,0 +1,108 @@
+// Package backend is the contract between the sandboxer and the sandbox kinds
+// it can run (in-process Wasm, micro-VMs, Quark).
+//
+// The sandboxer owns the Sandbox API, the persisted records and the one Task
+// API socket per sandbox that containerd talks to; a Backend owns what runs
+// the containers. The sandboxer forwards every Task API call for a sandbox to
+// the TaskService of its Instance. Backends never import each other: anything
+// two of them share lives in a small package like this one.
+package backend
+
+import (
+	"context"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+)
+
+// Sandbox is what a backend is told about a pod sandbox.
+type Sandbox struct {
+	// ID is the sandbox ID containerd chose.
+	ID string
+	// Namespace is the containerd namespace the sandbox lives in.
+	Namespace string
+	// StateDir is a directory that belongs to this sandbox alone; it is
+	// created before Start and removed after Shutdown.
+	StateDir string
+	// NetnsPath is the pod's network namespace, if any.
+	NetnsPath string
+	// Hostname is the pod's hostname from its PodSandboxConfig.
+	Hostname string
+	// Annotations and Labels come from the PodSandboxConfig (and the
+	// sandbox record) unchanged.
+	Annotations map[string]string
+	Labels      map[string]string
+	// Resources are the pod's sizes, zero when the pod sets none.
+	Resources Resources
+	// Hypervisor is the hypervisor asked for (pod annotation
+	// kuasar.io/hypervisor, image metadata or the config's default); only VM
+	// backends read it.
+	Hypervisor string
+}
+
+// Resources are the sizes a pod asks for.
+type Resources struct {
+	// MemoryLimitBytes caps the sandbox's memory; 0 means the backend's default.
+	MemoryLimitBytes uint64
+	// CPUQuota and CPUPeriod (microseconds) express a CPU limit; both 0
+	// means none. VM backends turn them into a vCPU count.
+	CPUQuota  int64
+	CPUPeriod uint64
+}
+
+// Backend starts sandboxes of one kind.
+type Backend interface {
+	// Name is the kind this backend runs: "wasm", "vm" or "quark".
+	Name() string
+	// Start brings a sandbox up and returns the Instance that runs its
+	// containers. A failed Start leaves nothing behind (processes, sockets,
+	// mounts, files outside sb.StateDir).
+	Start(ctx context.Context, sb Sandbox) (Instance, error)
+	// Recover re-attaches to a sandbox after the sandboxer restarted, from
+	// the bytes its Instance's Checkpoint returned. When what ran the sandbox
+	// is gone (an in-process Wasm sandbox always is), Recover returns an
+	// Instance that reports the sandbox exited with code 137 and can still be
+	// shut down.
+	Recover(ctx context.Context, sb Sandbox, checkpoint []byte) (Instance, error)
+}
+
+// Instance is one running (or exited) sandbox.
+type Instance interface {
+	// Tasks is the Task API service for the sandbox's containers.
+	Tasks() taskAPI.TTRPCTaskService
+	// Pid is the pid of the process that hosts the sandbox (the sandboxer
+	// itself for in-process Wasm, the VMM for a VM).
+	Pid() uint32
+	// Checkpoint returns what Recover needs to re-attach, for the
+	// sandboxer's persisted record. It must be cheap and may be called often.
+	Checkpoint() []byte
+	// Stop stops every container, then the sandbox. timeout bounds the
+	// graceful part; after it everything is killed.
+	Stop(ctx context.Context, timeout time.Duration) error
+	// Wait blocks until the sandbox has exited or ctx is done.
+	Wait(ctx context.Context) (Exit, error)
+	// Metrics reports the sandbox's resource use.
+	Metrics(ctx context.Context) (Metrics, error)
+	// Update applies new resources, where the backend can.
+	Update(ctx context.Context, r Resources) error
+	// Shutdown stops the sandbox if needed and removes everything it owned.
+	// It is idempotent.
+	Shutdown(ctx context.Context) error
+}
+
+// Exit is how a sandbox ended.
+type Exit struct {
+	Status   uint32
+	ExitedAt time.Time
+}
+
+// Metrics are a sandbox's figures.
+type Metrics struct {
+	// MemoryBytes is the memory in use by the sandbox (Wasm: linear memory
+	// of its live instances; VM: the VMM's resident set).
+	MemoryBytes uint64
+	// CPUNanos is the CPU time the sandbox has used.
+	CPUNanos uint64
+	// Tasks is the number of live tasks (containers and execs).
+	Tasks uint32
+}

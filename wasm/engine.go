@@ -1,0 +1,117 @@
+// Package wasm defines the contract between kuasar-go and a WebAssembly engine.
+//
+// An Engine compiles module bytes once into a Module; a Module is then run any
+// number of times, concurrently, each run getting its own isolated instance
+// configured by a RunConfig. The default engine is wazero (package
+// github.com/kuasar-go/kuasar/wasm/wazero), which is pure Go and runs inside
+// the calling process; other engines (WasmEdge) sit behind build tags.
+//
+// The package holds only the interface and the plain data types shared by the
+// CLI, the sandboxer and the task service, so that none of them depends on a
+// particular engine.
+package wasm
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultFunction is the function a module is started with when an entrypoint
+// names none: the WASI command entry point.
+const DefaultFunction = "_start"
+
+// ExitKilled is the exit code reported when an instance is stopped from the
+// outside without a signal number (context cancelled, engine failure): 128+SIGKILL,
+// the same code a killed Linux container reports.
+const ExitKilled = 137
+
+// Engine compiles WebAssembly modules. Implementations must be safe for
+// concurrent use by many goroutines.
+type Engine interface {
+	// Name identifies the engine ("wazero", "wasmedge") in logs, metrics and
+	// the CLI's --engine flag.
+	Name() string
+
+	// Compile validates and compiles module. Compiling the same bytes twice
+	// returns the cached result: modules are keyed by their content digest in
+	// memory and, where the engine supports it, in an on-disk cache so that a
+	// fresh process skips native code generation.
+	//
+	// A module that is not WebAssembly, is truncated or fails validation gets
+	// an error of kind errdefs.ErrInvalidArgument.
+	Compile(ctx context.Context, module []byte) (Module, error)
+
+	// Close releases every compiled module and the engine's runtime.
+	Close(ctx context.Context) error
+}
+
+// Module is a compiled module, ready to be instantiated any number of times.
+// Run is safe to call concurrently; each call gets a fresh instance.
+type Module interface {
+	// Digest is the sha256 digest of the module bytes it was compiled from.
+	Digest() digest.Digest
+
+	// MinMemoryBytes is the memory the module asks for at instantiation (its
+	// memory section's minimum, in bytes), or 0 when it declares no memory.
+	MinMemoryBytes() uint64
+
+	// Exports lists the names of the functions the module exports.
+	Exports() []string
+
+	// Run instantiates the module with cfg, calls cfg.Function and returns the
+	// guest's exit code. A guest that returns normally from its function exits
+	// 0; one that calls proc_exit(n) exits n. When ctx is cancelled or
+	// cfg.Timeout passes, the instance is stopped and Run returns ExitKilled
+	// (or 128+signal when cfg.Signal reports one) with a nil error.
+	//
+	// err is non-nil only when the run could not happen or the guest trapped:
+	// bad configuration (errdefs.ErrInvalidArgument), a missing function
+	// (errdefs.ErrNotFound), a memory minimum over cfg.MemoryLimit
+	// (errdefs.ErrResourceExhausted), or a trap (errdefs.ErrUnknown, exit code
+	// ExitKilled).
+	Run(ctx context.Context, cfg RunConfig) (exitCode int, err error)
+}
+
+// Mount makes a host directory visible to the guest at GuestPath.
+type Mount struct {
+	// HostPath is an absolute directory on the host.
+	HostPath string
+	// GuestPath is the absolute path the guest sees it at ("/" for the root).
+	GuestPath string
+	// ReadOnly refuses every write through this mount.
+	ReadOnly bool
+}
+
+// RunConfig is everything one instance of a module is run with. Its zero value
+// runs the default function with no arguments, no environment, no file system
+// and discarded stdio.
+type RunConfig struct {
+	// Function is the exported function to call; empty means DefaultFunction.
+	Function string
+	// Args is the guest's argv, argv[0] included.
+	Args []string
+	// Env is the guest's environment as KEY=VALUE strings.
+	Env []string
+	// Cwd is the guest's working directory; empty means "/".
+	Cwd string
+	// Mounts are the directories the guest sees. The guest sees nothing else
+	// of the host file system.
+	Mounts []Mount
+	// Stdin, Stdout and Stderr are the guest's standard streams; nil means
+	// empty input and discarded output.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// MemoryLimit caps the guest's linear memory in bytes; 0 means the
+	// engine's default (4 GiB for wasm32). A module whose minimum memory is
+	// above the limit fails with an error naming both figures.
+	MemoryLimit uint64
+	// Timeout stops the instance after this wall-clock time; 0 means none.
+	Timeout time.Duration
+	// Signal, when set, is consulted after the instance was stopped from the
+	// outside: a non-zero signal number makes the exit code 128+signal
+	// instead of ExitKilled. The task service sets it from Kill requests.
+	Signal func() int
+}
