@@ -114,4 +114,14 @@ type RunConfig struct {
 	// outside: a non-zero signal number makes the exit code 128+signal
 	// instead of ExitKilled. The task service sets it from Kill requests.
 	Signal func() int
+	// Started, when set, is called once the instance exists and before its
+	// function runs, with a view of the live instance that the caller may
+	// poll for figures (task Stats, sandbox Metrics) until Run returns.
+	Started func(Instance)
+}
+
+// Instance is a live instance of a Module, as seen by RunConfig.Started.
+type Instance interface {
+	// MemoryBytes is the current size of the instance's linear memory.
+	MemoryBytes() uint64
 }
