@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything `make test` needs on a Debian 12 machine, idempotently:
+# Debian packages, and containerd/ctr/crictl built from the Go module proxy into
+# a cache directory reused between runs ($KUASAR_TOOLS, default ~/.cache/kuasar-tools).
+set -euo pipefail
+
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+TOOLS="${KUASAR_TOOLS:-$HOME/.cache/kuasar-tools}"
+
+PACKAGES=(
+  clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt   # Wasm fixtures
+  qemu-system-x86 busybox-static erofs-utils cpio xz-utils zstd  # micro-VM tests
+  runc                                                  # the runc baseline beside kuasar
+  protobuf-compiler                                     # agent API stubs (go generate)
+  iproute2 procps psmisc                                # test inspection
+)
+
+need_sudo() { if [ "$(id -u)" -ne 0 ]; then echo sudo; fi; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  $(need_sudo) apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $(need_sudo) apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+install_go_tool() { # DIR BIN PKG...
+  local dir=$1 bin=$2; shift 2
+  if [ -x "$dir/$bin" ]; then return; fi
+  echo "deps: building $bin into $dir (a few minutes the first time)"
+  mkdir -p "$dir.tmp"
+  (cd / && GOBIN="$dir.tmp" GOFLAGS=-buildvcs=false go install "$@")
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+install_go_tool "$TOOLS/containerd-$CONTAINERD_VERSION" containerd \
+  github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION \
+  github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
+install_go_tool "$TOOLS/crictl-$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
+
+echo "deps: ok (tools in $TOOLS)"

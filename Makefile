@@ -1,0 +1,48 @@
+# kuasar-go build and test entry points. `make help` lists them.
+GO        ?= go
+BIN       ?= bin
+PKG       := github.com/kuasar-go/kuasar
+REVISION  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X $(PKG)/internal/version.Revision=$(REVISION)
+GUEST_DIR ?= /var/lib/kuasar/guest
+TEST_TIMEOUT ?= 75m
+
+BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
+
+.PHONY: help deps build guest fixtures test test-short bench lint clean install
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install Debian packages and build containerd, ctr and crictl into ~/.cache/kuasar-tools
+	bash .ci/deps.sh
+
+build: ## build the binaries into ./bin
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kuasar-task ./cmd/kuasar-task
+
+guest: ## build the micro-VM guest kernel and initramfs into $(GUEST_DIR)/<version>
+	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR)
+
+fixtures: ## rebuild the Wasm test modules from their C and WAT sources
+	bash internal/fixtures/build.sh
+
+test: guest ## run every test, integration tests with real containerd, crictl and QEMU included (root)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short: ## unit tests only
+	$(GO) test -short -count=1 ./...
+
+bench: ## run the benchmarks and write a report under bench/results
+	$(GO) run ./bench -out bench/results
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1)
+	$(GO) vet ./...
+
+install: build ## install the binaries into /usr/local/bin
+	install -m 0755 $(addprefix $(BIN)/,$(BINARIES)) /usr/local/bin/
+
+clean: ## remove build output
+	rm -rf $(BIN) bench/results

@@ -1,0 +1,166 @@
+// Command bench is kuasar-go's benchmark harness: it runs the project's Go
+// benchmarks (the figures the issues and the README quote) several times,
+// summarises each metric as a median with its confidence interval, records the
+// machine they ran on, and writes the result as Markdown and raw benchstat
+// input, so that numbers can be compared across commits with benchstat.
+//
+// Usage:
+//
+//	go run ./bench [-out DIR] [-count N] [-suite REGEXP] [-benchtime D]
+//
+// The harness runs nothing but `go test -bench`: every figure it prints comes
+// from a benchmark that anyone can run by hand with the command it logs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// suite is one group of benchmarks the harness runs.
+type suite struct {
+	// name identifies the suite in the report and for -suite.
+	name string
+	// pkg is the Go package holding the benchmarks.
+	pkg string
+	// bench is the -bench regular expression.
+	bench string
+	// benchtime overrides the default -benchtime (slow end-to-end benchmarks
+	// use a fixed iteration count such as "20x").
+	benchtime string
+	// what says in a sentence what the figures mean, for the report.
+	what string
+}
+
+// suites lists every benchmark the project quotes. Keep it in step with the
+// README's "Performance" section.
+var suites = []suite{
+	{name: "wasm-engine", pkg: "./wasm/wazero", bench: ".", what: "wazero engine: instantiate+run with the compiled module reused, cold compile, fresh process warm vs cold cache"},
+	{name: "cli", pkg: "./cmd/kuasar", bench: ".", benchtime: "20x", what: "a fresh `kuasar run` process, warm and cold compilation cache"},
+	{name: "task", pkg: "./task/...", bench: ".", what: "in-process Wasm Task API over ttrpc"},
+	{name: "sandboxer", pkg: "./sandboxer/...", bench: ".", benchtime: "20x", what: "sandbox+task lifecycle over the sandboxer's own sockets, through CRI beside runc, memory per idle sandbox"},
+	{name: "vm", pkg: "./vm/...", bench: ".", benchtime: "3x", what: "micro-VM create to container running, broken down, beside a bare QEMU boot"},
+}
+
+func main() {
+	out := flag.String("out", "bench/results", "directory to write the report into")
+	count := flag.Int("count", 5, "how many times each benchmark runs (the median is reported)")
+	filter := flag.String("suite", ".", "regular expression selecting suites by name")
+	benchtime := flag.String("benchtime", "", "override -benchtime for every suite")
+	flag.Parse()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	if err := run(ctx, *out, *count, *filter, *benchtime, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, outDir string, count int, filter, benchtime string, log io.Writer) error {
+	re, err := regexp.Compile(filter)
+	if err != nil {
+		return fmt.Errorf("-suite %q is not a regular expression: %w", filter, err)
+	}
+	if count < 1 {
+		return fmt.Errorf("-count must be at least 1, got %d", count)
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	rawPath := filepath.Join(outDir, stamp+".txt")
+	raw, err := os.Create(rawPath)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+
+	var report bytes.Buffer
+	fmt.Fprintf(&report, "# kuasar-go benchmarks, %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	writeMachine(&report)
+
+	ran := 0
+	for _, s := range suites {
+		if !re.MatchString(s.name) {
+			continue
+		}
+		ran++
+		bt := s.benchtime
+		if benchtime != "" {
+			bt = benchtime
+		}
+		args := []string{"test", "-run", "^$", "-bench", s.bench, "-benchmem", "-count", fmt.Sprint(count), "-timeout", "60m"}
+		if bt != "" {
+			args = append(args, "-benchtime", bt)
+		}
+		args = append(args, s.pkg)
+		fmt.Fprintf(log, "bench: %s: go %s\n", s.name, strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "go", args...)
+		var buf bytes.Buffer
+		cmd.Stdout = io.MultiWriter(&buf, raw)
+		cmd.Stderr = log
+		runErr := cmd.Run()
+
+		fmt.Fprintf(&report, "## %s\n\n%s\n\n`go %s`\n\n", s.name, s.what, strings.Join(args, " "))
+		rows, perr := summarize(&buf)
+		if perr != nil {
+			return fmt.Errorf("suite %s: reading benchmark output: %w", s.name, perr)
+		}
+		writeTable(&report, rows)
+		if runErr != nil {
+			fmt.Fprintf(&report, "\n**The suite failed: %v.** Figures above are from the benchmarks that completed.\n\n", runErr)
+			fmt.Fprintf(log, "bench: %s failed: %v\n", s.name, runErr)
+		}
+	}
+	if ran == 0 {
+		return fmt.Errorf("-suite %q matches no suite; suites are: %s", filter, suiteNames())
+	}
+	mdPath := filepath.Join(outDir, stamp+".md")
+	if err := os.WriteFile(mdPath, report.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "bench: report %s, raw output for benchstat %s\n", mdPath, rawPath)
+	_, err = log.Write(report.Bytes())
+	return err
+}
+
+func suiteNames() string {
+	names := make([]string, len(suites))
+	for i, s := range suites {
+		names[i] = s.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// writeMachine records what the figures were measured on: they mean nothing
+// without it.
+func writeMachine(w io.Writer) {
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				if _, v, ok := strings.Cut(line, ":"); ok {
+					model = strings.TrimSpace(v)
+				}
+				break
+			}
+		}
+	}
+	kernel := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), kernel %s, %s %s/%s.\n\n", runtime.NumCPU(), model, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
