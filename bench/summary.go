@@ -3,12 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
-	"strings"
 
 	"golang.org/x/perf/benchfmt"
 	"golang.org/x/perf/benchmath"
 )
+
+// procsSuffix is the -GOMAXPROCS suffix go test appends to benchmark names.
+var procsSuffix = regexp.MustCompile(`-\d+$`)
 
 // row is one benchmark metric summarised over its runs.
 type row struct {
@@ -31,7 +34,7 @@ func summarize(r io.Reader) ([]row, error) {
 		if !ok {
 			continue // a syntax error or unit line: go test prints other text too
 		}
-		name := string(res.Name.Full())
+		name := procsSuffix.ReplaceAllString(string(res.Name.Full()), "")
 		for _, v := range res.Values {
 			k := key{name, v.Unit}
 			if _, seen := values[k]; !seen {
@@ -68,7 +71,7 @@ func writeTable(w io.Writer, rows []row) {
 	fmt.Fprintln(w, "| benchmark | metric | median | 95% CI | runs |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d |\n", strings.TrimPrefix(r.name, "Benchmark"), r.unit, formatValue(r.summary.Center, r.unit), r.summary.PctRangeString(), r.n)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d |\n", r.name, r.unit, formatValue(r.summary.Center, r.unit), r.summary.PctRangeString(), r.n)
 	}
 	fmt.Fprintln(w)
 }

@@ -26,11 +26,11 @@ ok  	github.com/kuasar-go/kuasar/wasm/wazero	3.1s
 		center     float64
 		n          int
 	}{
-		{"BenchmarkRun", "sec/op", 120e-6, 3},
-		{"BenchmarkRun", "B/op", 2048, 3},
-		{"BenchmarkRun", "allocs/op", 20, 3},
-		{"BenchmarkStart", "sec/op", 5e-3, 1},
-		{"BenchmarkStart", "p50-ms", 1.5, 1},
+		{"Run", "sec/op", 120e-6, 3},
+		{"Run", "B/op", 2048, 3},
+		{"Run", "allocs/op", 20, 3},
+		{"Start", "sec/op", 5e-3, 1},
+		{"Start", "p50-ms", 1.5, 1},
 	}
 	if len(rows) != len(tests) {
 		t.Fatalf("got %d rows, want %d: %+v", len(rows), len(tests), rows)
