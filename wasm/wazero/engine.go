@@ -1,0 +1,247 @@
+// Package wazero implements wasm.Engine on wazero, the pure-Go WebAssembly
+// runtime, so that Wasm workloads run inside the kuasar process with no cgo
+// and no external engine.
+//
+// One Engine holds one wazero runtime with WASI preview 1 instantiated (under
+// both wasi_snapshot_preview1 and the older wasi_unstable name). Modules are
+// compiled once per content digest and then instantiated anonymously per run,
+// so thousands of instances of the same module can run concurrently. Per-run
+// memory limits are enforced by a per-instance memory allocator rather than
+// by the runtime-wide page limit, so one compiled module serves every limit.
+package wazero
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// EngineName is what Engine.Name returns.
+const EngineName = "wazero"
+
+// wasmMagic is the header every WebAssembly binary starts with.
+var wasmMagic = []byte("\x00asm")
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	cacheDir    string
+	interpreter bool
+}
+
+// WithCacheDir keeps compiled native code in dir (created if missing), so a
+// fresh process compiling the same module skips code generation. An empty dir
+// keeps the cache in memory only.
+func WithCacheDir(dir string) Option {
+	return func(o *options) { o.cacheDir = dir }
+}
+
+// WithCompiler selects wazero's optimizing compiler (the default on amd64 and
+// arm64): slower to compile, much faster to run.
+func WithCompiler() Option {
+	return func(o *options) { o.interpreter = false }
+}
+
+// WithInterpreter selects wazero's interpreter: no compilation cost, slow
+// execution; the only choice on platforms the compiler does not support.
+func WithInterpreter() Option {
+	return func(o *options) { o.interpreter = true }
+}
+
+// Engine is the wazero implementation of wasm.Engine.
+type Engine struct {
+	runtime wazero.Runtime
+	cache   wazero.CompilationCache
+
+	group singleflight.Group
+	mu    sync.Mutex
+	mods  map[digest.Digest]*Module
+}
+
+var _ wasm.Engine = (*Engine)(nil)
+
+// New creates an engine with its own wazero runtime and WASI host modules.
+func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var cfg wazero.RuntimeConfig
+	if o.interpreter {
+		cfg = wazero.NewRuntimeConfigInterpreter()
+	} else {
+		cfg = wazero.NewRuntimeConfig()
+	}
+	cfg = cfg.WithCloseOnContextDone(true)
+	var cache wazero.CompilationCache
+	if o.cacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(o.cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wazero compilation cache in %s: %v: %w", o.cacheDir, err, errdefs.ErrInvalidArgument)
+		}
+		cache = c
+		cfg = cfg.WithCompilationCache(cache)
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+		r.Close(ctx)
+		return nil, fmt.Errorf("instantiate WASI: %w", err)
+	}
+	// Modules built by older toolchains import the same functions under the
+	// pre-snapshot name.
+	b := r.NewHostModuleBuilder("wasi_unstable")
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	if _, err := b.Instantiate(ctx); err != nil {
+		r.Close(ctx)
+		return nil, fmt.Errorf("instantiate wasi_unstable: %w", err)
+	}
+	return &Engine{runtime: r, cache: cache, mods: map[digest.Digest]*Module{}}, nil
+}
+
+// Name implements wasm.Engine.
+func (e *Engine) Name() string { return EngineName }
+
+// Compile implements wasm.Engine. Concurrent compiles of the same bytes
+// compile once; later compiles return the module from memory.
+func (e *Engine) Compile(ctx context.Context, module []byte) (wasm.Module, error) {
+	m, err := e.compile(ctx, module)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
+	if !bytes.HasPrefix(module, wasmMagic) {
+		return nil, fmt.Errorf("not a WebAssembly module (%d bytes, no \\0asm header): pass a .wasm file: %w", len(module), errdefs.ErrInvalidArgument)
+	}
+	sum := sha256.Sum256(module)
+	dgst := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", sum[:]))
+	e.mu.Lock()
+	m, ok := e.mods[dgst]
+	e.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	v, err, _ := e.group.Do(string(dgst), func() (any, error) {
+		e.mu.Lock()
+		m, ok := e.mods[dgst]
+		e.mu.Unlock()
+		if ok {
+			return m, nil
+		}
+		// Compilation must not be cut short by one caller's context: its
+		// result is shared with every concurrent caller.
+		cm, err := e.runtime.CompileModule(context.WithoutCancel(ctx), module)
+		if err != nil {
+			return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		}
+		nm, err := newModule(dgst, module, cm)
+		if err != nil {
+			cm.Close(ctx)
+			return nil, err
+		}
+		nm.engine = e
+		e.mu.Lock()
+		e.mods[dgst] = nm
+		e.mu.Unlock()
+		return nm, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Module), nil
+}
+
+// Close implements wasm.Engine: it closes the runtime (stopping every running
+// instance), releases every compiled module and closes the disk cache.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.mods = map[digest.Digest]*Module{}
+	e.mu.Unlock()
+	err := e.runtime.Close(ctx)
+	if e.cache != nil {
+		err = errors.Join(err, e.cache.Close(ctx))
+	}
+	return err
+}
+
+// supportedImports are the host modules the engine provides.
+var supportedImports = map[string]bool{
+	wasi_snapshot_preview1.ModuleName: true,
+	"wasi_unstable":                   true,
+}
+
+func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Module, error) {
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if !supportedImports[mod] {
+			return nil, fmt.Errorf("module %s imports %s.%s, but kuasar provides only WASI preview 1 (wasi_snapshot_preview1): rebuild it for wasm32-wasi / wasip1: %w", dgst, mod, name, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, mem := range cm.ImportedMemories() {
+		mod, name, _ := mem.Import()
+		return nil, fmt.Errorf("module %s imports its memory from %s.%s, which kuasar does not provide: rebuild it to define its own memory: %w", dgst, mod, name, errdefs.ErrInvalidArgument)
+	}
+	pages, _, err := minMemoryPages(bin)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: reading memory section: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	exports := make([]string, 0, len(cm.ExportedFunctions()))
+	for name := range cm.ExportedFunctions() {
+		exports = append(exports, name)
+	}
+	sort.Strings(exports)
+	return &Module{
+		digest:   dgst,
+		compiled: cm,
+		minMem:   uint64(pages) * pageSize,
+		exports:  exports,
+	}, nil
+}
+
+// pageSize is the WebAssembly page size.
+const pageSize = 65536
+
+func formatBytes(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func splitEnv(env []string) ([][2]string, error) {
+	out := make([][2]string, 0, len(env))
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("environment entry %q is not KEY=VALUE: fix process.env / --env: %w", kv, errdefs.ErrInvalidArgument)
+		}
+		out = append(out, [2]string{k, v})
+	}
+	return out, nil
+}
+
+var randSource = rand.Reader

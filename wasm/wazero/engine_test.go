@@ -1,0 +1,434 @@
+package wazero_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/wazero"
+)
+
+func newEngine(t testing.TB, opts ...wazero.Option) wasm.Engine {
+	t.Helper()
+	e, err := wazero.New(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+func compile(t testing.TB, e wasm.Engine, b []byte) wasm.Module {
+	t.Helper()
+	m, err := e.Compile(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+type result struct {
+	code           int
+	err            error
+	stdout, stderr string
+}
+
+func run(t testing.TB, m wasm.Module, cfg wasm.RunConfig) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cfg.Stdout, cfg.Stderr = &out, &errb
+	code, err := m.Run(context.Background(), cfg)
+	return result{code, err, out.String(), errb.String()}
+}
+
+func TestRunWASI(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.WASI)
+
+	rw := t.TempDir()
+	ro := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ro, "data.txt"), []byte("read-only data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rw, "b"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(rw, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mounts := []wasm.Mount{{HostPath: rw, GuestPath: "/data"}, {HostPath: ro, GuestPath: "/ro", ReadOnly: true}}
+
+	tests := []struct {
+		name       string
+		args       []string
+		env        []string
+		cwd        string
+		stdin      string
+		wantCode   int
+		wantOut    string
+		wantErr    string // substring of stderr
+		wantFile   string // file under rw that must hold wantData afterwards
+		wantData   string
+		wantAbsent string // file under ro that must not exist afterwards
+	}{
+		{name: "args", args: []string{"wasi.wasm", "args", "a b", "c"}, wantOut: "wasi.wasm\nargs\na b\nc\n"},
+		{name: "argv0 kept as given", args: []string{"/app/x.wasm", "args"}, wantOut: "/app/x.wasm\nargs\n"},
+		{name: "env", args: []string{"w", "env"}, env: []string{"A=1", "B=two=2", "EMPTY="}, wantOut: "A=1\nB=two=2\nEMPTY=\n"},
+		{name: "no env", args: []string{"w", "env"}, wantOut: ""},
+		{name: "getenv", args: []string{"w", "getenv", "B"}, env: []string{"B=x y"}, wantOut: "x y\n"},
+		{name: "cwd default", args: []string{"w", "cwd"}, wantOut: "/\n"},
+		{name: "cwd sets PWD", args: []string{"w", "getenv", "PWD"}, cwd: "/data/a", wantOut: "/data/a\n"},
+		{name: "explicit PWD wins", args: []string{"w", "getenv", "PWD"}, cwd: "/data", env: []string{"PWD=/x"}, wantOut: "/x\n"},
+		{name: "stdin cat", args: []string{"w", "cat"}, stdin: "line 1\nline 2\n", wantOut: "line 1\nline 2\n"},
+		{name: "stderr", args: []string{"w", "stderr", "oops"}, wantErr: "oops\n"},
+		{name: "exit code", args: []string{"w", "exit", "7"}, wantCode: 7},
+		{name: "exit 0", args: []string{"w", "exit", "0"}},
+		{name: "exit 255", args: []string{"w", "exit", "255"}, wantCode: 255},
+		{name: "usage", args: []string{"w"}, wantCode: 2, wantErr: "usage"},
+		{name: "read ro mount", args: []string{"w", "read", "/ro/data.txt"}, wantOut: "read-only data\n"},
+		{name: "write ro mount fails", args: []string{"w", "write", "/ro/new.txt", "x"}, wantCode: 1, wantErr: "/ro/new.txt", wantAbsent: "new.txt"},
+		{name: "write rw mount", args: []string{"w", "write", "/data/out.txt", "written"}, wantFile: "out.txt", wantData: "written"},
+		{name: "append rw mount", args: []string{"w", "append", "/data/b", "yz"}, wantFile: "b", wantData: "xyz"},
+		{name: "list mount", args: []string{"w", "ls", "/ro"}, wantOut: "data.txt\n"},
+		{name: "stat dir", args: []string{"w", "stat", "/data/a"}, wantOut: "dir\n"},
+		{name: "mkdir rw", args: []string{"w", "mkdir", "/data/newdir"}},
+		{name: "host outside mounts invisible", args: []string{"w", "read", "/etc/passwd"}, wantCode: 1, wantErr: "/etc/passwd"},
+		{name: "dotdot does not escape", args: []string{"w", "read", "/data/../../../etc/passwd"}, wantCode: 1},
+		{name: "clock", args: []string{"w", "clock"}, wantOut: "ok\n"},
+		{name: "random", args: []string{"w", "random"}, wantOut: "ok\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := wasm.RunConfig{Args: tc.args, Env: tc.env, Cwd: tc.cwd, Mounts: mounts}
+			if tc.stdin != "" {
+				cfg.Stdin = strings.NewReader(tc.stdin)
+			}
+			r := run(t, m, cfg)
+			if r.err != nil {
+				t.Fatalf("Run: %v", r.err)
+			}
+			if r.code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", r.code, tc.wantCode, r.stderr)
+			}
+			if r.stdout != tc.wantOut {
+				t.Errorf("stdout = %q, want %q", r.stdout, tc.wantOut)
+			}
+			if !strings.Contains(r.stderr, tc.wantErr) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tc.wantErr)
+			}
+			if tc.wantFile != "" {
+				b, err := os.ReadFile(filepath.Join(rw, tc.wantFile))
+				if err != nil || string(b) != tc.wantData {
+					t.Errorf("%s = %q, %v; want %q", tc.wantFile, b, err, tc.wantData)
+				}
+			}
+			if tc.wantAbsent != "" {
+				if _, err := os.Stat(filepath.Join(ro, tc.wantAbsent)); !os.IsNotExist(err) {
+					t.Errorf("%s exists in the read-only mount: %v", tc.wantAbsent, err)
+				}
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(rw, "newdir")); err != nil {
+		t.Errorf("mkdir through the rw mount: %v", err)
+	}
+}
+
+func TestRunModules(t *testing.T) {
+	e := newEngine(t)
+	tests := []struct {
+		name     string
+		module   []byte
+		cfg      wasm.RunConfig
+		wantCode int
+		wantOut  string
+		wantKind error
+		wantMsg  []string
+	}{
+		{name: "hello", module: fixtures.Hello, cfg: wasm.RunConfig{Args: []string{"hello.wasm", "x"}, Env: []string{"K=V"}},
+			wantOut: fixtures.HelloGreeting + "\nargv[0]=hello.wasm\nargv[1]=x\nenv K=V\n"},
+		{name: "proc_exit", module: fixtures.ExitCode, wantCode: fixtures.ExitCodeValue},
+		{name: "function", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "greet"}, wantOut: "hello from greet\n"},
+		{name: "function proc_exit", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "fail"}, wantCode: 3},
+		{name: "missing _start", module: fixtures.Reactor, wantKind: errdefs.ErrNotFound, wantMsg: []string{`"_start"`, "greet"}},
+		{name: "missing function", module: fixtures.Hello, cfg: wasm.RunConfig{Function: "nope"}, wantKind: errdefs.ErrNotFound, wantMsg: []string{`"nope"`, "_start"}},
+		{name: "trap", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "trap"}, wantCode: wasm.ExitKilled, wantKind: errdefs.ErrUnknown, wantMsg: []string{"unreachable"}},
+		{name: "memory min over limit", module: fixtures.BigMem, cfg: wasm.RunConfig{MemoryLimit: 32 << 20},
+			wantKind: errdefs.ErrResourceExhausted, wantMsg: []string{"62.5 MiB", "65536000 bytes", "32 MiB", "33554432 bytes"}},
+		{name: "memory min under limit", module: fixtures.BigMem, cfg: wasm.RunConfig{MemoryLimit: 64 << 20}},
+		{name: "memory grow refused", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "grow", MemoryLimit: 64 << 20}, wantCode: 1},
+		{name: "memory grow allowed", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "grow", MemoryLimit: 256 << 20}},
+		{name: "memory grow no limit", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "grow"}},
+		{name: "bad env", module: fixtures.Hello, cfg: wasm.RunConfig{Env: []string{"NOEQUALS"}}, wantKind: errdefs.ErrInvalidArgument, wantMsg: []string{"NOEQUALS"}},
+		{name: "relative cwd", module: fixtures.Hello, cfg: wasm.RunConfig{Cwd: "app"}, wantKind: errdefs.ErrInvalidArgument, wantMsg: []string{`"app"`}},
+		{name: "missing mount", module: fixtures.Hello, cfg: wasm.RunConfig{Mounts: []wasm.Mount{{HostPath: "/nonexistent/kuasar", GuestPath: "/x"}}},
+			wantKind: errdefs.ErrNotFound, wantMsg: []string{"/nonexistent/kuasar"}},
+		{name: "timeout", module: fixtures.Loop, cfg: wasm.RunConfig{Timeout: 50 * time.Millisecond}, wantCode: wasm.ExitKilled},
+		{name: "timeout in sleep", module: fixtures.WASI, cfg: wasm.RunConfig{Args: []string{"w", "sleep", "1000"}, Timeout: 50 * time.Millisecond}, wantCode: wasm.ExitKilled},
+		{name: "timeout with signal", module: fixtures.Loop, cfg: wasm.RunConfig{Timeout: 20 * time.Millisecond, Signal: func() int { return 15 }}, wantCode: 143},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := compile(t, e, tc.module)
+			r := run(t, m, tc.cfg)
+			if tc.wantKind != nil {
+				if !errors.Is(r.err, tc.wantKind) {
+					t.Fatalf("err = %v, want kind %v", r.err, tc.wantKind)
+				}
+				for _, s := range tc.wantMsg {
+					if !strings.Contains(r.err.Error(), s) {
+						t.Errorf("error %q does not mention %q", r.err, s)
+					}
+				}
+			} else if r.err != nil {
+				t.Fatalf("Run: %v", r.err)
+			}
+			if r.code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d", r.code, tc.wantCode)
+			}
+			if r.stdout != tc.wantOut {
+				t.Errorf("stdout = %q, want %q", r.stdout, tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	e := newEngine(t)
+	tests := []struct {
+		name    string
+		module  []byte
+		wantMsg string
+	}{
+		{"notwasm", fixtures.NotWasm, "no \\0asm header"},
+		{"truncated", fixtures.Truncated, "invalid WebAssembly module"},
+		{"empty", nil, "not a WebAssembly module"},
+		{"header only", []byte("\x00asm\x01\x00\x00"), "invalid WebAssembly module"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.Compile(context.Background(), tc.module)
+			if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("Compile = %v, want ErrInvalidArgument mentioning %q", err, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestModuleInfo(t *testing.T) {
+	e := newEngine(t)
+	tests := []struct {
+		module  []byte
+		minMem  uint64
+		exports []string
+	}{
+		{fixtures.BigMem, fixtures.BigMemPages * 65536, []string{"_start"}},
+		{fixtures.Reactor, 65536, []string{"fail", "greet", "grow", "trap"}},
+		{fixtures.Loop, 65536, []string{"_start"}},
+	}
+	for _, tc := range tests {
+		m := compile(t, e, tc.module)
+		if m.MinMemoryBytes() != tc.minMem {
+			t.Errorf("%s: MinMemoryBytes = %d, want %d", m.Digest(), m.MinMemoryBytes(), tc.minMem)
+		}
+		if fmt.Sprint(m.Exports()) != fmt.Sprint(tc.exports) {
+			t.Errorf("%s: Exports = %v, want %v", m.Digest(), m.Exports(), tc.exports)
+		}
+		if m.Digest() != digest.FromBytes(tc.module) {
+			t.Errorf("Digest = %s, want %s", m.Digest(), digest.FromBytes(tc.module))
+		}
+	}
+	h := compile(t, e, fixtures.Hello)
+	if h.MinMemoryBytes() == 0 {
+		t.Error("hello: MinMemoryBytes = 0")
+	}
+	if e.Name() != "wazero" {
+		t.Errorf("Name = %q", e.Name())
+	}
+}
+
+func TestCompileOnce(t *testing.T) {
+	e := newEngine(t)
+	var wg sync.WaitGroup
+	mods := make([]wasm.Module, 16)
+	for i := range mods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := e.Compile(context.Background(), bytes.Clone(fixtures.Hello))
+			if err != nil {
+				t.Error(err)
+			}
+			mods[i] = m
+		}()
+	}
+	wg.Wait()
+	for _, m := range mods[1:] {
+		if m != mods[0] {
+			t.Fatal("concurrent compiles of the same bytes returned different modules")
+		}
+	}
+}
+
+// blockingReader blocks until closed, like an idle terminal.
+type blockingReader struct{ ch chan struct{} }
+
+func (b blockingReader) Read([]byte) (int, error) { <-b.ch; return 0, io.EOF }
+
+func TestCancel(t *testing.T) {
+	e := newEngine(t)
+	tests := []struct {
+		name   string
+		module []byte
+		cfg    wasm.RunConfig
+	}{
+		{"loop", fixtures.Loop, wasm.RunConfig{}},
+		{"sleep", fixtures.WASI, wasm.RunConfig{Args: []string{"w", "sleep", "1000"}}},
+		{"blocked on stdin", fixtures.WASI, wasm.RunConfig{Args: []string{"w", "idle"}, Stdin: blockingReader{make(chan struct{})}}},
+		{"spin", fixtures.WASI, wasm.RunConfig{Args: []string{"w", "loop"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := compile(t, e, tc.module)
+			ctx, cancel := context.WithCancel(context.Background())
+			var sig atomic.Int32
+			tc.cfg.Signal = func() int { return int(sig.Load()) }
+			done := make(chan result, 1)
+			go func() {
+				code, err := m.Run(ctx, tc.cfg)
+				done <- result{code: code, err: err}
+			}()
+			select {
+			case r := <-done:
+				t.Fatalf("returned before cancel: %d, %v", r.code, r.err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			sig.Store(9)
+			start := time.Now()
+			cancel()
+			select {
+			case r := <-done:
+				if r.err != nil || r.code != 137 {
+					t.Fatalf("Run after cancel = %d, %v; want 137, nil", r.code, r.err)
+				}
+				t.Logf("stopped %v after cancel", time.Since(start))
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not return within 5s of cancel")
+			}
+		})
+	}
+}
+
+func TestConcurrentInstances(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.Hello)
+	const n = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			arg := fmt.Sprint(i)
+			code, err := m.Run(context.Background(), wasm.RunConfig{Args: []string{"hello", arg}, Stdout: &out})
+			want := fixtures.HelloGreeting + "\nargv[0]=hello\nargv[1]=" + arg + "\n"
+			if err != nil || code != 0 || out.String() != want {
+				errs <- fmt.Errorf("instance %d: code %d, err %v, stdout %q", i, code, err, out.String())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestConcurrentLongRunning keeps many instances alive at once (blocked on
+// stdin, like idle containers) and stops them all by cancelling.
+func TestConcurrentLongRunning(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.WASI)
+	const n = 500
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var started, killed atomic.Int32
+	block := blockingReader{make(chan struct{})}
+	defer close(block.ch)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Add(1)
+			code, err := m.Run(ctx, wasm.RunConfig{Args: []string{"w", "idle"}, Stdin: block})
+			if err == nil && code == wasm.ExitKilled {
+				killed.Add(1)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if killed.Load() != n {
+		t.Fatalf("%d of %d idle instances reported 137 after cancel", killed.Load(), n)
+	}
+}
+
+func TestInterpreter(t *testing.T) {
+	e := newEngine(t, wazero.WithInterpreter())
+	m := compile(t, e, fixtures.Hello)
+	r := run(t, m, wasm.RunConfig{Args: []string{"h"}})
+	if r.err != nil || r.code != 0 || !strings.HasPrefix(r.stdout, fixtures.HelloGreeting) {
+		t.Fatalf("interpreter run = %+v", r)
+	}
+}
+
+func TestCacheDir(t *testing.T) {
+	dir := t.TempDir()
+	e := newEngine(t, wazero.WithCacheDir(dir))
+	compile(t, e, fixtures.Hello)
+	n := 0
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Fatal("compiling with WithCacheDir wrote nothing to the cache directory")
+	}
+	// A second engine (a fresh process, in effect) runs from the cache.
+	e2 := newEngine(t, wazero.WithCacheDir(dir))
+	r := run(t, compile(t, e2, fixtures.Hello), wasm.RunConfig{Args: []string{"h"}})
+	if r.code != 0 || r.err != nil {
+		t.Fatalf("run from cache: %+v", r)
+	}
+	if _, err := wazero.New(context.Background(), wazero.WithCacheDir("/dev/null/x")); err == nil {
+		t.Error("New with an unusable cache dir succeeded")
+	}
+}
+
+func TestImportsRejected(t *testing.T) {
+	e := newEngine(t)
+	// (module (import "env" "f" (func)))
+	mod := []byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x02\x09\x01\x03env\x01f\x00\x00")
+	_, err := e.Compile(context.Background(), mod)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "env.f") {
+		t.Fatalf("Compile = %v, want ErrInvalidArgument naming env.f", err)
+	}
+}

@@ -1,0 +1,278 @@
+package wazero
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// Module is a module compiled by Engine; see wasm.Module.
+type Module struct {
+	engine   *Engine
+	digest   digest.Digest
+	compiled wazero.CompiledModule
+	minMem   uint64
+	exports  []string
+}
+
+var _ wasm.Module = (*Module)(nil)
+
+// Digest implements wasm.Module.
+func (m *Module) Digest() digest.Digest { return m.digest }
+
+// MinMemoryBytes implements wasm.Module.
+func (m *Module) MinMemoryBytes() uint64 { return m.minMem }
+
+// Exports implements wasm.Module; the names are sorted.
+func (m *Module) Exports() []string { return slices.Clone(m.exports) }
+
+// Run implements wasm.Module.
+func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
+	fn := cfg.Function
+	if fn == "" {
+		fn = wasm.DefaultFunction
+	}
+	if _, ok := slices.BinarySearch(m.exports, fn); !ok {
+		return 0, fmt.Errorf("module %s exports no function %q (exports: %v): name one of them after '#' in the entrypoint: %w", m.digest, fn, m.exports, errdefs.ErrNotFound)
+	}
+	if cfg.MemoryLimit > 0 && m.minMem > cfg.MemoryLimit {
+		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w",
+			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, errdefs.ErrResourceExhausted)
+	}
+	mc, err := m.moduleConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+
+	runCtx := ctx
+	var cancel context.CancelFunc
+	if cfg.Timeout > 0 {
+		runCtx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+	} else {
+		runCtx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	mc = mc.WithNanosleep(func(ns int64) { sleepCtx(runCtx, ns) })
+	if cfg.Stdin != nil {
+		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
+	}
+	if cfg.MemoryLimit > 0 && cfg.MemoryLimit < 1<<32 {
+		runCtx = experimental.WithMemoryAllocator(runCtx, limitAllocator(cfg.MemoryLimit))
+	}
+
+	code, err := m.instantiateAndCall(runCtx, mc, fn)
+	if runCtx.Err() != nil {
+		// Stopped from the outside (cancel or timeout): whatever the guest
+		// was doing, it was killed.
+		killed := wasm.ExitKilled
+		if cfg.Signal != nil {
+			if s := cfg.Signal(); s > 0 {
+				killed = 128 + s
+			}
+		}
+		log.G(ctx).WithField("module", m.digest).WithError(runCtx.Err()).Debug("wasm instance stopped")
+		return killed, nil
+	}
+	return code, err
+}
+
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string) (int, error) {
+	inst, err := m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
+	if err != nil {
+		return exitCode(m.digest, "instantiating", err)
+	}
+	defer inst.Close(context.WithoutCancel(ctx))
+	f := inst.ExportedFunction(fn)
+	if f == nil { // checked against the export list already
+		return 0, fmt.Errorf("module %s exports no function %q: %w", m.digest, fn, errdefs.ErrNotFound)
+	}
+	if len(f.Definition().ParamTypes()) != 0 {
+		return 0, fmt.Errorf("function %q of module %s takes %d parameters; only functions without parameters can be an entrypoint: %w", fn, m.digest, len(f.Definition().ParamTypes()), errdefs.ErrInvalidArgument)
+	}
+	if _, err := f.Call(ctx); err != nil {
+		return exitCode(m.digest, "running", err)
+	}
+	return 0, nil
+}
+
+// exitCode turns an instantiate or call error into the guest's exit code:
+// proc_exit(n) is exit n, anything else is a trap.
+func exitCode(dgst digest.Digest, what string, err error) (int, error) {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeContextCanceled, sys.ExitCodeDeadlineExceeded:
+			return wasm.ExitKilled, nil
+		}
+		return int(exit.ExitCode()), nil
+	}
+	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %v: %w", dgst, what, err, errdefs.ErrUnknown)
+}
+
+// moduleConfig maps a RunConfig onto a wazero module configuration.
+func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.ModuleConfig, error) {
+	env, err := splitEnv(cfg.Env)
+	if err != nil {
+		return nil, err
+	}
+	cwd := cfg.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !path.IsAbs(cwd) {
+		return nil, fmt.Errorf("working directory %q is not absolute: fix process.cwd / the image's WorkingDir: %w", cfg.Cwd, errdefs.ErrInvalidArgument)
+	}
+	fsc := wazero.NewFSConfig()
+	for _, mnt := range cfg.Mounts {
+		if !path.IsAbs(mnt.GuestPath) {
+			return nil, fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+		}
+		st, err := os.Stat(mnt.HostPath)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+		}
+		guest := path.Clean(mnt.GuestPath)
+		if mnt.ReadOnly {
+			fsc = fsc.WithReadOnlyDirMount(mnt.HostPath, guest)
+		} else {
+			fsc = fsc.WithDirMount(mnt.HostPath, guest)
+		}
+	}
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions().
+		WithArgs(cfg.Args...).
+		WithFSConfig(fsc).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(randSource)
+	hasPWD := false
+	for _, kv := range env {
+		mc = mc.WithEnv(kv[0], kv[1])
+		hasPWD = hasPWD || kv[0] == "PWD"
+	}
+	// WASI preview 1 has no working directory: wasi-libc programs start in
+	// "/". Go (wasip1) programs take theirs from $PWD, so set it.
+	if !hasPWD && cwd != "/" {
+		mc = mc.WithEnv("PWD", path.Clean(cwd))
+	}
+	if cfg.Stdout != nil {
+		mc = mc.WithStdout(cfg.Stdout)
+	}
+	if cfg.Stderr != nil {
+		mc = mc.WithStderr(cfg.Stderr)
+	}
+	return mc, nil
+}
+
+// sleepCtx sleeps ns nanoseconds or until ctx is done, so a guest sleeping
+// in poll_oneoff does not outlive its kill.
+func sleepCtx(ctx context.Context, ns int64) {
+	if ns <= 0 {
+		return
+	}
+	t := time.NewTimer(time.Duration(ns))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// cancelReader is the guest's stdin: a read blocked on the caller's reader
+// returns io.EOF as soon as the run is stopped, so a guest waiting for input
+// can be killed. Reads happen only when the guest reads; nothing is read
+// ahead.
+type cancelReader struct {
+	r       io.Reader
+	done    <-chan struct{}
+	pending chan readResult
+	buf     []byte
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+func (c *cancelReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.pending == nil {
+		select {
+		case <-c.done:
+			return 0, io.EOF
+		default:
+		}
+		if cap(c.buf) < len(p) {
+			c.buf = make([]byte, len(p))
+		}
+		buf := c.buf[:len(p)]
+		ch := make(chan readResult, 1)
+		c.pending = ch
+		go func() {
+			n, err := c.r.Read(buf)
+			ch <- readResult{n, err}
+		}()
+	}
+	select {
+	case res := <-c.pending:
+		c.pending = nil
+		n := copy(p, c.buf[:res.n])
+		return n, res.err
+	case <-c.done:
+		return 0, io.EOF
+	}
+}
+
+// limitAllocator backs each linear memory with a Go slice that refuses to
+// grow past limit bytes, so memory.grow beyond the run's limit returns -1 to
+// the guest (malloc returns NULL) instead of taking host memory.
+func limitAllocator(limit uint64) experimental.MemoryAllocator {
+	return experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
+		if capacity > limit {
+			capacity = limit
+		}
+		return &limitedMemory{limit: min(limit, max), buf: make([]byte, 0, capacity)}
+	})
+}
+
+type limitedMemory struct {
+	limit uint64
+	buf   []byte
+}
+
+func (l *limitedMemory) Reallocate(size uint64) []byte {
+	if size > l.limit {
+		return nil
+	}
+	if size <= uint64(cap(l.buf)) {
+		l.buf = l.buf[:size]
+		return l.buf
+	}
+	newCap := min(max(size, 2*uint64(cap(l.buf))), l.limit)
+	nb := make([]byte, size, newCap)
+	copy(nb, l.buf)
+	l.buf = nb
+	return nb
+}
+
+func (l *limitedMemory) Free() { l.buf = nil }
