@@ -1,0 +1,269 @@
+package sandboxer
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+)
+
+// maxSocketPath is the longest path a unix socket address can hold.
+const maxSocketPath = 107
+
+// sandbox is one sandbox the service knows, with its persisted record, its
+// backend instance (nil until the kind is decided) and its Task API server.
+type sandbox struct {
+	svc *Service
+
+	// recovering is closed once a recovered sandbox is re-attached; nil for
+	// sandboxes created by this process.
+	recovering chan struct{}
+
+	mu   sync.Mutex
+	rec  record
+	inst backend.Instance
+	tsrv *ttrpc.Server
+	// done is closed when the sandbox has exited; rec.ExitStatus/ExitedAt
+	// then hold how.
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+func newSandbox(s *Service, r *record) *sandbox {
+	sb := &sandbox{svc: s, rec: *r, done: make(chan struct{})}
+	if r.Exited {
+		sb.doneOnce.Do(func() { close(sb.done) })
+	}
+	return sb
+}
+
+func (sb *sandbox) logger(ctx context.Context) *log.Entry {
+	return log.G(ctx).WithField("sandbox", sb.rec.ID)
+}
+
+func (sb *sandbox) dir() string        { return sb.svc.store.dir(sb.rec.ID) }
+func (sb *sandbox) socketPath() string { return filepath.Join(sb.dir(), "task.sock") }
+
+// address is the Task API address containerd dials (version 3).
+func (sb *sandbox) address() string { return "ttrpc+unix://" + sb.socketPath() }
+
+func (sb *sandbox) backendSandbox() backend.Sandbox {
+	return backend.Sandbox{
+		ID:          sb.rec.ID,
+		Namespace:   sb.rec.Namespace,
+		StateDir:    filepath.Join(sb.dir(), "backend"),
+		NetnsPath:   sb.rec.NetnsPath,
+		Hostname:    sb.rec.Hostname,
+		Annotations: sb.rec.Annot,
+		Labels:      sb.rec.Labels,
+		Resources:   sb.rec.Resources,
+		Hypervisor:  sb.rec.Hypervisor,
+	}
+}
+
+// saveLocked persists the record (with the instance's checkpoint).
+func (sb *sandbox) saveLocked() error {
+	if sb.inst != nil {
+		sb.rec.Checkpoint = sb.inst.Checkpoint()
+	}
+	return sb.svc.store.save(&sb.rec)
+}
+
+// serveTasksLocked listens on the sandbox's task socket and serves the Task
+// API there, forwarding to the backend instance.
+func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
+	if sb.tsrv != nil {
+		return nil
+	}
+	p := sb.socketPath()
+	if len(p) > maxSocketPath {
+		return fmt.Errorf("task socket path %s is %d bytes, over the unix limit of %d: use a shorter --state-dir: %w",
+			p, len(p), maxSocketPath, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	os.Remove(p)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		return fmt.Errorf("listen on task socket %s: %w", p, err)
+	}
+	if err := os.Chmod(p, sb.svc.sockMode); err != nil {
+		l.Close()
+		os.Remove(p)
+		return err
+	}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		l.Close()
+		os.Remove(p)
+		return err
+	}
+	taskAPI.RegisterTTRPCTaskService(srv, &taskForwarder{sb: sb})
+	sb.tsrv = srv
+	go func() {
+		if err := srv.Serve(context.WithoutCancel(ctx), l); err != nil && err != ttrpc.ErrServerClosed {
+			sb.logger(ctx).WithError(err).Debug("task server stopped")
+		}
+	}()
+	return nil
+}
+
+func (sb *sandbox) closeTaskServer() {
+	if sb.tsrv != nil {
+		sb.tsrv.Close()
+		sb.tsrv = nil
+	}
+}
+
+// startBackendLocked starts the backend called kind and watches its exit.
+func (sb *sandbox) startBackendLocked(ctx context.Context, kind, hypervisor string) error {
+	if sb.inst != nil {
+		return nil
+	}
+	b, ok := sb.svc.backends[kind]
+	if !ok {
+		return fmt.Errorf("sandbox %s asks for isolation %q but this sandboxer has no such backend (have %v): set kuasar.io/isolation or the runtime handler's isolation to one of them: %w",
+			sb.rec.ID, kind, sb.svc.backendNames(), errdefs.ErrFailedPrecondition)
+	}
+	sb.rec.Backend = kind
+	if hypervisor != "" {
+		sb.rec.Hypervisor = hypervisor
+	}
+	bs := sb.backendSandbox()
+	if err := os.MkdirAll(bs.StateDir, 0o700); err != nil {
+		return err
+	}
+	inst, err := b.Start(ctx, bs)
+	if err != nil {
+		sb.rec.Backend = ""
+		os.RemoveAll(bs.StateDir)
+		return fmt.Errorf("start %s sandbox %s: %w", kind, sb.rec.ID, err)
+	}
+	sb.inst = inst
+	if err := sb.saveLocked(); err != nil {
+		inst.Shutdown(context.WithoutCancel(ctx))
+		sb.inst = nil
+		sb.rec.Backend = ""
+		return fmt.Errorf("persist sandbox %s: %w", sb.rec.ID, err)
+	}
+	sb.logger(ctx).WithField("backend", kind).Info("backend started")
+	go sb.watch(ctx, inst)
+	return nil
+}
+
+// watch records the instance's exit.
+func (sb *sandbox) watch(ctx context.Context, inst backend.Instance) {
+	ctx = context.WithoutCancel(ctx)
+	exit, err := inst.Wait(ctx)
+	if err != nil {
+		sb.logger(ctx).WithError(err).Warn("wait for sandbox failed; reporting exit 137")
+		exit = backend.Exit{Status: 137, ExitedAt: timeNow()}
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.inst != inst {
+		return
+	}
+	sb.markExitedLocked(exit)
+	if err := sb.saveLocked(); err != nil {
+		sb.logger(ctx).WithError(err).Warn("persist exit")
+	}
+}
+
+func (sb *sandbox) markExitedLocked(exit backend.Exit) {
+	if sb.rec.Exited {
+		return
+	}
+	if exit.ExitedAt.IsZero() {
+		exit.ExitedAt = timeNow()
+	}
+	sb.rec.Exited = true
+	sb.rec.ExitStatus = exit.Status
+	sb.rec.ExitedAt = exit.ExitedAt
+	sb.rec.State = stateNotRdy
+	sb.doneOnce.Do(func() { close(sb.done) })
+}
+
+// recover re-attaches a sandbox read from disk.
+func (sb *sandbox) recover(ctx context.Context) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	lg := sb.logger(ctx)
+	if sb.rec.State == stateCreated {
+		return
+	}
+	if sb.rec.Backend != "" {
+		b, ok := sb.svc.backends[sb.rec.Backend]
+		if !ok {
+			lg.WithField("backend", sb.rec.Backend).Warn("backend of recovered sandbox is not available; reporting it exited")
+			sb.markExitedLocked(backend.Exit{Status: 137})
+		} else {
+			inst, err := b.Recover(ctx, sb.backendSandbox(), sb.rec.Checkpoint)
+			if err != nil {
+				lg.WithError(err).Warn("recover backend; reporting the sandbox exited")
+				sb.markExitedLocked(backend.Exit{Status: 137})
+			} else {
+				sb.inst = inst
+				go sb.watch(ctx, inst)
+			}
+		}
+	} else if !sb.rec.Exited {
+		// Started, but no container ever decided its kind: nothing ran,
+		// yet the process that owned it is gone.
+		sb.markExitedLocked(backend.Exit{Status: 137})
+	}
+	if err := sb.serveTasksLocked(ctx); err != nil {
+		lg.WithError(err).Warn("re-serve task socket")
+	}
+	if err := sb.svc.store.save(&sb.rec); err != nil {
+		lg.WithError(err).Warn("persist recovered record")
+	}
+	lg.WithField("backend", sb.rec.Backend).WithField("exited", sb.rec.Exited).Info("sandbox recovered")
+}
+
+// stop stops the sandbox: the backend within timeout, or just marks a
+// sandbox that never got a backend exited. It is idempotent.
+func (sb *sandbox) stop(ctx context.Context, timeout time.Duration) error {
+	sb.mu.Lock()
+	inst := sb.inst
+	if inst == nil {
+		sb.markExitedLocked(backend.Exit{Status: 0})
+		err := sb.saveLocked()
+		sb.mu.Unlock()
+		return err
+	}
+	exited := sb.rec.Exited
+	sb.mu.Unlock()
+	if exited {
+		return nil
+	}
+	if err := inst.Stop(ctx, timeout); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", sb.rec.ID, err)
+	}
+	select {
+	case <-sb.done:
+	case <-ctx.Done():
+		return errDeadline(ctx, "sandbox "+sb.rec.ID+" did not exit after stop")
+	}
+	return nil
+}
+
+func (s *Service) backendNames() []string {
+	names := make([]string, 0, len(s.backends))
+	for n := range s.backends {
+		names = append(names, n)
+	}
+	return names
+}

@@ -1,0 +1,208 @@
+// Package sandboxer implements kuasar-go's containerd sandboxer: the Sandbox
+// API (containerd.services.sandbox.v1.Controller) that containerd reaches
+// through a [proxy_plugins] entry of type "sandbox", one Task API socket per
+// sandbox, persisted sandbox records and the routing of each sandbox to a
+// backend.Backend ("wasm", "vm", ...).
+//
+// containerd talks to the sandboxer in two ways: over gRPC for the sandbox
+// lifecycle (Create, Start, Stop, Wait, Status, Shutdown, Metrics, Update,
+// Platform), and over ttrpc, at the address Start returns, for the tasks of
+// that sandbox's containers. The sandboxer owns both sockets and forwards
+// every Task API call to the Instance its backend returned.
+package sandboxer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/sandboxer/config"
+)
+
+// Annotation and label keys the sandboxer reads.
+const (
+	// AnnotationIsolation on a pod asks for a sandbox kind ("wasm", "vm").
+	AnnotationIsolation = "kuasar.io/isolation"
+	// AnnotationHypervisor on a pod names the hypervisor of a "vm" sandbox.
+	AnnotationHypervisor = "kuasar.io/hypervisor"
+	// AnnotationRuntimeHandler is where CRI writes the pod's runtime handler.
+	AnnotationRuntimeHandler = "io.kubernetes.cri.runtime-handler"
+	// AnnotationImageName is where CRI writes a container's image name.
+	AnnotationImageName = "io.kubernetes.cri.image-name"
+	// TaskAPIVersion is the Task API version Start and Status report; containerd
+	// dials the returned address directly only for version 3.
+	TaskAPIVersion = 3
+)
+
+// Service is the Sandbox API controller and the owner of every sandbox's
+// Task API socket. Create one with New, register it on a gRPC server with
+// Register, and call Recover once at start-up.
+type Service struct {
+	api.UnimplementedControllerServer
+
+	cfg      *config.Config
+	backends map[string]backend.Backend
+	resolver ImageResolver
+	store    store
+	sockMode os.FileMode
+
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox
+	gone      map[string]struct{}
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithConfig sets the configuration (default: the embedded defaults).
+func WithConfig(c *config.Config) Option { return func(s *Service) { s.cfg = c } }
+
+// WithStateDir overrides the configuration's state directory.
+func WithStateDir(dir string) Option { return func(s *Service) { s.store.root = dir } }
+
+// WithBackend makes b available under b.Name(); the last one of a name wins.
+func WithBackend(b backend.Backend) Option {
+	return func(s *Service) { s.backends[b.Name()] = b }
+}
+
+// WithImageResolver sets how the sandboxer reads image metadata to route a
+// sandbox whose kind is only known at its first container.
+func WithImageResolver(r ImageResolver) Option { return func(s *Service) { s.resolver = r } }
+
+// New returns a Service. It creates the state directory but serves nothing.
+func New(ctx context.Context, opts ...Option) (*Service, error) {
+	s := &Service{
+		backends:  map[string]backend.Backend{},
+		sandboxes: map[string]*sandbox{},
+		gone:      map[string]struct{}{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.cfg == nil {
+		c, err := config.Default()
+		if err != nil {
+			return nil, err
+		}
+		s.cfg = c
+	}
+	if s.store.root == "" {
+		s.store.root = s.cfg.Sandboxer.StateDir
+	}
+	root, err := filepath.Abs(s.store.root)
+	if err != nil {
+		return nil, err
+	}
+	s.store.root = root
+	if s.sockMode, err = s.cfg.SocketFileMode(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "sandboxes"), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", root, err)
+	}
+	return s, nil
+}
+
+// Register serves the Controller on g.
+func (s *Service) Register(g *grpc.Server) { api.RegisterControllerServer(g, s) }
+
+// StateDir is the absolute state directory.
+func (s *Service) StateDir() string { return s.store.root }
+
+// Len is the number of sandboxes the service knows (for tests and debugging).
+func (s *Service) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sandboxes)
+}
+
+// Recover loads every persisted record and re-attaches each sandbox to its
+// backend in parallel. Records are visible (and RPCs on them wait for their
+// own recovery) as soon as they are read, so serving is not held up; Recover
+// returns when every sandbox is re-attached.
+func (s *Service) Recover(ctx context.Context) error {
+	recs, orphans, err := s.store.load()
+	if err != nil {
+		return fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
+	}
+	for _, dir := range orphans {
+		log.G(ctx).WithField("dir", dir).Warn("removing sandbox directory without a record (interrupted create)")
+		os.RemoveAll(dir)
+	}
+	var wg sync.WaitGroup
+	s.mu.Lock()
+	for _, r := range recs {
+		sb := newSandbox(s, r)
+		sb.recovering = make(chan struct{})
+		s.sandboxes[r.ID] = sb
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(sb.recovering)
+			sb.recover(ctx)
+		}()
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	return nil
+}
+
+// Close stops serving every Task API socket without shutting sandboxes down:
+// their records stay for the next start to recover.
+func (s *Service) Close() {
+	s.mu.Lock()
+	sbs := make([]*sandbox, 0, len(s.sandboxes))
+	for _, sb := range s.sandboxes {
+		sbs = append(sbs, sb)
+	}
+	s.mu.Unlock()
+	for _, sb := range sbs {
+		sb.mu.Lock()
+		sb.closeTaskServer()
+		sb.mu.Unlock()
+	}
+}
+
+// get returns the sandbox called id, waiting for its recovery if needed.
+func (s *Service) get(ctx context.Context, id string) (*sandbox, error) {
+	if err := validID(id); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	sb, ok := s.sandboxes[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	if sb.recovering != nil {
+		select {
+		case <-sb.recovering:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sandbox %q is still being recovered: %w", id, errdefs.ErrUnavailable)
+		}
+	}
+	return sb, nil
+}
+
+func (s *Service) platform() (os, arch string) { return "linux", runtime.GOARCH }
+
+func errDeadline(ctx context.Context, what string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("%s: %w", what, context.Canceled)
+}
+
+// timeNow is replaceable in tests.
+var timeNow = time.Now

@@ -1,0 +1,141 @@
+package sandboxer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+)
+
+// Sandbox states, as reported by Status (the strings containerd's CRI maps).
+const (
+	stateCreated = "SANDBOX_CREATED"
+	stateReady   = "SANDBOX_READY"
+	stateNotRdy  = "SANDBOX_NOTREADY"
+)
+
+// record is what the sandboxer persists about one sandbox: enough to answer
+// Status and to re-attach the backend after a restart.
+type record struct {
+	ID         string            `json:"id"`
+	Namespace  string            `json:"namespace,omitempty"`
+	State      string            `json:"state"`
+	Handler    string            `json:"handler,omitempty"`
+	Backend    string            `json:"backend,omitempty"`
+	Hypervisor string            `json:"hypervisor,omitempty"`
+	NetnsPath  string            `json:"netns_path,omitempty"`
+	Hostname   string            `json:"hostname,omitempty"`
+	Annot      map[string]string `json:"annotations,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Resources  backend.Resources `json:"resources"`
+	CreatedAt  time.Time         `json:"created_at"`
+	StartedAt  time.Time         `json:"started_at,omitempty"`
+	ExitedAt   time.Time         `json:"exited_at,omitempty"`
+	ExitStatus uint32            `json:"exit_status,omitempty"`
+	Exited     bool              `json:"exited,omitempty"`
+	Checkpoint []byte            `json:"checkpoint,omitempty"`
+}
+
+// store keeps one JSON file per sandbox under <root>/sandboxes/<id>/.
+type store struct {
+	root string
+}
+
+const recordFile = "sandbox.json"
+
+func (s *store) dir(id string) string { return filepath.Join(s.root, "sandboxes", id) }
+
+// validID refuses IDs that could escape the state directory.
+func validID(id string) error {
+	if id == "" {
+		return fmt.Errorf("sandbox ID is empty: containerd must send sandbox_id: %w", errdefs.ErrInvalidArgument)
+	}
+	if len(id) > 128 || strings.ContainsAny(id, "/\\\x00") || id == "." || id == ".." || strings.HasPrefix(id, ".") {
+		return fmt.Errorf("sandbox ID %q is not a valid name (no '/', no leading '.', at most 128 bytes): %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// save writes r atomically: a temp file in the same directory, fsync, rename,
+// then fsync of the directory, so a crash leaves the old or the new record.
+func (s *store) save(r *record) error {
+	dir := s.dir(r.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".sandbox-*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, recordFile)); err != nil {
+		return err
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// load reads every record; a directory without a readable record (a create
+// that crashed before its first save) is returned in orphans for removal.
+func (s *store) load() (recs []*record, orphans []string, err error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, "sandboxes"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir(e.Name()), recordFile))
+		var r record
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil || r.ID != e.Name() {
+			orphans = append(orphans, s.dir(e.Name()))
+			continue
+		}
+		recs = append(recs, &r)
+	}
+	return recs, orphans, nil
+}
+
+// remove deletes everything under the sandbox's directory.
+func (s *store) remove(id string) error {
+	return os.RemoveAll(s.dir(id))
+}

@@ -1,0 +1,183 @@
+package sandboxer
+
+import (
+	"context"
+	"fmt"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// taskForwarder serves a sandbox's Task API socket: it forwards every call to
+// the backend instance's TaskService, starting the backend at the first
+// Create when the pod did not name its kind.
+type taskForwarder struct {
+	sb *sandbox
+}
+
+var _ taskAPI.TTRPCTaskService = (*taskForwarder)(nil)
+
+// tasks returns the instance's task service or a NotFound naming id.
+func (f *taskForwarder) tasks(id string) (taskAPI.TTRPCTaskService, error) {
+	f.sb.mu.Lock()
+	defer f.sb.mu.Unlock()
+	if f.sb.inst == nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %q in sandbox %s: no container was created in this sandbox yet: %w", id, f.sb.rec.ID, errdefs.ErrNotFound))
+	}
+	return f.sb.inst.Tasks(), nil
+}
+
+// Create routes the sandbox (when its kind is still open), then forwards.
+func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	sb := f.sb
+	sb.mu.Lock()
+	if sb.rec.Exited {
+		sb.mu.Unlock()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("create task %s: sandbox %s has exited: %w", r.GetID(), sb.rec.ID, errdefs.ErrFailedPrecondition))
+	}
+	if sb.inst == nil {
+		ctx := log.WithLogger(ctx, sb.logger(ctx).WithField("container", r.GetID()))
+		kind, hv, why := sb.svc.route(ctx, sb, r.GetBundle())
+		log.G(ctx).WithField("isolation", kind).WithField("reason", why).Info("routing sandbox at its first container")
+		if err := sb.startBackendLocked(ctx, kind, hv); err != nil {
+			sb.mu.Unlock()
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	svc := sb.inst.Tasks()
+	sb.mu.Unlock()
+	return svc.Create(ctx, r)
+}
+
+func (f *taskForwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.State(ctx, r)
+}
+
+func (f *taskForwarder) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Start(ctx, r)
+}
+
+func (f *taskForwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Delete(ctx, r)
+}
+
+func (f *taskForwarder) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Pids(ctx, r)
+}
+
+func (f *taskForwarder) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Pause(ctx, r)
+}
+
+func (f *taskForwarder) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Resume(ctx, r)
+}
+
+func (f *taskForwarder) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Checkpoint(ctx, r)
+}
+
+func (f *taskForwarder) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Kill(ctx, r)
+}
+
+func (f *taskForwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Exec(ctx, r)
+}
+
+func (f *taskForwarder) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.ResizePty(ctx, r)
+}
+
+func (f *taskForwarder) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.CloseIO(ctx, r)
+}
+
+func (f *taskForwarder) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Update(ctx, r)
+}
+
+func (f *taskForwarder) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Wait(ctx, r)
+}
+
+func (f *taskForwarder) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	t, err := f.tasks(r.GetID())
+	if err != nil {
+		return nil, err
+	}
+	return t.Stats(ctx, r)
+}
+
+// Connect reports the sandbox's pid; it works before any container exists.
+func (f *taskForwarder) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	f.sb.mu.Lock()
+	inst := f.sb.inst
+	pid := f.sb.pidLocked()
+	f.sb.mu.Unlock()
+	if inst == nil {
+		return &taskAPI.ConnectResponse{ShimPid: pid}, nil
+	}
+	return inst.Tasks().Connect(ctx, r)
+}
+
+// Shutdown is a no-op: containerd sends it after every task delete, but the
+// sandbox (and its other tasks) live until the Sandbox API's Shutdown.
+func (f *taskForwarder) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
+	return &emptypb.Empty{}, nil
+}
