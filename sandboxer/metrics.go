@@ -51,8 +51,8 @@ func toCgroup2(m backend.Metrics) *cg2.Metrics {
 			UserUsec:  m.CPUNanos / 1000,
 		},
 		Memory: &cg2.MemoryStat{
-			Usage:        m.MemoryBytes,
-			Anon:         m.MemoryBytes,
+			Usage: m.MemoryBytes,
+			Anon:  m.MemoryBytes,
 		},
 	}
 }
