@@ -1,0 +1,203 @@
+// Package runspec maps an OCI runtime spec (config.json) onto a wasm.RunConfig,
+// the way a container runtime maps it onto a Linux process: process.args
+// become argv, process.env the environment, the rootfs and bind mounts become
+// WASI preopens, and the memory cgroup limit caps linear memory.
+//
+// It is shared by the task service (containers created through containerd)
+// and the CLI, so that a module behaves the same whichever way it is started.
+package runspec
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// SplitFunction splits an entrypoint written "path#function" into the module
+// path and the function to start; function is "" when none is named (the
+// engine then starts wasm.DefaultFunction).
+func SplitFunction(entry string) (modulePath, function string) {
+	if i := strings.LastIndexByte(entry, '#'); i >= 0 {
+		return entry[:i], entry[i+1:]
+	}
+	return entry, ""
+}
+
+// FromSpec returns the module file to run (a host path inside rootfs), the
+// function to start and the run configuration for spec.
+//
+// process.args[0] names the module, optionally as "path#function"; a relative
+// path is taken from process.cwd. argv[0] the guest sees is args[0] without
+// the "#function" suffix. rootfs is preopened at "/" (read-only when
+// root.readonly is set) and every bind mount whose source is a directory at
+// its destination (read-only with the "ro" option). Other mounts (proc,
+// tmpfs, ...) and bind mounts of single files have no WASI equivalent and are
+// left out. linux.resources.memory.limit becomes the memory limit.
+//
+// With an empty rootfs (a module held outside any file system, such as an
+// image whose module is a Wasm layer), nothing is preopened at "/" and
+// modulePath is "": the caller supplies the module bytes.
+//
+// Every error is of kind errdefs.ErrInvalidArgument or errdefs.ErrNotFound and
+// names the spec field to fix. The stdio fields of the result are left nil.
+func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg wasm.RunConfig, err error) {
+	if spec == nil || spec.Process == nil || len(spec.Process.Args) == 0 || spec.Process.Args[0] == "" {
+		return "", "", cfg, fmt.Errorf("spec has no process.args: set the image entrypoint (or command) to the .wasm module path: %w", errdefs.ErrInvalidArgument)
+	}
+	p := spec.Process
+	entry, function := SplitFunction(p.Args[0])
+	if entry == "" {
+		return "", "", cfg, fmt.Errorf("process.args[0] %q names a function but no module: write it as /path/module.wasm#function: %w", p.Args[0], errdefs.ErrInvalidArgument)
+	}
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !path.IsAbs(cwd) {
+		return "", "", cfg, fmt.Errorf("process.cwd %q is not absolute: %w", p.Cwd, errdefs.ErrInvalidArgument)
+	}
+	cfg = wasm.RunConfig{
+		Function: function,
+		Args:     append([]string{entry}, p.Args[1:]...),
+		Env:      slices.Clone(p.Env),
+		Cwd:      path.Clean(cwd),
+	}
+
+	if rootfs != "" {
+		if !filepath.IsAbs(rootfs) {
+			return "", "", cfg, fmt.Errorf("rootfs %q is not absolute: %w", rootfs, errdefs.ErrInvalidArgument)
+		}
+		name := entry
+		if !path.IsAbs(name) {
+			// Not path.Join: it would clean away a ".." that climbs out.
+			name = cfg.Cwd + "/" + name
+		}
+		modulePath, err = ResolveInRoot(rootfs, name)
+		if err != nil {
+			return "", "", cfg, fmt.Errorf("process.args[0] %q: %w", p.Args[0], err)
+		}
+		cfg.Mounts = append(cfg.Mounts, wasm.Mount{HostPath: rootfs, GuestPath: "/", ReadOnly: spec.Root != nil && spec.Root.Readonly})
+	}
+
+	for i, m := range spec.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		if !filepath.IsAbs(m.Source) || !path.IsAbs(m.Destination) {
+			return "", "", cfg, fmt.Errorf("mounts[%d] (%s -> %s): source and destination must be absolute paths: %w", i, m.Source, m.Destination, errdefs.ErrInvalidArgument)
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return "", "", cfg, fmt.Errorf("mounts[%d]: bind source %s: %v: create it or drop the mount: %w", i, m.Source, err, errdefs.ErrNotFound)
+		}
+		if !st.IsDir() {
+			// WASI preopens are directories; files such as /etc/hosts
+			// that CRI binds in have no WASI equivalent.
+			continue
+		}
+		cfg.Mounts = append(cfg.Mounts, wasm.Mount{
+			HostPath:  m.Source,
+			GuestPath: path.Clean(m.Destination),
+			ReadOnly:  slices.Contains(m.Options, "ro"),
+		})
+	}
+
+	if l := spec.Linux; l != nil && l.Resources != nil && l.Resources.Memory != nil && l.Resources.Memory.Limit != nil {
+		if lim := *l.Resources.Memory.Limit; lim > 0 {
+			cfg.MemoryLimit = uint64(lim)
+		}
+	}
+	return modulePath, function, cfg, nil
+}
+
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// maxSymlinks bounds symlink resolution, as Linux does (ELOOP after 40).
+const maxSymlinks = 40
+
+// ErrEscape is wrapped by the errors ResolveInRoot returns for paths that
+// leave the root through ".." or a symlink.
+var ErrEscape = errors.New("path escapes the container root")
+
+// ResolveInRoot resolves name (absolute, as the container sees it) inside the
+// host directory root, following symlinks the way the container would (an
+// absolute link target starts again at root), and returns the host path of
+// the regular file it names. A path or link that climbs above root with ".."
+// is refused rather than clamped: it would mean something else on the host.
+func ResolveInRoot(root, name string) (string, error) {
+	var stack []string // resolved components below root
+	todo := splitPath(name)
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) == 0 {
+				return "", fmt.Errorf("%q climbs above the root with \"..\": use a path inside the image: %w (%w)", name, ErrEscape, errdefs.ErrInvalidArgument)
+			}
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		host := filepath.Join(root, filepath.Join(stack...), c)
+		st, err := os.Lstat(host)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("module %s not found in the image root: check the entrypoint path: %w", name, errdefs.ErrNotFound)
+			}
+			return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			links++
+			if links > maxSymlinks {
+				return "", fmt.Errorf("module %s: too many levels of symbolic links: %w", name, errdefs.ErrInvalidArgument)
+			}
+			target, err := os.Readlink(host)
+			if err != nil {
+				return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+			}
+			if path.IsAbs(target) {
+				stack = stack[:0]
+			}
+			todo = append(splitPath(target), todo...)
+			continue
+		}
+		stack = append(stack, c)
+		if len(todo) > 0 && !st.IsDir() {
+			return "", fmt.Errorf("module %s: %s is not a directory: %w", name, "/"+strings.Join(stack, "/"), errdefs.ErrNotFound)
+		}
+	}
+	host := filepath.Join(root, filepath.Join(stack...))
+	// Belt and braces: the walk above must agree with securejoin, which
+	// resolves the same way but clamps ".." instead of refusing it.
+	if sj, err := securejoin.SecureJoin(root, name); err != nil || sj != host {
+		return "", fmt.Errorf("module %s: resolves to %s here but %s by securejoin (%v): %w (%w)", name, host, sj, err, ErrEscape, errdefs.ErrInvalidArgument)
+	}
+	st, err := os.Stat(host)
+	if err != nil {
+		return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrNotFound)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("module %s is not a regular file (it resolves to /%s): point the entrypoint at the .wasm file: %w", name, strings.Join(stack, "/"), errdefs.ErrInvalidArgument)
+	}
+	return host, nil
+}
+
+func splitPath(p string) []string {
+	return strings.Split(p, "/")
+}
