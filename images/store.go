@@ -1,0 +1,360 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+)
+
+// Store is a local content-addressed image store under one directory:
+//
+//	blobs/sha256/<hex>   every blob, digest-verified on write and on use
+//	rootfs/<hex>/        the unpacked tar layers of manifest <hex>
+//	index.json           image names -> manifest, replaced atomically
+//	ingest/              per-pull staging, removed on success or failure
+//	lock                 flock(2) serialising commits across processes
+//
+// A pull stages every blob it fetches and the unpacked rootfs under ingest/,
+// and only when all of them verified does it move them into place and name
+// the image, so a failed pull leaves nothing behind. Concurrent pulls of the
+// same name in one process share one download; across processes, renames
+// are atomic and the index update holds the lock.
+type Store struct {
+	root  string
+	group singleflight.Group
+}
+
+// Entry is one named image in the store.
+type Entry struct {
+	// Name is the normalized reference (registry/repo:tag), or the source
+	// path for unnamed layouts and archives.
+	Name string `json:"name"`
+	// Target is the descriptor the name resolved to at pull time (a manifest
+	// or an index).
+	Target ocispec.Descriptor `json:"target"`
+	// Manifest is the manifest chosen for this platform.
+	Manifest ocispec.Descriptor `json:"manifest"`
+	// Kind says whether the image is Wasm or Linux.
+	Kind Kind `json:"kind"`
+	// Shape says which image layout it uses.
+	Shape Shape `json:"shape"`
+	// Size is the total size of the manifest, config and layers in bytes.
+	Size int64 `json:"size"`
+	// Rootfs reports whether the image has tar layers unpacked under
+	// rootfs/<manifest hex>.
+	Rootfs bool `json:"rootfs"`
+	// Pulled is when the entry was last written.
+	Pulled time.Time `json:"pulled"`
+}
+
+type indexFile struct {
+	Version int     `json:"version"`
+	Images  []Entry `json:"images"`
+}
+
+// OpenStore opens (creating if needed) the store rooted at root. Directories
+// are created 0700: the store may hold images pulled with credentials.
+func OpenStore(root string) (*Store, error) {
+	if root == "" {
+		return nil, fmt.Errorf("image store root is empty: set a state directory: %w", errdefs.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{abs, filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), filepath.Join(abs, "ingest")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create image store directory: %w", err)
+		}
+	}
+	return &Store{root: abs}, nil
+}
+
+// Root returns the store's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) blobPath(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("digest %q: %v: %w", d, err, errdefs.ErrInvalidArgument)
+	}
+	return filepath.Join(s.root, "blobs", d.Algorithm().String(), d.Encoded()), nil
+}
+
+// RootfsPath returns where the rootfs of manifest m is (or would be) unpacked.
+func (s *Store) RootfsPath(m digest.Digest) string {
+	return filepath.Join(s.root, "rootfs", m.Encoded())
+}
+
+// fileReaderAt is a content.ReaderAt over an open file.
+type fileReaderAt struct {
+	*os.File
+	size int64
+}
+
+func (f fileReaderAt) Size() int64 { return f.size }
+
+// ReaderAt opens a blob of the store. The bytes are as stored; every reader
+// in this package verifies them against desc while reading, and external
+// callers should do the same (ModuleFromImage does).
+func (s *Store) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	p, err := s.blobPath(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return openBlobFile(p, desc)
+}
+
+func openBlobFile(p string, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("blob %s: %w", desc.Digest, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return fileReaderAt{f, st.Size()}, nil
+}
+
+func (s *Store) hasBlob(d digest.Digest) bool {
+	p, err := s.blobPath(d)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}
+
+// List returns the named images, sorted by name.
+func (s *Store) List(ctx context.Context) ([]Entry, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	return idx.Images, nil
+}
+
+// Get returns the entry for name (a normalized reference or a name as
+// listed).
+func (s *Store) Get(ctx context.Context, name string) (Entry, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return Entry{}, err
+	}
+	for _, e := range idx.Images {
+		if e.Name == name {
+			return e, nil
+		}
+	}
+	return Entry{}, fmt.Errorf("image %q is not in the store %s: pull it first (kuasar pull): %w", name, s.root, errdefs.ErrNotFound)
+}
+
+func (s *Store) readIndex() (*indexFile, error) {
+	b, err := os.ReadFile(filepath.Join(s.root, "index.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return &indexFile{Version: 1}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var idx indexFile
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("image store index %s is corrupt (%v): remove it and pull again: %w", filepath.Join(s.root, "index.json"), err, errdefs.ErrDataLoss)
+	}
+	return &idx, nil
+}
+
+// writeIndex replaces index.json atomically (temp file, fsync, rename).
+func (s *Store) writeIndex(idx *indexFile) error {
+	slices.SortFunc(idx.Images, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.root, "index.json"), b, 0o600)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// lock takes the store's cross-process lock; the returned func releases it.
+func (s *Store) lock(ctx context.Context) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(s.root, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock image store: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for the image store lock %s: %w", filepath.Join(s.root, "lock"), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Fetcher reads blobs from an image source (a registry repository, an OCI
+// layout, an OCI archive). oras-go's remote.Repository satisfies it.
+type Fetcher interface {
+	// Fetch opens the blob desc names; the store verifies what it reads.
+	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+}
+
+// txn is one pull: blobs and the rootfs are staged under ingest/ and moved
+// into the store by commit, or removed by abort.
+type txn struct {
+	s        *Store
+	dir      string
+	src      Fetcher
+	staged   map[digest.Digest]string
+	progress *progress
+}
+
+func (s *Store) newTxn(src Fetcher, pr *progress) (*txn, error) {
+	dir, err := os.MkdirTemp(filepath.Join(s.root, "ingest"), "pull-")
+	if err != nil {
+		return nil, err
+	}
+	return &txn{s: s, dir: dir, src: src, staged: map[digest.Digest]string{}, progress: pr}, nil
+}
+
+func (t *txn) abort() { os.RemoveAll(t.dir) }
+
+// ReaderAt serves staged blobs, then store blobs, and fetches (verified)
+// from the source what neither has.
+func (t *txn) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	if err := t.fetch(ctx, desc); err != nil {
+		return nil, err
+	}
+	if p, ok := t.staged[desc.Digest]; ok {
+		return openBlobFile(p, desc)
+	}
+	return t.s.ReaderAt(ctx, desc)
+}
+
+// fetch stages desc unless the store or this pull already has it. The blob
+// is written to a temp file through a verifier and kept only if it matched.
+func (t *txn) fetch(ctx context.Context, desc ocispec.Descriptor) error {
+	if _, ok := t.staged[desc.Digest]; ok {
+		return nil
+	}
+	if t.s.hasBlob(desc.Digest) {
+		return nil
+	}
+	if _, err := t.s.blobPath(desc.Digest); err != nil {
+		return err
+	}
+	rc, err := t.src.Fetch(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("fetch %s (%s): %w", desc.Digest, desc.MediaType, err)
+	}
+	defer rc.Close()
+	v, err := newVerifier(rc, desc)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(t.dir, "blob-")
+	if err != nil {
+		return err
+	}
+	var r io.Reader = v
+	if t.progress != nil {
+		r = t.progress.reader(v, desc)
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if t.progress != nil {
+		t.progress.done(desc, err)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("fetch %s (%s): %w", desc.Digest, desc.MediaType, err)
+	}
+	t.staged[desc.Digest] = f.Name()
+	return nil
+}
+
+// commit moves the staged blobs and rootfs into the store and names the
+// image, under the store lock. Blobs and rootfs another pull committed
+// first are kept (they are the same content).
+func (t *txn) commit(ctx context.Context, e Entry, rootfsTmp string) error {
+	unlock, err := t.s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for d, p := range t.staged {
+		dst, _ := t.s.blobPath(d)
+		if err := os.Chmod(p, 0o400); err != nil {
+			return err
+		}
+		if err := os.Rename(p, dst); err != nil {
+			return fmt.Errorf("commit blob %s: %w", d, err)
+		}
+	}
+	if rootfsTmp != "" {
+		dst := t.s.RootfsPath(e.Manifest.Digest)
+		if _, err := os.Stat(dst); err != nil {
+			if err := os.Rename(rootfsTmp, dst); err != nil {
+				return fmt.Errorf("commit rootfs: %w", err)
+			}
+		}
+	}
+	idx, err := t.s.readIndex()
+	if err != nil {
+		return err
+	}
+	e.Pulled = time.Now().UTC()
+	idx.Images = slices.DeleteFunc(idx.Images, func(x Entry) bool { return x.Name == e.Name })
+	idx.Images = append(idx.Images, e)
+	return t.s.writeIndex(idx)
+}
