@@ -1,0 +1,128 @@
+// Package events publishes Task API events (/tasks/create, /tasks/exit, ...)
+// from an in-process task service to containerd, in the order they happened
+// and without blocking the Task API call or the exiting task on a slow or
+// restarting containerd.
+//
+// containerd's CRI plugin marks a container exited when it sees /tasks/exit,
+// so exits must reach containerd promptly and after the matching
+// /tasks/start: a Queue delivers events one at a time, in order.
+package events
+
+import (
+	"context"
+	"sync"
+
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/log"
+)
+
+// RemotePublisher is a Publisher connected to containerd's ttrpc socket. It
+// must be closed when no longer needed.
+type RemotePublisher interface {
+	events.Publisher
+	Close() error
+}
+
+// NewRemotePublisher returns a publisher that forwards events to the
+// containerd events service at ttrpcAddress (containerd's ttrpc socket, e.g.
+// /run/containerd/containerd.sock.ttrpc), exactly as a shim does. It reuses
+// containerd's own shim publisher, which reconnects and retries failed events
+// a few times. Events must carry a namespace in their context.
+func NewRemotePublisher(ttrpcAddress string) (RemotePublisher, error) {
+	return shim.NewPublisher(ttrpcAddress)
+}
+
+// Discard is a Publisher that drops every event, for tests and for running
+// without containerd.
+var Discard events.Publisher = discard{}
+
+type discard struct{}
+
+func (discard) Publish(context.Context, string, events.Event) error { return nil }
+
+type item struct {
+	ns    string
+	topic string
+	ev    events.Event
+}
+
+// Queue publishes events in order on a single goroutine. Publish never
+// blocks on the underlying publisher.
+type Queue struct {
+	pub events.Publisher
+
+	mu     sync.Mutex
+	items  []item
+	wake   chan struct{}
+	closed bool
+	done   chan struct{}
+}
+
+// NewQueue starts a queue in front of pub; nil pub means Discard.
+func NewQueue(pub events.Publisher) *Queue {
+	if pub == nil {
+		pub = Discard
+	}
+	q := &Queue{pub: pub, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go q.run()
+	return q
+}
+
+// Publish queues event under topic for namespace ns. Events published after
+// Close are dropped.
+func (q *Queue) Publish(ns, topic string, event events.Event) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.items = append(q.items, item{ns: ns, topic: topic, ev: event})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *Queue) run() {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		batch := q.items
+		q.items = nil
+		closed := q.closed
+		q.mu.Unlock()
+		for _, it := range batch {
+			ctx := namespaces.WithNamespace(context.Background(), it.ns)
+			if err := q.pub.Publish(ctx, it.topic, it.ev); err != nil {
+				log.G(ctx).WithError(err).WithField("topic", it.topic).Warn("publish task event")
+			}
+		}
+		if closed && len(batch) == 0 {
+			return
+		}
+		if len(batch) == 0 {
+			<-q.wake
+		}
+	}
+}
+
+// Close delivers the events already queued, then stops the queue. It blocks
+// until they were handed to the publisher or ctx is done.
+func (q *Queue) Close(ctx context.Context) error {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-q.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,77 @@
+package wasmtask
+
+import (
+	"context"
+	"os"
+
+	"github.com/containerd/containerd/v2/core/events"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// ModuleResolver finds a container's Wasm module outside its rootfs: in the
+// wasm layers of its image, read from containerd's content store. It returns
+// an error of kind errdefs.ErrNotFound when the image holds no module.
+type ModuleResolver interface {
+	// ResolveModule returns the module bytes of container containerID in
+	// namespace ns, and the function its image's entrypoint names ("" for
+	// the default).
+	ResolveModule(ctx context.Context, ns, containerID string) (module []byte, function string, err error)
+}
+
+// SpecMapper turns a container's OCI runtime spec and its mounted rootfs
+// into the module file to run and the instance configuration. The default is
+// wasm/runspec's FromSpec.
+type SpecMapper func(spec *specs.Spec, rootfs string) (modulePath, function string, cfg wasm.RunConfig, err error)
+
+// Option configures a Service.
+type Option func(*config)
+
+type config struct {
+	engine      wasm.Engine
+	publisher   events.Publisher
+	resolver    ModuleResolver
+	mapper      SpecMapper
+	sandboxID   string
+	namespace   string
+	pid         uint32
+	memoryLimit uint64
+}
+
+func defaultConfig() config {
+	return config{pid: uint32(os.Getpid()), mapper: defaultMapper}
+}
+
+// WithEngine sets the engine modules are compiled and run with (required).
+func WithEngine(e wasm.Engine) Option { return func(c *config) { c.engine = e } }
+
+// WithPublisher sets where task events (/tasks/create, /tasks/exit, ...) go;
+// without it they are dropped. The service publishes through an ordered,
+// non-blocking queue.
+func WithPublisher(p events.Publisher) Option { return func(c *config) { c.publisher = p } }
+
+// WithModuleResolver sets the fallback used when a container's rootfs holds
+// no module: typically the image's wasm layers in containerd's content store.
+func WithModuleResolver(r ModuleResolver) Option { return func(c *config) { c.resolver = r } }
+
+// WithSpecMapper replaces the OCI-spec-to-RunConfig mapping (tests, engines
+// with their own conventions).
+func WithSpecMapper(m SpecMapper) Option { return func(c *config) { c.mapper = m } }
+
+// WithSandbox names the sandbox the service belongs to, for logs, and the
+// namespace used when a request carries none.
+func WithSandbox(id, namespace string) Option {
+	return func(c *config) { c.sandboxID, c.namespace = id, namespace }
+}
+
+// WithPid sets the pid reported for every task and exec of the service.
+// Wasm instances are goroutines of the hosting process, not processes: the
+// default is that process's pid (the sandboxer's), which is stable for the
+// sandbox's life and names the process that really runs the guests.
+func WithPid(pid uint32) Option { return func(c *config) { c.pid = pid } }
+
+// WithMemoryLimit caps every instance's linear memory (the sandbox's memory
+// limit); a container's own limit from its spec applies when lower. 0 means
+// no cap beyond the engine's default.
+func WithMemoryLimit(bytes uint64) Option { return func(c *config) { c.memoryLimit = bytes } }

@@ -1,0 +1,177 @@
+package wasmtask
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/task/stdio"
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// process is one Wasm instance of a container: its init process (execID "")
+// or an exec.
+type process struct {
+	execID string
+	module wasm.Module
+	cfg    wasm.RunConfig
+	io     stdio.Config
+
+	mu         sync.Mutex
+	status     task.Status
+	exitStatus uint32
+	exitedAt   time.Time
+	pipes      *stdio.Pipes
+	cancel     context.CancelFunc
+	done       chan struct{}
+
+	signal  atomic.Int32
+	inst    atomic.Value // wasm.Instance, set while running
+	tid     atomic.Int64 // OS thread running the guest, 0 when not running
+	cpuBase atomic.Uint64
+	cpuUsed atomic.Uint64 // CPU time of finished runs
+	runErr  error         // why Run failed; read only after done is closed
+}
+
+func newProcess(execID string, m wasm.Module, cfg wasm.RunConfig, io stdio.Config, pipes *stdio.Pipes) *process {
+	return &process{execID: execID, module: m, cfg: cfg, io: io, pipes: pipes, status: task.Status_CREATED, done: make(chan struct{})}
+}
+
+// exitedProcess is a process known only to have ended (after a restart).
+func exitedProcess(execID string, status uint32, at time.Time) *process {
+	p := &process{execID: execID, status: task.Status_STOPPED, exitStatus: status, exitedAt: at, done: make(chan struct{})}
+	close(p.done)
+	return p
+}
+
+func (p *process) state() (task.Status, uint32, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status, p.exitStatus, p.exitedAt
+}
+
+// start runs the instance on its own goroutine; onExit is called once the
+// instance ended, its stdio closed and its state is STOPPED.
+func (p *process) start(onExit func(p *process)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.status {
+	case task.Status_CREATED:
+	case task.Status_RUNNING:
+		return fmt.Errorf("process already started: %w", errdefs.ErrFailedPrecondition)
+	default:
+		return fmt.Errorf("process already exited: %w", errdefs.ErrFailedPrecondition)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.status = task.Status_RUNNING
+	cfg := p.cfg
+	if p.pipes != nil {
+		cfg.Stdin, cfg.Stdout, cfg.Stderr = p.pipes.Stdin, p.pipes.Stdout, p.pipes.Stderr
+	}
+	cfg.Signal = func() int { return int(p.signal.Load()) }
+	cfg.Started = func(i wasm.Instance) { p.inst.Store(&i) }
+	go p.run(ctx, cfg, onExit)
+	return nil
+}
+
+func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*process)) {
+	// The guest runs on this goroutine; locking it to its thread lets
+	// Stats/Metrics read the thread's CPU clock while it runs.
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	p.cpuBase.Store(threadCPUNanos(tid))
+	p.tid.Store(int64(tid))
+	code, err := p.module.Run(ctx, cfg)
+	p.cpuUsed.Add(threadCPUNanos(tid) - p.cpuBase.Load())
+	p.tid.Store(0)
+	runtime.UnlockOSThread()
+	p.cancel()
+
+	if sig := p.signal.Load(); sig > 0 {
+		// Killed: whatever the guest did while it was being stopped, the
+		// container ends the way a signalled Linux process does.
+		code = 128 + int(sig)
+	}
+	if err != nil && code == 0 {
+		code = wasm.ExitKilled
+	}
+	p.pipes.Close()
+	p.mu.Lock()
+	p.status = task.Status_STOPPED
+	p.exitStatus = uint32(code)
+	p.exitedAt = time.Now()
+	p.mu.Unlock()
+	p.inst.Store((*wasm.Instance)(nil))
+	p.runErr = err
+	close(p.done)
+	onExit(p)
+}
+
+// kill stops the process with sig. A created process that never ran ends
+// at once with 128+sig.
+func (p *process) kill(sig syscall.Signal, onExit func(*process)) error {
+	p.mu.Lock()
+	switch p.status {
+	case task.Status_CREATED:
+		p.status = task.Status_STOPPED
+		p.exitStatus = uint32(128 + int(sig))
+		p.exitedAt = time.Now()
+		p.mu.Unlock()
+		p.pipes.Close()
+		close(p.done)
+		onExit(p)
+		return nil
+	case task.Status_RUNNING:
+		p.signal.CompareAndSwap(0, int32(sig))
+		p.mu.Unlock()
+		p.cancel()
+		p.pipes.Abort()
+		return nil
+	default:
+		p.mu.Unlock()
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	}
+}
+
+// memoryBytes is the live instance's linear memory, 0 when not running.
+func (p *process) memoryBytes() uint64 {
+	v, _ := p.inst.Load().(*wasm.Instance)
+	if v == nil || *v == nil {
+		return 0
+	}
+	return (*v).MemoryBytes()
+}
+
+// cpuNanos is the CPU time the process's runs used so far.
+func (p *process) cpuNanos() uint64 {
+	used := p.cpuUsed.Load()
+	if tid := p.tid.Load(); tid != 0 {
+		if now := threadCPUNanos(int(tid)); now > p.cpuBase.Load() && p.tid.Load() == tid {
+			used += now - p.cpuBase.Load()
+		}
+	}
+	return used
+}
+
+func (p *process) running() bool {
+	s, _, _ := p.state()
+	return s == task.Status_RUNNING
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}

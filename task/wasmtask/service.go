@@ -1,0 +1,786 @@
+// Package wasmtask implements containerd's Task API v3 for WebAssembly
+// containers run in-process on a wasm.Engine: each container (and each exec)
+// is an instance of its module running on a goroutine of the hosting
+// process, with its stdio on the FIFOs containerd gives and its rootfs
+// mounted under the bundle.
+//
+// One Service serves the containers of one sandbox; the sandboxer forwards
+// that sandbox's Task API socket to it. See docs/task.md.
+package wasmtask
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/kuasar-go/kuasar/internal/version"
+	"github.com/kuasar-go/kuasar/task/events"
+	"github.com/kuasar-go/kuasar/task/stdio"
+	"github.com/kuasar-go/kuasar/wasm"
+)
+
+// container is one task: its init process, its execs and its rootfs.
+type container struct {
+	id        string
+	ns        string
+	bundle    string
+	rootfs    string        // <bundle>/rootfs
+	mounts    []mount.Mount // mounted on rootfs by Create; nil when none
+	mounted   bool
+	spec      *specs.Spec
+	module    string // host path of the init module ("" when from the content store)
+	memLimit  uint64
+	init      *process
+	execs     map[string]*process
+	recovered bool
+}
+
+// Service is a Task API v3 service for the Wasm containers of one sandbox.
+// It is safe for concurrent use.
+type Service struct {
+	cfg    config
+	events *events.Queue
+
+	mu    sync.Mutex
+	tasks map[string]*container
+	// changed is closed and replaced whenever a task is added or removed,
+	// or a process exits, for WaitIdle.
+	changed chan struct{}
+	closed  bool
+}
+
+var _ taskAPI.TTRPCTaskService = (*Service)(nil)
+
+// New returns a Service; WithEngine is required.
+func New(ctx context.Context, opts ...Option) (*Service, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.engine == nil {
+		return nil, fmt.Errorf("wasmtask.New: no engine: pass wasmtask.WithEngine: %w", errdefs.ErrInvalidArgument)
+	}
+	return &Service{
+		cfg:     cfg,
+		events:  events.NewQueue(cfg.publisher),
+		tasks:   map[string]*container{},
+		changed: make(chan struct{}),
+	}, nil
+}
+
+func (s *Service) logger(ctx context.Context, id string) *log.Entry {
+	return log.G(ctx).WithField("sandbox", s.cfg.sandboxID).WithField("container", id)
+}
+
+// namespace is the request's containerd namespace (ttrpc metadata), or the
+// sandbox's when the request carries none.
+func (s *Service) namespace(ctx context.Context) (string, error) {
+	if ns, err := namespaces.NamespaceRequired(ctx); err == nil {
+		return ns, nil
+	}
+	if s.cfg.namespace != "" {
+		return s.cfg.namespace, nil
+	}
+	return "", fmt.Errorf("request carries no containerd namespace: %w", errdefs.ErrFailedPrecondition)
+}
+
+func (s *Service) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *Service) get(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.tasks[id]
+	if !ok {
+		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (s *Service) getProcess(id, execID string) (*container, *process, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if execID == "" {
+		return c, c.init, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, nil, fmt.Errorf("exec %q of task %q: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return c, p, nil
+}
+
+// Create reads the bundle's config.json, mounts the rootfs, finds and
+// compiles the module, opens the stdio FIFOs and registers the task.
+func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	c, err := s.create(ctx, r)
+	if err != nil {
+		s.logger(ctx, r.ID).WithError(err).Warn("create wasm task")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.events.Publish(c.ns, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Checkpoint:  r.Checkpoint,
+		Pid:         s.cfg.pid,
+	})
+	s.logger(ctx, r.ID).WithField("module", c.init.module.Digest()).Info("wasm task created")
+	return &taskAPI.CreateTaskResponse{Pid: s.cfg.pid}, nil
+}
+
+func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *container, retErr error) {
+	ns, err := s.namespace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.ID == "" || r.Bundle == "" {
+		return nil, fmt.Errorf("create: id and bundle are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if r.Terminal {
+		return nil, fmt.Errorf("task %s asks for a terminal: Wasm tasks have no pseudo terminal; create the container with tty=false: %w", r.ID, errdefs.ErrNotImplemented)
+	}
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, fmt.Errorf("task %s: restoring from a checkpoint is not supported for Wasm tasks: %w", r.ID, errdefs.ErrNotImplemented)
+	}
+	// Reserve the id so that concurrent creates of the same id fail.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sandbox %s is shutting down: %w", s.cfg.sandboxID, errdefs.ErrFailedPrecondition)
+	}
+	if _, ok := s.tasks[r.ID]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("task %s: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	s.tasks[r.ID] = nil
+	s.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			s.mu.Lock()
+			delete(s.tasks, r.ID)
+			s.mu.Unlock()
+		}
+	}()
+
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	c := &container{id: r.ID, ns: ns, bundle: r.Bundle, spec: spec, execs: map[string]*process{}}
+	root := "rootfs"
+	if spec.Root != nil && spec.Root.Path != "" {
+		root = spec.Root.Path
+	}
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(r.Bundle, root)
+	}
+	c.rootfs = root
+	if len(r.Rootfs) > 0 {
+		if err := os.MkdirAll(root, 0o711); err != nil {
+			return nil, fmt.Errorf("create rootfs mount point %s: %w", root, err)
+		}
+		c.mounts = mount.FromProto(r.Rootfs)
+		if err := mount.All(c.mounts, root); err != nil {
+			mount.UnmountMounts(c.mounts, root, 0)
+			return nil, fmt.Errorf("mount rootfs of task %s on %s: %w", r.ID, root, err)
+		}
+		c.mounted = true
+		defer func() {
+			if retErr != nil {
+				if err := c.unmount(); err != nil {
+					s.logger(ctx, r.ID).WithError(err).Error("unmount rootfs after failed create")
+				}
+			}
+		}()
+	}
+
+	path, fn, cfg, err := s.cfg.mapper(spec, root)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", r.ID, err)
+	}
+	m, err := s.loadModule(ctx, c, path, fn)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Function == "" {
+		cfg.Function = fn
+	}
+	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
+	c.memLimit = cfg.MemoryLimit
+	if err := checkRunnable(m, cfg, r.ID, spec.Process.Args[0]); err != nil {
+		return nil, err
+	}
+	io := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}
+	pipes, err := stdio.Open(ctx, io)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", r.ID, err)
+	}
+	c.init = newProcess("", m, cfg, io, pipes)
+	s.mu.Lock()
+	s.tasks[r.ID] = c
+	s.notifyLocked()
+	s.mu.Unlock()
+	return c, nil
+}
+
+// loadModule reads and compiles the module at path inside the rootfs, or,
+// when the rootfs has none, asks the resolver (the image's wasm layers).
+func (s *Service) loadModule(ctx context.Context, c *container, path, fn string) (wasm.Module, error) {
+	entry := c.spec.Process.Args[0]
+	b, err := os.ReadFile(path)
+	var source string
+	switch {
+	case err == nil:
+		c.module = path
+		source = fmt.Sprintf("module %s (process.args[0] %q)", path, entry)
+	case errors.Is(err, os.ErrNotExist) && s.cfg.resolver != nil:
+		var rfn string
+		b, rfn, err = s.cfg.resolver.ResolveModule(ctx, c.ns, c.id)
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				return nil, fmt.Errorf("task %s: no Wasm module: %q (process.args[0]) does not exist in the rootfs and the image has no wasm layer (%v): set the entrypoint to the module's path in the image, or build the image with an application/wasm layer: %w", c.id, entry, err, errdefs.ErrNotFound)
+			}
+			return nil, fmt.Errorf("task %s: read the image's wasm layer from containerd: %w", c.id, err)
+		}
+		if fn == "" {
+			// The image's own entrypoint may name the function.
+			_, fn = splitEntry(rfn)
+		}
+		source = fmt.Sprintf("the wasm layer of the image of container %s", c.id)
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("task %s: Wasm module %q (process.args[0]) does not exist in the container's rootfs: set the image entrypoint or the container command to the path of a .wasm file in the image: %w", c.id, entry, errdefs.ErrNotFound)
+	default:
+		return nil, fmt.Errorf("task %s: read Wasm module %q: %w", c.id, entry, err)
+	}
+	m, err := s.cfg.engine.Compile(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %s is not a usable WebAssembly module (use a Wasm image, or run Linux images with vm isolation): %w", c.id, source, err)
+	}
+	return m, nil
+}
+
+// checkRunnable refuses at create time what Run would refuse at start: a
+// function the module does not export, a memory minimum over the limit.
+func checkRunnable(m wasm.Module, cfg wasm.RunConfig, id, entry string) error {
+	fn := cfg.Function
+	if fn == "" {
+		fn = wasm.DefaultFunction
+	}
+	found := false
+	for _, e := range m.Exports() {
+		if e == fn {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return fmt.Errorf("task %s: module %q exports no function %q (exports: %v): name one of them after '#' in the entrypoint: %w", id, entry, fn, m.Exports(), errdefs.ErrNotFound)
+	}
+	if cfg.MemoryLimit > 0 && m.MinMemoryBytes() > cfg.MemoryLimit {
+		return fmt.Errorf("task %s: module %q needs %d bytes of memory to start but the memory limit is %d bytes: raise the container's or the pod's memory limit: %w", id, entry, m.MinMemoryBytes(), cfg.MemoryLimit, errdefs.ErrResourceExhausted)
+	}
+	return nil
+}
+
+// limit applies the sandbox's memory cap to a container's limit.
+func (s *Service) limit(l uint64) uint64 {
+	if s.cfg.memoryLimit > 0 && (l == 0 || l > s.cfg.memoryLimit) {
+		return s.cfg.memoryLimit
+	}
+	return l
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("parse %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return nil, fmt.Errorf("%s has no process.args: set the image entrypoint (or the container command) to the Wasm module path, e.g. /app.wasm: %w", p, errdefs.ErrInvalidArgument)
+	}
+	if spec.Process.Terminal {
+		return nil, fmt.Errorf("%s asks for a terminal (process.terminal): Wasm tasks have no pseudo terminal; create the container with tty=false: %w", p, errdefs.ErrNotImplemented)
+	}
+	return &spec, nil
+}
+
+func (c *container) unmount() error {
+	if !c.mounted {
+		return nil
+	}
+	if err := mount.UnmountAll(c.rootfs, 0); err != nil {
+		return fmt.Errorf("unmount rootfs %s: %w", c.rootfs, err)
+	}
+	c.mounted = false
+	return nil
+}
+
+// Start runs the task's (or exec's) module on a goroutine.
+func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	// Published before the instance runs so that /tasks/start always
+	// precedes the matching /tasks/exit in the ordered queue.
+	if r.ExecID == "" {
+		s.events.Publish(c.ns, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: s.cfg.pid})
+	} else {
+		s.events.Publish(c.ns, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: r.ExecID, Pid: s.cfg.pid})
+	}
+	if err := p.start(func(p *process) { s.exited(c, p) }); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("start task %s exec %q: %w", r.ID, r.ExecID, err))
+	}
+	s.logger(ctx, r.ID).WithField("exec", r.ExecID).Debug("wasm task started")
+	return &taskAPI.StartResponse{Pid: s.cfg.pid}, nil
+}
+
+// exited publishes a process's exit (and OOM) once it ended.
+func (s *Service) exited(c *container, p *process) {
+	_, status, at := p.state()
+	ctx := namespaces.WithNamespace(context.Background(), c.ns)
+	l := s.logger(ctx, c.id).WithField("exec", p.execID).WithField("exit", status)
+	if p.runErr != nil {
+		l = l.WithError(p.runErr)
+		if errdefs.IsResourceExhausted(p.runErr) {
+			s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
+		}
+	}
+	l.Info("wasm task exited")
+	id := p.execID
+	if id == "" {
+		id = c.id
+	}
+	s.events.Publish(c.ns, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
+		ContainerID: c.id, ID: id, Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
+	})
+	s.mu.Lock()
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// Delete removes an exited task (or exec): it unmounts the rootfs and
+// returns the exit status. A created task that never ran is deleted as if
+// killed. A running one is refused.
+func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	st, _, _ := p.state()
+	switch st {
+	case task.Status_RUNNING:
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s exec %q is running: kill it before deleting it: %w", r.ID, r.ExecID, errdefs.ErrFailedPrecondition))
+	case task.Status_CREATED:
+		p.kill(syscall.SIGKILL, func(*process) {})
+	}
+	_, status, at := p.state()
+	if r.ExecID != "" {
+		s.mu.Lock()
+		delete(c.execs, r.ExecID)
+		s.notifyLocked()
+		s.mu.Unlock()
+		return &taskAPI.DeleteResponse{Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+	}
+	// The init is gone: stop what still runs in the container.
+	s.mu.Lock()
+	execs := make([]*process, 0, len(c.execs))
+	for _, e := range c.execs {
+		execs = append(execs, e)
+	}
+	s.mu.Unlock()
+	for _, e := range execs {
+		e.kill(syscall.SIGKILL, func(ep *process) { s.exited(c, ep) })
+		<-e.done
+	}
+	if err := c.unmount(); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("delete task %s: %w", r.ID, err))
+	}
+	s.mu.Lock()
+	delete(s.tasks, r.ID)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.events.Publish(c.ns, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+		ContainerID: c.id, Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
+	})
+	s.logger(ctx, r.ID).Info("wasm task deleted")
+	return &taskAPI.DeleteResponse{Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// State reports a task's or exec's status.
+func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	st, status, at := p.state()
+	resp := &taskAPI.StateResponse{
+		ID: r.ID, ExecID: r.ExecID, Bundle: c.bundle, Pid: s.cfg.pid, Status: st,
+		Stdin: p.io.Stdin, Stdout: p.io.Stdout, Stderr: p.io.Stderr,
+		ExitStatus: status,
+	}
+	if st == task.Status_STOPPED {
+		resp.ExitedAt = protobuf.ToTimestamp(at)
+	}
+	return resp, nil
+}
+
+// Wait blocks until the task (or exec) exits or ctx is done.
+func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, errgrpc.ToGRPC(ctx.Err())
+	}
+	_, status, at := p.state()
+	return &taskAPI.WaitResponse{ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// signalAction says what a signal does to a Wasm guest, which cannot
+// install handlers: the default Linux action.
+func signalAction(sig syscall.Signal) (stop bool, err error) {
+	switch sig {
+	case 0, syscall.SIGCHLD, syscall.SIGURG, syscall.SIGWINCH, syscall.SIGCONT:
+		return false, nil // ignored by default
+	case syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+		return false, fmt.Errorf("signal %d would pause the task: Wasm tasks cannot be paused: %w", sig, errdefs.ErrNotImplemented)
+	}
+	if sig < 1 || sig > 64 {
+		return false, fmt.Errorf("signal %d is not a valid signal number: %w", sig, errdefs.ErrInvalidArgument)
+	}
+	return true, nil // SIGKILL, SIGTERM, SIGINT, SIGHUP, ...: terminate
+}
+
+// Kill stops the task (or exec, or with All the task and its execs). Every
+// terminating signal stops the instance; its exit status is 128+signal.
+func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	sig := syscall.Signal(r.Signal)
+	stop, err := signalAction(sig)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("kill task %s: %w", r.ID, err))
+	}
+	if !stop {
+		if p.exited() && sig == 0 {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("task %s exec %q: process already finished: %w", r.ID, r.ExecID, errdefs.ErrNotFound))
+		}
+		return &emptypb.Empty{}, nil
+	}
+	onExit := func(ep *process) { s.exited(c, ep) }
+	if r.All && r.ExecID == "" {
+		s.mu.Lock()
+		execs := make([]*process, 0, len(c.execs))
+		for _, e := range c.execs {
+			execs = append(execs, e)
+		}
+		s.mu.Unlock()
+		for _, e := range execs {
+			e.kill(sig, onExit)
+		}
+	}
+	if err := p.kill(sig, onExit); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("kill task %s exec %q: %w", r.ID, r.ExecID, err))
+	}
+	s.logger(ctx, r.ID).WithField("exec", r.ExecID).WithField("signal", r.Signal).Debug("wasm task killed")
+	return &emptypb.Empty{}, nil
+}
+
+// Exec adds a process to a running container: another module (or another
+// function of the container's module) from the exec's process spec, run
+// against the same rootfs.
+func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	if err := s.exec(ctx, r); err != nil {
+		s.logger(ctx, r.ID).WithField("exec", r.ExecID).WithError(err).Warn("exec in wasm task")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	c, _ := s.get(r.ID)
+	s.events.Publish(c.ns, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return &emptypb.Empty{}, nil
+}
+
+func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return err
+	}
+	if r.ExecID == "" {
+		return fmt.Errorf("exec in task %s: exec id is required: %w", r.ID, errdefs.ErrInvalidArgument)
+	}
+	if r.Terminal {
+		return fmt.Errorf("exec %s in task %s asks for a terminal: Wasm tasks have no pseudo terminal; exec without -t: %w", r.ExecID, r.ID, errdefs.ErrNotImplemented)
+	}
+	if c.init.exited() {
+		return fmt.Errorf("exec %s in task %s: the task has exited: %w", r.ExecID, r.ID, errdefs.ErrFailedPrecondition)
+	}
+	if r.Spec == nil {
+		return fmt.Errorf("exec %s in task %s: no process spec: %w", r.ExecID, r.ID, errdefs.ErrInvalidArgument)
+	}
+	var proc specs.Process
+	if err := json.Unmarshal(r.Spec.GetValue(), &proc); err != nil {
+		return fmt.Errorf("exec %s in task %s: parse process spec: %v: %w", r.ExecID, r.ID, err, errdefs.ErrInvalidArgument)
+	}
+	if len(proc.Args) == 0 || proc.Args[0] == "" {
+		return fmt.Errorf("exec %s in task %s: no command: give the path of a .wasm file in the container (path#function for another function): %w", r.ExecID, r.ID, errdefs.ErrInvalidArgument)
+	}
+	if proc.Terminal {
+		return fmt.Errorf("exec %s in task %s asks for a terminal: Wasm tasks have no pseudo terminal; exec without -t: %w", r.ExecID, r.ID, errdefs.ErrNotImplemented)
+	}
+	s.mu.Lock()
+	if _, ok := c.execs[r.ExecID]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("exec %s in task %s: %w", r.ExecID, r.ID, errdefs.ErrAlreadyExists)
+	}
+	c.execs[r.ExecID] = nil
+	s.mu.Unlock()
+	ok := false
+	defer func() {
+		if !ok {
+			s.mu.Lock()
+			delete(c.execs, r.ExecID)
+			s.mu.Unlock()
+		}
+	}()
+
+	spec := *c.spec
+	spec.Process = &proc
+	path, fn, cfg, err := s.cfg.mapper(&spec, c.rootfs)
+	if err != nil {
+		return fmt.Errorf("exec %s in task %s: %w", r.ExecID, r.ID, err)
+	}
+	var m wasm.Module
+	file, _ := splitEntry(proc.Args[0])
+	if file == "" || (c.module == "" && !exists(path)) {
+		// "#function" or, for a module from the image's layers, any path
+		// not in the rootfs: the container's own module.
+		m = c.init.module
+	} else {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("exec %s in task %s: Wasm module %q does not exist in the container's rootfs: give the path of a .wasm file in the image: %w", r.ExecID, r.ID, proc.Args[0], errdefs.ErrNotFound)
+			}
+			return fmt.Errorf("exec %s in task %s: read %q: %w", r.ExecID, r.ID, proc.Args[0], err)
+		}
+		if m, err = s.cfg.engine.Compile(ctx, b); err != nil {
+			return fmt.Errorf("exec %s in task %s: %q is not a usable WebAssembly module: %w", r.ExecID, r.ID, proc.Args[0], err)
+		}
+	}
+	if cfg.Function == "" {
+		cfg.Function = fn
+	}
+	if cfg.MemoryLimit == 0 {
+		cfg.MemoryLimit = c.memLimit
+	}
+	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
+	if err := checkRunnable(m, cfg, r.ID, proc.Args[0]); err != nil {
+		return err
+	}
+	io := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}
+	pipes, err := stdio.Open(ctx, io)
+	if err != nil {
+		return fmt.Errorf("exec %s in task %s: %w", r.ExecID, r.ID, err)
+	}
+	s.mu.Lock()
+	c.execs[r.ExecID] = newProcess(r.ExecID, m, cfg, io, pipes)
+	s.notifyLocked()
+	s.mu.Unlock()
+	ok = true
+	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Pids lists the task's live processes. Every Wasm instance reports the
+// sandbox's pid; execs carry their exec id in Info.
+func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	var out []*task.ProcessInfo
+	if !c.init.exited() {
+		out = append(out, &task.ProcessInfo{Pid: s.cfg.pid})
+	}
+	s.mu.Lock()
+	ids := make([]string, 0, len(c.execs))
+	for id, p := range c.execs {
+		if p != nil && !p.exited() {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	sort.Strings(ids)
+	for _, id := range ids {
+		info, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: id})
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		out = append(out, &task.ProcessInfo{Pid: s.cfg.pid, Info: info})
+	}
+	return &taskAPI.PidsResponse{Processes: out}, nil
+}
+
+// processes returns a container's init and execs.
+func (s *Service) processes(c *container) []*process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := []*process{c.init}
+	for _, p := range c.execs {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// Stats reports the task's memory (linear memory of its live instances) and
+// CPU time as cgroup v2 Metrics, the type containerd's CRI decodes.
+func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	var mem, cpu uint64
+	var live uint64
+	for _, p := range s.processes(c) {
+		mem += p.memoryBytes()
+		cpu += p.cpuNanos()
+		if !p.exited() {
+			live++
+		}
+	}
+	a, err := typeurl.MarshalAnyToProto(metrics(mem, c.memLimit, cpu, live))
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.StatsResponse{Stats: a}, nil
+}
+
+// CloseIO closes the guest's stdin so that it reads end of file.
+func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if r.Stdin {
+		p.pipes.CloseStdin()
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// Connect reports the pid that hosts the tasks and the service version.
+func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	if _, err := s.get(r.ID); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.ConnectResponse{ShimPid: s.cfg.pid, TaskPid: s.cfg.pid, Version: version.Version}, nil
+}
+
+// Shutdown is what containerd sends after every task delete. The service is
+// shared by the sandbox's containers and lives as long as the sandbox, so it
+// never stops anything here; the sandbox's Stop/Shutdown end it.
+func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
+	s.mu.Lock()
+	n := len(s.tasks)
+	s.mu.Unlock()
+	s.logger(ctx, r.ID).WithField("tasks", n).Debug("task shutdown request ignored: the sandbox owns the service")
+	return &emptypb.Empty{}, nil
+}
+
+// ResizePty fails: Wasm tasks have no terminal.
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
+	return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: Wasm tasks have no pseudo terminal to resize: %w", r.ID, errdefs.ErrNotImplemented))
+}
+
+// Pause fails: a Wasm instance cannot be frozen.
+func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
+	return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: pausing Wasm tasks is not supported: %w", r.ID, errdefs.ErrNotImplemented))
+}
+
+// Resume fails: a Wasm instance is never paused.
+func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
+	return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: resuming Wasm tasks is not supported (they cannot be paused): %w", r.ID, errdefs.ErrNotImplemented))
+}
+
+// Checkpoint fails: Wasm instance state cannot be saved.
+func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: checkpointing Wasm tasks is not supported: %w", r.ID, errdefs.ErrNotImplemented))
+}
+
+// Update applies a new memory limit to the task's future execs. A running
+// instance keeps the limit it was instantiated with: linear memory bounds
+// are fixed at instantiation.
+func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if r.Resources == nil {
+		return &emptypb.Empty{}, nil
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(r.Resources.GetValue(), &res); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: parse resources: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
+	}
+	if res.Memory != nil && res.Memory.Limit != nil {
+		l := uint64(0)
+		if *res.Memory.Limit > 0 {
+			l = uint64(*res.Memory.Limit)
+		}
+		s.mu.Lock()
+		c.memLimit = s.limit(l)
+		s.mu.Unlock()
+		s.logger(ctx, r.ID).WithField("limit", l).Info("memory limit updated for new execs; running instances keep theirs")
+	}
+	return &emptypb.Empty{}, nil
+}
+
+
