@@ -1,0 +1,176 @@
+// Command kuasar-sandboxer is kuasar-go's containerd sandboxer daemon. It
+// serves containerd's Sandbox API (containerd.services.sandbox.v1.Controller)
+// over gRPC on a unix socket, and one Task API socket per sandbox. containerd
+// reaches it through a [proxy_plugins.kuasar] entry of type "sandbox"; see
+// docs/sandboxer.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+
+	"github.com/kuasar-go/kuasar/internal/version"
+	"github.com/kuasar-go/kuasar/sandboxer"
+	"github.com/kuasar-go/kuasar/sandboxer/config"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "kuasar-sandboxer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("kuasar-sandboxer", flag.ContinueOnError)
+	cfgPath := fs.String("config", config.DefaultPath, "configuration file (TOML); the embedded defaults are used when the default path is absent")
+	listen := fs.String("listen", "", "unix socket for the Sandbox API (overrides sandboxer.listen)")
+	stateDir := fs.String("state-dir", "", "state directory (overrides sandboxer.state_dir)")
+	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error (overrides sandboxer.log_level)")
+	debugListen := fs.String("debug-listen", "", "unix socket serving /debug/pprof (goroutines, heap) for diagnosis; off when empty")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Println("kuasar-sandboxer", version.Version, version.Revision)
+		return nil
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "config" {
+			explicit = true
+		}
+	})
+	cfg, err := config.Load(*cfgPath, explicit)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Sandboxer.Listen = *listen
+	}
+	if *stateDir != "" {
+		cfg.Sandboxer.StateDir = *stateDir
+	}
+	if *logLevel != "" {
+		cfg.Sandboxer.LogLevel = *logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := log.SetLevel(cfg.Sandboxer.LogLevel); err != nil {
+		return fmt.Errorf("log level %q: %w", cfg.Sandboxer.LogLevel, err)
+	}
+	if err := log.SetFormat(log.TextFormat); err != nil {
+		return err
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+
+	resolver := sandboxer.NewContainerdImages(cfg.Sandboxer.ContainerdAddress)
+	defer resolver.Close()
+	opts := []sandboxer.Option{sandboxer.WithConfig(cfg), sandboxer.WithImageResolver(resolver)}
+	bopts, closeBackends, err := backends(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeBackends()
+	opts = append(opts, bopts...)
+	svc, err := sandboxer.New(ctx, opts...)
+	if err != nil {
+		return err
+	}
+
+	mode, _ := cfg.SocketFileMode()
+	l, err := listenUnix(cfg.Sandboxer.Listen, mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Sandboxer.Listen)
+	gs := grpc.NewServer()
+	svc.Register(gs)
+
+	if *debugListen != "" {
+		dl, err := listenUnix(*debugListen, 0o600)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(*debugListen)
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(dl)
+		defer hs.Close()
+	}
+
+	// Recover in the background: RPCs on a sandbox wait only for its own
+	// recovery, and new sandboxes are served at once.
+	go func() {
+		start := time.Now()
+		if err := svc.Recover(ctx); err != nil {
+			log.G(ctx).WithError(err).Error("recovery failed")
+			return
+		}
+		log.G(ctx).WithField("sandboxes", svc.Len()).WithField("took", time.Since(start)).Info("recovery done")
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(l) }()
+	log.G(ctx).WithField("listen", cfg.Sandboxer.Listen).WithField("state_dir", svc.StateDir()).
+		WithField("version", version.Version+" "+version.Revision).Info("kuasar-sandboxer serving")
+
+	select {
+	case <-ctx.Done():
+		log.G(ctx).Info("shutting down")
+	case err := <-errc:
+		return err
+	}
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	svc.Close()
+	return nil
+}
+
+// listenUnix listens on path with the given file mode, replacing a stale
+// socket left by a previous run.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another --listen", path)
+		}
+		os.Remove(path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
