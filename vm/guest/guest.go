@@ -1,0 +1,313 @@
+// Package guest builds the micro-VM guest artifacts: a kernel that boots
+// directly (an ELF vmlinux with a PVH note, taken from Debian's stock
+// kernel package) and an initramfs whose /init is the static kuasar-task
+// agent, with the kernel modules the agent loads listed in
+// /etc/kuasar/modules.load. Everything is assembled by Go code without
+// root; results are cached in a directory named after the kernel release
+// and the agent's hash, built in a temporary directory and renamed into
+// place so an interrupted build never leaves a half-written version.
+package guest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+)
+
+// DefaultModules are the modules the agent needs on Debian 12's kernel:
+// virtio-mmio and the console (virtio-serial agent channel), 9p (the
+// shared directory) and virtio vsock (the agent channel on Cloud
+// Hypervisor and StratoVirt). Their dependencies are added automatically.
+var DefaultModules = []string{
+	"virtio_mmio", "virtio_console",
+	"9pnet_virtio", "9p",
+	"vmw_vsock_virtio_transport",
+}
+
+// Defaults for the builder.
+const (
+	// DefaultBaseDir holds one directory per built version.
+	DefaultBaseDir = "/var/lib/kuasar/guest"
+	// DefaultKernelMeta is the Debian package whose dependency names the
+	// versioned kernel package.
+	DefaultKernelMeta = "linux-image-amd64"
+	// KernelName and InitramfsName are the artifact file names.
+	KernelName    = "vmlinux"
+	InitramfsName = "initramfs.img"
+)
+
+// Options configure Build.
+type Options struct {
+	// BaseDir is where versioned directories are created (DefaultBaseDir).
+	BaseDir string
+	// CacheDir keeps downloaded .deb files ($HOME/.cache/kuasar-guest).
+	CacheDir string
+	// KernelDeb is a kernel .deb to use instead of downloading one.
+	KernelDeb string
+	// KernelPackage is the versioned Debian package to download; when
+	// empty it is resolved from DefaultKernelMeta with apt-cache.
+	KernelPackage string
+	// Modules are the modules to include (DefaultModules when nil).
+	Modules []string
+	// Agent is a prebuilt static kuasar-task binary; when empty Build runs
+	// `go build ./cmd/kuasar-task` in SourceDir.
+	Agent string
+	// SourceDir is the kuasar module root (the current directory when empty).
+	SourceDir string
+	// Init, when set, replaces the agent as /init (test images).
+	Init []byte
+	// Files are extra files for the initramfs (path → contents, mode 0755).
+	Files map[string][]byte
+}
+
+// Artifacts are a built guest.
+type Artifacts struct {
+	// Dir is the versioned directory.
+	Dir string `json:"dir"`
+	// Version is Dir's name: kernel release + agent hash.
+	Version string `json:"version"`
+	// Kernel and Initramfs are the artifact paths.
+	Kernel    string `json:"kernel"`
+	Initramfs string `json:"initramfs"`
+	// KernelRelease is the guest's `uname -r`.
+	KernelRelease string `json:"kernel_release"`
+	// Modules are the modules in load order.
+	Modules []string `json:"modules"`
+	// Cached reports that the version already existed.
+	Cached bool `json:"cached"`
+}
+
+// Build produces (or finds in the cache) the guest kernel and initramfs.
+func Build(ctx context.Context, o Options) (Artifacts, error) {
+	if o.BaseDir == "" {
+		o.BaseDir = DefaultBaseDir
+	}
+	if o.CacheDir == "" {
+		home, _ := os.UserHomeDir()
+		o.CacheDir = filepath.Join(home, ".cache", "kuasar-guest")
+	}
+	if o.Modules == nil {
+		o.Modules = DefaultModules
+	}
+	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+		return Artifacts{}, err
+	}
+	deb, err := kernelDeb(ctx, o)
+	if err != nil {
+		return Artifacts{}, err
+	}
+	initBin := o.Init
+	if initBin == nil {
+		initBin, err = agentBinary(ctx, o)
+		if err != nil {
+			return Artifacts{}, err
+		}
+	}
+	h := sha256.New()
+	h.Write(initBin)
+	fmt.Fprintf(h, "\x00%s\x00%s", filepath.Base(deb), strings.Join(o.Modules, ","))
+	for _, k := range sortedKeys(o.Files) {
+		fmt.Fprintf(h, "\x00%s\x00", k)
+		h.Write(o.Files[k])
+	}
+	sum := hex.EncodeToString(h.Sum(nil))[:12]
+
+	// Unpack the kernel package to find its release.
+	tmp, err := os.MkdirTemp(o.CacheDir, "unpack-")
+	if err != nil {
+		return Artifacts{}, err
+	}
+	defer os.RemoveAll(tmp)
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
+		return Artifacts{}, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
+	}
+	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-*"))
+	if len(vmlinuzs) != 1 {
+		return Artifacts{}, fmt.Errorf("%s holds %d kernels in /boot, want 1: %w", deb, len(vmlinuzs), errdefs.ErrInvalidArgument)
+	}
+	release := strings.TrimPrefix(filepath.Base(vmlinuzs[0]), "vmlinuz-")
+	version := release + "-" + sum
+	a := Artifacts{
+		Dir: filepath.Join(o.BaseDir, version), Version: version,
+		KernelRelease: release,
+	}
+	a.Kernel = filepath.Join(a.Dir, KernelName)
+	a.Initramfs = filepath.Join(a.Dir, InitramfsName)
+	if b, err := os.ReadFile(filepath.Join(a.Dir, "manifest.json")); err == nil && json.Unmarshal(b, &a) == nil {
+		a.Cached = true
+		return a, nil
+	}
+
+	bz, err := os.ReadFile(vmlinuzs[0])
+	if err != nil {
+		return a, err
+	}
+	vmlinux, err := ExtractVmlinux(bz)
+	if err != nil {
+		return a, err
+	}
+	mods, err := ResolveModules(filepath.Join(tmp, "lib", "modules", release), o.Modules)
+	if err != nil {
+		return a, err
+	}
+	var ird bytes.Buffer
+	w := NewCPIOWriter(&ird)
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "etc/kuasar", "lib", "lib/modules"} {
+		w.Dir(d, 0o755)
+	}
+	var load []string
+	for _, m := range mods {
+		w.File("lib/modules/"+m.Name+".ko", 0o644, m.Data)
+		load = append(load, m.Name+".ko")
+		a.Modules = append(a.Modules, m.Name)
+	}
+	w.File("etc/kuasar/modules.load", 0o644, []byte(strings.Join(load, "\n")+"\n"))
+	for _, k := range sortedKeys(o.Files) {
+		w.File(k, 0o755, o.Files[k])
+	}
+	w.File("init", 0o755, initBin)
+	if err := w.Close(); err != nil {
+		return a, err
+	}
+
+	if err := os.MkdirAll(o.BaseDir, 0o755); err != nil {
+		return a, err
+	}
+	work, err := os.MkdirTemp(o.BaseDir, ".build-")
+	if err != nil {
+		return a, err
+	}
+	defer os.RemoveAll(work)
+	man, _ := json.MarshalIndent(a, "", "  ")
+	for name, data := range map[string][]byte{KernelName: vmlinux, InitramfsName: ird.Bytes(), "manifest.json": man} {
+		if err := os.WriteFile(filepath.Join(work, name), data, 0o644); err != nil {
+			return a, err
+		}
+	}
+	if err := os.Chmod(work, 0o755); err != nil {
+		return a, err
+	}
+	if err := os.Rename(work, a.Dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(a.Dir, "manifest.json")); serr == nil {
+			a.Cached = true // a concurrent build won
+			return a, nil
+		}
+		return a, err
+	}
+	log.G(ctx).WithField("dir", a.Dir).Info("guest: built kernel and initramfs")
+	return a, nil
+}
+
+// Link points dir/vmlinux and dir/initramfs.img (the paths the default
+// configuration names) at a built version, replacing old links atomically.
+func Link(a Artifacts, dir string) error {
+	for name, target := range map[string]string{KernelName: a.Kernel, InitramfsName: a.Initramfs} {
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		_ = os.Remove(tmp)
+		if err := os.Symlink(target, tmp); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := range ks {
+		for j := i + 1; j < len(ks); j++ {
+			if ks[j] < ks[i] {
+				ks[i], ks[j] = ks[j], ks[i]
+			}
+		}
+	}
+	return ks
+}
+
+func kernelDeb(ctx context.Context, o Options) (string, error) {
+	if o.KernelDeb != "" {
+		return o.KernelDeb, nil
+	}
+	pkg := o.KernelPackage
+	if pkg == "" {
+		out, err := exec.CommandContext(ctx, "apt-cache", "depends", DefaultKernelMeta).Output()
+		if err != nil {
+			return "", fmt.Errorf("apt-cache depends %s: %v (run apt-get update, or pass a kernel .deb): %w", DefaultKernelMeta, err, errdefs.ErrUnavailable)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Depends: "); ok && strings.HasPrefix(v, "linux-image-") {
+				pkg = strings.TrimSpace(v)
+				break
+			}
+		}
+		if pkg == "" {
+			return "", fmt.Errorf("cannot resolve %s to a versioned kernel package: pass one explicitly: %w", DefaultKernelMeta, errdefs.ErrNotFound)
+		}
+	}
+	dir := filepath.Join(o.CacheDir, "debs")
+	if m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb")); len(m) > 0 {
+		return m[len(m)-1], nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("apt-get download %s: %v: %s: %w", pkg, err, out, errdefs.ErrUnavailable)
+	}
+	m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(m) == 0 {
+		return "", fmt.Errorf("apt-get download %s produced no .deb: %w", pkg, errdefs.ErrNotFound)
+	}
+	return m[len(m)-1], nil
+}
+
+// BuildAgent compiles the static kuasar-task agent from the module at
+// srcDir into a temporary file and returns its bytes.
+func BuildAgent(ctx context.Context, srcDir string) ([]byte, error) {
+	if srcDir == "" {
+		srcDir = "."
+	}
+	tmp, err := os.MkdirTemp("", "kuasar-agent-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "kuasar-task")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, "./cmd/kuasar-task")
+	cmd.Dir = srcDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/kuasar-task in %s: %v: %s", srcDir, err, b)
+	}
+	return os.ReadFile(out)
+}
+
+func agentBinary(ctx context.Context, o Options) ([]byte, error) {
+	if o.Agent != "" {
+		b, err := os.ReadFile(o.Agent)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("agent binary %s: %w", o.Agent, errdefs.ErrNotFound)
+		}
+		return b, err
+	}
+	return BuildAgent(ctx, o.SourceDir)
+}

@@ -1,0 +1,370 @@
+// Package qemu drives QEMU micro-VMs: "-M microvm" by default (q35 as an
+// option), KVM when it works and TCG otherwise, the guest console in a log
+// file, QMP on a unix socket, the agent on a virtio-serial port whose unix
+// socket the host listens on, and the sandbox's shared directory over
+// virtio-9p.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/vmm"
+)
+
+// File names inside the VM's state directory.
+const (
+	// ConsoleLogName is the guest console log.
+	ConsoleLogName = "console.log"
+	// VMMLogName holds QEMU's own stdout and stderr.
+	VMMLogName = "vmm.log"
+	// QMPSocketName is the QMP socket.
+	QMPSocketName = "qmp.sock"
+	// AgentSocketName is the agent channel's socket (host listens).
+	AgentSocketName = "agent.sock"
+)
+
+// Machine types.
+const (
+	// MachineMicroVM is QEMU's minimal virtio-mmio machine (default).
+	MachineMicroVM = "microvm"
+	// MachineQ35 is the PCI machine, for kernels without virtio-mmio support.
+	MachineQ35 = "q35"
+)
+
+// VM is one QEMU process and its guest.
+type VM struct {
+	spec  vm.Spec
+	accel string
+
+	mu       sync.Mutex
+	proc     *vmm.Process
+	qmp      *QMP
+	agentL   *net.UnixListener
+	stopped  bool
+	startErr error
+}
+
+var _ vm.Hypervisor = (*VM)(nil)
+
+// New returns a VM for spec; nothing runs until Start.
+func New(spec vm.Spec) (*VM, error) {
+	if err := spec.Config.Validate(vm.QEMU); err != nil {
+		return nil, err
+	}
+	switch spec.Config.Machine {
+	case "", MachineMicroVM, MachineQ35:
+	default:
+		return nil, fmt.Errorf("machine %q in [hypervisor.qemu]: use microvm or q35: %w", spec.Config.Machine, errdefs.ErrInvalidArgument)
+	}
+	switch spec.Config.RootfsMode {
+	case "", vm.Share9P:
+	default:
+		return nil, fmt.Errorf("rootfs_mode %q in [hypervisor.qemu] is not implemented by the QEMU driver yet: use 9p: %w", spec.Config.RootfsMode, errdefs.ErrNotImplemented)
+	}
+	if spec.StateDir == "" {
+		return nil, fmt.Errorf("vm spec without a state directory: %w", errdefs.ErrInvalidArgument)
+	}
+	return &VM{spec: spec}, nil
+}
+
+func (v *VM) path(name string) string { return filepath.Join(v.spec.StateDir, name) }
+
+// Name is the -name QEMU runs with; it identifies the process on re-attach.
+func (v *VM) Name() string { return "kuasar-" + v.spec.ID }
+
+// Accel is the accelerator the VM was started with ("" before Start).
+func (v *VM) Accel() string { return v.accel }
+
+// Args returns QEMU's command line (without the binary) for accel.
+func (v *VM) Args(accel string) []string {
+	c := v.spec.Config
+	machine := c.Machine
+	if machine == "" {
+		machine = MachineMicroVM
+	}
+	micro := machine == MachineMicroVM
+	vcpus, mem := v.spec.VCPUs, v.spec.MemoryMB
+	if vcpus == 0 || mem == 0 {
+		vcpus, mem = vm.Sizes(c, backend.Resources{})
+	}
+	args := []string{
+		"-name", v.Name(),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-accel", accel,
+		"-smp", strconv.Itoa(int(vcpus)),
+		"-m", strconv.FormatUint(mem, 10) + "M",
+		"-kernel", c.Kernel,
+		"-initrd", c.Initramfs,
+		"-append", v.Cmdline(),
+		"-chardev", "file,id=console,path=" + v.ConsoleLog(),
+		"-serial", "chardev:console",
+		"-qmp", "unix:" + v.path(QMPSocketName) + ",server=on,wait=off",
+		"-chardev", "socket,id=agent,path=" + v.path(AgentSocketName) + ",reconnect=1",
+	}
+	if accel == AccelKVM {
+		args = append(args, "-cpu", "host")
+	}
+	serialDev, p9Dev := "virtio-serial-pci", "virtio-9p-pci"
+	if micro {
+		args = append(args, "-M", "microvm")
+		serialDev, p9Dev = "virtio-serial-device", "virtio-9p-device"
+	} else {
+		args = append(args, "-M", "q35")
+	}
+	args = append(args,
+		"-device", serialDev,
+		"-device", "virtserialport,chardev=agent,name="+vm.AgentSerialName,
+	)
+	if v.spec.SharedDir != "" {
+		args = append(args,
+			"-fsdev", "local,id=shared,path="+v.spec.SharedDir+",security_model=none",
+			"-device", p9Dev+",fsdev=shared,mount_tag="+vm.ShareTag,
+		)
+	}
+	return append(args, c.ExtraArgs...)
+}
+
+// Cmdline is the guest kernel command line.
+func (v *VM) Cmdline() string {
+	c := v.spec.Config
+	p := []string{"console=ttyS0", "quiet", "panic=-1", "8250.nr_uarts=1",
+		"cryptomgr.notests", "mitigations=off", "audit=0", "no_timer_check",
+		"random.trust_cpu=on", "kuasar.channel=serial"}
+	if c.Machine == "" || c.Machine == MachineMicroVM {
+		p = append(p, "pci=off")
+		if khz := TSCKHz(); khz > 0 {
+			p = append(p, "tsc_early_khz="+strconv.FormatUint(khz, 10))
+		}
+	}
+	if c.Debug {
+		p = append(p, "kuasar.debug=1")
+	}
+	return strings.Join(append(p, c.KernelParams...), " ")
+}
+
+
+// Start launches QEMU and connects QMP. The agent socket is listened on
+// before QEMU starts, so QEMU (the client) never races it.
+func (v *VM) Start(ctx context.Context) (retErr error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc != nil {
+		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
+	}
+	accel := v.spec.Config.Accel
+	if accel == "" || accel == "auto" {
+		accel, _ = DetectAccel(ctx)
+	}
+	v.accel = accel
+	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
+		return err
+	}
+	l, err := vmm.Listen(v.path(AgentSocketName))
+	if err != nil {
+		return fmt.Errorf("listen on agent socket: %w", err)
+	}
+	v.agentL = l
+	defer func() {
+		if retErr != nil {
+			v.cleanupLocked()
+		}
+	}()
+	args := v.Args(accel)
+	log.G(ctx).WithField("sandbox", v.spec.ID).WithField("accel", accel).Debugf("vm: starting %s %s", v.spec.Config.Path, strings.Join(args, " "))
+	p, err := vmm.Start(v.spec.Config.Path, args, v.path(VMMLogName))
+	if err != nil {
+		return fmt.Errorf("%w (check \"path\" in [hypervisor.qemu])", err)
+	}
+	v.proc = p
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		q, err := DialQMP(qctx, v.path(QMPSocketName))
+		if err == nil {
+			v.qmp = q
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("qemu exited during start-up: %s: %w", p.Tail(2000), errdefs.ErrUnavailable)
+		case <-qctx.Done():
+			return fmt.Errorf("qemu QMP socket did not come up: %v: %w", err, errdefs.ErrUnavailable)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Attach re-attaches to a QEMU that still runs with pid (after a sandboxer
+// restart): it checks the process is this VM's QEMU, listens on the agent
+// socket again (QEMU reconnects within a second) and reconnects QMP.
+func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p, err := vmm.Attach(pid, "-name\x00"+v.Name()+"\x00", v.path(VMMLogName))
+	if err != nil {
+		return err
+	}
+	v.proc = p
+	l, err := vmm.Listen(v.path(AgentSocketName))
+	if err != nil {
+		return fmt.Errorf("listen on agent socket: %w", err)
+	}
+	v.agentL = l
+	q, err := DialQMP(ctx, v.path(QMPSocketName))
+	if err != nil {
+		l.Close()
+		return err
+	}
+	v.qmp = q
+	return nil
+}
+
+// Pid is QEMU's process id (0 before Start).
+func (v *VM) Pid() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc == nil {
+		return 0
+	}
+	return v.proc.Pid()
+}
+
+// DialAgent accepts QEMU's connection to the agent socket; that
+// connection carries the guest agent's virtio-serial port.
+func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
+	v.mu.Lock()
+	l, p := v.agentL, v.proc
+	v.mu.Unlock()
+	if l == nil || p == nil {
+		return nil, fmt.Errorf("vm %s is not running: %w", v.spec.ID, errdefs.ErrFailedPrecondition)
+	}
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = l.SetDeadline(dl)
+	}
+	go func() {
+		c, err := l.Accept()
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		_ = l.SetDeadline(time.Time{})
+		if r.err != nil {
+			return nil, fmt.Errorf("accept agent channel: %w", r.err)
+		}
+		return r.c, nil
+	case <-p.Done():
+		_ = l.SetDeadline(time.Now())
+		return nil, fmt.Errorf("qemu exited: %w", errdefs.ErrUnavailable)
+	case <-ctx.Done():
+		_ = l.SetDeadline(time.Now())
+		return nil, ctx.Err()
+	}
+}
+
+// Health reports an error when the guest cannot make progress: QEMU has
+// exited, or QMP reports internal-error (e.g. KVM emulation failure) or
+// guest-panicked. QEMU does not exit in those states by itself.
+func (v *VM) Health(ctx context.Context) error {
+	v.mu.Lock()
+	p, q := v.proc, v.qmp
+	v.mu.Unlock()
+	if p == nil || p.Exited() {
+		return fmt.Errorf("qemu is not running: %w", errdefs.ErrUnavailable)
+	}
+	if q == nil {
+		return nil
+	}
+	s, err := q.QueryStatus(ctx)
+	if err != nil {
+		return err
+	}
+	switch s.Status {
+	case "internal-error", "guest-panicked", "shutdown":
+		return fmt.Errorf("qemu reports the guest in state %q (accel %s; set accel = \"tcg\" in [hypervisor.qemu] if KVM is nested): %w", s.Status, v.accel, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// ConsoleLog is the guest console log file.
+func (v *VM) ConsoleLog() string { return v.path(ConsoleLogName) }
+
+// Capabilities of the QEMU driver.
+func (v *VM) Capabilities() vm.Capabilities {
+	return vm.Capabilities{ShareModes: []string{vm.Share9P}, Channel: "serial", Hotplug: false}
+}
+
+// Wait blocks until QEMU exits or ctx is done.
+func (v *VM) Wait(ctx context.Context) error {
+	v.mu.Lock()
+	p := v.proc
+	v.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Wait(ctx)
+}
+
+// Exited reports whether QEMU has exited.
+func (v *VM) Exited() bool {
+	v.mu.Lock()
+	p := v.proc
+	v.mu.Unlock()
+	return p == nil || p.Exited()
+}
+
+// Stop asks QEMU to quit over QMP and kills it after timeout; it then
+// removes the sockets. It is idempotent.
+func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc != nil && !v.proc.Exited() && v.qmp != nil {
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		_ = v.qmp.Quit(qctx)
+		select {
+		case <-v.proc.Done():
+		case <-qctx.Done():
+		}
+		cancel()
+	}
+	v.cleanupLocked()
+	return nil
+}
+
+func (v *VM) cleanupLocked() {
+	if v.proc != nil {
+		v.proc.Kill()
+	}
+	if v.qmp != nil {
+		v.qmp.Close()
+		v.qmp = nil
+	}
+	if v.agentL != nil {
+		v.agentL.Close()
+		v.agentL = nil
+	}
+	for _, s := range []string{QMPSocketName, AgentSocketName} {
+		if err := os.Remove(v.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.L.WithError(err).Warn("vm: removing socket")
+		}
+	}
+	v.stopped = true
+}
