@@ -1,0 +1,424 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/runspec"
+	"github.com/kuasar-go/kuasar/wasm/wazero"
+)
+
+// Exit codes kuasar itself returns, as docker run does.
+const (
+	// exitKuasarError: kuasar could not run the workload (bad flags, bad
+	// module, no such file, engine failure before the guest started).
+	exitKuasarError = 125
+	// exitFunctionNotFound: the module has no such function (docker's
+	// "command not found").
+	exitFunctionNotFound = 127
+)
+
+func init() {
+	register("run", "run a .wasm module (or an image) in the sandbox it asks for", runCommand)
+}
+
+// engineFactories are the Wasm engines this build has, by --engine name.
+// Engines behind build tags add themselves from their own init().
+var engineFactories = map[string]func(ctx context.Context, cacheDir string) (wasm.Engine, error){
+	wazero.EngineName: func(ctx context.Context, cacheDir string) (wasm.Engine, error) {
+		var opts []wazero.Option
+		if cacheDir != "" {
+			opts = append(opts, wazero.WithCacheDir(cacheDir))
+		}
+		return wazero.New(ctx, opts...)
+	},
+}
+
+// runSandboxed runs a workload that needs VM or Quark isolation. It is nil
+// until the VM backend registers itself; the VM engineer sets it from an
+// init() in another file.
+var runSandboxed func(ctx context.Context, env *cliEnv, wl *images.Workload, iso images.Isolation, o *runOptions) int
+
+// runOptions are the parsed flags of `kuasar run`.
+type runOptions struct {
+	dirs      dirFlag
+	envs      listFlag
+	memory    sizeFlag
+	timeout   time.Duration
+	isolation string
+	engine    string
+	plainHTTP bool
+	workdir   string
+	target    string
+	args      []string // nil: the image's default args
+}
+
+func runUsage(fs *flag.FlagSet) func() {
+	return func() {
+		w := fs.Output()
+		fmt.Fprintln(w, "usage: kuasar run [flags] TARGET [-- ARGS...]")
+		fmt.Fprintln(w, "\nRuns TARGET (a .wasm file, path.wasm#function to start another export).")
+		fmt.Fprintln(w, "ARGS replace the image's default arguments; argv[0] stays the module.")
+		fmt.Fprintln(w, "\nflags:")
+		fs.PrintDefaults()
+	}
+}
+
+func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
+	o := &runOptions{}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Var(&o.dirs, "dir", "make host directory HOST visible to the guest at GUEST (default: HOST); HOST[:GUEST][:ro]; repeatable")
+	fs.Var(&o.envs, "env", "set KEY=VALUE in the guest's environment (KEY alone copies it from kuasar's); repeatable")
+	fs.Var(&o.memory, "memory", "cap the guest's linear memory: bytes or a size like 64Mi, 512M, 1G")
+	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (exit code 137), e.g. 500ms, 10s; 0 means never")
+	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox kind: auto (the image decides), wasm, vm or quark")
+	fs.StringVar(&o.engine, "engine", wazero.EngineName, "Wasm engine")
+	fs.BoolVar(&o.plainHTTP, "plain-http", false, "talk plain HTTP to registries (local test registries only)")
+	fs.StringVar(&o.workdir, "workdir", "", "the guest's working directory (default: the image's, else /)")
+	fs.Usage = runUsage(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0, false
+		}
+		return nil, exitKuasarError, false
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(env.stderr, "kuasar run: missing TARGET (a .wasm file)")
+		fs.Usage()
+		return nil, exitKuasarError, false
+	}
+	o.target = fs.Arg(0)
+	rest := fs.Args()[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+		o.args = []string{} // "--" with nothing after still clears the default args
+	}
+	if len(rest) > 0 {
+		o.args = rest
+	}
+	if o.timeout < 0 {
+		fmt.Fprintf(env.stderr, "kuasar run: --timeout %v is negative\n", o.timeout)
+		return nil, exitKuasarError, false
+	}
+	return o, 0, true
+}
+
+func runCommand(ctx context.Context, env *cliEnv, args []string) int {
+	o, code, ok := parseRunFlags(env, args)
+	if !ok {
+		return code
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
+		return exitKuasarError
+	}
+	iso, err := images.ParseIsolation(o.isolation)
+	if err != nil {
+		return fail(fmt.Errorf("--isolation: %w", err))
+	}
+	wl, err := resolveTarget(ctx, env, o.target, o.plainHTTP)
+	if err != nil {
+		return fail(err)
+	}
+	if iso == images.IsolationAuto {
+		iso = wl.Metadata.Isolation
+	}
+	if iso == images.IsolationAuto {
+		iso = images.IsolationWasm
+		if wl.Metadata.Kind == images.KindLinux {
+			iso = images.IsolationVM
+		}
+	}
+	switch {
+	case iso != images.IsolationWasm:
+		if runSandboxed == nil {
+			return fail(fmt.Errorf("%s isolation is not available in this build: run %s with --isolation wasm: %w", iso, o.target, errdefs.ErrNotImplemented))
+		}
+		return runSandboxed(ctx, env, wl, iso, o)
+	case wl.Metadata.Kind != images.KindWasm || len(wl.Module) == 0:
+		return fail(fmt.Errorf("%s is a Linux image, not a Wasm one: run it with --isolation vm: %w", o.target, errdefs.ErrInvalidArgument))
+	}
+	return runWasm(ctx, env, wl, o)
+}
+
+// runWasm runs a Wasm workload in-process and returns the guest's exit code.
+func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOptions) int {
+	fail := func(err error) int {
+		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
+		return exitKuasarError
+	}
+	cfg, err := runConfig(wl, o)
+	if err != nil {
+		return fail(err)
+	}
+	newEngine, ok := engineFactories[o.engine]
+	if !ok {
+		return fail(fmt.Errorf("--engine %q is not available in this build (have: %s): %w", o.engine, strings.Join(engineNames(), ", "), errdefs.ErrInvalidArgument))
+	}
+	cacheDir := filepath.Join(env.stateDir, "cache", o.engine)
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		fmt.Fprintf(env.stderr, "kuasar run: warning: no compilation cache (%v); set KUASAR_STATE_DIR to a writable directory\n", err)
+		cacheDir = ""
+	}
+	eng, err := newEngine(ctx, cacheDir)
+	if err != nil {
+		return fail(err)
+	}
+	defer eng.Close(context.WithoutCancel(ctx))
+	mod, err := eng.Compile(ctx, wl.Module)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", o.target, err))
+	}
+
+	// Remember which signal stopped us, so that the exit code is 128+signal
+	// as for a killed Linux process.
+	var sig atomic.Int32
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+	go func() {
+		select {
+		case s := <-sigc:
+			if n, ok := s.(syscall.Signal); ok {
+				sig.Store(int32(n))
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	cfg.Signal = func() int { return int(sig.Load()) }
+	cfg.Stdin, cfg.Stdout, cfg.Stderr = env.stdin, env.stdout, env.stderr
+
+	start := time.Now()
+	code, err := mod.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
+		switch {
+		case errdefs.IsNotFound(err):
+			return exitFunctionNotFound
+		case code != 0:
+			return code // a trap: the guest was running and died
+		}
+		return exitKuasarError
+	}
+	if o.timeout > 0 && code == wasm.ExitKilled && time.Since(start) >= o.timeout && sig.Load() == 0 {
+		fmt.Fprintf(env.stderr, "kuasar run: %s stopped after --timeout %v\n", o.target, o.timeout)
+	}
+	return code
+}
+
+// runConfig builds the guest's configuration from the workload's defaults
+// and the flags.
+func runConfig(wl *images.Workload, o *runOptions) (wasm.RunConfig, error) {
+	argv0, function := "", wl.Function
+	if len(wl.Args) > 0 {
+		var fn string
+		argv0, fn = runspec.SplitFunction(wl.Args[0])
+		if function == "" {
+			function = fn
+		}
+	}
+	if argv0 == "" {
+		argv0 = path.Base(wl.Reference)
+	}
+	args := []string{argv0}
+	if o.args != nil {
+		args = append(args, o.args...)
+	} else if len(wl.Args) > 1 {
+		args = append(args, wl.Args[1:]...)
+	}
+	envs, err := mergeEnv(wl.Env, o.envs)
+	if err != nil {
+		return wasm.RunConfig{}, err
+	}
+	cwd := wl.WorkingDir
+	if o.workdir != "" {
+		cwd = o.workdir
+	}
+	if cwd != "" && !path.IsAbs(cwd) {
+		return wasm.RunConfig{}, fmt.Errorf("--workdir %q: must be an absolute guest path: %w", cwd, errdefs.ErrInvalidArgument)
+	}
+	var mounts []wasm.Mount
+	if wl.Rootfs != "" {
+		// The unpacked image lives in the shared store: never let a run
+		// change it. Use --dir for writable space.
+		mounts = append(mounts, wasm.Mount{HostPath: wl.Rootfs, GuestPath: "/", ReadOnly: true})
+	}
+	mounts = append(mounts, o.dirs...)
+	return wasm.RunConfig{
+		Function:    function,
+		Args:        args,
+		Env:         envs,
+		Cwd:         cwd,
+		Mounts:      mounts,
+		MemoryLimit: uint64(o.memory),
+		Timeout:     o.timeout,
+	}, nil
+}
+
+// mergeEnv appends the --env values to the image's environment; a key given
+// again replaces the earlier value in place. "KEY" alone takes kuasar's own
+// value, and is dropped when kuasar has none (as docker run -e does).
+func mergeEnv(base, flags []string) ([]string, error) {
+	out := append([]string(nil), base...)
+	index := map[string]int{}
+	for i, kv := range out {
+		k, _, _ := strings.Cut(kv, "=")
+		index[k] = i
+	}
+	for _, kv := range flags {
+		k, _, hasValue := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--env %q: missing the variable name; write KEY=VALUE: %w", kv, errdefs.ErrInvalidArgument)
+		}
+		if !hasValue {
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				continue
+			}
+			kv = k + "=" + v
+		}
+		if i, ok := index[k]; ok {
+			out[i] = kv
+			continue
+		}
+		index[k] = len(out)
+		out = append(out, kv)
+	}
+	return out, nil
+}
+
+func engineNames() []string {
+	var names []string
+	for n := range engineFactories {
+		names = append(names, n)
+	}
+	return names
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// dirFlag is a repeatable HOST[:GUEST][:ro] flag.
+type dirFlag []wasm.Mount
+
+func (d *dirFlag) String() string {
+	var s []string
+	for _, m := range *d {
+		s = append(s, m.HostPath+":"+m.GuestPath)
+	}
+	return strings.Join(s, ",")
+}
+
+func (d *dirFlag) Set(v string) error {
+	m, err := parseDir(v)
+	if err != nil {
+		return err
+	}
+	*d = append(*d, m)
+	return nil
+}
+
+func parseDir(v string) (wasm.Mount, error) {
+	var m wasm.Mount
+	parts := strings.Split(v, ":")
+	switch last := parts[len(parts)-1]; {
+	case len(parts) > 1 && last == "ro":
+		m.ReadOnly = true
+		parts = parts[:len(parts)-1]
+	case len(parts) > 1 && last == "rw":
+		parts = parts[:len(parts)-1]
+	}
+	if len(parts) > 2 || parts[0] == "" {
+		return m, fmt.Errorf("%q: want HOST[:GUEST][:ro]", v)
+	}
+	host, err := filepath.Abs(parts[0])
+	if err != nil {
+		return m, err
+	}
+	m.HostPath = host
+	m.GuestPath = parts[0]
+	if len(parts) == 2 {
+		m.GuestPath = parts[1]
+	}
+	if !path.IsAbs(m.GuestPath) {
+		if len(parts) == 2 {
+			return m, fmt.Errorf("%q: the guest path %q must be absolute", v, m.GuestPath)
+		}
+		m.GuestPath = host // a relative HOST appears at the same absolute path
+	}
+	st, err := os.Stat(host)
+	if err != nil {
+		return m, fmt.Errorf("%q: %v", v, err)
+	}
+	if !st.IsDir() {
+		return m, fmt.Errorf("%q: %s is not a directory", v, host)
+	}
+	return m, nil
+}
+
+// sizeFlag is a byte count written as a plain number or with a unit suffix.
+type sizeFlag uint64
+
+func (s *sizeFlag) String() string { return strconv.FormatUint(uint64(*s), 10) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+// parseSize reads "1048576", "64Ki", "64Mi", "1Gi" (powers of 1024, as
+// Kubernetes), "512M", "1G", "100k" (powers of 1000, as Kubernetes), and
+// docker's lower-case "512m", "1g" (powers of 1024). A trailing "B"/"b" is
+// allowed.
+func parseSize(v string) (uint64, error) {
+	s := strings.TrimSuffix(strings.TrimSuffix(v, "B"), "b")
+	units := []struct {
+		suffix string
+		mult   uint64
+	}{
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+		{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40},
+		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
+	}
+	mult := uint64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%q is not a size: write bytes or a number with Ki, Mi, Gi, K, M or G, e.g. 64Mi", v)
+	}
+	if n > (1<<64-1)/mult {
+		return 0, fmt.Errorf("%q is too large", v)
+	}
+	return n * mult, nil
+}
