@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"syscall"
 	"time"
-
 )
 
 // Usage are the figures of a Service's live instances.

@@ -8,6 +8,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/runspec"
 )
 
 // ModuleResolver finds a container's Wasm module outside its rootfs: in the
@@ -40,7 +41,7 @@ type config struct {
 }
 
 func defaultConfig() config {
-	return config{pid: uint32(os.Getpid()), mapper: defaultMapper}
+	return config{pid: uint32(os.Getpid()), mapper: runspec.FromSpec}
 }
 
 // WithEngine sets the engine modules are compiled and run with (required).

@@ -14,11 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"sync"
 	"syscall"
-
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -39,6 +39,7 @@ import (
 	"github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/task/stdio"
 	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/runspec"
 )
 
 // container is one task: its init process, its execs and its rootfs.
@@ -50,7 +51,7 @@ type container struct {
 	mounts    []mount.Mount // mounted on rootfs by Create; nil when none
 	mounted   bool
 	spec      *specs.Spec
-	module    string // host path of the init module ("" when from the content store)
+	module    string // guest path of the init module ("" when from the content store)
 	memLimit  uint64
 	init      *process
 	execs     map[string]*process
@@ -224,16 +225,9 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}()
 	}
 
-	path, fn, cfg, err := s.cfg.mapper(spec, root)
-	if err != nil {
-		return nil, fmt.Errorf("task %s: %w", r.ID, err)
-	}
-	m, err := s.loadModule(ctx, c, path, fn)
+	m, cfg, err := s.module(ctx, c, spec, nil)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Function == "" {
-		cfg.Function = fn
 	}
 	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
 	c.memLimit = cfg.MemoryLimit
@@ -253,40 +247,80 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return c, nil
 }
 
-// loadModule reads and compiles the module at path inside the rootfs, or,
-// when the rootfs has none, asks the resolver (the image's wasm layers).
-func (s *Service) loadModule(ctx context.Context, c *container, path, fn string) (wasm.Module, error) {
-	entry := c.spec.Process.Args[0]
-	b, err := os.ReadFile(path)
-	var source string
-	switch {
-	case err == nil:
-		c.module = path
-		source = fmt.Sprintf("module %s (process.args[0] %q)", path, entry)
-	case errors.Is(err, os.ErrNotExist) && s.cfg.resolver != nil:
-		var rfn string
-		b, rfn, err = s.cfg.resolver.ResolveModule(ctx, c.ns, c.id)
+// module finds, reads and compiles the module of spec.Process (args[0],
+// path#function) inside the container's rootfs. When the rootfs has no such
+// file and a resolver is set, the module comes from the image's wasm layers
+// instead (init: always; execs: the container's own module). The engine
+// caches compiled modules by digest, so a module shared by many containers
+// compiles once.
+func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, initModule wasm.Module) (wasm.Module, wasm.RunConfig, error) {
+	entry := spec.Process.Args[0]
+	file, _ := runspec.SplitFunction(entry)
+	inRoot := true
+	name := file
+	if !path.IsAbs(name) {
+		cwd := spec.Process.Cwd
+		if cwd == "" {
+			cwd = "/"
+		}
+		name = cwd + "/" + name
+	}
+	if file != "" && (s.cfg.resolver != nil || initModule != nil) {
+		if _, err := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(err) {
+			inRoot = false
+		}
+	}
+	if inRoot {
+		modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
 		if err != nil {
 			if errdefs.IsNotFound(err) {
-				return nil, fmt.Errorf("task %s: no Wasm module: %q (process.args[0]) does not exist in the rootfs and the image has no wasm layer (%v): set the entrypoint to the module's path in the image, or build the image with an application/wasm layer: %w", c.id, entry, err, errdefs.ErrNotFound)
+				return nil, cfg, fmt.Errorf("task %s: %w; the container's rootfs (%s) holds no such file: set the image entrypoint (or the container command) to the path of a .wasm file in the image", c.id, err, c.rootfs)
 			}
-			return nil, fmt.Errorf("task %s: read the image's wasm layer from containerd: %w", c.id, err)
+			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
-		if fn == "" {
-			// The image's own entrypoint may name the function.
-			_, fn = splitEntry(rfn)
+		cfg.Function = fn
+		b, err := os.ReadFile(modPath)
+		if err != nil {
+			return nil, cfg, fmt.Errorf("task %s: read Wasm module %q: %w", c.id, entry, err)
 		}
-		source = fmt.Sprintf("the wasm layer of the image of container %s", c.id)
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("task %s: Wasm module %q (process.args[0]) does not exist in the container's rootfs: set the image entrypoint or the container command to the path of a .wasm file in the image: %w", c.id, entry, errdefs.ErrNotFound)
-	default:
-		return nil, fmt.Errorf("task %s: read Wasm module %q: %w", c.id, entry, err)
+		m, err := s.cfg.engine.Compile(ctx, b)
+		if err != nil {
+			return nil, cfg, fmt.Errorf("task %s: %q (process.args[0]) is not a usable WebAssembly module (use a Wasm image, or run Linux images with vm isolation): %w", c.id, entry, err)
+		}
+		if initModule == nil {
+			c.module = path.Clean(name)
+		}
+		return m, cfg, nil
+	}
+
+	// Not in the rootfs: the module lives in the image's wasm layers.
+	_, fn, cfg, err := s.cfg.mapper(spec, "")
+	if err != nil {
+		return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
+	}
+	cfg.Function = fn
+	cfg.Mounts = append([]wasm.Mount{{HostPath: c.rootfs, GuestPath: "/", ReadOnly: spec.Root != nil && spec.Root.Readonly}}, cfg.Mounts...)
+	if initModule != nil {
+		if c.module != "" {
+			return nil, cfg, fmt.Errorf("task %s: Wasm module %q does not exist in the container's rootfs: give the path of a .wasm file in the image: %w", c.id, entry, errdefs.ErrNotFound)
+		}
+		return initModule, cfg, nil
+	}
+	b, rfn, err := s.cfg.resolver.ResolveModule(ctx, c.ns, c.id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, cfg, fmt.Errorf("task %s: no Wasm module: %q (process.args[0]) is not in the rootfs and the image has no wasm layer (%v): set the entrypoint to the module's path in the image, or build the image with an application/wasm layer: %w", c.id, entry, err, errdefs.ErrNotFound)
+		}
+		return nil, cfg, fmt.Errorf("task %s: read the image's wasm layer from containerd: %w", c.id, err)
+	}
+	if cfg.Function == "" {
+		_, cfg.Function = runspec.SplitFunction(rfn)
 	}
 	m, err := s.cfg.engine.Compile(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("task %s: %s is not a usable WebAssembly module (use a Wasm image, or run Linux images with vm isolation): %w", c.id, source, err)
+		return nil, cfg, fmt.Errorf("task %s: the wasm layer of the container's image is not a usable WebAssembly module: %w", c.id, err)
 	}
-	return m, nil
+	return m, cfg, nil
 }
 
 // checkRunnable refuses at create time what Run would refuse at start: a
@@ -588,33 +622,22 @@ func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error
 
 	spec := *c.spec
 	spec.Process = &proc
-	path, fn, cfg, err := s.cfg.mapper(&spec, c.rootfs)
+	if file, _ := runspec.SplitFunction(proc.Args[0]); file == "" {
+		// "#function": another function of the container's own module.
+		if c.module != "" {
+			proc.Args[0] = c.module + proc.Args[0]
+		} else {
+			proc.Args[0] = "/.kuasar-image-module" + proc.Args[0]
+		}
+	}
+	m, cfg, err := s.module(ctx, c, &spec, c.init.module)
 	if err != nil {
-		return fmt.Errorf("exec %s in task %s: %w", r.ExecID, r.ID, err)
-	}
-	var m wasm.Module
-	file, _ := splitEntry(proc.Args[0])
-	if file == "" || (c.module == "" && !exists(path)) {
-		// "#function" or, for a module from the image's layers, any path
-		// not in the rootfs: the container's own module.
-		m = c.init.module
-	} else {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("exec %s in task %s: Wasm module %q does not exist in the container's rootfs: give the path of a .wasm file in the image: %w", r.ExecID, r.ID, proc.Args[0], errdefs.ErrNotFound)
-			}
-			return fmt.Errorf("exec %s in task %s: read %q: %w", r.ExecID, r.ID, proc.Args[0], err)
-		}
-		if m, err = s.cfg.engine.Compile(ctx, b); err != nil {
-			return fmt.Errorf("exec %s in task %s: %q is not a usable WebAssembly module: %w", r.ExecID, r.ID, proc.Args[0], err)
-		}
-	}
-	if cfg.Function == "" {
-		cfg.Function = fn
+		return fmt.Errorf("exec %s: %w", r.ExecID, err)
 	}
 	if cfg.MemoryLimit == 0 {
+		s.mu.Lock()
 		cfg.MemoryLimit = c.memLimit
+		s.mu.Unlock()
 	}
 	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
 	if err := checkRunnable(m, cfg, r.ID, proc.Args[0]); err != nil {
@@ -631,11 +654,6 @@ func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error
 	s.mu.Unlock()
 	ok = true
 	return nil
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // Pids lists the task's live processes. Every Wasm instance reports the
@@ -782,5 +800,3 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 	}
 	return &emptypb.Empty{}, nil
 }
-
-
