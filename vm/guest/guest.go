@@ -47,6 +47,10 @@ const (
 	InitramfsName = "initramfs.img"
 )
 
+// layoutVersion changes whenever the initramfs layout this package writes
+// changes, so cached builds of an older layout are not reused.
+const layoutVersion = "2"
+
 // Options configure Build.
 type Options struct {
 	// BaseDir is where versioned directories are created (DefaultBaseDir).
@@ -116,27 +120,15 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 	}
 	h := sha256.New()
 	h.Write(initBin)
-	fmt.Fprintf(h, "\x00%s\x00%s", filepath.Base(deb), strings.Join(o.Modules, ","))
+	fmt.Fprintf(h, "\x00%s\x00%s\x00%s", layoutVersion, filepath.Base(deb), strings.Join(o.Modules, ","))
 	for _, k := range sortedKeys(o.Files) {
 		fmt.Fprintf(h, "\x00%s\x00", k)
 		h.Write(o.Files[k])
 	}
 	sum := hex.EncodeToString(h.Sum(nil))[:12]
 
-	// Unpack the kernel package to find its release.
-	tmp, err := os.MkdirTemp(o.CacheDir, "unpack-")
-	if err != nil {
-		return Artifacts{}, err
-	}
-	defer os.RemoveAll(tmp)
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
-		return Artifacts{}, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
-	}
-	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-*"))
-	if len(vmlinuzs) != 1 {
-		return Artifacts{}, fmt.Errorf("%s holds %d kernels in /boot, want 1: %w", deb, len(vmlinuzs), errdefs.ErrInvalidArgument)
-	}
-	release := strings.TrimPrefix(filepath.Base(vmlinuzs[0]), "vmlinuz-")
+	// Debian names kernel packages linux-image-<release>_<version>_<arch>.deb.
+	release := strings.TrimPrefix(strings.SplitN(filepath.Base(deb), "_", 2)[0], "linux-image-")
 	version := release + "-" + sum
 	a := Artifacts{
 		Dir: filepath.Join(o.BaseDir, version), Version: version,
@@ -147,6 +139,19 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 	if b, err := os.ReadFile(filepath.Join(a.Dir, "manifest.json")); err == nil && json.Unmarshal(b, &a) == nil {
 		a.Cached = true
 		return a, nil
+	}
+
+	tmp, err := os.MkdirTemp(o.CacheDir, "unpack-")
+	if err != nil {
+		return Artifacts{}, err
+	}
+	defer os.RemoveAll(tmp)
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
+		return Artifacts{}, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
+	}
+	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-"+release))
+	if len(vmlinuzs) != 1 {
+		return Artifacts{}, fmt.Errorf("%s holds no /boot/vmlinuz-%s (name kernel packages linux-image-<release>_<version>_<arch>.deb): %w", deb, release, errdefs.ErrInvalidArgument)
 	}
 
 	bz, err := os.ReadFile(vmlinuzs[0])
@@ -163,7 +168,9 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 	}
 	var ird bytes.Buffer
 	w := NewCPIOWriter(&ird)
+	made := map[string]bool{}
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "etc/kuasar", "lib", "lib/modules"} {
+		made[d] = true
 		w.Dir(d, 0o755)
 	}
 	var load []string
@@ -174,7 +181,19 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 	}
 	w.File("etc/kuasar/modules.load", 0o644, []byte(strings.Join(load, "\n")+"\n"))
 	for _, k := range sortedKeys(o.Files) {
-		w.File(k, 0o755, o.Files[k])
+		data := o.Files[k]
+		k = strings.TrimPrefix(filepath.Clean("/"+k), "/")
+		var parents []string
+		for d := filepath.Dir(k); d != "." && d != "/"; d = filepath.Dir(d) {
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			if !made[d] {
+				made[d] = true
+				w.Dir(d, 0o755)
+			}
+		}
+		w.File(k, 0o755, data)
 	}
 	w.File("init", 0o755, initBin)
 	if err := w.Close(); err != nil {

@@ -156,7 +156,6 @@ func (v *VM) Cmdline() string {
 	return strings.Join(append(p, c.KernelParams...), " ")
 }
 
-
 // Start launches QEMU and connects QMP. The agent socket is listened on
 // before QEMU starts, so QEMU (the client) never races it.
 func (v *VM) Start(ctx context.Context) (retErr error) {
