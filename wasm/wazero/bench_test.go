@@ -1,0 +1,96 @@
+package wazero_test
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/wazero"
+)
+
+// BenchmarkRunHello instantiates and runs the C hello module (~28 KB) with the
+// compiled module reused: the per-container cost of a warm Wasm start.
+func BenchmarkRunHello(b *testing.B) {
+	e := newEngine(b)
+	m := compile(b, e, fixtures.Hello)
+	cfg := wasm.RunConfig{Args: []string{"hello"}, Stdout: io.Discard}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if code, err := m.Run(ctx, cfg); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
+	}
+}
+
+// BenchmarkRunHelloParallel is BenchmarkRunHello from GOMAXPROCS goroutines.
+func BenchmarkRunHelloParallel(b *testing.B) {
+	e := newEngine(b)
+	m := compile(b, e, fixtures.Hello)
+	cfg := wasm.RunConfig{Args: []string{"hello"}, Stdout: io.Discard}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if code, err := m.Run(context.Background(), cfg); code != 0 || err != nil {
+				b.Error(code, err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRunHelloMemoryLimit is BenchmarkRunHello with a memory limit, which
+// swaps in the limiting allocator.
+func BenchmarkRunHelloMemoryLimit(b *testing.B) {
+	e := newEngine(b)
+	m := compile(b, e, fixtures.Hello)
+	cfg := wasm.RunConfig{Args: []string{"hello"}, Stdout: io.Discard, MemoryLimit: 64 << 20}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if code, err := m.Run(ctx, cfg); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
+	}
+}
+
+// BenchmarkCompileCold compiles the C hello module in a fresh engine with no
+// cache: the cost a first run pays.
+func BenchmarkCompileCold(b *testing.B) {
+	benchCompile(b, fixtures.Hello, func(b *testing.B) []wazero.Option { return nil })
+}
+
+// BenchmarkCompileWASICold is BenchmarkCompileCold for the larger WASI
+// fixture (~48 KB).
+func BenchmarkCompileWASICold(b *testing.B) {
+	benchCompile(b, fixtures.WASI, func(b *testing.B) []wazero.Option { return nil })
+}
+
+// BenchmarkCompileDiskCache compiles the C hello module in a fresh engine
+// whose disk cache already holds it: what a fresh process pays.
+func BenchmarkCompileDiskCache(b *testing.B) {
+	dir := b.TempDir()
+	warm := newEngine(b, wazero.WithCacheDir(dir))
+	compile(b, warm, fixtures.Hello)
+	benchCompile(b, fixtures.Hello, func(b *testing.B) []wazero.Option { return []wazero.Option{wazero.WithCacheDir(dir)} })
+}
+
+func benchCompile(b *testing.B, module []byte, opts func(*testing.B) []wazero.Option) {
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		e, err := wazero.New(ctx, opts(b)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := e.Compile(ctx, module); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		e.Close(ctx)
+		b.StartTimer()
+	}
+}
