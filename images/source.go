@@ -95,7 +95,11 @@ func ParseTarget(target string) (Target, error) {
 	if t, ok, err := localTarget(target, ""); ok || err != nil {
 		return t, err
 	}
-	if i := strings.LastIndexByte(target, ':'); i > 0 {
+	// PATH:REF, where REF may itself hold colons (PATH:host:5000/name:tag).
+	for i := 1; i < len(target); i++ {
+		if target[i] != ':' {
+			continue
+		}
 		if t, ok, err := localTarget(target[:i], target[i+1:]); ok || err != nil {
 			return t, err
 		}
