@@ -72,8 +72,12 @@ func (c *ContainerdImages) ImageMetadata(ctx context.Context, ns, ref string) (i
 	if err != nil {
 		return images.Metadata{}, fmt.Errorf("image %s in namespace %s: %w", ref, ns, err)
 	}
-	md := metadataFromStore(ctx, cl.ContentStore(), img)
-	return md, nil
+	// The images package's detection (image shapes, compat variants) is
+	// the reference; the local heuristic covers what it cannot load.
+	if md, err := images.MetadataFromImage(ctx, cl.ContentStore(), img.Target); err == nil {
+		return md, nil
+	}
+	return metadataFromStore(ctx, cl.ContentStore(), img), nil
 }
 
 // metadataFromStore applies kuasar's routing rules to what the content store

@@ -1,0 +1,183 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuasar-go/kuasar/images"
+)
+
+// PauseImage is the image CRI runs as the pause container of runc pods
+// (containerd v2.4.2's default sandbox image).
+const PauseImage = "registry.k8s.io/pause:3.10.2"
+
+// Env is a containerd plus a kuasar-sandboxer wired together in one
+// temporary directory.
+type Env struct {
+	T     testing.TB
+	Dir   string
+	Tools Tools
+	// Bin holds kuasar-sandboxer and containerd-shim-kuasar-v1.
+	Bin string
+
+	ContainerdSock, ContainerdTTRPC string
+	SandboxerSock, SandboxerState  string
+	// SandboxerDebug serves /debug/pprof of the sandboxer.
+	SandboxerDebug string
+	// SandboxerConfig is the sandboxer's config file.
+	SandboxerConfig string
+
+	Containerd *Process
+	Sandboxer  *Process
+}
+
+// NewEnv starts kuasar-sandboxer and containerd (with the kuasar proxy
+// sandboxer, the kuasar runtime handler and the stock runc handler).
+func NewEnv(t testing.TB) *Env {
+	t.Helper()
+	RequireRoot(t)
+	e := &Env{T: t, Tools: FindTools(t), Bin: Binaries(t), Dir: TempDir(t)}
+	e.ContainerdSock = filepath.Join(e.Dir, "c.sock")
+	e.ContainerdTTRPC = filepath.Join(e.Dir, "c.sock.ttrpc")
+	e.SandboxerSock = filepath.Join(e.Dir, "k.sock")
+	e.SandboxerState = filepath.Join(e.Dir, "k")
+	e.SandboxerDebug = filepath.Join(e.Dir, "kdebug.sock")
+	e.SandboxerConfig = filepath.Join(e.Dir, "kuasar.toml")
+	kcfg := fmt.Sprintf(`[sandboxer]
+containerd_address = %q
+containerd_ttrpc_address = %q
+log_level = "debug"
+[wasm]
+cache_dir = ""
+`, e.ContainerdSock, e.ContainerdTTRPC)
+	if err := os.WriteFile(e.SandboxerConfig, []byte(kcfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.StartSandboxer()
+	e.startContainerd()
+	return e
+}
+
+// StartSandboxer starts (or restarts) kuasar-sandboxer and waits for its socket.
+func (e *Env) StartSandboxer() {
+	t := e.T
+	t.Helper()
+	os.Remove(e.SandboxerSock)
+	e.Sandboxer = Start(t, nil, filepath.Join(e.Bin, "kuasar-sandboxer"),
+		"--config", e.SandboxerConfig, "--listen", e.SandboxerSock, "--state-dir", e.SandboxerState,
+		"--debug-listen", e.SandboxerDebug)
+	WaitSocket(t, e.SandboxerSock, 20*time.Second, e.Sandboxer)
+}
+
+func (e *Env) startContainerd() {
+	t := e.T
+	t.Helper()
+	cfg := fmt.Sprintf(`version = 4
+root  = %[1]q
+state = %[2]q
+[proxy_plugins.kuasar]
+  type = "sandbox"
+  address = %[3]q
+[plugins.'io.containerd.server.v1.grpc']
+  address = %[4]q
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = %[5]q
+[plugins.'io.containerd.shim.v1.manager']
+  socket_dir = %[6]q
+[plugins.'io.containerd.cri.v1.runtime']
+  netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar]
+  runtime_type = "io.containerd.kuasar.v1"
+  sandboxer = "kuasar"
+  disable_pause_image_pull = true
+  io_type = "fifo"
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+`, filepath.Join(e.Dir, "root"), filepath.Join(e.Dir, "state"), e.SandboxerSock,
+		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"))
+	p := filepath.Join(e.Dir, "containerd.toml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=" + e.Bin + ":" + os.Getenv("PATH")}
+	e.Containerd = Start(t, env, e.Tools.Containerd, "--config", p, "--log-level", "info")
+	WaitSocket(t, e.ContainerdSock, 20*time.Second, e.Containerd)
+	t.Cleanup(e.cleanupContainerd)
+}
+
+// cleanupContainerd removes every pod CRI still has so that the sandboxer
+// shuts their sandboxes down before it is stopped.
+func (e *Env) cleanupContainerd() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, _ := RunErr(ctx, e.Tools.Crictl, e.crictlArgs("pods", "-q")...)
+	for _, id := range strings.Fields(out) {
+		RunErr(ctx, e.Tools.Crictl, e.crictlArgs("stopp", id)...)
+		RunErr(ctx, e.Tools.Crictl, e.crictlArgs("rmp", "-f", id)...)
+	}
+}
+
+func (e *Env) crictlArgs(args ...string) []string {
+	return append([]string{"--runtime-endpoint", "unix://" + e.ContainerdSock, "--image-endpoint", "unix://" + e.ContainerdSock, "--timeout", "60s"}, args...)
+}
+
+// Crictl runs crictl against the env's containerd, failing the test on error.
+func (e *Env) Crictl(args ...string) string {
+	e.T.Helper()
+	return strings.TrimSpace(Run(e.T, nil, e.Tools.Crictl, e.crictlArgs(args...)...))
+}
+
+// CrictlErr runs crictl and returns its output and error.
+func (e *Env) CrictlErr(args ...string) (string, error) {
+	out, err := RunErr(nil, e.Tools.Crictl, e.crictlArgs(args...)...)
+	return strings.TrimSpace(out), err
+}
+
+// Ctr runs ctr against the env's containerd in namespace k8s.io.
+func (e *Env) Ctr(args ...string) string {
+	e.T.Helper()
+	return Run(e.T, nil, e.Tools.Ctr, append([]string{"-a", e.ContainerdSock, "-n", "k8s.io"}, args...)...)
+}
+
+// ImportImage writes img as an OCI archive named ref and imports it into
+// containerd's k8s.io namespace.
+func (e *Env) ImportImage(img *images.MemoryImage, ref string) {
+	e.T.Helper()
+	p := filepath.Join(e.Dir, "img-"+strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+	if err := img.WriteArchiveFile(p, ref); err != nil {
+		e.T.Fatal(err)
+	}
+	defer os.Remove(p)
+	e.Ctr("images", "import", "--all-platforms", p)
+}
+
+// ImportPause builds the pause image from busybox-static and imports it.
+func (e *Env) ImportPause() {
+	e.T.Helper()
+	img := BusyboxImage(e.T, []string{"/bin/sleep", "2147483647"})
+	e.ImportImage(img, PauseImage)
+}
+
+// BusyboxPath is Debian's busybox-static binary.
+const BusyboxPath = "/bin/busybox"
+
+// BusyboxImage builds a Linux image of busybox-static with the given
+// entrypoint.
+func BusyboxImage(t testing.TB, entrypoint []string) *images.MemoryImage {
+	t.Helper()
+	files, err := images.BusyboxFiles(BusyboxPath, "sh", "sleep", "echo", "cat")
+	if err != nil {
+		t.Fatalf("%v: apt-get install busybox-static (make deps)", err)
+	}
+	img, err := images.BuildLinuxImage(context.Background(), files, imageConfig(entrypoint), platformHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
