@@ -26,7 +26,7 @@ type Env struct {
 	Bin string
 
 	ContainerdSock, ContainerdTTRPC string
-	SandboxerSock, SandboxerState  string
+	SandboxerSock, SandboxerState   string
 	// SandboxerDebug serves /debug/pprof of the sandboxer.
 	SandboxerDebug string
 	// SandboxerConfig is the sandboxer's config file.
