@@ -18,6 +18,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 
@@ -137,3 +138,9 @@ func openStore(t *testing.T) *images.Store {
 	}
 	return s
 }
+
+func ocispecConfig(entrypoint ...string) ocispec.ImageConfig {
+	return ocispec.ImageConfig{Entrypoint: entrypoint}
+}
+
+func ocispecPlatform() ocispec.Platform { return ocispec.Platform{} }
