@@ -2,9 +2,15 @@ package wasmtask
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/containerd/log"
 )
 
 // Usage are the figures of a Service's live instances.
@@ -154,8 +160,62 @@ func (s *Service) Close(ctx context.Context) error {
 		delete(s.tasks, c.id)
 		s.mu.Unlock()
 	}
+	s.saveState(ctx)
 	if err := s.events.Close(ctx); err != nil && firstErr == nil {
 		firstErr = err
 	}
 	return firstErr
+}
+
+// saveState writes the task records to the state file, if one is set.
+func (s *Service) saveState(ctx context.Context) {
+	if s.cfg.stateFile == "" {
+		return
+	}
+	if err := writeRecords(s.cfg.stateFile, s.Records()); err != nil {
+		log.G(ctx).WithField("sandbox", s.cfg.sandboxID).WithError(err).Warn("save wasm task records")
+	}
+}
+
+func writeRecords(path string, recs []TaskRecord) error {
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tasks-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// LoadRecords reads the task records a service kept with WithStateFile. A
+// missing file means no tasks.
+func LoadRecords(path string) ([]TaskRecord, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var recs []TaskRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("parse wasm task records %s: %w", path, err)
+	}
+	return recs, nil
+}
+
+// SetMemoryLimit changes the sandbox-wide memory cap for instances started
+// from now on (creates and execs); 0 removes it.
+func (s *Service) SetMemoryLimit(bytes uint64) {
+	s.memLimit.Store(bytes)
 }

@@ -38,6 +38,7 @@ type config struct {
 	namespace   string
 	pid         uint32
 	memoryLimit uint64
+	stateFile   string
 }
 
 func defaultConfig() config {
@@ -76,3 +77,9 @@ func WithPid(pid uint32) Option { return func(c *config) { c.pid = pid } }
 // limit); a container's own limit from its spec applies when lower. 0 means
 // no cap beyond the engine's default.
 func WithMemoryLimit(bytes uint64) Option { return func(c *config) { c.memoryLimit = bytes } }
+
+// WithStateFile makes the service keep its task records (ids, bundles,
+// mounted rootfs directories) in path, rewritten atomically after every
+// create and delete, so that a restarted host can report and clean up the
+// tasks it lost (see LoadRecords and Restore).
+func WithStateFile(path string) Option { return func(c *config) { c.stateFile = path } }

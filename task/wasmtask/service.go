@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -61,8 +62,9 @@ type container struct {
 // Service is a Task API v3 service for the Wasm containers of one sandbox.
 // It is safe for concurrent use.
 type Service struct {
-	cfg    config
-	events *events.Queue
+	cfg      config
+	events   *events.Queue
+	memLimit atomic.Uint64 // sandbox-wide cap, see WithMemoryLimit
 
 	mu    sync.Mutex
 	tasks map[string]*container
@@ -83,12 +85,14 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 	if cfg.engine == nil {
 		return nil, fmt.Errorf("wasmtask.New: no engine: pass wasmtask.WithEngine: %w", errdefs.ErrInvalidArgument)
 	}
-	return &Service{
+	s := &Service{
 		cfg:     cfg,
 		events:  events.NewQueue(cfg.publisher),
 		tasks:   map[string]*container{},
 		changed: make(chan struct{}),
-	}, nil
+	}
+	s.memLimit.Store(cfg.memoryLimit)
+	return s, nil
 }
 
 func (s *Service) logger(ctx context.Context, id string) *log.Entry {
@@ -244,6 +248,7 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.tasks[r.ID] = c
 	s.notifyLocked()
 	s.mu.Unlock()
+	s.saveState(ctx)
 	return c, nil
 }
 
@@ -314,7 +319,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		return nil, cfg, fmt.Errorf("task %s: read the image's wasm layer from containerd: %w", c.id, err)
 	}
 	if cfg.Function == "" {
-		_, cfg.Function = runspec.SplitFunction(rfn)
+		cfg.Function = rfn
 	}
 	m, err := s.cfg.engine.Compile(ctx, b)
 	if err != nil {
@@ -348,8 +353,8 @@ func checkRunnable(m wasm.Module, cfg wasm.RunConfig, id, entry string) error {
 
 // limit applies the sandbox's memory cap to a container's limit.
 func (s *Service) limit(l uint64) uint64 {
-	if s.cfg.memoryLimit > 0 && (l == 0 || l > s.cfg.memoryLimit) {
-		return s.cfg.memoryLimit
+	if max := s.memLimit.Load(); max > 0 && (l == 0 || l > max) {
+		return max
 	}
 	return l
 }
@@ -472,6 +477,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	delete(s.tasks, r.ID)
 	s.notifyLocked()
 	s.mu.Unlock()
+	s.saveState(ctx)
 	s.events.Publish(c.ns, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
 		ContainerID: c.id, Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
