@@ -105,7 +105,11 @@ state = %[2]q
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"PATH=" + e.Bin + ":" + os.Getenv("PATH")}
+	path := e.Bin + ":" + os.Getenv("PATH")
+	if e.Tools.RuncShim != "" {
+		path = filepath.Dir(e.Tools.RuncShim) + ":" + path
+	}
+	env := []string{"PATH=" + path}
 	e.Containerd = Start(t, env, e.Tools.Containerd, "--config", p, "--log-level", "info")
 	WaitSocket(t, e.ContainerdSock, 20*time.Second, e.Containerd)
 	t.Cleanup(e.cleanupContainerd)
@@ -155,6 +159,15 @@ func (e *Env) ImportImage(img *images.MemoryImage, ref string) {
 	}
 	defer os.Remove(p)
 	e.Ctr("images", "import", "--all-platforms", p)
+}
+
+// RequireRuncShim fails the test when containerd-shim-runc-v2 is missing.
+func (e *Env) RequireRuncShim() {
+	e.T.Helper()
+	if e.Tools.RuncShim == "" {
+		e.T.Fatalf("containerd-shim-runc-v2 %s is missing under %s: run make deps (go install github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@%s)",
+			ContainerdVersion, ToolsDir(), ContainerdVersion)
+	}
 }
 
 // ImportPause builds the pause image from busybox-static and imports it.

@@ -34,6 +34,8 @@ const (
 // Tools are the paths of the external binaries.
 type Tools struct {
 	Containerd, Ctr, Crictl string
+	// RuncShim is containerd-shim-runc-v2, for the runc baseline.
+	RuncShim string
 }
 
 // RequireRoot skips t unless it runs as root (containerd, mounts and netns
@@ -62,6 +64,15 @@ func FindTools(t testing.TB) Tools {
 		Containerd: filepath.Join(d, "containerd-"+ContainerdVersion, "containerd"),
 		Ctr:        filepath.Join(d, "containerd-"+ContainerdVersion, "ctr"),
 		Crictl:     filepath.Join(d, "crictl-"+CrictlVersion, "crictl"),
+	}
+	for _, p := range []string{
+		filepath.Join(d, "containerd-shim-runc-v2-"+ContainerdVersion, "containerd-shim-runc-v2"),
+		filepath.Join(d, "containerd-"+ContainerdVersion, "containerd-shim-runc-v2"),
+	} {
+		if _, err := os.Stat(p); err == nil {
+			tl.RuncShim = p
+			break
+		}
 	}
 	for _, p := range []string{tl.Containerd, tl.Ctr, tl.Crictl} {
 		if _, err := os.Stat(p); err != nil {
@@ -276,18 +287,32 @@ func Run(t testing.TB, ctx context.Context, bin string, args ...string) string {
 	t.Helper()
 	out, err := RunErr(ctx, bin, args...)
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
 	}
 	return out
 }
 
-// RunErr runs a command and returns its combined output and error.
+// RunErr runs a command and returns its standard output; on failure the
+// error carries its standard error.
 func RunErr(ctx context.Context, bin string, args ...string) (string, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	return string(out), err
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, lastLines(stderr.String(), 8))
+	}
+	return stdout.String(), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -1,0 +1,16 @@
+// Package e2e runs kuasar-sandboxer under a real containerd v2.4.2 and drives
+// it with crictl and containerd's Go client, next to the stock runc handler.
+package e2e
+
+import (
+	"os"
+	"testing"
+
+	"github.com/kuasar-go/kuasar/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.CleanupBinaries()
+	os.Exit(code)
+}
