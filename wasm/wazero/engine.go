@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"golang.org/x/sync/singleflight"
 
@@ -68,6 +70,9 @@ type Engine struct {
 	runtime wazero.Runtime
 	cache   wazero.CompilationCache
 
+	unstableOnce sync.Once
+	unstableErr  error
+
 	group singleflight.Group
 	mu    sync.Mutex
 	mods  map[digest.Digest]*Module
@@ -101,14 +106,6 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
-	}
-	// Modules built by older toolchains import the same functions under the
-	// pre-snapshot name.
-	b := r.NewHostModuleBuilder("wasi_unstable")
-	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-	if _, err := b.Instantiate(ctx); err != nil {
-		r.Close(ctx)
-		return nil, fmt.Errorf("instantiate wasi_unstable: %w", err)
 	}
 	return &Engine{runtime: r, cache: cache, mods: map[digest.Digest]*Module{}}, nil
 }
@@ -147,7 +144,8 @@ func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
 		}
 		// Compilation must not be cut short by one caller's context: its
 		// result is shared with every concurrent caller.
-		cm, err := e.runtime.CompileModule(context.WithoutCancel(ctx), module)
+		cctx := experimental.WithCompilationWorkers(context.WithoutCancel(ctx), runtime.GOMAXPROCS(0))
+		cm, err := e.runtime.CompileModule(cctx, module)
 		if err != nil {
 			return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
 		}
@@ -155,6 +153,12 @@ func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
 		if err != nil {
 			cm.Close(ctx)
 			return nil, err
+		}
+		if nm.wasiUnstable {
+			if err := e.instantiateWASIUnstable(ctx); err != nil {
+				cm.Close(ctx)
+				return nil, err
+			}
 		}
 		nm.engine = e
 		e.mu.Lock()
@@ -167,6 +171,22 @@ func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
 	}
 	return v.(*Module), nil
 }
+
+// instantiateWASIUnstable provides WASI under its pre-snapshot name, which
+// modules built by older toolchains import. It is done on first need, keeping
+// it off the start-up path of every process.
+func (e *Engine) instantiateWASIUnstable(ctx context.Context) error {
+	e.unstableOnce.Do(func() {
+		b := e.runtime.NewHostModuleBuilder(wasiUnstable)
+		wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+		if _, err := b.Instantiate(context.WithoutCancel(ctx)); err != nil {
+			e.unstableErr = fmt.Errorf("instantiate %s: %w", wasiUnstable, err)
+		}
+	})
+	return e.unstableErr
+}
+
+const wasiUnstable = "wasi_unstable"
 
 // Close implements wasm.Engine: it closes the runtime (stopping every running
 // instance), releases every compiled module and closes the disk cache.
@@ -184,12 +204,14 @@ func (e *Engine) Close(ctx context.Context) error {
 // supportedImports are the host modules the engine provides.
 var supportedImports = map[string]bool{
 	wasi_snapshot_preview1.ModuleName: true,
-	"wasi_unstable":                   true,
+	wasiUnstable:                      true,
 }
 
 func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Module, error) {
+	unstable := false
 	for _, f := range cm.ImportedFunctions() {
 		mod, name, _ := f.Import()
+		unstable = unstable || mod == wasiUnstable
 		if !supportedImports[mod] {
 			return nil, fmt.Errorf("module %s imports %s.%s, but kuasar provides only WASI preview 1 (wasi_snapshot_preview1): rebuild it for wasm32-wasi / wasip1: %w", dgst, mod, name, errdefs.ErrInvalidArgument)
 		}
@@ -212,6 +234,8 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Modul
 		compiled: cm,
 		minMem:   uint64(pages) * pageSize,
 		exports:  exports,
+
+		wasiUnstable: unstable,
 	}, nil
 }
 

@@ -162,6 +162,7 @@ func TestRunModules(t *testing.T) {
 		{name: "hello", module: fixtures.Hello, cfg: wasm.RunConfig{Args: []string{"hello.wasm", "x"}, Env: []string{"K=V"}},
 			wantOut: fixtures.HelloGreeting + "\nargv[0]=hello.wasm\nargv[1]=x\nenv K=V\n"},
 		{name: "proc_exit", module: fixtures.ExitCode, wantCode: fixtures.ExitCodeValue},
+		{name: "wasi_unstable imports", module: fixtures.Unstable, wantCode: 7},
 		{name: "function", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "greet"}, wantOut: "hello from greet\n"},
 		{name: "function proc_exit", module: fixtures.Reactor, cfg: wasm.RunConfig{Function: "fail"}, wantCode: 3},
 		{name: "missing _start", module: fixtures.Reactor, wantKind: errdefs.ErrNotFound, wantMsg: []string{`"_start"`, "greet"}},

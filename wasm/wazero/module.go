@@ -27,6 +27,9 @@ type Module struct {
 	compiled wazero.CompiledModule
 	minMem   uint64
 	exports  []string
+
+	// wasiUnstable is set when the module imports wasi_unstable.
+	wasiUnstable bool
 }
 
 var _ wasm.Module = (*Module)(nil)
