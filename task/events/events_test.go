@@ -1,0 +1,116 @@
+package events_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	ttrpcevents "github.com/containerd/containerd/api/services/ttrpc/events/v1"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	taskevents "github.com/kuasar-go/kuasar/task/events"
+)
+
+// slow records topics, taking a while per event, as a busy containerd would.
+type slow struct {
+	mu     sync.Mutex
+	topics []string
+	delay  time.Duration
+}
+
+func (s *slow) Publish(ctx context.Context, topic string, _ events.Event) error {
+	time.Sleep(s.delay)
+	ns, _ := namespaces.Namespace(ctx)
+	s.mu.Lock()
+	s.topics = append(s.topics, ns+topic)
+	s.mu.Unlock()
+	return nil
+}
+
+func TestQueueKeepsOrderWithoutBlocking(t *testing.T) {
+	pub := &slow{delay: 2 * time.Millisecond}
+	q := taskevents.NewQueue(pub)
+	start := time.Now()
+	var want []string
+	for i := range 50 {
+		topic := fmt.Sprintf("/tasks/%d", i)
+		q.Publish("ns1", topic, &eventstypes.TaskStart{})
+		want = append(want, "ns1"+topic)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Errorf("Publish blocked for %v", d)
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if fmt.Sprint(pub.topics) != fmt.Sprint(want) {
+		t.Errorf("delivered %v, want %v", pub.topics, want)
+	}
+	q.Publish("ns1", "/late", &eventstypes.TaskStart{}) // dropped, must not panic
+}
+
+// forwarder is containerd's ttrpc events service, as the sandboxer reaches it.
+type forwarder struct {
+	mu   sync.Mutex
+	got  []*ttrpcevents.ForwardRequest
+	seen chan struct{}
+}
+
+func (f *forwarder) Forward(_ context.Context, r *ttrpcevents.ForwardRequest) (*emptypb.Empty, error) {
+	f.mu.Lock()
+	f.got = append(f.got, r)
+	f.mu.Unlock()
+	f.seen <- struct{}{}
+	return &emptypb.Empty{}, nil
+}
+
+func TestRemotePublisherForwardsToContainerdTTRPC(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "containerd.sock.ttrpc")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := ttrpc.NewServer()
+	f := &forwarder{seen: make(chan struct{}, 1)}
+	ttrpcevents.RegisterTTRPCEventsService(srv, f)
+	go srv.Serve(context.Background(), l)
+	defer srv.Close()
+
+	pub, err := taskevents.NewRemotePublisher(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	q := taskevents.NewQueue(pub)
+	defer q.Close(context.Background())
+	q.Publish("k8s.io", "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1", ExitStatus: 137})
+	select {
+	case <-f.seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("containerd never got the exit")
+	}
+	f.mu.Lock()
+	env := f.got[0].Envelope
+	f.mu.Unlock()
+	if env.Namespace != "k8s.io" || env.Topic != "/tasks/exit" {
+		t.Errorf("envelope %v", env)
+	}
+	v, err := typeurl.UnmarshalAny(env.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := v.(*eventstypes.TaskExit); !ok || e.ContainerID != "c1" || e.ExitStatus != 137 {
+		t.Errorf("event %#v", v)
+	}
+}
