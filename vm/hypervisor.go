@@ -76,6 +76,9 @@ type Config struct {
 	// RootfsMode is how the shared directory reaches the guest: "9p",
 	// "virtiofs" or "block".
 	RootfsMode string `toml:"rootfs_mode"`
+	// VirtioFSD is the virtiofsd binary, needed when RootfsMode is
+	// "virtiofs" (Cloud Hypervisor, StratoVirt).
+	VirtioFSD string `toml:"virtiofsd"`
 	// KernelParams are appended to the guest kernel command line.
 	KernelParams []string `toml:"kernel_params"`
 	// ExtraArgs are appended to the hypervisor's command line.

@@ -1,0 +1,404 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/task/agentapi"
+	"github.com/kuasar-go/kuasar/vm"
+)
+
+// Timings are the phases of a sandbox start, measured from the VMM launch.
+type Timings struct {
+	// VMMStarted is when the VMM process was up (QMP/API answering).
+	VMMStarted time.Duration
+	// AgentReady is when the agent first answered Ping.
+	AgentReady time.Duration
+	// SandboxReady is when SetupSandbox had returned.
+	SandboxReady time.Duration
+}
+
+// Instance is one VM sandbox.
+type Instance struct {
+	sb     backend.Sandbox
+	hvName string
+	spec   vm.Spec
+	hv     driver
+
+	mu       sync.Mutex
+	client   *ttrpc.Client
+	task     taskAPI.TTRPCTaskService
+	agent    agentapi.AgentService
+	guestRel string
+	tasks    *forwarder
+	stopping bool
+	exit     *backend.Exit
+	exitCh   chan struct{}
+	closed   bool
+	timings  Timings
+}
+
+var _ backend.Instance = (*Instance)(nil)
+
+func newInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
+	i := &Instance{sb: sb, hvName: name, spec: spec, hv: d, exitCh: make(chan struct{})}
+	i.tasks = newForwarder(i)
+	return i
+}
+
+// exitedInstance is a sandbox whose VMM is gone (after Recover).
+func exitedInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
+	i := newInstance(sb, name, spec, d)
+	i.markExited(137)
+	return i
+}
+
+func (i *Instance) markExited(status uint32) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.exit != nil {
+		return
+	}
+	i.exit = &backend.Exit{Status: status, ExitedAt: time.Now()}
+	close(i.exitCh)
+}
+
+// connect dials the agent channel and waits until Ping answers, failing
+// fast if the VMM dies or reports the guest broken.
+func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	fail := func(err error) error {
+		return fmt.Errorf("guest agent of sandbox %s did not answer within %v (%v); see the guest console log %s: %w",
+			i.sb.ID, timeout, err, i.hv.ConsoleLog(), errdefs.ErrUnavailable)
+	}
+	// Watch the VMM while waiting: an exited VMM or a guest in
+	// internal-error must not make us wait for the whole timeout.
+	health := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			var err error
+			if hc, ok := i.hv.(healthChecker); ok {
+				err = hc.Health(ctx)
+			}
+			if err != nil && ctx.Err() == nil {
+				health <- err
+				cancel()
+				return
+			}
+		}
+	}()
+	conn, err := i.hv.DialAgent(ctx)
+	if err != nil {
+		select {
+		case herr := <-health:
+			return fail(herr)
+		default:
+		}
+		return fail(err)
+	}
+	client := ttrpc.NewClient(conn)
+	agent := agentapi.NewAgentClient(client)
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := agent.Ping(pctx, &agentapi.PingRequest{})
+		pcancel()
+		if err == nil {
+			i.mu.Lock()
+			i.client, i.agent, i.task = client, agent, taskAPI.NewTTRPCTaskClient(client)
+			i.guestRel = resp.GetKernelRelease()
+			i.mu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil {
+			client.Close()
+			select {
+			case herr := <-health:
+				return fail(herr)
+			default:
+			}
+			return fail(err)
+		}
+	}
+}
+
+// setup sets the guest's hostname and mounts the shared directory.
+func (i *Instance) setup(ctx context.Context) error {
+	host := i.sb.Hostname
+	if host == "" {
+		host = i.sb.ID
+		if len(host) > 12 {
+			host = host[:12]
+		}
+	}
+	req := &agentapi.SetupSandboxRequest{
+		Hostname:      host,
+		ClockUnixNano: time.Now().UnixNano(),
+		Mounts: []*agentapi.Mount{{
+			Source: vm.ShareTag, Fstype: "9p", Target: vm.GuestSharedDir,
+			Options: []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
+		}},
+	}
+	if i.hv.Capabilities().Channel == "vsock" && i.spec.Config.RootfsMode == vm.ShareVirtioFS {
+		req.Mounts[0] = &agentapi.Mount{Source: vm.ShareTag, Fstype: "virtiofs", Target: vm.GuestSharedDir}
+	}
+	if _, err := i.agent.SetupSandbox(ctx, req); err != nil {
+		return fmt.Errorf("setting up sandbox %s in the guest: %w", i.sb.ID, err)
+	}
+	return nil
+}
+
+// watch reports the sandbox exited when the VMM process ends, and cleans
+// up the container mounts.
+func (i *Instance) watch() {
+	go func() {
+		_ = i.hv.Wait(context.Background())
+		i.mu.Lock()
+		status := uint32(137)
+		if i.stopping {
+			status = 0
+		}
+		i.mu.Unlock()
+		i.tasks.vmGone()
+		i.markExited(status)
+	}()
+}
+
+// GuestKernelRelease is what the agent's Ping reported (`uname -r` in the guest).
+func (i *Instance) GuestKernelRelease() string { return i.guestRel }
+
+// Timings returns how long the start phases took.
+func (i *Instance) Timings() Timings { return i.timings }
+
+// Agent is the guest agent's own service (for tests and diagnostics).
+func (i *Instance) Agent() agentapi.AgentService { return i.agent }
+
+// ConsoleLog is the guest console log file.
+func (i *Instance) ConsoleLog() string { return i.hv.ConsoleLog() }
+
+// Tasks is the Task API forwarder to the guest agent.
+func (i *Instance) Tasks() taskAPI.TTRPCTaskService { return i.tasks }
+
+// Pid is the VMM's pid.
+func (i *Instance) Pid() uint32 {
+	if i.hv == nil {
+		return 0
+	}
+	return uint32(i.hv.Pid())
+}
+
+// Checkpoint records the hypervisor and VMM pid.
+func (i *Instance) Checkpoint() []byte {
+	b, _ := json.Marshal(checkpoint{Hypervisor: i.hvName, Pid: int(i.Pid())})
+	return b
+}
+
+// Stop kills every container (SIGKILL after timeout), then ends the VMM
+// (QMP quit, SIGKILL after timeout).
+func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
+	i.mu.Lock()
+	i.stopping = true
+	i.mu.Unlock()
+	if i.hv == nil {
+		return nil
+	}
+	if !i.hasExited() {
+		i.tasks.killAll(ctx, timeout)
+	}
+	if err := i.hv.Stop(ctx, timeout); err != nil {
+		return err
+	}
+	i.tasks.vmGone()
+	if i.hv.Pid() == 0 {
+		i.markExited(0)
+	}
+	return nil
+}
+
+func (i *Instance) hasExited() bool {
+	select {
+	case <-i.exitCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait blocks until the VMM has exited.
+func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
+	select {
+	case <-i.exitCh:
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		return *i.exit, nil
+	case <-ctx.Done():
+		return backend.Exit{}, ctx.Err()
+	}
+}
+
+// Metrics reports the VMM's resident memory and CPU time and the live
+// task count.
+func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
+	m := backend.Metrics{Tasks: i.tasks.count()}
+	pid := int(i.Pid())
+	if pid == 0 || i.hasExited() {
+		return m, nil
+	}
+	rss, err := procRSS(pid)
+	if err != nil {
+		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
+	}
+	m.MemoryBytes = rss
+	m.CPUNanos, err = procCPU(pid)
+	return m, err
+}
+
+// Update is not supported: the VM sizes are fixed at boot.
+func (i *Instance) Update(ctx context.Context, r backend.Resources) error {
+	return fmt.Errorf("resizing a running VM sandbox (no hotplug): recreate the pod with new limits: %w", errdefs.ErrNotImplemented)
+}
+
+// Shutdown stops the VM if needed and removes its container mounts,
+// sockets and shared directory. It is idempotent.
+func (i *Instance) Shutdown(ctx context.Context) error {
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		return nil
+	}
+	i.closed = true
+	i.mu.Unlock()
+	var errs []error
+	if i.hv != nil {
+		if err := i.Stop(ctx, 2*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	i.mu.Lock()
+	if i.client != nil {
+		i.client.Close()
+		i.client = nil
+	}
+	i.mu.Unlock()
+	i.tasks.vmGone()
+	if err := unmountUnder(i.spec.SharedDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(i.spec.SharedDir); err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range []string{"qmp.sock", "agent.sock", "api.sock", "vsock.sock"} {
+		_ = os.Remove(filepath.Join(i.spec.StateDir, s))
+	}
+	i.markExited(0)
+	return errors.Join(errs...)
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var targets []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			targets = append(targets, mp)
+		}
+	}
+	sort.Slice(targets, func(a, b int) bool { return len(targets[a]) > len(targets[b]) })
+	var errs []error
+	for _, t := range targets {
+		if err := unix.Unmount(t, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func procRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseUint(f[0], 10, 64)
+				return kb * 1024, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status: %w", pid, errdefs.ErrNotFound)
+}
+
+func procCPU(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) start after ")".
+	s := string(b)
+	j := strings.LastIndexByte(s, ')')
+	if j < 0 {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[j+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	return (ut + st) * uint64(time.Second) / clkTck, nil
+}
+
