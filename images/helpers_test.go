@@ -2,8 +2,8 @@ package images_test
 
 import (
 	"bytes"
-	stdbase64 "encoding/base64"
 	"context"
+	stdbase64 "encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,8 +15,8 @@ import (
 	"testing"
 
 	"github.com/distribution/distribution/v3/configuration"
-	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"

@@ -289,7 +289,9 @@ func TestBuildReproducible(t *testing.T) {
 	ctx := context.Background()
 	build := []func() (*images.MemoryImage, error){
 		func() (*images.MemoryImage, error) { return images.BuildWasmImage(ctx, fixtures.Hello, "hello.wasm") },
-		func() (*images.MemoryImage, error) { return images.BuildWasmArtifact(ctx, fixtures.Hello, "hello.wasm") },
+		func() (*images.MemoryImage, error) {
+			return images.BuildWasmArtifact(ctx, fixtures.Hello, "hello.wasm")
+		},
 	}
 	for i, b := range build {
 		a1, err := b()

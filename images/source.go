@@ -149,7 +149,7 @@ func localTarget(p, ref string) (Target, bool, error) {
 	case n >= 2 && head[0] == 0x1f && head[1] == 0x8b:
 		return Target{}, true, fmt.Errorf("%s is gzip-compressed: decompress it (gunzip) to get an OCI archive: %w", p, errdefs.ErrInvalidArgument)
 	}
-	return Target{}, true, fmt.Errorf("%s is neither a Wasm module (it does not start with \\0asm) nor an OCI archive (tar): build the module for wasm32-wasi, or export the image with ctr images export: %w", p, errdefs.ErrInvalidArgument)
+	return Target{}, true, fmt.Errorf("%s is not a WebAssembly module (it does not start with \\0asm) nor an OCI archive (tar): build the module for wasm32-wasi, or export the image with ctr images export: %w", p, errdefs.ErrInvalidArgument)
 }
 
 // LoadWasmFile reads a bare Wasm module file into a Workload. The module is

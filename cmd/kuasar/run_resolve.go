@@ -1,9 +1,7 @@
 package main
 
-// This file is the seam between `kuasar run` and the image store. Only the
-// bare .wasm file branch lives here for now; the images package replaces
-// resolveTarget with one that also accepts OCI layouts, archives and
-// registry references. Keep the signature.
+// This file is the seam between `kuasar run` and the image store: bare .wasm
+// files are read here, everything else goes through images.Store.
 
 import (
 	"bytes"
@@ -21,13 +19,30 @@ import (
 	"github.com/kuasar-go/kuasar/wasm/runspec"
 )
 
-// resolveTarget turns the TARGET of `kuasar run` into a workload.
-//
-// REPLACE ME (images): today only a path to a .wasm file (optionally
-// path#function) is understood; plainHTTP is unused until registries are.
+// resolveTarget turns the TARGET of `kuasar run` into a workload: a .wasm
+// file (recognised by its \0asm header; path#function picks an export), an
+// OCI layout directory, an OCI archive (PATH or PATH:NAME) or a registry
+// reference, the last three through the image store under
+// env.stateDir/images (registry images are pulled when the store lacks them).
 func resolveTarget(ctx context.Context, env *cliEnv, target string, plainHTTP bool) (*images.Workload, error) {
-	_, _, _ = ctx, env, plainHTTP
-	return resolveWasmFile(target)
+	t, err := images.ParseTarget(target)
+	if err != nil {
+		// path.wasm#function: the file exists without the suffix.
+		if file, fn := runspec.SplitFunction(target); fn != "" {
+			if st, serr := os.Stat(file); serr == nil && !st.IsDir() {
+				return resolveWasmFile(target)
+			}
+		}
+		return nil, err
+	}
+	if t.Kind == images.SourceWasmFile {
+		return resolveWasmFile(target)
+	}
+	s, err := openImageStore(env)
+	if err != nil {
+		return nil, err
+	}
+	return s.Resolve(ctx, target, images.WithPlainHTTP(plainHTTP), images.WithProgress(progressWriter(env)))
 }
 
 // resolveWasmFile reads a .wasm file named by target ("path" or
@@ -41,7 +56,7 @@ func resolveWasmFile(target string) (*images.Workload, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s: no such file (this build runs .wasm files only; OCI images and registries come with the image store): %w", file, errdefs.ErrNotFound)
+			return nil, fmt.Errorf("%s: no such file: %w", file, errdefs.ErrNotFound)
 		}
 		return nil, fmt.Errorf("read %s: %v: %w", file, err, errdefs.ErrInvalidArgument)
 	}
