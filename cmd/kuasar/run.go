@@ -188,8 +188,17 @@ func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOption
 
 	// Remember which signal stopped us, so that the exit code is 128+signal
 	// as for a killed Linux process.
+	// main's context is cancelled by the same signals, possibly before our
+	// channel reports which one: the run gets its own context, cancelled
+	// once the signal number is known.
 	var sig atomic.Int32
-	ctx, cancel := context.WithCancel(ctx)
+	record := func(s os.Signal) {
+		if n, ok := s.(syscall.Signal); ok {
+			sig.Store(int32(n))
+		}
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
@@ -197,12 +206,16 @@ func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOption
 	go func() {
 		select {
 		case s := <-sigc:
-			if n, ok := s.(syscall.Signal); ok {
-				sig.Store(int32(n))
+			record(s)
+		case <-parent.Done():
+			select {
+			case s := <-sigc:
+				record(s)
+			case <-time.After(20 * time.Millisecond):
 			}
-			cancel()
 		case <-ctx.Done():
 		}
+		cancel()
 	}()
 	cfg.Signal = func() int { return int(sig.Load()) }
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = env.stdin, env.stdout, env.stderr

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 )
@@ -210,28 +212,36 @@ func TestRunProcess(t *testing.T) {
 	}
 }
 
-// TestRunSignal sends SIGTERM to a running guest: the exit code is 128+15.
+// TestRunSignal signals a running `kuasar run`: the exit code is 128+signal,
+// as for a killed Linux process.
 func TestRunSignal(t *testing.T) {
 	bin := binary(t)
-	state := t.TempDir()
-	cmd := exec.Command(bin, "run", fixture(t, "loop"))
-	cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+state)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the guest is running: the cache entry appears once the
-	// module is compiled.
-	waitFor(t, func() bool {
-		entries, _ := filepath.Glob(filepath.Join(state, "cache", "wazero", "*"))
-		return len(entries) > 0
-	})
-	cmd.Process.Signal(os.Signal(sigterm))
-	err := cmd.Wait()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 143 {
-		t.Fatalf("after SIGTERM: %v (stderr %q), want exit code 143", err, errb.String())
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			state := t.TempDir()
+			cmd := exec.Command(bin, "run", fixture(t, "loop"))
+			cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+state)
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// The guest runs once the module is compiled, which is when
+			// its cache entry appears.
+			waitFor(t, func() bool {
+				entries, _ := filepath.Glob(filepath.Join(state, "cache", "wazero", "*"))
+				return len(entries) > 0
+			})
+			cmd.Process.Signal(tc.sig)
+			err := cmd.Wait()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != tc.want {
+				t.Fatalf("after %v: %v (stderr %q), want exit code %d", tc.sig, err, errb.String(), tc.want)
+			}
+		})
 	}
 }
 
@@ -281,4 +291,17 @@ func TestParseDir(t *testing.T) {
 			t.Errorf("parseDir(%q) = %+v", tc.in, m)
 		}
 	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
 }
