@@ -2,12 +2,39 @@ package main
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/containerd/log"
 
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
+	"github.com/kuasar-go/kuasar/task/events"
+	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
 )
 
-// backends builds the sandbox kinds this binary runs.
+// backends builds the sandbox kinds this binary runs and returns a function
+// that releases them.
 func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func(), error) {
-	return nil, func() {}, nil
+	if cfg.Wasm.Engine != "" && cfg.Wasm.Engine != "wazero" {
+		return nil, nil, fmt.Errorf("wasm.engine %q is not built into this binary: use \"wazero\"", cfg.Wasm.Engine)
+	}
+	pub, err := events.NewRemotePublisher(cfg.Sandboxer.ContainerdTTRPCAddress)
+	if err != nil {
+		return nil, nil, fmt.Errorf("events publisher for %s: %w", cfg.Sandboxer.ContainerdTTRPCAddress, err)
+	}
+	w, err := wasmsandbox.New(ctx,
+		wasmsandbox.WithCacheDir(cfg.Wasm.CacheDir),
+		wasmsandbox.WithPublisher(pub),
+		wasmsandbox.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))
+	if err != nil {
+		pub.Close()
+		return nil, nil, err
+	}
+	closeAll := func() {
+		if err := w.Close(context.WithoutCancel(ctx)); err != nil {
+			log.G(ctx).WithError(err).Warn("close wasm backend")
+		}
+		pub.Close()
+	}
+	return []sandboxer.Option{sandboxer.WithBackend(w)}, closeAll, nil
 }

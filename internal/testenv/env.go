@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,17 @@ state = %[2]q
   address = %[5]q
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = %[6]q
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "linux/%[7]s"
+  snapshotter = "overlayfs"
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "wasi/wasm"
+  snapshotter = "overlayfs"
+  differ = "walking"
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "wasip1/wasm"
+  snapshotter = "overlayfs"
+  differ = "walking"
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
   restrict_oom_score_adj = true
@@ -100,7 +112,7 @@ state = %[2]q
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 `, filepath.Join(e.Dir, "root"), filepath.Join(e.Dir, "state"), e.SandboxerSock,
-		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"))
+		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"), runtime.GOARCH)
 	p := filepath.Join(e.Dir, "containerd.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -150,15 +162,27 @@ func (e *Env) Ctr(args ...string) string {
 }
 
 // ImportImage writes img as an OCI archive named ref and imports it into
-// containerd's k8s.io namespace.
+// containerd's k8s.io namespace, unpacked for the host platform.
 func (e *Env) ImportImage(img *images.MemoryImage, ref string) {
+	e.T.Helper()
+	e.ImportImagePlatform(img, ref, "")
+}
+
+// ImportImagePlatform imports img and unpacks it for platform (e.g.
+// "wasi/wasm"): CRI only unpacks images for the host platform by itself, so
+// Wasm images must be unpacked at import.
+func (e *Env) ImportImagePlatform(img *images.MemoryImage, ref, platform string) {
 	e.T.Helper()
 	p := filepath.Join(e.Dir, "img-"+strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
 	if err := img.WriteArchiveFile(p, ref); err != nil {
 		e.T.Fatal(err)
 	}
 	defer os.Remove(p)
-	e.Ctr("images", "import", "--all-platforms", p)
+	args := []string{"images", "import"}
+	if platform != "" {
+		args = append(args, "--platform", platform)
+	}
+	e.Ctr(append(args, p)...)
 }
 
 // RequireRuncShim fails the test when containerd-shim-runc-v2 is missing.

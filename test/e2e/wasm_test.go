@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/internal/testenv"
+)
+
+// importWasm builds the module as an image of the given shape and imports it.
+func importWasm(t testing.TB, e *testenv.Env, module []byte, name, ref string, artifact bool) {
+	t.Helper()
+	build, platform := images.BuildWasmImage, "wasi/wasm"
+	if artifact {
+		build, platform = images.BuildWasmArtifact, "wasip1/wasm"
+	}
+	img, err := build(context.Background(), module, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ImportImagePlatform(img, ref, platform)
+}
+
+// TestWasmPodCRI runs the hello module through CRI: runp, create, start, logs,
+// inspect (exit code), stop, rmp; for both Wasm image shapes.
+func TestWasmPodCRI(t *testing.T) {
+	e := testenv.NewEnv(t)
+	for _, tc := range []struct {
+		name     string
+		artifact bool
+	}{{"image", false}, {"artifact", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := "docker.io/kuasar/hello-" + tc.name + ":test"
+			importWasm(t, e, fixtures.Hello, "hello.wasm", ref, tc.artifact)
+			podCfg := podJSON(t, e, "hello-"+tc.name, nil)
+			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+			ctr := e.Crictl("create", pod, ctrJSON(t, e, "hello", ref, []string{"a1"}, false), podCfg)
+			e.Crictl("start", ctr)
+			st := waitState(t, e, ctr, "CONTAINER_EXITED", 30*time.Second)
+			if code, _ := st["exitCode"].(float64); code != 0 {
+				t.Fatalf("exit code %v: %v", st["exitCode"], st)
+			}
+			logs := e.Crictl("logs", ctr)
+			if !strings.Contains(logs, fixtures.HelloGreeting) || !strings.Contains(logs, "a1") {
+				t.Fatalf("logs %q lack %q and argv a1", logs, fixtures.HelloGreeting)
+			}
+			e.Crictl("rm", ctr)
+			e.Crictl("stopp", pod)
+			e.Crictl("rmp", pod)
+			if dirs := sandboxDirs(e); len(dirs) != 0 {
+				t.Fatalf("left after rmp: %v", dirs)
+			}
+		})
+	}
+}
+
+// TestWasmLongRunningStop stops a module that blocks on stdin with crictl stop.
+func TestWasmLongRunningStop(t *testing.T) {
+	e := testenv.NewEnv(t)
+	const ref = "docker.io/kuasar/wasi:test"
+	importWasm(t, e, fixtures.WASI, "wasi.wasm", ref, false)
+	podCfg := podJSON(t, e, "idle", nil)
+	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+	ctr := e.Crictl("create", pod, ctrJSON(t, e, "idle", ref, []string{"sleep", "3600"}, false), podCfg)
+	e.Crictl("start", ctr)
+	waitState(t, e, ctr, "CONTAINER_RUNNING", 10*time.Second)
+	start := time.Now()
+	e.Crictl("stop", "--timeout", "5", ctr)
+	st := waitState(t, e, ctr, "CONTAINER_EXITED", 10*time.Second)
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("stop took %s", took)
+	}
+	if code, _ := st["exitCode"].(float64); code == 0 {
+		t.Fatalf("a stopped module must not exit 0: %v", st)
+	}
+	e.Crictl("rm", ctr)
+	e.Crictl("stopp", pod)
+	e.Crictl("rmp", pod)
+}
