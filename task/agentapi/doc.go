@@ -3,7 +3,7 @@
 // generated protobuf and ttrpc stubs.
 //
 // The guest serves it as a ttrpc server next to containerd.task.v3.Task on the
-// one agent channel connection; the host uses NewTTRPCAgentClient. Regenerate
+// one agent channel connection; the host uses NewAgentClient. Regenerate
 // the stubs with `go generate ./task/agentapi` (needs protoc,
 // protoc-gen-go v1.36.12 and protoc-gen-go-ttrpc v1.2.10 on PATH).
 package agentapi

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"syscall"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	securejoin "github.com/cyphar/filepath-securejoin"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,17 +67,21 @@ func RunHelper() {
 	if err := setupRoot(&cfg); err != nil {
 		fail(err)
 	}
+	bin, err := lookPath("/", cfg.Args[0], cfg.Env)
+	if err != nil {
+		fail(err)
+	}
 	fmt.Fprintf(ctrl, "%s\n", ctrlOK)
 	cmd, err := r.ReadString('\n')
 	if err != nil || strings.TrimSpace(cmd) != ctrlStart {
 		os.Exit(126) // the agent went away or aborted the create
 	}
-	if err := execProcess(&cfg, ctrl); err != nil {
+	if err := execProcess(&cfg, bin, ctrl); err != nil {
 		fail(err)
 	}
 }
 
-func execProcess(cfg *helperConfig, ctrl *os.File) error {
+func execProcess(cfg *helperConfig, bin string, ctrl *os.File) error {
 	if err := syscall.Setgroups(intSlice(cfg.Groups)); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
@@ -93,10 +97,6 @@ func execProcess(cfg *helperConfig, ctrl *os.File) error {
 	}
 	if err := os.Chdir(cwd); err != nil {
 		return fmt.Errorf("process.cwd %q: %w; the directory must exist in the rootfs", cwd, err)
-	}
-	bin, err := lookPath("/", cfg.Args[0], cfg.Env)
-	if err != nil {
-		return err
 	}
 	unix.CloseOnExec(int(ctrl.Fd()))
 	if err := syscall.Exec(bin, cfg.Args, cfg.Env); err != nil {
