@@ -17,6 +17,12 @@ import (
 	"github.com/kuasar-go/kuasar/wasm"
 )
 
+// maxLockedRuns bounds how many runs hold an OS thread for CPU accounting.
+const maxLockedRuns = 4096
+
+// lockedRuns counts the runs in progress (locked or not).
+var lockedRuns atomic.Int64
+
 // process is one Wasm instance of a container: its init process (execID "")
 // or an exec.
 type process struct {
@@ -85,15 +91,25 @@ func (p *process) start(onExit func(p *process)) error {
 
 func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*process)) {
 	// The guest runs on this goroutine; locking it to its thread lets
-	// Stats/Metrics read the thread's CPU clock while it runs.
-	runtime.LockOSThread()
-	tid := unix.Gettid()
-	p.cpuBase.Store(threadCPUNanos(tid))
-	p.tid.Store(int64(tid))
-	code, err := p.module.Run(ctx, cfg)
-	p.cpuUsed.Add(threadCPUNanos(tid) - p.cpuBase.Load())
-	p.tid.Store(0)
-	runtime.UnlockOSThread()
+	// Stats/Metrics read the thread's CPU clock while it runs. A locked
+	// thread stays allocated while the guest blocks, so past
+	// maxLockedRuns concurrent runs (far below Go's 10000-thread limit)
+	// new runs are not locked and their CPU time is not counted.
+	var code int
+	var err error
+	if lockedRuns.Add(1) <= maxLockedRuns {
+		runtime.LockOSThread()
+		tid := unix.Gettid()
+		p.cpuBase.Store(threadCPUNanos(tid))
+		p.tid.Store(int64(tid))
+		code, err = p.module.Run(ctx, cfg)
+		p.cpuUsed.Add(threadCPUNanos(tid) - p.cpuBase.Load())
+		p.tid.Store(0)
+		runtime.UnlockOSThread()
+	} else {
+		code, err = p.module.Run(ctx, cfg)
+	}
+	lockedRuns.Add(-1)
 	p.cancel()
 
 	if sig := p.signal.Load(); sig > 0 {
