@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/task/agentapi"
 	"github.com/kuasar-go/kuasar/task/guestinit"
@@ -70,10 +71,16 @@ func run() error {
 		if err := guestinit.MountBase(ctx); err != nil {
 			return err
 		}
-		if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
-			logrus.SetOutput(c)
-			os.Stderr = c
+		// The kernel gives init /dev/console as fds 0-2 only if the
+		// initramfs has the node; make sure they are open so no pipe or
+		// socket ever lands on them.
+		if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+			for fd := 0; fd <= 2; fd++ {
+				_ = unix.Dup3(int(c.Fd()), fd, 0)
+			}
+			c.Close()
 		}
+		logrus.SetOutput(os.Stderr)
 	}
 	cfg := guestinit.Config{Debug: *debug}
 	if pid1 {

@@ -216,15 +216,39 @@ func setupRoot(cfg *helperConfig) error {
 	return nil
 }
 
+// pivotRoot makes root the process's root. pivot_root(2) refuses to move
+// away from the initramfs (EINVAL when / is the kernel's rootfs), which is
+// exactly where the agent runs in a micro-VM, so it falls back to moving the
+// rootfs mount over / and chroot-ing into it (runc's --no-pivot).
 func pivotRoot(root string) error {
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("chdir rootfs: %w", err)
 	}
+	if os.Getenv(envNoPivot) == "1" {
+		return moveRoot(root)
+	}
 	if err := unix.PivotRoot(".", "."); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return moveRoot(root)
+		}
 		return fmt.Errorf("pivot_root into %s: %w", root, err)
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// envNoPivot, set to 1 in the helper's environment, forces moveRoot (tests
+// use it to cover the initramfs path on a host).
+const envNoPivot = "KUASAR_NO_PIVOT"
+
+func moveRoot(root string) error {
+	if err := unix.Mount(root, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move rootfs %s over /: %w", root, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into %s: %w", root, err)
 	}
 	return unix.Chdir("/")
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -294,7 +291,3 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func isKind(err error, kind error) bool {
 	return errors.Is(errgrpc.ToNative(err), kind)
 }
-
-var _ = io.EOF
-var _ = errdefs.ErrNotFound
-var _ = task.Status_CREATED

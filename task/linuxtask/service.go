@@ -40,6 +40,7 @@ type Service struct {
 	bufLimit   int
 	shutdown   func()
 	helperWait time.Duration
+	noPivot    bool
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -61,6 +62,12 @@ func WithStreamBuffer(n int) Option { return func(s *Service) { s.bufLimit = n }
 // WithShutdown sets what Shutdown{now:true} does once no task remains (in
 // the guest: guestinit.Poweroff). It runs after the reply has been sent.
 func WithShutdown(f func()) Option { return func(s *Service) { s.shutdown = f } }
+
+// WithNoPivot makes containers chroot (after moving their rootfs mount over
+// /) instead of pivot_root. The helper falls back to this by itself when
+// pivot_root is impossible (the agent runs from an initramfs); the option
+// forces it, e.g. to test that path on a host.
+func WithNoPivot() Option { return func(s *Service) { s.noPivot = true } }
 
 // New returns a Service that starts every child through reaper.
 func New(reaper *guestinit.Reaper, opts ...Option) *Service {
@@ -375,10 +382,14 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 		return 0, fmt.Errorf("stdio pipes: %w", err)
 	}
 	in, out, errw, closeChild := p.takeChildStdio()
+	helperEnv := []string{}
+	if s.noPivot {
+		helperEnv = append(helperEnv, envNoPivot+"=1")
+	}
 	cmd := &exec.Cmd{
 		Path:       s.helper,
 		Args:       []string{"kuasar-task", HelperInit},
-		Env:        []string{},
+		Env:        helperEnv,
 		Stdin:      in,
 		Stdout:     out,
 		Stderr:     errw,

@@ -153,22 +153,32 @@ func TestKillAndExec(t *testing.T) {
 }
 
 func TestNamespacesApplied(t *testing.T) {
-	e := newEnv(t)
-	hostHost, _ := os.Hostname()
-	e.run("ns", makeBundle(t, []string{"sh", "-c", `echo $$; hostname; cat /marker; echo /proc/[0-9]*; id -u`},
-		func(s *specs.Spec, _ string) { s.Process.User = specs.User{UID: 1000, GID: 1000} }), false)
-	if code := e.wait("ns", ""); code != 0 {
-		t.Fatalf("exit %d, stderr %q", code, e.readAll("ns", "", 2))
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"pivot_root", nil},
+		{"move and chroot (initramfs)", []Option{WithNoPivot()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts...)
+			hostHost, _ := os.Hostname()
+			e.run("ns", makeBundle(t, []string{"sh", "-c", `echo $$; hostname; cat /marker; echo /proc/[0-9]*; id -u; ls /dev/null`},
+				func(s *specs.Spec, _ string) { s.Process.User = specs.User{UID: 1000, GID: 1000} }), false)
+			if code := e.wait("ns", ""); code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, e.readAll("ns", "", 2))
+			}
+			got := strings.Split(strings.TrimSpace(e.readAll("ns", "", 1)), "\n")
+			want := []string{"1", "kuasar-ctr", "inside-rootfs", "/proc/1", "1000", "/dev/null"}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("inside the container got %q, want %q (pid 1, own hostname, own rootfs, own /proc, uid, /dev nodes)", got, want)
+			}
+			if h, _ := os.Hostname(); h != hostHost {
+				t.Fatalf("host hostname changed from %q to %q", hostHost, h)
+			}
+			e.delete("ns")
+		})
 	}
-	got := strings.Split(strings.TrimSpace(e.readAll("ns", "", 1)), "\n")
-	want := []string{"1", "kuasar-ctr", "inside-rootfs", "/proc/1", "1000"}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("inside the container got %q, want %q (pid 1, own hostname, own rootfs, own /proc, uid)", got, want)
-	}
-	if h, _ := os.Hostname(); h != hostHost {
-		t.Fatalf("host hostname changed from %q to %q", hostHost, h)
-	}
-	e.delete("ns")
 }
 
 func TestMountDestinationsStayInsideRootfs(t *testing.T) {
@@ -334,10 +344,16 @@ func TestBadRequests(t *testing.T) {
 	}
 	e.wait("a", "")
 	for name, err := range map[string]error{
-		"state unknown":   func() error { _, err := e.tasks.State(ctx, &taskapi.StateRequest{ID: "nope"}); return err }(),
-		"exec unknown":    func() error { _, err := e.tasks.State(ctx, &taskapi.StateRequest{ID: "a", ExecID: "nope"}); return err }(),
-		"read unknown":    func() error { _, err := e.agent.ReadStdout(ctx, &agentapi.ReadStreamRequest{ContainerId: "nope"}); return err }(),
-		"stdin not asked": func() error { _, err := e.agent.WriteStdin(ctx, &agentapi.WriteStreamRequest{ContainerId: "a"}); return err }(),
+		"state unknown": func() error { _, err := e.tasks.State(ctx, &taskapi.StateRequest{ID: "nope"}); return err }(),
+		"exec unknown":  func() error { _, err := e.tasks.State(ctx, &taskapi.StateRequest{ID: "a", ExecID: "nope"}); return err }(),
+		"read unknown": func() error {
+			_, err := e.agent.ReadStdout(ctx, &agentapi.ReadStreamRequest{ContainerId: "nope"})
+			return err
+		}(),
+		"stdin not asked": func() error {
+			_, err := e.agent.WriteStdin(ctx, &agentapi.WriteStreamRequest{ContainerId: "a"})
+			return err
+		}(),
 	} {
 		if !isKind(err, errdefs.ErrNotFound) {
 			t.Errorf("%s: %v, want NotFound", name, err)
