@@ -87,7 +87,9 @@ func (c *Client) Create(ctx context.Context, cfg VmConfig) error {
 }
 
 // Boot is PUT /vm.boot.
-func (c *Client) Boot(ctx context.Context) error { return c.do(ctx, http.MethodPut, "vm.boot", nil, nil) }
+func (c *Client) Boot(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, "vm.boot", nil, nil)
+}
 
 // Shutdown is PUT /vm.shutdown.
 func (c *Client) Shutdown(ctx context.Context) error {
@@ -173,4 +175,3 @@ func DialHybridVsock(ctx context.Context, socket string, port uint32) (net.Conn,
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
 }
-

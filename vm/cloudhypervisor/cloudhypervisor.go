@@ -290,4 +290,3 @@ func (v *VM) cleanupLocked() {
 		}
 	}
 }
-

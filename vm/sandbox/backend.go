@@ -159,6 +159,7 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 		}
 	}()
 	t0 := time.Now()
+	inst.started = t0
 	if err := d.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start %s for sandbox %s: %w", name, sb.ID, err)
 	}

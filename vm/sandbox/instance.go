@@ -32,6 +32,9 @@ type Timings struct {
 	AgentReady time.Duration
 	// SandboxReady is when SetupSandbox had returned.
 	SandboxReady time.Duration
+	// ContainerStarted is when the first container's Start returned
+	// (RunWorkload only).
+	ContainerStarted time.Duration
 }
 
 // Instance is one VM sandbox.
@@ -52,6 +55,7 @@ type Instance struct {
 	exitCh   chan struct{}
 	closed   bool
 	timings  Timings
+	started  time.Time
 }
 
 var _ backend.Instance = (*Instance)(nil)
@@ -401,4 +405,3 @@ func procCPU(pid int) (uint64, error) {
 	const clkTck = 100 // USER_HZ on Linux
 	return (ut + st) * uint64(time.Second) / clkTck, nil
 }
-

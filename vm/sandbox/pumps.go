@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/kuasar-go/kuasar/task/agentapi"
 )
 
@@ -101,4 +100,3 @@ func (p *pumps) stop() {
 		}
 	})
 }
-
