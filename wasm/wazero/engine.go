@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -69,6 +70,8 @@ func WithInterpreter() Option {
 type Engine struct {
 	runtime wazero.Runtime
 	cache   wazero.CompilationCache
+
+	closed atomic.Bool
 
 	unstableOnce sync.Once
 	unstableErr  error
@@ -124,6 +127,9 @@ func (e *Engine) Compile(ctx context.Context, module []byte) (wasm.Module, error
 }
 
 func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
+	if e.closed.Load() {
+		return nil, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
+	}
 	if !bytes.HasPrefix(module, wasmMagic) {
 		return nil, fmt.Errorf("not a WebAssembly module (%d bytes, no \\0asm header): pass a .wasm file: %w", len(module), errdefs.ErrInvalidArgument)
 	}
@@ -191,10 +197,14 @@ const wasiUnstable = "wasi_unstable"
 // Close implements wasm.Engine: it closes the runtime (stopping every running
 // instance), releases every compiled module and closes the disk cache.
 func (e *Engine) Close(ctx context.Context) error {
+	if e.closed.Swap(true) {
+		return nil
+	}
 	e.mu.Lock()
 	e.mods = map[digest.Digest]*Module{}
 	e.mu.Unlock()
-	err := e.runtime.Close(ctx)
+	// Instances still running stop as killed ones do.
+	err := e.runtime.CloseWithExitCode(ctx, wasm.ExitKilled)
 	if e.cache != nil {
 		err = errors.Join(err, e.cache.Close(ctx))
 	}

@@ -433,3 +433,40 @@ func TestImportsRejected(t *testing.T) {
 		t.Fatalf("Compile = %v, want ErrInvalidArgument naming env.f", err)
 	}
 }
+
+func TestClosedEngine(t *testing.T) {
+	e, err := wazero.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := compile(t, e, fixtures.Hello)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	running := make(chan int, 1)
+	go func() {
+		lm := compile(t, e, fixtures.Loop)
+		code, _ := lm.Run(ctx, wasm.RunConfig{})
+		running <- code
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := e.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(context.Background()); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	select {
+	case code := <-running:
+		if code != wasm.ExitKilled {
+			t.Errorf("instance running at Close exited %d, want %d", code, wasm.ExitKilled)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a running instance survived Close")
+	}
+	if _, err := e.Compile(context.Background(), fixtures.Hello); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("Compile after Close = %v, want ErrFailedPrecondition", err)
+	}
+	if _, err := m.Run(context.Background(), wasm.RunConfig{}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("Run after Close = %v, want ErrFailedPrecondition", err)
+	}
+}

@@ -56,6 +56,9 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w",
 			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, errdefs.ErrResourceExhausted)
 	}
+	if m.engine.closed.Load() {
+		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
+	}
 	mc, err := m.moduleConfig(ctx, cfg)
 	if err != nil {
 		return 0, err
