@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,10 +54,14 @@ func TestRegistryRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	// Resolve pulls what the store lacks.
+	// Resolve pulls what the store lacks, showing progress when asked.
 	s := openStore(t)
-	if _, err := s.Resolve(ctx, reg.host+"/shapes/s0:v1", noCreds(t)); err != nil {
+	var progress bytes.Buffer
+	if _, err := s.Resolve(ctx, reg.host+"/shapes/s0:v1", noCreds(t), images.WithProgress(&progress)); err != nil {
 		t.Fatalf("resolve of a missing image did not pull: %v", err)
+	}
+	if n := strings.Count(progress.String(), " done"); n != 3 {
+		t.Errorf("progress shows %d finished blobs, want 3 (manifest, config, layer):\n%q", n, progress.String())
 	}
 	if _, err := s.Resolve(ctx, reg.host+"/shapes/absent:v1", noCreds(t)); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("missing tag: err = %v, want not found", err)

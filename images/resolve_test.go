@@ -2,6 +2,7 @@ package images_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -91,6 +93,16 @@ func shapeCases() []shapeCase {
 					{MediaType: ocispec.MediaTypeImageLayer, Data: lower}, {MediaType: ocispec.MediaTypeImageLayer, Data: upper}}}))
 			},
 			kind: images.KindWasm, shape: images.ShapeWasmEntrypoint, module: hello, args0: "/m.wasm", rootfsFile: "m.wasm",
+		},
+		{
+			name: "plain image with a gzip layer and a zstd layer",
+			build: func(t *testing.T) *images.MemoryImage {
+				lower := gzipBytes(t, tarLayer(t, images.File{Path: "/old.wasm", Mode: 0o644, Data: reactor}))
+				upper := zstdBytes(t, tarLayer(t, images.File{Path: "/bin/app.wasm", Mode: 0o755, Data: hello}))
+				return mi(t)(images.BuildImage(images.ImageSpec{Config: wasiConfig("/bin/app.wasm"), Layers: []images.Layer{
+					{MediaType: ocispec.MediaTypeImageLayerGzip, Data: lower}, {MediaType: ocispec.MediaTypeImageLayerZstd, Data: upper}}}))
+			},
+			kind: images.KindWasm, shape: images.ShapeWasmEntrypoint, module: hello, args0: "/bin/app.wasm", rootfsFile: "old.wasm",
 		},
 		{
 			name: "config architecture wasm with an application/wasm layer",
@@ -395,6 +407,8 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 		name    string
 		build   func(t *testing.T) *images.MemoryImage
 		wantErr error
+		// providerErr, when set, is what ModuleFromImage on the blobs must give.
+		providerErr error
 	}{
 		{
 			name: "manifest bytes do not match their digest",
@@ -458,6 +472,26 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 			wantErr: errdefs.ErrNotFound,
 		},
 		{
+			name: "entrypoint removed by a whiteout in an upper layer",
+			build: func(t *testing.T) *images.MemoryImage {
+				return mi(t)(images.BuildImage(images.ImageSpec{Config: wasiConfig("/app/m.wasm"), Layers: []images.Layer{
+					layer(images.File{Path: "/app/m.wasm", Mode: 0o644, Data: fixtures.Hello})[0],
+					layer(images.File{Path: "/app/.wh.m.wasm", Mode: 0o644})[0]}}))
+			},
+			wantErr:     errdefs.ErrNotFound,
+			providerErr: errdefs.ErrNotFound,
+		},
+		{
+			name: "entrypoint directory made opaque by an upper layer",
+			build: func(t *testing.T) *images.MemoryImage {
+				return mi(t)(images.BuildImage(images.ImageSpec{Config: wasiConfig("/app/m.wasm"), Layers: []images.Layer{
+					layer(images.File{Path: "/app/m.wasm", Mode: 0o644, Data: fixtures.Hello})[0],
+					layer(images.File{Path: "/app/.wh..wh..opq", Mode: 0o644}, images.File{Path: "/app/other", Mode: 0o644, Data: []byte("x")})[0]}}))
+			},
+			wantErr:     errdefs.ErrNotFound,
+			providerErr: errdefs.ErrNotFound,
+		},
+		{
 			name: "artifact without a wasm layer",
 			build: func(t *testing.T) *images.MemoryImage {
 				return mi(t)(images.BuildImage(images.ImageSpec{ConfigMediaType: images.MediaTypeWasmConfigV0, Config: map[string]any{}}))
@@ -487,6 +521,11 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 			}
 			t.Logf("error: %v", err)
 			assertStoreEmpty(t, s)
+			if tc.providerErr != nil {
+				if _, err := images.ModuleFromImage(ctx, img, img.Root); !errors.Is(err, tc.providerErr) {
+					t.Errorf("ModuleFromImage err = %v, want %v", err, tc.providerErr)
+				}
+			}
 			// The escape attempts must not have written outside either.
 			if _, err := os.Stat(filepath.Join(filepath.Dir(s.Root()), "evil")); err == nil {
 				t.Error("a file escaped the rootfs")
@@ -576,4 +615,23 @@ func cmpString(a, b string) int {
 // mi unwraps a (*MemoryImage, error) pair, failing the test on error.
 func mi(t *testing.T) func(*images.MemoryImage, error) *images.MemoryImage {
 	return func(m *images.MemoryImage, err error) *images.MemoryImage { return mustImage(t, m, err) }
+}
+
+func gzipBytes(t *testing.T, b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zstdBytes(t *testing.T, b []byte) []byte {
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll(b, nil)
 }
