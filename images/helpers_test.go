@@ -32,7 +32,7 @@ type testRegistry struct {
 	host string // 127.0.0.1:PORT
 }
 
-func newTestRegistry(t *testing.T, user, pass string) *testRegistry {
+func newTestRegistry(t testing.TB, user, pass string) *testRegistry {
 	t.Helper()
 	logrus.SetOutput(io.Discard)
 	cfg := &configuration.Configuration{
@@ -62,7 +62,7 @@ func newTestRegistry(t *testing.T, user, pass string) *testRegistry {
 
 // tamperProxy serves a registry but flips one byte of any response whose
 // URL path ends with one of the given digests (same length, wrong content).
-func tamperProxy(t *testing.T, upstream *testRegistry, digests ...string) string {
+func tamperProxy(t testing.TB, upstream *testRegistry, digests ...string) string {
 	t.Helper()
 	u, _ := url.Parse(upstream.srv.URL)
 	rp := httputil.NewSingleHostReverseProxy(u)
