@@ -270,17 +270,18 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		}
 		name = cwd + "/" + name
 	}
-	if file != "" && (s.cfg.resolver != nil || initModule != nil) {
+	if file != "" {
 		if _, err := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(err) {
+			if s.cfg.resolver == nil && initModule == nil {
+				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%v): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, err, errdefs.ErrNotFound)
+			}
 			inRoot = false
 		}
 	}
+	spec = withoutCRIFiles(spec)
 	if inRoot {
 		modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
 		if err != nil {
-			if errdefs.IsNotFound(err) {
-				return nil, cfg, fmt.Errorf("task %s: %w; the container's rootfs (%s) holds no such file: set the image entrypoint (or the container command) to the path of a .wasm file in the image", c.id, err, c.rootfs)
-			}
 			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
 		cfg.Function = fn
@@ -326,6 +327,30 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		return nil, cfg, fmt.Errorf("task %s: the wasm layer of the container's image is not a usable WebAssembly module: %w", c.id, err)
 	}
 	return m, cfg, nil
+}
+
+// criFiles are the destinations CRI binds pod files onto. They are files
+// (or /dev/shm) that a WASI guest cannot use, and their sources may not
+// exist for pods of an external sandboxer: they are never preopened.
+var criFiles = map[string]bool{
+	"/etc/hosts": true, "/etc/hostname": true, "/etc/resolv.conf": true,
+	"/dev/shm": true, "/dev/termination-log": true,
+}
+
+// withoutCRIFiles returns spec without the CRI pod-file mounts.
+func withoutCRIFiles(spec *specs.Spec) *specs.Spec {
+	var keep []specs.Mount
+	for _, m := range spec.Mounts {
+		if !criFiles[path.Clean(m.Destination)] {
+			keep = append(keep, m)
+		}
+	}
+	if len(keep) == len(spec.Mounts) {
+		return spec
+	}
+	out := *spec
+	out.Mounts = keep
+	return &out
 }
 
 // checkRunnable refuses at create time what Run would refuse at start: a

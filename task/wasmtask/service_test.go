@@ -118,6 +118,33 @@ func TestOverlayRootfs(t *testing.T) {
 	ensureUnmounted(t, b)
 }
 
+// TestCRIPodFilesIgnored: CRI binds /etc/hosts, /etc/resolv.conf, /dev/shm
+// ... into every container; a Wasm guest cannot use them and their sources
+// may not exist for an external sandboxer's pods. A bind of a directory is
+// preopened.
+func TestCRIPodFilesAndVolumes(t *testing.T) {
+	h := newHarness(t)
+	vol := filepath.Join(h.dir, "volume")
+	os.Mkdir(vol, 0o755)
+	os.WriteFile(filepath.Join(vol, "f.txt"), []byte("volume data"), 0o644)
+	b := h.bundle(t, "cri", []string{"/w.wasm", "read", "/data/f.txt"}, map[string][]byte{"w.wasm": fixtures.WASI},
+		func(s *specs.Spec, _ *bundle) {
+			s.Mounts = []specs.Mount{
+				{Destination: "/etc/hosts", Type: "bind", Source: "/nonexistent/hosts", Options: []string{"rbind", "ro"}},
+				{Destination: "/dev/shm", Type: "bind", Source: "/nonexistent/shm", Options: []string{"rbind"}},
+				{Destination: "/proc", Type: "proc", Source: "proc"},
+				{Destination: "/data", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}},
+			}
+		})
+	if code := h.runToExit(t, b); code != 0 {
+		t.Errorf("exit %d, stderr %q", code, b.stderr.wait(t))
+	}
+	if got := b.stdout.wait(t); got != "volume data" {
+		t.Errorf("stdout %q", got)
+	}
+	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "cri"})).get(t)
+}
+
 func TestExitCodes(t *testing.T) {
 	h := newHarness(t)
 	for _, tc := range []struct {
