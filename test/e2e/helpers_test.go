@@ -40,6 +40,21 @@ func ctrJSON(t testing.TB, e *testenv.Env, name, image string, args []string, st
 	return writeJSON(t, e.Dir, "ctr-"+name+".json", cfg)
 }
 
+// ctrCmdJSON writes a crictl container config whose command replaces the
+// image's entrypoint.
+func ctrCmdJSON(t testing.TB, e *testenv.Env, name, image string, command []string) string {
+	t.Helper()
+	cfg := map[string]any{
+		"metadata": map[string]any{"name": name},
+		"image":    map[string]any{"image": image},
+		"log_path": name + ".log",
+	}
+	if command != nil {
+		cfg["command"] = command
+	}
+	return writeJSON(t, e.Dir, "ctr-"+name+".json", cfg)
+}
+
 func writeJSON(t testing.TB, dir, name string, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
