@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/fifo"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -132,3 +133,9 @@ func mountsUnder(dir string) []string {
 func anySpec(js string) *anypb.Any {
 	return &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte(js)}
 }
+
+func createReq(id, bundle string) *taskAPI.CreateTaskRequest {
+	return &taskAPI.CreateTaskRequest{ID: id, Bundle: bundle}
+}
+
+func stateReq(id string) *taskAPI.StateRequest { return &taskAPI.StateRequest{ID: id} }

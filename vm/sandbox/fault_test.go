@@ -1,0 +1,169 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
+	"github.com/kuasar-go/kuasar/vm/sandbox"
+)
+
+// TestRunWorkload runs a busybox container the way `kuasar run --isolation
+// vm` does: exit code and both streams come back, nothing is left.
+func TestRunWorkload(t *testing.T) {
+	testenvRoot(t)
+	a := agentGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	state := t.TempDir()
+	code, err := sandbox.RunWorkload(ctx, sandbox.RunConfig{Config: qemuConfig(t, a), StateDir: state},
+		busyboxRootfs(t), sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat; echo hi; echo e >&2; exit 3"}, Env: []string{"PATH=/bin"}},
+		strings.NewReader("from-stdin\n"), &stdout, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 3 {
+		t.Errorf("exit code %d, want 3", code)
+	}
+	want := a.KernelRelease + "\nfrom-stdin\nhi\n"
+	if stdout.String() != want || stderr.String() != "e\n" {
+		t.Errorf("stdout %q stderr %q, want %q and %q", stdout.String(), stderr.String(), want, "e\n")
+	}
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Errorf("state left behind: %v", ents)
+	}
+	if got := qemuPids("kuasar-vm-run-"); len(got) != 0 {
+		t.Errorf("qemu processes left: %v", got)
+	}
+}
+
+// TestVMMKilled kills the VMM under a running sandbox: the sandbox must be
+// reported exited (137), its mounts removed, and Shutdown must succeed.
+func TestVMMKilled(t *testing.T) {
+	testenvRoot(t)
+	a := agentGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
+	state := t.TempDir()
+	bi, err := b.Start(ctx, backend.Sandbox{ID: "killed", StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bi.Shutdown(context.Background())
+	// A container whose rootfs is mounted in the shared dir.
+	if _, err := bi.Tasks().Create(ctx, createReq("c", bundle(t, busyboxRootfs(t), "/bin/sleep", "60"))); err != nil {
+		t.Fatal(err)
+	}
+	cp := bi.Checkpoint()
+	if err := syscall.Kill(int(bi.Pid()), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	exit, err := bi.Wait(wctx)
+	if err != nil {
+		t.Fatalf("sandbox not reported exited after the VMM was killed: %v", err)
+	}
+	if exit.Status != 137 {
+		t.Errorf("exit status %d, want 137", exit.Status)
+	}
+	if got := mountsUnder(state); len(got) != 0 {
+		t.Errorf("mounts left after the VMM died: %v", got)
+	}
+	if _, err := bi.Tasks().State(ctx, stateReq("c")); err == nil {
+		t.Error("Task API still answers for a dead VM")
+	}
+	// Recover after the VMM is gone reports the sandbox exited.
+	ri, err := b.Recover(ctx, backend.Sandbox{ID: "killed", StateDir: state}, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := ri.Wait(ctx); err != nil || e.Status != 137 {
+		t.Errorf("recovered instance: %+v %v, want exited 137", e, err)
+	}
+	if err := ri.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := bi.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if socks, _ := filepath.Glob(filepath.Join(state, "vm", "*.sock")); len(socks) != 0 {
+		t.Errorf("sockets left: %v", socks)
+	}
+}
+
+// TestAgentNeverAnswers boots a guest whose /init never serves the agent:
+// Start must fail within the timeout, name the console log, and leave no
+// process, socket or directory behind.
+func TestAgentNeverAnswers(t *testing.T) {
+	testenvRoot(t)
+	a := testenv.BusyboxInit(t, "/bin/busybox sleep 3600")
+	ctx := context.Background()
+	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)), sandbox.WithAgentTimeout(6*time.Second))
+	state := t.TempDir()
+	start := time.Now()
+	_, err := b.Start(ctx, backend.Sandbox{ID: "mute-agent", StateDir: state})
+	if err == nil {
+		t.Fatal("Start succeeded with no agent in the guest")
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Errorf("Start took %v to give up with a 6 s agent timeout", el)
+	}
+	if !strings.Contains(err.Error(), filepath.Join(state, "vm", "console.log")) || !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("error %q should name the console log and be Unavailable", err)
+	}
+	if got := qemuPids("mute-agent"); len(got) != 0 {
+		t.Errorf("qemu left running: %v", got)
+	}
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Errorf("state left: %v", ents)
+	}
+}
+
+// TestMissingArtifacts checks that a missing kernel, initramfs or binary
+// fails before anything starts, naming the config key to set.
+func TestMissingArtifacts(t *testing.T) {
+	good := vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true"}
+	for _, tc := range []struct {
+		name string
+		edit func(*vm.Config)
+		key  string
+	}{
+		{"binary", func(c *vm.Config) { c.Path = "/nonexistent/qemu" }, `"path"`},
+		{"kernel", func(c *vm.Config) { c.Kernel = "/nonexistent/vmlinux" }, `"kernel"`},
+		{"initramfs", func(c *vm.Config) { c.Initramfs = "" }, `"initramfs"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good
+			tc.edit(&c)
+			b, _ := sandbox.New(context.Background(), sandbox.WithHypervisor(vm.QEMU, c))
+			state := t.TempDir()
+			_, err := b.Start(context.Background(), backend.Sandbox{ID: "x", StateDir: state})
+			if err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), "[hypervisor.qemu]") || !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Fatalf("error %v: want FailedPrecondition naming %s in [hypervisor.qemu]", err, tc.key)
+			}
+			if ents, _ := os.ReadDir(state); len(ents) != 0 {
+				t.Errorf("state left: %v", ents)
+			}
+		})
+	}
+	// An unconfigured hypervisor names its section.
+	b, _ := sandbox.New(context.Background(), sandbox.WithHypervisor(vm.QEMU, good))
+	_, err := b.Start(context.Background(), backend.Sandbox{ID: "x", StateDir: t.TempDir(), Hypervisor: vm.CloudHypervisor})
+	if err == nil || !strings.Contains(err.Error(), "[hypervisor.cloud-hypervisor]") {
+		t.Fatalf("error %v: want one naming [hypervisor.cloud-hypervisor]", err)
+	}
+}
