@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/internal/wasmbin"
 )
 
 // EngineName is what Engine.Name returns.
@@ -230,7 +231,7 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Modul
 		mod, name, _ := mem.Import()
 		return nil, fmt.Errorf("module %s imports its memory from %s.%s, which kuasar does not provide: rebuild it to define its own memory: %w", dgst, mod, name, errdefs.ErrInvalidArgument)
 	}
-	pages, _, err := minMemoryPages(bin)
+	pages, _, err := wasmbin.MinMemoryPages(bin)
 	if err != nil {
 		return nil, fmt.Errorf("module %s: reading memory section: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
@@ -242,15 +243,12 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Modul
 	return &Module{
 		digest:   dgst,
 		compiled: cm,
-		minMem:   uint64(pages) * pageSize,
+		minMem:   uint64(pages) * wasmbin.PageSize,
 		exports:  exports,
 
 		wasiUnstable: unstable,
 	}, nil
 }
-
-// pageSize is the WebAssembly page size.
-const pageSize = 65536
 
 func formatBytes(n uint64) string {
 	switch {

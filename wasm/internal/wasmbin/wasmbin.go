@@ -1,14 +1,19 @@
-package wazero
+// Package wasmbin reads the few facts kuasar's engines need straight from a
+// WebAssembly binary, where an engine's API does not expose them.
+package wasmbin
 
 import (
 	"errors"
 )
 
-// minMemoryPages reads the minimum page count of the module's memory (defined
+// PageSize is the WebAssembly page size in bytes.
+const PageSize = 65536
+
+// MinMemoryPages reads the minimum page count of the module's memory (defined
 // or imported) from its binary. ok is false when the module has no memory.
 // wazero's API exposes only exported and imported memories, so a module with
 // a private memory would otherwise escape the up-front limit check.
-func minMemoryPages(b []byte) (pages uint32, ok bool, err error) {
+func MinMemoryPages(b []byte) (pages uint32, ok bool, err error) {
 	if len(b) < 8 {
 		return 0, false, errShort
 	}
