@@ -81,7 +81,25 @@ func OpenStore(root string) (*Store, error) {
 			return nil, fmt.Errorf("create image store directory: %w", err)
 		}
 	}
-	return &Store{root: abs}, nil
+	s := &Store{root: abs}
+	s.cleanStaleIngest()
+	return s, nil
+}
+
+// staleIngest is how old a staging directory must be before OpenStore
+// treats it as left behind by a crashed pull and removes it.
+const staleIngest = 24 * time.Hour
+
+func (s *Store) cleanStaleIngest() {
+	ents, err := os.ReadDir(filepath.Join(s.root, "ingest"))
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleIngest {
+			os.RemoveAll(filepath.Join(s.root, "ingest", e.Name()))
+		}
+	}
 }
 
 // Root returns the store's directory.
