@@ -42,14 +42,14 @@ const busyboxPath = "/bin/busybox"
 var busyboxApplets = []string{"sh", "echo", "cat", "sleep", "uname", "hostname", "ls", "head", "true", "false", "id", "readlink", "wc"}
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *Service
 	tasks  taskapi.TTRPCTaskService
 	agent  agentapi.AgentService
 	reaper *guestinit.Reaper
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates namespaces and mounts")
@@ -61,7 +61,7 @@ func requireRoot(t *testing.T) {
 
 // newEnv serves a Service and an AgentService over a real ttrpc connection
 // on a unix socket in a temp dir.
-func newEnv(t *testing.T, opts ...Option) *env {
+func newEnv(t testing.TB, opts ...Option) *env {
 	t.Helper()
 	requireRoot(t)
 	ctx := context.Background()
@@ -107,7 +107,7 @@ type bundleOpt func(spec *specs.Spec, rootfs string)
 
 // makeBundle writes a bundle: rootfs with busybox and its applets, a
 // /marker file, and a config.json running args in new namespaces.
-func makeBundle(t *testing.T, args []string, opts ...bundleOpt) string {
+func makeBundle(t testing.TB, args []string, opts ...bundleOpt) string {
 	t.Helper()
 	dir := t.TempDir()
 	rootfs := filepath.Join(dir, "rootfs")
@@ -164,7 +164,7 @@ func makeBundle(t *testing.T, args []string, opts ...bundleOpt) string {
 	return dir
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -254,7 +254,7 @@ func (e *env) exec(id, execID string, stdin bool, args ...string) {
 }
 
 // zombies lists children of this process that are zombies.
-func zombies(t *testing.T) []int {
+func zombies(t testing.TB) []int {
 	t.Helper()
 	self := os.Getpid()
 	var out []int
@@ -277,7 +277,7 @@ func zombies(t *testing.T) []int {
 	return out
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

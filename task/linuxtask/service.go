@@ -924,7 +924,7 @@ func (s *Service) WriteInput(ctx context.Context, id, execID string, data []byte
 	if in == nil {
 		return 0, fmt.Errorf("process %s/%s has no stdin (create it with a non-empty stdin): %w", id, execID, errdefs.ErrNotFound)
 	}
-	n, err := in.Write(data)
+	n, err := in.Write(ctx, data)
 	if err != nil {
 		return n, fmt.Errorf("write stdin of %s/%s: %v: %w", id, execID, err, errdefs.ErrFailedPrecondition)
 	}

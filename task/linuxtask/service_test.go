@@ -416,3 +416,30 @@ func TestStatsConnectShutdown(t *testing.T) {
 		t.Fatal("shutdown hook not called")
 	}
 }
+
+func TestExecIntoChrootedContainer(t *testing.T) {
+	e := newEnv(t, WithNoPivot())
+	e.run("np", makeBundle(t, []string{"sleep", "1000"}), false)
+	e.exec("np", "x", true, "sh", "-c", "cat /marker; cat; echo $$")
+	ctx := ctxT(t)
+	if _, err := e.agent.WriteStdin(ctx, &agentapi.WriteStreamRequest{ContainerId: "np", ExecId: "x", Data: []byte("via-stdin\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.tasks.CloseIO(ctx, &taskapi.CloseIORequest{ID: "np", ExecID: "x", Stdin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.wait("np", "x"); code != 0 {
+		t.Fatalf("exec exit %d: %s", code, e.readAll("np", "x", 2))
+	}
+	got := strings.Split(strings.TrimSpace(e.readAll("np", "x", 1)), "\n")
+	if len(got) != 3 || got[0] != "inside-rootfs" || got[1] != "via-stdin" || got[2] == "1" {
+		t.Fatalf("exec output %q", got)
+	}
+	if _, err := e.tasks.Kill(ctx, &taskapi.KillRequest{ID: "np", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.wait("np", ""); code != 137 {
+		t.Fatalf("exit %d", code)
+	}
+	e.delete("np")
+}

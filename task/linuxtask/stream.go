@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // DefaultStreamBuffer is how much output of one stream the agent holds while
@@ -109,12 +110,18 @@ type inStream struct {
 	w  *os.File
 }
 
-func (s *inStream) Write(p []byte) (int, error) {
+// Write writes p to the pipe; when ctx has a deadline a process that does
+// not read its stdin makes Write fail at the deadline instead of hanging.
+func (s *inStream) Write(ctx context.Context, p []byte) (int, error) {
 	s.mu.Lock()
 	w := s.w
 	s.mu.Unlock()
 	if w == nil {
 		return 0, os.ErrClosed
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = w.SetWriteDeadline(d)
+		defer w.SetWriteDeadline(time.Time{})
 	}
 	return w.Write(p)
 }
