@@ -115,7 +115,7 @@ func TestBinaryServesContainer(t *testing.T) {
 	os.Symlink("busybox", filepath.Join(rootfs, "bin/sh"))
 	spec := specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs"}, Hostname: "vm-ctr",
 		Process: &specs.Process{Args: []string{"sh", "-c", "echo $$ $(busybox hostname); exit 5"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
-		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: "pid"}, {Type: "mount"}, {Type: "uts"}, {Type: "ipc"}}}}
+		Linux:   &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: "pid"}, {Type: "mount"}, {Type: "uts"}, {Type: "ipc"}}}}
 	b, _ := json.Marshal(spec)
 	os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644)
 
