@@ -6,10 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
@@ -104,7 +106,7 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		os.Remove(p)
 		return err
 	}
-	srv, err := ttrpc.NewServer()
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.recoverPanics))
 	if err != nil {
 		l.Close()
 		os.Remove(p)
@@ -118,6 +120,20 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// recoverPanics turns a panic in a backend's task service into an Internal
+// error for that call: one faulty call must not take every sandbox of the
+// process down with it.
+func (sb *sandbox) recoverPanics(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (resp interface{}, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sb.logger(ctx).WithField("method", info.FullMethod).WithField("panic", r).
+				Errorf("task service panicked\n%s", debug.Stack())
+			err = errgrpc.ToGRPC(fmt.Errorf("%s in sandbox %s: internal error (panic: %v): %w", info.FullMethod, sb.rec.ID, r, errdefs.ErrInternal))
+		}
+	}()
+	return m(ctx, um)
 }
 
 func (sb *sandbox) closeTaskServer() {

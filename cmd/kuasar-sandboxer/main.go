@@ -16,9 +16,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
@@ -101,7 +104,7 @@ func run(args []string) error {
 		return err
 	}
 	defer os.Remove(cfg.Sandboxer.Listen)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverPanics))
 	svc.Register(gs)
 
 	if *debugListen != "" {
@@ -173,4 +176,16 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// recoverPanics turns a panic in a Sandbox API call into an Internal error,
+// so that one faulty call does not end every sandbox this process hosts.
+func recoverPanics(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.G(ctx).WithField("method", info.FullMethod).WithField("panic", r).Errorf("sandbox API panicked\n%s", debug.Stack())
+			err = errgrpc.ToGRPC(fmt.Errorf("%s: internal error (panic: %v): %w", info.FullMethod, r, errdefs.ErrInternal))
+		}
+	}()
+	return h(ctx, req)
 }
