@@ -635,3 +635,51 @@ func zstdBytes(t *testing.T, b []byte) []byte {
 	defer zw.Close()
 	return zw.EncodeAll(b, nil)
 }
+
+// TestRemove checks that removing names frees exactly what no other name uses.
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	wasmImg, err := images.BuildWasmImage(ctx, fixtures.Hello, "hello.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, err := images.BuildWasmArtifact(ctx, fixtures.Hello, "hello.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"example.com/a:1", "example.com/a:alias"} {
+		if err := wasmImg.WriteLayout(dir, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := art.WriteLayout(dir, "example.com/art:1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"example.com/a:1", "example.com/a:alias", "example.com/art:1"} {
+		if _, err := s.Resolve(ctx, dir+":"+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Remove(ctx, "example.com/nope:1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("remove unknown: %v", err)
+	}
+	if err := s.Remove(ctx, "example.com/a:1", "example.com/art:1"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Resolve(ctx, "example.com/a:alias")
+	if err != nil {
+		t.Fatalf("alias lost its content: %v", err)
+	}
+	if !bytes.Equal(w.Module, fixtures.Hello) {
+		t.Error("alias module differs")
+	}
+	if blobs, _ := os.ReadDir(filepath.Join(s.Root(), "blobs", "sha256")); len(blobs) != 3 {
+		t.Errorf("%d blobs left, want the alias's 3", len(blobs))
+	}
+	if err := s.Remove(ctx, "example.com/a:alias"); err != nil {
+		t.Fatal(err)
+	}
+	assertStoreEmpty(t, s)
+}

@@ -399,7 +399,11 @@ func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Des
 		}
 	}
 	e := Entry{Name: name, Target: target, Manifest: img.Descriptor, Kind: md.Kind, Shape: img.Shape, Size: size, Rootfs: hasTar}
-	if err := t.commit(ctx, e, rootfsTmp); err != nil {
+	uses := []digest.Digest{target.Digest, img.Descriptor.Digest, img.Manifest.Config.Digest}
+	for _, l := range img.Manifest.Layers {
+		uses = append(uses, l.Digest)
+	}
+	if err := t.commit(ctx, e, rootfsTmp, uses); err != nil {
 		return Entry{}, err
 	}
 	return e, nil

@@ -344,12 +344,24 @@ func (t *txn) fetch(ctx context.Context, desc ocispec.Descriptor) error {
 // commit moves the staged blobs and rootfs into the store and names the
 // image, under the store lock. Blobs and rootfs another pull committed
 // first are kept (they are the same content).
-func (t *txn) commit(ctx context.Context, e Entry, rootfsTmp string) error {
+func (t *txn) commit(ctx context.Context, e Entry, rootfsTmp string, uses []digest.Digest) error {
 	unlock, err := t.s.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	// Blobs and the rootfs this pull found already present may have been
+	// removed since (kuasar image rm); commit only a complete image.
+	for _, d := range uses {
+		if _, ok := t.staged[d]; !ok && !t.s.hasBlob(d) {
+			return fmt.Errorf("blob %s was removed from the store during the pull: pull again: %w", d, errdefs.ErrUnavailable)
+		}
+	}
+	if e.Rootfs && rootfsTmp == "" {
+		if _, err := os.Stat(t.s.RootfsPath(e.Manifest.Digest)); err != nil {
+			return fmt.Errorf("rootfs of %s was removed from the store during the pull: pull again: %w", e.Name, errdefs.ErrUnavailable)
+		}
+	}
 	for d, p := range t.staged {
 		dst, _ := t.s.blobPath(d)
 		if err := os.Chmod(p, 0o400); err != nil {
@@ -375,4 +387,74 @@ func (t *txn) commit(ctx context.Context, e Entry, rootfsTmp string) error {
 	idx.Images = slices.DeleteFunc(idx.Images, func(x Entry) bool { return x.Name == e.Name })
 	idx.Images = append(idx.Images, e)
 	return t.s.writeIndex(idx)
+}
+
+// Remove drops the named images from the store, then deletes every blob and
+// rootfs tree that no remaining image uses. Unknown names are an error and
+// nothing is removed.
+func (s *Store) Remove(ctx context.Context, names ...string) error {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(idx.Images, func(e Entry) bool { return e.Name == n }) {
+			return fmt.Errorf("image %q is not in the store (see kuasar images): %w", n, errdefs.ErrNotFound)
+		}
+	}
+	idx.Images = slices.DeleteFunc(idx.Images, func(e Entry) bool { return slices.Contains(names, e.Name) })
+	if err := s.writeIndex(idx); err != nil {
+		return err
+	}
+	return s.gc(ctx, idx)
+}
+
+// gc deletes blobs and rootfs trees no entry of idx uses; the caller holds
+// the lock. A blob of an entry that cannot be read keeps everything (safe).
+func (s *Store) gc(ctx context.Context, idx *indexFile) error {
+	keep := map[string]bool{}
+	keepRootfs := map[string]bool{}
+	for _, e := range idx.Images {
+		keep[e.Target.Digest.Encoded()] = true
+		keep[e.Manifest.Digest.Encoded()] = true
+		keepRootfs[e.Manifest.Digest.Encoded()] = true
+		var m ocispec.Manifest
+		if err := readJSON(ctx, s, e.Manifest, &m); err != nil {
+			return fmt.Errorf("image %s is unreadable, not collecting garbage: %w", e.Name, err)
+		}
+		keep[m.Config.Digest.Encoded()] = true
+		for _, l := range m.Layers {
+			keep[l.Digest.Encoded()] = true
+		}
+	}
+	blobDir := filepath.Join(s.root, "blobs", "sha256")
+	ents, err := os.ReadDir(blobDir)
+	if err != nil {
+		return err
+	}
+	for _, b := range ents {
+		if !keep[b.Name()] {
+			if err := os.Remove(filepath.Join(blobDir, b.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	rootfsDir := filepath.Join(s.root, "rootfs")
+	ents, err = os.ReadDir(rootfsDir)
+	if err != nil {
+		return err
+	}
+	for _, r := range ents {
+		if !keepRootfs[r.Name()] {
+			if err := os.RemoveAll(filepath.Join(rootfsDir, r.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -15,12 +15,12 @@ import (
 )
 
 func init() {
-	register("image", "build and list images (image build, image ls)", runImage)
+	register("image", "build, list and remove images (image build, image ls, image rm)", runImage)
 }
 
 func runImage(ctx context.Context, env *cliEnv, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(env.stderr, "usage: kuasar image build|ls [flags]")
+		fmt.Fprintln(env.stderr, "usage: kuasar image build|ls|rm [flags]")
 		if len(args) == 0 {
 			return 2
 		}
@@ -31,8 +31,10 @@ func runImage(ctx context.Context, env *cliEnv, args []string) int {
 		return runImageBuild(ctx, env, args[1:])
 	case "ls", "list":
 		return runImagesList(ctx, env, args[1:])
+	case "rm", "remove":
+		return runImageRemove(ctx, env, args[1:])
 	}
-	fmt.Fprintf(env.stderr, "kuasar image: unknown subcommand %q (have build, ls)\n", args[0])
+	fmt.Fprintf(env.stderr, "kuasar image: unknown subcommand %q (have build, ls, rm)\n", args[0])
 	return 2
 }
 
@@ -148,5 +150,28 @@ func runImageBuild(ctx context.Context, env *cliEnv, args []string) int {
 		}
 	}
 	fmt.Fprintf(env.stdout, "%s %s\n", *tag, img.Root.Digest)
+	return 0
+}
+
+func runImageRemove(ctx context.Context, env *cliEnv, args []string) int {
+	fs := flag.NewFlagSet("image rm", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: kuasar image rm NAME...\n\nRemoves images from the local store (names as 'kuasar images' lists them)\nand frees the blobs and rootfs trees no other image uses.")
+	}
+	if code, ok := parseFlags(fs, env, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	s, err := openImageStore(env)
+	if err == nil {
+		err = s.Remove(ctx, fs.Args()...)
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "kuasar image rm: %v\n", err)
+		return exitImageFailure
+	}
 	return 0
 }

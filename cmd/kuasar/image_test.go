@@ -83,6 +83,9 @@ func TestImageCLI(t *testing.T) {
 		{"run the artifact", []string{"run", artRef, "--", "a1"}, 0, []string{fixtures.HelloGreeting, "a1"}, ""},
 		{"run a layout", []string{"run", filepath.Join(dir, "layout")}, 0, []string{fixtures.HelloGreeting}, ""},
 		{"run an archive by name", []string{"run", filepath.Join(dir, "hello.tar") + ":tar"}, 0, []string{fixtures.HelloGreeting}, ""},
+		{"remove an image", []string{"image", "rm", artRef}, 0, nil, ""},
+		{"remove it again", []string{"image", "rm", artRef}, exitImageFailure, nil, "not in the store"},
+		{"list after remove", []string{"images", "-q"}, 0, []string{ref}, ""},
 		{"run a Linux image with wasm isolation", []string{"run", "--isolation", "wasm", filepath.Join(dir, "linux.tar")}, 125, nil, "--isolation vm"},
 	}
 	for _, st := range steps {
