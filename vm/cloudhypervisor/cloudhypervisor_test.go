@@ -1,0 +1,245 @@
+package cloudhypervisor_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuasar-go/kuasar/vm"
+	ch "github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+)
+
+// These tests verify the driver against Cloud Hypervisor's specification
+// only (its OpenAPI description and the documented hybrid vsock
+// handshake): Cloud Hypervisor itself cannot be obtained here.
+
+func startFake(t *testing.T) (*fakeCH, *ch.Client) {
+	t.Helper()
+	api, err := loadOpenAPI()
+	if err != nil {
+		t.Fatalf("loading the Cloud Hypervisor OpenAPI description (set KUASAR_CH_OPENAPI): %v", err)
+	}
+	f := newFakeCH(api)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: f}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close(); f.close() })
+	return f, ch.NewClient(sock)
+}
+
+// TestClientRequestsMatchSpec drives every API call the driver uses
+// against the validating fake and checks the fake saw no violation.
+func TestClientRequestsMatchSpec(t *testing.T) {
+	f, c := startFake(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	spec := vm.Spec{ID: "t", StateDir: dir, SharedDir: dir, VCPUs: 2, MemoryMB: 512, Config: vm.Config{
+		Kernel: "/bin/true", Initramfs: "/bin/true", RootfsMode: vm.ShareVirtioFS, VirtioFSD: "/bin/true", Path: "/bin/true",
+	}}
+	v, err := ch.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"ping", func() error { _, err := c.Ping(ctx); return err }},
+		{"create", func() error { return c.Create(ctx, v.VMConfig()) }},
+		{"add-disk", func() error {
+			_, err := c.AddDisk(ctx, ch.DiskConfig{Path: "/img.erofs", Readonly: true, ID: "rootfs0"})
+			return err
+		}},
+		{"add-fs", func() error {
+			_, err := c.AddFs(ctx, ch.FsConfig{Tag: "extra", Socket: "/s", NumQueues: 1, QueueSize: 1024})
+			return err
+		}},
+		{"add-net", func() error { _, err := c.AddNet(ctx, ch.NetConfig{Tap: "tap0", Mac: "02:00:00:00:00:01"}); return err }},
+		{"add-vsock", func() error { _, err := c.AddVsock(ctx, ch.VsockConfig{Cid: 4, Socket: "/v"}); return err }},
+		{"boot", func() error { return c.Boot(ctx) }},
+		{"info", func() error {
+			info, err := c.Info(ctx)
+			if err == nil && info.State != "Running" {
+				return fmt.Errorf("state %q after boot", info.State)
+			}
+			return err
+		}},
+		{"shutdown", func() error { return c.Shutdown(ctx) }},
+		{"delete", func() error { return c.Delete(ctx) }},
+		{"vmm-shutdown", func() error { return c.ShutdownVMM(ctx) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Errorf("%s: %v", s.name, err)
+		}
+	}
+	if len(f.problems) > 0 {
+		t.Fatalf("requests violating the OpenAPI description:\n%s", strings.Join(f.problems, "\n"))
+	}
+	body := f.bodies["/vm.create"]
+	mem := body["memory"].(map[string]any)
+	if mem["size"].(json.Number).String() != fmt.Sprint(512<<20) || mem["shared"] != true {
+		t.Errorf("memory %v: want 512 MiB in bytes, shared for virtio-fs", mem)
+	}
+	if cpus := body["cpus"].(map[string]any); cpus["boot_vcpus"].(json.Number).String() != "2" {
+		t.Errorf("cpus %v", cpus)
+	}
+	if !strings.Contains(body["payload"].(map[string]any)["cmdline"].(string), "kuasar.channel=vsock") {
+		t.Errorf("payload %v lacks kuasar.channel=vsock", body["payload"])
+	}
+}
+
+// TestValidatorCatchesViolations makes sure the checker is not vacuous: a
+// body missing a required field, with an unknown field, or a wrong type,
+// must be reported.
+func TestValidatorCatchesViolations(t *testing.T) {
+	api, err := loadOpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		schema, body, want string
+	}{
+		{"VmConfig", `{"cpus":{"boot_vcpus":1,"max_vcpus":1}}`, `missing required property "payload"`},
+		{"VmConfig", `{"payload":{},"bogus":1}`, `unknown property "bogus"`},
+		{"MemoryConfig", `{"size":"big"}`, `want integer`},
+		{"CpusConfig", `{"boot_vcpus":0,"max_vcpus":1}`, `below minimum`},
+		{"ConsoleConfig", `{"mode":"Loud"}`, `not in enum`},
+		{"VsockConfig", `{"cid":3}`, `missing required property "socket"`},
+	} {
+		dec := json.NewDecoder(strings.NewReader(tc.body))
+		dec.UseNumber()
+		var v any
+		dec.Decode(&v)
+		errs := api.validate("body", v, &schema{Ref: "#/components/schemas/" + tc.schema})
+		if !strings.Contains(strings.Join(errs, "\n"), tc.want) {
+			t.Errorf("%s %s: errors %v, want one containing %q", tc.schema, tc.body, errs, tc.want)
+		}
+	}
+}
+
+// TestHybridVsockHandshake checks CONNECT/OK against a fake peer, and
+// that data after the OK line reaches the caller intact.
+func TestHybridVsockHandshake(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vsock.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				rd := bufio.NewReader(c)
+				line, _ := rd.ReadString('\n')
+				switch line {
+				case "CONNECT 1024\n":
+					// Reply and the first guest bytes in one write.
+					io.WriteString(c, "OK 1073741825\nhello")
+					io.Copy(c, rd)
+				default:
+					// Refused: close without OK.
+				}
+			}(c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := ch.DialHybridVsock(ctx, sock, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("first bytes after OK: %q %v", buf, err)
+	}
+	io.WriteString(c, "ping")
+	if _, err := io.ReadFull(c, buf[:4]); err != nil || string(buf[:4]) != "ping" {
+		t.Fatalf("echo: %q %v", buf[:4], err)
+	}
+	c.Close()
+	if _, err := ch.DialHybridVsock(ctx, sock, 2000); err == nil {
+		t.Fatal("CONNECT to a port nobody listens on succeeded")
+	}
+}
+
+// TestDriverLifecycle runs the driver against the fake VMM as a real
+// process (this test binary re-executed): Start creates and boots, the
+// agent channel dials through hybrid vsock, Stop shuts the VM and VMM
+// down, and no socket is left.
+func TestDriverLifecycle(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "record.json")
+	t.Setenv("KUASAR_FAKE_CH", "1")
+	t.Setenv("KUASAR_FAKE_CH_RECORD", rec)
+	state := filepath.Join(dir, "state")
+	v, err := ch.New(vm.Spec{ID: "life", StateDir: state, Config: vm.Config{Path: self, Kernel: self, Initramfs: self, RootfsMode: vm.ShareBlock}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := v.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v.Pid() == 0 {
+		t.Fatal("no VMM pid")
+	}
+	if err := v.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "x")
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+		t.Fatalf("agent channel echo: %q %v", b, err)
+	}
+	c.Close()
+	if err := v.Stop(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatalf("fake VMM did not get vmm.shutdown (no record): %v", err)
+	}
+	var r struct {
+		Log      []string
+		Problems []string
+	}
+	json.Unmarshal(raw, &r)
+	if len(r.Problems) > 0 {
+		t.Errorf("spec violations: %v", r.Problems)
+	}
+	want := "GET /vmm.ping,PUT /vm.create,PUT /vm.boot,GET /vm.info,PUT /vm.shutdown,PUT /vmm.shutdown"
+	if got := strings.Join(r.Log, ","); got != want {
+		t.Errorf("API calls %s, want %s", got, want)
+	}
+	if socks, _ := filepath.Glob(filepath.Join(state, "*.sock")); len(socks) != 0 {
+		t.Errorf("sockets left: %v", socks)
+	}
+}

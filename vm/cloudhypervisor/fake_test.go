@@ -1,0 +1,227 @@
+package cloudhypervisor_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeCH is an in-test Cloud Hypervisor API server on a unix socket. It
+// validates every request body against the OpenAPI description, keeps
+// the VM state machine (created → running → shutdown), answers like the
+// real VMM, and serves the hybrid vsock socket named in vm.create.
+type fakeCH struct {
+	api *openAPI
+
+	mu       sync.Mutex
+	log      []string // "PUT /vm.create"
+	bodies   map[string]map[string]any
+	problems []string
+	state    string
+	vsock    net.Listener
+	shutdown chan struct{}
+}
+
+func newFakeCH(api *openAPI) *fakeCH {
+	return &fakeCH{api: api, bodies: map[string]map[string]any{}, shutdown: make(chan struct{})}
+}
+
+func (f *fakeCH) problem(format string, a ...any) {
+	f.problems = append(f.problems, fmt.Sprintf(format, a...))
+}
+
+func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ep := strings.TrimPrefix(r.URL.Path, "/api/v1")
+	f.log = append(f.log, r.Method+" "+ep)
+	ops, ok := f.api.Paths[ep]
+	if !ok {
+		f.problem("%s %s: no such endpoint in the OpenAPI description", r.Method, ep)
+		http.Error(w, "unknown endpoint", http.StatusNotFound)
+		return
+	}
+	op, ok := ops[strings.ToLower(r.Method)]
+	if !ok {
+		f.problem("%s %s: method not in the OpenAPI description", r.Method, ep)
+		http.Error(w, "bad method", http.StatusMethodNotAllowed)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	if op.RequestBody != nil {
+		sch := op.RequestBody.Content["application/json"].Schema
+		if len(body) == 0 && op.RequestBody.Required {
+			f.problem("%s %s: required request body missing", r.Method, ep)
+		}
+		if r.Header.Get("Content-Type") != "application/json" {
+			f.problem("%s %s: Content-Type %q", r.Method, ep, r.Header.Get("Content-Type"))
+		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			f.problem("%s %s: body is not JSON: %v", r.Method, ep, err)
+		} else {
+			for _, e := range f.api.validate("body", v, sch) {
+				f.problem("%s %s: %s", r.Method, ep, e)
+			}
+			if m, ok := v.(map[string]any); ok {
+				f.bodies[ep] = m
+			}
+		}
+		if len(f.problems) > 0 {
+			http.Error(w, strings.Join(f.problems, "; "), http.StatusBadRequest)
+			return
+		}
+	} else if len(body) > 0 {
+		f.problem("%s %s: unexpected body %q", r.Method, ep, body)
+	}
+	reply := func(code int, v any) {
+		if v == nil {
+			w.WriteHeader(code)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(v)
+	}
+	switch ep {
+	case "/vmm.ping":
+		reply(200, map[string]any{"version": "fake-ch", "pid": os.Getpid()})
+	case "/vm.create":
+		if f.state != "" {
+			http.Error(w, "VM already created", 400)
+			return
+		}
+		f.state = "Created"
+		if vs, ok := f.bodies[ep]["vsock"].(map[string]any); ok {
+			f.listenVsock(vs["socket"].(string))
+		}
+		reply(204, nil)
+	case "/vm.boot":
+		if f.state != "Created" {
+			http.Error(w, "VM not created", 404)
+			return
+		}
+		f.state = "Running"
+		reply(204, nil)
+	case "/vm.info":
+		if f.state == "" {
+			http.Error(w, "not created", 404)
+			return
+		}
+		reply(200, map[string]any{"config": f.bodies["/vm.create"], "state": f.state})
+	case "/vm.shutdown":
+		if f.state != "Running" {
+			http.Error(w, "not running", 405)
+			return
+		}
+		f.state = "Shutdown"
+		reply(204, nil)
+	case "/vm.delete":
+		f.state = ""
+		reply(204, nil)
+	case "/vmm.shutdown":
+		reply(204, nil)
+		select {
+		case <-f.shutdown:
+		default:
+			close(f.shutdown)
+		}
+	case "/vm.add-disk", "/vm.add-fs", "/vm.add-net", "/vm.add-vsock":
+		if f.state == "" {
+			http.Error(w, "not created", 404)
+			return
+		}
+		reply(200, map[string]any{"id": "dev0", "bdf": "0000:00:06.0"})
+	default:
+		reply(204, nil)
+	}
+}
+
+// listenVsock serves Cloud Hypervisor's hybrid vsock protocol: "CONNECT
+// <port>\n" → "OK <hostport>\n", then echoes bytes for port 1024 (the
+// agent); other ports are refused by closing the connection.
+func (f *fakeCH) listenVsock(path string) {
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		f.problem("vsock listen %s: %v", path, err)
+		return
+	}
+	f.vsock = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				rd := bufio.NewReader(c)
+				line, err := rd.ReadString('\n')
+				if err != nil || line != "CONNECT 1024\n" {
+					return
+				}
+				fmt.Fprintf(c, "OK 1073741824\n")
+				io.Copy(c, rd)
+			}()
+		}
+	}()
+}
+
+func (f *fakeCH) close() {
+	if f.vsock != nil {
+		f.vsock.Close()
+	}
+}
+
+// serveFakeCH runs the fake as a process: the test binary re-executed as
+// the "cloud-hypervisor" binary with --api-socket path=S.
+func serveFakeCH(args []string) int {
+	var sock string
+	for i, a := range args {
+		if a == "--api-socket" && i+1 < len(args) {
+			sock = strings.TrimPrefix(args[i+1], "path=")
+		}
+	}
+	if sock == "" {
+		fmt.Fprintln(os.Stderr, "fake cloud-hypervisor: no --api-socket path=")
+		return 2
+	}
+	api, err := loadOpenAPI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	f := newFakeCH(api)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	go http.Serve(l, f)
+	<-f.shutdown
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.close()
+	rec := os.Getenv("KUASAR_FAKE_CH_RECORD")
+	b, _ := json.Marshal(map[string]any{"log": f.log, "problems": f.problems, "bodies": f.bodies})
+	os.WriteFile(rec, b, 0o600)
+	return 0
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KUASAR_FAKE_CH") == "1" {
+		os.Exit(serveFakeCH(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}

@@ -1,0 +1,164 @@
+package cloudhypervisor_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// specPath is Cloud Hypervisor's OpenAPI description.
+const specPath = "/work/shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
+
+func specFile() string {
+	if p := os.Getenv("KUASAR_CH_OPENAPI"); p != "" {
+		return p
+	}
+	return specPath
+}
+
+// openAPI is the part of an OpenAPI 3 document the checker needs.
+type openAPI struct {
+	Paths      map[string]map[string]operation `yaml:"paths"`
+	Components struct {
+		Schemas map[string]*schema `yaml:"schemas"`
+	} `yaml:"components"`
+}
+
+type operation struct {
+	RequestBody *struct {
+		Required bool `yaml:"required"`
+		Content  map[string]struct {
+			Schema *schema `yaml:"schema"`
+		} `yaml:"content"`
+	} `yaml:"requestBody"`
+	Responses map[string]any `yaml:"responses"`
+}
+
+type schema struct {
+	Ref                  string             `yaml:"$ref"`
+	Type                 string             `yaml:"type"`
+	Format               string             `yaml:"format"`
+	Required             []string           `yaml:"required"`
+	Properties           map[string]*schema `yaml:"properties"`
+	Items                *schema            `yaml:"items"`
+	Enum                 []any              `yaml:"enum"`
+	Minimum              *float64           `yaml:"minimum"`
+	AdditionalProperties any                `yaml:"additionalProperties"`
+}
+
+func loadOpenAPI() (*openAPI, error) {
+	b, err := os.ReadFile(specFile())
+	if err != nil {
+		return nil, err
+	}
+	var d openAPI
+	if err := yaml.Unmarshal(b, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func (d *openAPI) resolve(s *schema) (*schema, error) {
+	for s != nil && s.Ref != "" {
+		name := strings.TrimPrefix(s.Ref, "#/components/schemas/")
+		n, ok := d.Components.Schemas[name]
+		if !ok {
+			return nil, fmt.Errorf("unresolved $ref %s", s.Ref)
+		}
+		s = n
+	}
+	return s, nil
+}
+
+// validate checks a decoded JSON value against a schema: types, required
+// properties, unknown properties, enums and minimums. It returns every
+// violation, with JSON paths.
+func (d *openAPI) validate(path string, v any, s *schema) []string {
+	s, err := d.resolve(s)
+	if err != nil {
+		return []string{path + ": " + err.Error()}
+	}
+	if s == nil {
+		return nil
+	}
+	var errs []string
+	bad := func(f string, a ...any) { errs = append(errs, path+": "+fmt.Sprintf(f, a...)) }
+	if len(s.Enum) > 0 {
+		ok := false
+		for _, e := range s.Enum {
+			if fmt.Sprint(e) == fmt.Sprint(v) {
+				ok = true
+			}
+		}
+		if !ok {
+			bad("%v not in enum %v", v, s.Enum)
+		}
+	}
+	typ := s.Type
+	if typ == "" && s.Properties != nil {
+		typ = "object"
+	}
+	switch typ {
+	case "object":
+		m, ok := v.(map[string]any)
+		if !ok {
+			bad("want object, got %T", v)
+			return errs
+		}
+		for _, r := range s.Required {
+			if _, ok := m[r]; !ok {
+				bad("missing required property %q", r)
+			}
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ps, ok := s.Properties[k]
+			if !ok {
+				if s.AdditionalProperties == nil || s.AdditionalProperties == false {
+					bad("unknown property %q", k)
+				}
+				continue
+			}
+			errs = append(errs, d.validate(path+"."+k, m[k], ps)...)
+		}
+	case "array":
+		a, ok := v.([]any)
+		if !ok {
+			bad("want array, got %T", v)
+			return errs
+		}
+		for i, e := range a {
+			errs = append(errs, d.validate(fmt.Sprintf("%s[%d]", path, i), e, s.Items)...)
+		}
+	case "string":
+		if _, ok := v.(string); !ok {
+			bad("want string, got %T", v)
+		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			bad("want boolean, got %T", v)
+		}
+	case "integer", "number":
+		n, ok := v.(json.Number)
+		if !ok {
+			bad("want %s, got %T", typ, v)
+			return errs
+		}
+		f, _ := n.Float64()
+		if typ == "integer" && strings.ContainsAny(n.String(), ".eE") {
+			bad("want integer, got %s", n)
+		}
+		if s.Minimum != nil && f < *s.Minimum {
+			bad("%s below minimum %v", n, *s.Minimum)
+		}
+	}
+	return errs
+}
