@@ -20,8 +20,10 @@ import (
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/fifo"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
@@ -31,6 +33,15 @@ import (
 )
 
 const testNS = "kuasar-test"
+
+// TestMain keeps the service's info logs out of test output unless
+// KUASAR_TEST_DEBUG is set.
+func TestMain(m *testing.M) {
+	if os.Getenv("KUASAR_TEST_DEBUG") == "" {
+		log.L.Logger.SetLevel(logrus.WarnLevel)
+	}
+	os.Exit(m.Run())
+}
 
 // recorder is a Publisher that keeps every event it is given.
 type recorder struct {

@@ -57,6 +57,8 @@ type container struct {
 	init      *process
 	execs     map[string]*process
 	recovered bool
+
+	mountMu sync.Mutex // serialises unmount (Delete vs Close)
 }
 
 // Service is a Task API v3 service for the Wasm containers of one sandbox.
@@ -407,6 +409,8 @@ func readSpec(bundle string) (*specs.Spec, error) {
 }
 
 func (c *container) unmount() error {
+	c.mountMu.Lock()
+	defer c.mountMu.Unlock()
 	if !c.mounted {
 		return nil
 	}
@@ -746,7 +750,10 @@ func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 			live++
 		}
 	}
-	a, err := typeurl.MarshalAnyToProto(metrics(mem, c.memLimit, cpu, live))
+	s.mu.Lock()
+	limit := c.memLimit
+	s.mu.Unlock()
+	a, err := typeurl.MarshalAnyToProto(metrics(mem, limit, cpu, live))
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
