@@ -237,9 +237,16 @@ func Detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
 		kind = KindLinux
 	case ShapeCompat:
 		if img.Manifest.Annotations[AnnotationWasmVariant] == "compat-smart" {
+			// Wasm when the entrypoint file is a module; a missing or
+			// non-Wasm entrypoint makes it Linux, other errors (unreadable
+			// or corrupt layers) are reported.
 			mod, _, err := moduleFromImage(ctx, p, img, "")
-			if err != nil || !IsWasm(mod) {
+			switch {
+			case err == nil && IsWasm(mod):
+			case err == nil || errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
 				kind = KindLinux
+			default:
+				return Metadata{}, err
 			}
 		}
 	}

@@ -368,7 +368,7 @@ func applyEntry(root string, h *tar.Header, r io.Reader, written map[string]bool
 		if h.Typeflag != tar.TypeSymlink {
 			if h.Mode&0o7000 != 0 && h.Typeflag == tar.TypeReg {
 				// Keep setuid/setgid/sticky bits (chown clears them).
-				_ = os.Chmod(dst, mode|os.FileMode(0)|modeSpecial(h.Mode))
+				_ = os.Chmod(dst, mode|modeSpecial(h.Mode))
 			}
 			_ = os.Chtimes(dst, h.ModTime, h.ModTime)
 		}
