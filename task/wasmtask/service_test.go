@@ -371,8 +371,13 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 			if tc.tweak != nil {
 				tc.tweak(b.req)
 			}
+			before := openFDs(t)
 			_, err := h.client.Create(h.ctx, b.req)
 			err = errgrpc.ToNative(err)
+			time.Sleep(20 * time.Millisecond) // FIFO opens finish on goroutines
+			if after := openFDs(t); after != before {
+				t.Errorf("%d file descriptors open before Create, %d after it failed", before, after)
+			}
 			if err == nil || !tc.is(err) {
 				t.Fatalf("create: %v (kind not as expected)", err)
 			}
@@ -393,6 +398,15 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 		t.Errorf("%d tasks left", n)
 	}
 	h.events.waitTopics(t) // no event for a failed create
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	e, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(e)
 }
 
 func TestUnsupportedAndUnknown(t *testing.T) {
