@@ -403,7 +403,10 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 		if err := cmd.Start(); err != nil {
 			return 0, err
 		}
-		return cmd.Process.Pid, nil
+		pid := cmd.Process.Pid
+		// The reaper owns the exit status; drop os.Process's pidfd.
+		_ = cmd.Process.Release()
+		return pid, nil
 	})
 	closeChild()
 	child.Close()
@@ -581,7 +584,10 @@ func (s *Service) forkInNamespaces(target int, cmd *exec.Cmd) (int, <-chan guest
 			if err := cmd.Start(); err != nil {
 				return 0, err
 			}
-			return cmd.Process.Pid, nil
+			pid := cmd.Process.Pid
+			// The reaper owns the exit status; drop os.Process's pidfd.
+			_ = cmd.Process.Release()
+			return pid, nil
 		})
 		res <- result{pid, ch, err}
 	}()

@@ -443,3 +443,25 @@ func TestExecIntoChrootedContainer(t *testing.T) {
 	}
 	e.delete("np")
 }
+
+func TestNoDescriptorLeak(t *testing.T) {
+	e := newEnv(t)
+	bundle := makeBundle(t, []string{"sh", "-c", "echo out; echo err >&2"})
+	countFds := func() int {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		return len(ents)
+	}
+	run := func(id string) {
+		e.run(id, bundle, true)
+		e.wait(id, "")
+		e.readAll(id, "", 1)
+		e.readAll(id, "", 2)
+		e.delete(id)
+	}
+	run("warmup")
+	before := countFds()
+	for i := 0; i < 5; i++ {
+		run("leak-" + strconv.Itoa(i))
+	}
+	eventually(t, "descriptors to be released", func() bool { return countFds() <= before })
+}
