@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -106,7 +107,7 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		os.Remove(p)
 		return err
 	}
-	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.recoverPanics))
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.intercept))
 	if err != nil {
 		l.Close()
 		os.Remove(p)
@@ -122,10 +123,14 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 	return nil
 }
 
-// recoverPanics turns a panic in a backend's task service into an Internal
-// error for that call: one faulty call must not take every sandbox of the
-// process down with it.
-func (sb *sandbox) recoverPanics(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (resp interface{}, err error) {
+// intercept runs every Task API call: it gives calls without a containerd
+// namespace the sandbox's own, and turns a panic in a backend's task service
+// into an Internal error for that call: one faulty call must not take every
+// sandbox of the process down with it.
+func (sb *sandbox) intercept(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (resp interface{}, err error) {
+	if _, ok := namespaces.Namespace(ctx); !ok && sb.rec.Namespace != "" {
+		ctx = namespaces.WithNamespace(ctx, sb.rec.Namespace)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			sb.logger(ctx).WithField("method", info.FullMethod).WithField("panic", r).

@@ -111,6 +111,7 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 	if err := os.MkdirAll(filepath.Join(root, "sandboxes"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", root, err)
 	}
+	s.store.volatile = onTmpfs(root)
 	return s, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -47,6 +48,19 @@ type record struct {
 // store keeps one JSON file per sandbox under <root>/sandboxes/<id>/.
 type store struct {
 	root string
+	// volatile is true when root is on tmpfs: fsync is then skipped, as
+	// tmpfs content survives any crash of the process but no reboot, which
+	// fsync would not change.
+	volatile bool
+}
+
+// tmpfsMagic is TMPFS_MAGIC from statfs(2).
+const tmpfsMagic = 0x01021994
+
+// onTmpfs reports whether dir lives on tmpfs.
+func onTmpfs(dir string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == tmpfsMagic
 }
 
 const recordFile = "sandbox.json"
@@ -90,8 +104,10 @@ func (s *store) save(r *record) error {
 	if _, err := f.Write(b); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if !s.volatile {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -100,6 +116,9 @@ func (s *store) save(r *record) error {
 		return err
 	}
 	ok = true
+	if s.volatile {
+		return nil
+	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()

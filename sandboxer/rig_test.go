@@ -1,0 +1,154 @@
+package sandboxer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/sandboxer"
+	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
+)
+
+// rig is a sandboxer with the real wasm backend, served on real sockets in
+// this process: the gRPC Sandbox API and one ttrpc Task API per sandbox.
+type rig struct {
+	dir    string
+	src    string // the "image" directory bind-mounted as each rootfs
+	svc    *sandboxer.Service
+	client api.ControllerClient
+}
+
+func newRig(tb testing.TB) *rig {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (rootfs bind mounts)")
+	}
+	// /dev/shm is tmpfs, like /run where the sandboxer keeps its state.
+	dir, err := os.MkdirTemp("/dev/shm", "kr")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	ctx := context.Background()
+	wb, err := wasmsandbox.New(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { wb.Close(ctx) })
+	svc, err := sandboxer.New(ctx, sandboxer.WithStateDir(filepath.Join(dir, "s")), sandboxer.WithBackend(wb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sb.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	svc.Register(gs)
+	go gs.Serve(l)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close(); gs.Stop(); svc.Close() })
+	src := filepath.Join(dir, "image")
+	os.MkdirAll(src, 0o755)
+	for _, name := range []string{"hello", "wasi"} {
+		if _, err := fixtures.WriteFile(src, name); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return &rig{dir: dir, src: src, svc: svc, client: api.NewControllerClient(conn)}
+}
+
+// bundle writes an OCI bundle for id running args and returns the request
+// that creates its task (rootfs bind-mounted from the image directory).
+func (r *rig) bundle(tb testing.TB, id string, args []string) *taskAPI.CreateTaskRequest {
+	tb.Helper()
+	dir := filepath.Join(r.dir, "b", id)
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	sp := specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs"},
+		Process: &specs.Process{Args: args, Cwd: "/"}}
+	b, _ := json.Marshal(&sp)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return &taskAPI.CreateTaskRequest{ID: id, Bundle: dir,
+		Rootfs: []*types.Mount{{Type: "bind", Source: r.src, Options: []string{"rbind", "ro"}}}}
+}
+
+// taskClient dials a sandbox's Task API address.
+func taskClient(address string) (taskAPI.TTRPCTaskService, func(), error) {
+	p, ok := strings.CutPrefix(address, "ttrpc+unix://")
+	if !ok {
+		return nil, nil, fmt.Errorf("address %q", address)
+	}
+	c, err := net.Dial("unix", p)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl := ttrpc.NewClient(c)
+	return taskAPI.NewTTRPCTaskClient(cl), func() { cl.Close() }, nil
+}
+
+// runOnce runs the whole life of one sandbox with one task: Create, Start,
+// task Create/Start/Wait/Delete, Stop, Shutdown. It returns the task's exit.
+func (r *rig) runOnce(ctx context.Context, id string, req *taskAPI.CreateTaskRequest) (uint32, error) {
+	ctx = namespaces.WithNamespace(ctx, "bench")
+	if _, err := r.client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id}); err != nil {
+		return 0, err
+	}
+	st, err := r.client.Start(ctx, &api.ControllerStartRequest{SandboxID: id})
+	if err != nil {
+		return 0, err
+	}
+	tasks, closeFn, err := taskClient(st.Address)
+	if err != nil {
+		return 0, err
+	}
+	defer closeFn()
+	if _, err := tasks.Create(ctx, req); err != nil {
+		return 0, err
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: req.ID}); err != nil {
+		return 0, err
+	}
+	w, err := tasks.Wait(ctx, &taskAPI.WaitRequest{ID: req.ID})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: req.ID}); err != nil {
+		return 0, err
+	}
+	if _, err := r.client.Stop(ctx, &api.ControllerStopRequest{SandboxID: id}); err != nil {
+		return 0, err
+	}
+	if _, err := r.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: id}); err != nil {
+		return 0, err
+	}
+	return w.ExitStatus, nil
+}
+
+func init() {
+	// Keep test and benchmark output readable; failures print their own context.
+	log.SetLevel("warn")
+}
