@@ -312,6 +312,10 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		if c.module != "" {
 			return nil, cfg, fmt.Errorf("task %s: Wasm module %q does not exist in the container's rootfs: give the path of a .wasm file in the image: %w", c.id, entry, errdefs.ErrNotFound)
 		}
+		initFile, _ := runspec.SplitFunction(c.spec.Process.Args[0])
+		if file != imageModule && path.Clean(file) != path.Clean(initFile) {
+			return nil, cfg, fmt.Errorf("task %s: %q is not in the container's rootfs, and the container's own module (from its image's wasm layer) is %q: exec %q (or \"#function\") to run it: %w", c.id, entry, initFile, initFile, errdefs.ErrNotFound)
+		}
 		return initModule, cfg, nil
 	}
 	b, rfn, err := s.cfg.resolver.ResolveModule(ctx, c.ns, c.id)
@@ -330,6 +334,10 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	}
 	return m, cfg, nil
 }
+
+// imageModule stands for "the container's own module" in an exec of
+// "#function" when that module came from the image's layers, not a file.
+const imageModule = "/.kuasar-image-module"
 
 // criFiles are the destinations CRI binds pod files onto. They are files
 // (or /dev/shm) that a WASI guest cannot use, and their sources may not
@@ -662,7 +670,7 @@ func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error
 		if c.module != "" {
 			proc.Args[0] = c.module + proc.Args[0]
 		} else {
-			proc.Args[0] = "/.kuasar-image-module" + proc.Args[0]
+			proc.Args[0] = imageModule + proc.Args[0]
 		}
 	}
 	m, cfg, err := s.module(ctx, c, &spec, c.init.module)

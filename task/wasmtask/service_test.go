@@ -485,6 +485,36 @@ func TestModuleFromImageLayers(t *testing.T) {
 	}
 	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "layer"})).get(t)
 
+	// Execs in such a container run its module by its entrypoint path;
+	// other paths that are not in the rootfs are refused.
+	b = h.bundle(t, "layer2", []string{"/app.wasm", "sleep", "600"}, nil)
+	r(h.client.Create(h.ctx, b.req)).get(t)
+	r(h.client.Start(h.ctx, &taskAPI.StartRequest{ID: "layer2"})).get(t)
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"/app.wasm", "exit", "4"}, true},
+		{[]string{"/bin/ls"}, false},
+	} {
+		spec, _ := typeurl.MarshalAnyToProto(&specs.Process{Args: tc.args, Cwd: "/"})
+		_, err := h.client.Exec(h.ctx, &taskAPI.ExecProcessRequest{ID: "layer2", ExecID: tc.args[0], Spec: spec})
+		if tc.ok != (err == nil) {
+			t.Errorf("exec %v: %v", tc.args, err)
+		}
+		if err == nil {
+			r(h.client.Start(h.ctx, &taskAPI.StartRequest{ID: "layer2", ExecID: tc.args[0]})).get(t)
+			if w := r(h.client.Wait(h.ctx, &taskAPI.WaitRequest{ID: "layer2", ExecID: tc.args[0]})).get(t); w.ExitStatus != 4 {
+				t.Errorf("exec exit %d", w.ExitStatus)
+			}
+		} else if !strings.Contains(err.Error(), "/app.wasm") {
+			t.Errorf("exec error does not name the container's module: %v", err)
+		}
+	}
+	r(h.client.Kill(h.ctx, &taskAPI.KillRequest{ID: "layer2", Signal: 9})).get(t)
+	r(h.client.Wait(h.ctx, &taskAPI.WaitRequest{ID: "layer2"})).get(t)
+	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "layer2"})).get(t)
+
 	h2 := newHarness(t, wasmtask.WithModuleResolver(imageResolver{}))
 	b2 := h2.bundle(t, "nolayer", []string{"/app.wasm"}, nil)
 	_, err := h2.client.Create(h2.ctx, b2.req)
