@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -661,6 +662,9 @@ func TestRemove(t *testing.T) {
 		if _, err := s.Resolve(ctx, dir+":"+n); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := s.Resolve(ctx, dir); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "example.com/art:1") {
+		t.Errorf("ambiguous layout: err = %v, want a list of the names", err)
 	}
 	if err := s.Remove(ctx, "example.com/nope:1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("remove unknown: %v", err)
