@@ -24,17 +24,20 @@ const HelperInit = "__kuasar_init"
 
 // helperConfig is what the agent sends the helper over the control socket.
 type helperConfig struct {
-	Rootfs         string        `json:"rootfs"`
-	ReadonlyRootfs bool          `json:"readonly_rootfs,omitempty"`
-	Hostname       string        `json:"hostname,omitempty"`
-	SetHostname    bool          `json:"set_hostname,omitempty"`
-	Mounts         []specs.Mount `json:"mounts,omitempty"`
-	Args           []string      `json:"args"`
-	Env            []string      `json:"env,omitempty"`
-	Cwd            string        `json:"cwd,omitempty"`
-	UID            uint32        `json:"uid"`
-	GID            uint32        `json:"gid"`
-	Groups         []uint32      `json:"groups,omitempty"`
+	Rootfs         string              `json:"rootfs"`
+	ReadonlyRootfs bool                `json:"readonly_rootfs,omitempty"`
+	Hostname       string              `json:"hostname,omitempty"`
+	SetHostname    bool                `json:"set_hostname,omitempty"`
+	Mounts         []specs.Mount       `json:"mounts,omitempty"`
+	Args           []string            `json:"args"`
+	Env            []string            `json:"env,omitempty"`
+	Cwd            string              `json:"cwd,omitempty"`
+	UID            uint32              `json:"uid"`
+	GID            uint32              `json:"gid"`
+	Groups         []uint32            `json:"groups,omitempty"`
+	MaskedPaths    []string            `json:"masked_paths,omitempty"`
+	ReadonlyPaths  []string            `json:"readonly_paths,omitempty"`
+	Rlimits        []specs.POSIXRlimit `json:"rlimits,omitempty"`
 }
 
 // Control protocol, one line each: agent → helper: config JSON; helper →
@@ -82,6 +85,15 @@ func RunHelper() {
 }
 
 func execProcess(cfg *helperConfig, bin string, ctrl *os.File) error {
+	for _, rl := range cfg.Rlimits {
+		res, ok := rlimitNames[rl.Type]
+		if !ok {
+			return fmt.Errorf("process.rlimits: unknown type %q; use RLIMIT_NOFILE, RLIMIT_NPROC, ...", rl.Type)
+		}
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
+			return fmt.Errorf("process.rlimits %s soft %d hard %d: %w", rl.Type, rl.Soft, rl.Hard, err)
+		}
+	}
 	if err := syscall.Setgroups(intSlice(cfg.Groups)); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
@@ -200,6 +212,9 @@ func setupRoot(cfg *helperConfig) error {
 			return err
 		}
 	}
+	if err := maskPaths(root, cfg.MaskedPaths, cfg.ReadonlyPaths); err != nil {
+		return err
+	}
 	if cfg.SetHostname && cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
@@ -237,6 +252,57 @@ func pivotRoot(root string) error {
 		return fmt.Errorf("detach old root: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+var rlimitNames = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": 10,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15, "RLIMIT_SIGPENDING": 11, "RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// maskPaths applies linux.maskedPaths (files get /dev/null bound over them,
+// directories an empty read-only tmpfs) and linux.readonlyPaths (bind
+// remounted read-only), each resolved inside root; paths that do not exist
+// in the container are skipped, as runc does.
+func maskPaths(root string, masked, readonly []string) error {
+	for _, p := range readonly {
+		dest, err := securejoin.SecureJoin(root, p)
+		if err != nil {
+			return fmt.Errorf("linux.readonlyPaths %q: %w", p, err)
+		}
+		if _, err := os.Lstat(dest); err != nil {
+			continue
+		}
+		if err := unix.Mount(dest, dest, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("linux.readonlyPaths %q: bind: %w", p, err)
+		}
+		if err := unix.Mount("", dest, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			if err := unix.Mount("", dest, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				return fmt.Errorf("linux.readonlyPaths %q: remount read-only: %w", p, err)
+			}
+		}
+	}
+	for _, p := range masked {
+		dest, err := securejoin.SecureJoin(root, p)
+		if err != nil {
+			return fmt.Errorf("linux.maskedPaths %q: %w", p, err)
+		}
+		st, err := os.Stat(dest)
+		if err != nil {
+			continue
+		}
+		if st.IsDir() {
+			err = unix.Mount("tmpfs", dest, "tmpfs", unix.MS_RDONLY, "size=0k")
+		} else {
+			err = unix.Mount("/dev/null", dest, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("linux.maskedPaths %q: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // envNoPivot, set to 1 in the helper's environment, forces moveRoot (tests

@@ -348,6 +348,11 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 	if spec.Root != nil {
 		cfg.ReadonlyRootfs = spec.Root.Readonly
 	}
+	cfg.Rlimits = spec.Process.Rlimits
+	if spec.Linux != nil {
+		cfg.MaskedPaths = spec.Linux.MaskedPaths
+		cfg.ReadonlyPaths = spec.Linux.ReadonlyPaths
+	}
 
 	s.mu.Lock()
 	if _, ok := s.containers[r.ID]; ok {

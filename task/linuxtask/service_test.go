@@ -465,3 +465,26 @@ func TestNoDescriptorLeak(t *testing.T) {
 	}
 	eventually(t, "descriptors to be released", func() bool { return countFds() <= before })
 }
+
+func TestMaskedReadonlyPathsAndRlimits(t *testing.T) {
+	e := newEnv(t)
+	bundle := makeBundle(t, []string{"sh", "-c", `cat /secret/file; echo "[$(cat /hidden.txt)]"; echo x > /ro/f 2>/dev/null && echo writable || echo readonly; ulimit -n`},
+		func(s *specs.Spec, rootfs string) {
+			os.MkdirAll(filepath.Join(rootfs, "secret"), 0o755)
+			os.WriteFile(filepath.Join(rootfs, "secret/file"), []byte("leak\n"), 0o644)
+			os.WriteFile(filepath.Join(rootfs, "hidden.txt"), []byte("leak"), 0o644)
+			os.MkdirAll(filepath.Join(rootfs, "ro"), 0o755)
+			s.Linux.MaskedPaths = []string{"/secret", "/hidden.txt", "/does/not/exist"}
+			s.Linux.ReadonlyPaths = []string{"/ro", "/missing"}
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 321, Hard: 321}}
+		})
+	e.run("mask", bundle, false)
+	e.wait("mask", "")
+	if got := e.readAll("mask", "", 1); got != "[]\nreadonly\n321\n" {
+		t.Fatalf("stdout %q, want masked dir (cat fails), empty masked file, read-only dir, nofile 321", got)
+	}
+	if got := e.readAll("mask", "", 2); !strings.Contains(got, "/secret/file") {
+		t.Fatalf("stderr %q, want cat failing on the masked dir", got)
+	}
+	e.delete("mask")
+}
