@@ -13,6 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -59,9 +62,9 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		}
 	}()
 	if cfg.Stdout != "" {
-		f, err := fifo.OpenFifo(ctx, cfg.Stdout, syscall.O_WRONLY, 0)
+		f, err := openOutput(ctx, "stdout", cfg.Stdout)
 		if err != nil {
-			return nil, fmt.Errorf("open stdout fifo %s: %w", cfg.Stdout, err)
+			return nil, err
 		}
 		p.closers = append(p.closers, f)
 		p.Stdout = f
@@ -70,9 +73,9 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		if cfg.Stderr == cfg.Stdout && p.Stdout != nil {
 			p.Stderr = p.Stdout
 		} else {
-			f, err := fifo.OpenFifo(ctx, cfg.Stderr, syscall.O_WRONLY, 0)
+			f, err := openOutput(ctx, "stderr", cfg.Stderr)
 			if err != nil {
-				return nil, fmt.Errorf("open stderr fifo %s: %w", cfg.Stderr, err)
+				return nil, err
 			}
 			p.closers = append(p.closers, f)
 			p.Stderr = f
@@ -92,6 +95,40 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		go p.pumpStdin()
 	}
 	return p, nil
+}
+
+// openOutput opens an output stream the way containerd's shims accept it: a
+// FIFO path (what CRI and ctr give), fifo:// or file:// (ctr --log-uri). The
+// binary:// log-driver form would need a helper process per container and is
+// refused.
+func openOutput(ctx context.Context, name, target string) (io.WriteCloser, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q is neither a path nor a URI: %v: %w", name, target, err, errdefs.ErrInvalidArgument)
+	}
+	switch u.Scheme {
+	case "", "fifo":
+		p := target
+		if u.Scheme != "" {
+			p = u.Path
+		}
+		f, err := fifo.OpenFifo(ctx, p, syscall.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s fifo %s: %w", name, p, err)
+		}
+		return f, nil
+	case "file":
+		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
+			return nil, fmt.Errorf("%s log file %s: %w", name, u.Path, err)
+		}
+		f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open %s log file %s: %w", name, u.Path, err)
+		}
+		return f, nil
+	default:
+		return nil, fmt.Errorf("%s %q: the %s:// logging form is not supported for Wasm tasks; use a FIFO or file:///path: %w", name, target, u.Scheme, errdefs.ErrNotImplemented)
+	}
 }
 
 // pumpStdin copies the FIFO into the pipe the guest reads, so that CloseStdin

@@ -129,3 +129,22 @@ func TestMissingFifoLeavesNothingOpen(t *testing.T) {
 		t.Errorf("%d file descriptors open before, %d after a failed Open", before, after)
 	}
 }
+
+func TestLogURIs(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "logs", "c.log")
+	p, err := stdio.Open(context.Background(), stdio.Config{Stdout: "file://" + log, Stderr: "file://" + log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stdout.Write([]byte("one\n"))
+	p.Stderr.Write([]byte("two\n"))
+	p.Close()
+	if b, _ := os.ReadFile(log); string(b) != "one\ntwo\n" {
+		t.Errorf("log file %q", b)
+	}
+	_, err = stdio.Open(context.Background(), stdio.Config{Stdout: "binary:///usr/bin/logger?x=y"})
+	if !errors.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("binary://: %v", err)
+	}
+}
