@@ -10,6 +10,9 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -487,4 +490,30 @@ func TestMaskedReadonlyPathsAndRlimits(t *testing.T) {
 		t.Fatalf("stderr %q, want cat failing on the masked dir", got)
 	}
 	e.delete("mask")
+}
+
+// TestContainerdDefaultSpec runs a container whose config.json is
+// containerd's own default Linux spec (what ctr and CRI start from): every
+// default mount, masked path and namespace must work in the agent.
+func TestContainerdDefaultSpec(t *testing.T) {
+	e := newEnv(t)
+	ctx := namespaces.WithNamespace(ctxT(t), "k8s.io")
+	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "dflt"},
+		oci.WithProcessArgs("sh", "-c", "cat /proc/self/status | grep -c NSpid; ls /dev/null /dev/pts/ptmx /dev/shm >/dev/null && echo devs-ok; cat /proc/timer_list | wc -c; ls /sys/firmware | wc -l"),
+		oci.WithHostname("dflt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := makeBundle(t, []string{"true"}, func(s *specs.Spec, _ string) {
+		*s = *spec
+		s.Root = &specs.Root{Path: "rootfs"}
+	})
+	e.run("dflt", bundle, false)
+	if code := e.wait("dflt", ""); code != 0 {
+		t.Fatalf("exit %d: %s", code, e.readAll("dflt", "", 2))
+	}
+	if got := e.readAll("dflt", "", 1); got != "1\ndevs-ok\n0\n0\n" {
+		t.Fatalf("stdout %q, want NSpid line, devices present, /proc/timer_list and /sys/firmware masked (empty)", got)
+	}
+	e.delete("dflt")
 }
