@@ -46,7 +46,7 @@ func NewEnv(t testing.TB) *Env {
 	e.ContainerdSock = filepath.Join(e.Dir, "c.sock")
 	e.ContainerdTTRPC = filepath.Join(e.Dir, "c.sock.ttrpc")
 	e.SandboxerSock = filepath.Join(e.Dir, "k.sock")
-	e.SandboxerState = filepath.Join(e.Dir, "k")
+	e.SandboxerState = stateDir(t)
 	e.SandboxerDebug = filepath.Join(e.Dir, "kdebug.sock")
 	e.SandboxerConfig = filepath.Join(e.Dir, "kuasar.toml")
 	kcfg := fmt.Sprintf(`[sandboxer]
@@ -62,6 +62,20 @@ cache_dir = ""
 	e.StartSandboxer()
 	e.startContainerd()
 	return e
+}
+
+// stateDir is the sandboxer's state directory: on tmpfs (/dev/shm) when the
+// machine has one, as /run is on a real host, else under the test directory.
+func stateDir(t testing.TB) string {
+	d, err := os.MkdirTemp("/dev/shm", "ks")
+	if err != nil {
+		return filepath.Join(TempDir(t), "k")
+	}
+	t.Cleanup(func() {
+		unmountUnder(d)
+		os.RemoveAll(d)
+	})
+	return d
 }
 
 // StartSandboxer starts (or restarts) kuasar-sandboxer and waits for its socket.
