@@ -29,6 +29,7 @@ type AgentService struct {
 	tasks       *Service
 	version     string
 	resolvPaths []string
+	podDir      string
 	sethostname func(string) error
 	setClock    func(time.Time) error
 	mount       func(source, target, fstype string, flags uintptr, data string) error
@@ -47,6 +48,11 @@ func WithVersion(v string) AgentOption { return func(a *AgentService) { a.versio
 func WithResolvConf(paths ...string) AgentOption {
 	return func(a *AgentService) { a.resolvPaths = paths }
 }
+
+// WithPodFilesDir sets where SetupSandbox writes the pod's hostname and
+// hosts files (default /run/kuasar), which containers get instead of CRI's
+// host-side files (see DefaultGuestFiles).
+func WithPodFilesDir(dir string) AgentOption { return func(a *AgentService) { a.podDir = dir } }
 
 // WithSystemHooks replaces the calls that change the whole guest (hostname,
 // clock, mount), so SetupSandbox can be tested on a host. A nil argument
@@ -71,6 +77,7 @@ func NewAgentService(tasks *Service, opts ...AgentOption) *AgentService {
 		tasks:       tasks,
 		version:     "dev",
 		resolvPaths: []string{"/run/kuasar/resolv.conf", "/etc/resolv.conf"},
+		podDir:      "/run/kuasar",
 		sethostname: func(h string) error { return unix.Sethostname([]byte(h)) },
 		setClock: func(t time.Time) error {
 			tv := unix.NsecToTimeval(t.UnixNano())
@@ -111,6 +118,15 @@ func (a *AgentService) setup(ctx context.Context, r *agentapi.SetupSandboxReques
 		}
 		if err := a.sethostname(r.Hostname); err != nil {
 			return fmt.Errorf("set hostname %q: %w", r.Hostname, err)
+		}
+		if err := os.MkdirAll(a.podDir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", a.podDir, err)
+		}
+		hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", r.Hostname)
+		for name, content := range map[string]string{"hostname": r.Hostname + "\n", "hosts": hosts} {
+			if err := os.WriteFile(filepath.Join(a.podDir, name), []byte(content), 0o644); err != nil {
+				return fmt.Errorf("write pod %s file: %w", name, err)
+			}
 		}
 	}
 	if len(r.DnsServers) > 0 || len(r.DnsSearches) > 0 {

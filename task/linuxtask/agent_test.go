@@ -37,6 +37,7 @@ func TestSetupSandbox(t *testing.T) {
 	var gotClock time.Time
 	a := NewAgentService(New(guestinit.GlobalReaper(context.Background())),
 		WithResolvConf(filepath.Join(dir, "run/kuasar/resolv.conf"), filepath.Join(dir, "etc/resolv.conf")),
+		WithPodFilesDir(filepath.Join(dir, "run/kuasar")),
 		// Hostname and clock are machine-wide: record them instead. The
 		// mount is real.
 		WithSystemHooks(func(h string) error { gotHost = h; return nil }, func(c time.Time) error { gotClock = c; return nil }, nil))
@@ -62,6 +63,12 @@ func TestSetupSandbox(t *testing.T) {
 		if err != nil || string(b) != want {
 			t.Fatalf("%s = %q, %v", p, b, err)
 		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "run/kuasar/hostname")); string(b) != "pod-a\n" {
+		t.Fatalf("hostname file %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "run/kuasar/hosts")); !strings.Contains(string(b), "127.0.1.1\tpod-a\n") {
+		t.Fatalf("hosts file %q", b)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(target, &st); err != nil || st.Type != unix.TMPFS_MAGIC {

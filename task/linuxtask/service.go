@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type Service struct {
 	shutdown   func()
 	helperWait time.Duration
 	noPivot    bool
+	guestFiles map[string]string
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -69,6 +71,20 @@ func WithShutdown(f func()) Option { return func(s *Service) { s.shutdown = f } 
 // forces it, e.g. to test that path on a host.
 func WithNoPivot() Option { return func(s *Service) { s.noPivot = true } }
 
+// DefaultGuestFiles maps container paths that CRI bind-mounts from host
+// files (which do not exist in the guest) to the guest files SetupSandbox
+// writes for the whole pod.
+var DefaultGuestFiles = map[string]string{
+	"/etc/resolv.conf": "/run/kuasar/resolv.conf",
+	"/etc/hostname":    "/run/kuasar/hostname",
+	"/etc/hosts":       "/run/kuasar/hosts",
+}
+
+// WithGuestFiles replaces DefaultGuestFiles: a bind mount to one of these
+// destinations whose source is missing in the guest gets the mapped guest
+// file as source instead of being skipped.
+func WithGuestFiles(m map[string]string) Option { return func(s *Service) { s.guestFiles = m } }
+
 // New returns a Service that starts every child through reaper.
 func New(reaper *guestinit.Reaper, opts ...Option) *Service {
 	s := &Service{
@@ -77,6 +93,7 @@ func New(reaper *guestinit.Reaper, opts ...Option) *Service {
 		bufLimit:   DefaultStreamBuffer,
 		helperWait: 30 * time.Second,
 		containers: map[string]*container{},
+		guestFiles: DefaultGuestFiles,
 	}
 	for _, o := range opts {
 		o(s)
@@ -337,7 +354,7 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 		Rootfs:      rootfs,
 		Hostname:    spec.Hostname,
 		SetHostname: setHostname,
-		Mounts:      spec.Mounts,
+		Mounts:      s.mapGuestFiles(spec.Mounts),
 		Args:        spec.Process.Args,
 		Env:         spec.Process.Env,
 		Cwd:         spec.Process.Cwd,
@@ -452,6 +469,26 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 	ok = true
 	log.G(ctx).WithField("container", r.ID).WithField("pid", pid).Debug("container created")
 	return pid, nil
+}
+
+// mapGuestFiles points bind mounts of host-only files (CRI's resolv.conf,
+// hostname, hosts) at the pod-wide guest files.
+func (s *Service) mapGuestFiles(mounts []specs.Mount) []specs.Mount {
+	out := make([]specs.Mount, len(mounts))
+	copy(out, mounts)
+	for i, m := range out {
+		src, ok := s.guestFiles[filepath.Clean(m.Destination)]
+		if !ok || (m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind")) {
+			continue
+		}
+		if _, err := os.Stat(m.Source); err == nil {
+			continue
+		}
+		if _, err := os.Stat(src); err == nil {
+			out[i].Source = src
+		}
+	}
+	return out
 }
 
 // Start implements TTRPCTaskService: it releases a created init process or

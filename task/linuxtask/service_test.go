@@ -517,3 +517,22 @@ func TestContainerdDefaultSpec(t *testing.T) {
 	}
 	e.delete("dflt")
 }
+
+func TestHostOnlyFilesMappedToGuestFiles(t *testing.T) {
+	guest := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(guest, []byte("nameserver 10.0.0.10\n"), 0o644)
+	e := newEnv(t, WithGuestFiles(map[string]string{"/etc/resolv.conf": guest, "/etc/hosts": "/nonexistent/guest/hosts"}))
+	bundle := makeBundle(t, []string{"sh", "-c", "cat /etc/resolv.conf; cat /etc/hosts"}, func(s *specs.Spec, rootfs string) {
+		os.WriteFile(filepath.Join(rootfs, "etc/hosts"), []byte("image-hosts\n"), 0o644)
+		s.Mounts = append(s.Mounts,
+			// Host paths as CRI writes them: absent in the guest.
+			specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/containerd/cri/sandboxes/x/resolv.conf", Options: []string{"rbind", "ro"}},
+			specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/cri/sandboxes/x/hosts", Options: []string{"rbind", "ro"}})
+	})
+	e.run("files", bundle, false)
+	e.wait("files", "")
+	if got := e.readAll("files", "", 1); got != "nameserver 10.0.0.10\nimage-hosts\n" {
+		t.Fatalf("stdout %q: want the guest resolv.conf and the image's own hosts (no guest file to map)", got)
+	}
+	e.delete("files")
+}
