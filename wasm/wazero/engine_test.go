@@ -470,3 +470,56 @@ func TestClosedEngine(t *testing.T) {
 		t.Errorf("Run after Close = %v, want ErrFailedPrecondition", err)
 	}
 }
+
+// TestSymlinksConfined checks that symlinks in a mount, whether the guest
+// made them or they came with the directory, resolve inside the mount as if
+// it were the root: a guest cannot read host files through them.
+func TestSymlinksConfined(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.WASI)
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
+	os.WriteFile(filepath.Join(dir, "etc", "name"), []byte("inside"), 0o644)
+	// Links shipped with the directory: absolute, and relative climbing out.
+	os.Symlink("/etc/name", filepath.Join(dir, "abs"))
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(dir, "hostabs"))
+	os.Symlink("../../../../../../../.."+outside+"/secret", filepath.Join(dir, "climb"))
+	os.Symlink("/", filepath.Join(dir, "rootlink"))
+	escape := "../../../../../../../.." + outside + "/secret"
+
+	tests := []struct {
+		name     string
+		args     []string
+		ro       bool
+		wantCode int
+		wantOut  string
+	}{
+		{name: "absolute link resolves in mount", args: []string{"w", "read", "/data/abs"}, wantOut: "inside"},
+		{name: "host absolute link stays in mount", args: []string{"w", "read", "/data/hostabs"}, wantCode: 1},
+		{name: "climbing link stays in mount", args: []string{"w", "read", "/data/climb"}, wantCode: 1},
+		{name: "link to / is the mount", args: []string{"w", "read", "/data/rootlink/etc/name"}, wantOut: "inside"},
+		{name: "read-only mount too", args: []string{"w", "read", "/data/climb"}, ro: true, wantCode: 1},
+		{name: "guest-made climbing link", args: []string{"w", "symlink", escape, "/data/made"}},
+		{name: "following guest-made link", args: []string{"w", "read", "/data/made"}, wantCode: 1},
+		{name: "writing through guest-made link", args: []string{"w", "write", "/data/made", "pwned"}, wantCode: 1},
+		{name: "guest-made link clamped at the mount", args: []string{"w", "symlink", "../../../../etc/name", "/data/made2"}},
+		{name: "following clamped link", args: []string{"w", "read", "/data/made2"}, wantOut: "inside"},
+		{name: "stat through link", args: []string{"w", "stat", "/data/abs"}, wantOut: "file 6\n"},
+		{name: "ls through link", args: []string{"w", "ls", "/data/rootlink/etc"}, wantOut: "name\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, m, wasm.RunConfig{Args: tc.args, Mounts: []wasm.Mount{{HostPath: dir, GuestPath: "/data", ReadOnly: tc.ro}}})
+			if r.err != nil || r.code != tc.wantCode || r.stdout != tc.wantOut {
+				t.Errorf("got %d %q (err %v, stderr %q), want %d %q", r.code, r.stdout, r.err, r.stderr, tc.wantCode, tc.wantOut)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(outside, "secret")); string(b) != "host secret" {
+		t.Errorf("the host file outside the mount was changed to %q", b)
+	}
+}

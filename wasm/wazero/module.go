@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/kuasar-go/kuasar/wasm"
@@ -155,11 +157,11 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.M
 			return nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 		}
 		guest := path.Clean(mnt.GuestPath)
+		var mfs experimentalsys.FS = newConfinedFS(mnt.HostPath)
 		if mnt.ReadOnly {
-			fsc = fsc.WithReadOnlyDirMount(mnt.HostPath, guest)
-		} else {
-			fsc = fsc.WithDirMount(mnt.HostPath, guest)
+			mfs = &sysfs.ReadFS{FS: mfs}
 		}
+		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(mfs, guest)
 	}
 	mc := wazero.NewModuleConfig().
 		WithName("").
