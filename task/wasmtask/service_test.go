@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -371,12 +372,12 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 			if tc.tweak != nil {
 				tc.tweak(b.req)
 			}
-			before := openFDs(t)
+			before := fdsUnder(t, h.dir)
 			_, err := h.client.Create(h.ctx, b.req)
 			err = errgrpc.ToNative(err)
 			time.Sleep(20 * time.Millisecond) // FIFO opens finish on goroutines
-			if after := openFDs(t); after != before {
-				t.Errorf("%d file descriptors open before Create, %d after it failed", before, after)
+			if after := fdsUnder(t, h.dir); strings.Join(after, " ") != strings.Join(before, " ") {
+				t.Errorf("files open under the test dir before Create: %v, after it failed: %v", before, after)
 			}
 			if err == nil || !tc.is(err) {
 				t.Fatalf("create: %v (kind not as expected)", err)
@@ -400,13 +401,22 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 	h.events.waitTopics(t) // no event for a failed create
 }
 
-func openFDs(t *testing.T) int {
+// fdsUnder lists (sorted) what this process's open file descriptors point
+// to under dir: FIFOs, bundle files, the rootfs.
+func fdsUnder(t *testing.T, dir string) []string {
 	t.Helper()
 	e, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(e)
+	var out []string
+	for _, x := range e {
+		if l, err := os.Readlink("/proc/self/fd/" + x.Name()); err == nil && strings.HasPrefix(l, dir) {
+			out = append(out, l)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func TestUnsupportedAndUnknown(t *testing.T) {
