@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -323,7 +324,7 @@ func applyEntry(root string, h *tar.Header, r io.Reader, written map[string]bool
 			return err
 		}
 	case tar.TypeReg, tar.TypeRegA:
-		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscallNoFollow, mode)
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, mode)
 		if err != nil {
 			return err
 		}
