@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
+
+	"github.com/kuasar-go/kuasar/task/agentapi"
 )
 
 // BenchmarkRunContainer measures Create+Start+Wait+Delete of a busybox
@@ -28,5 +30,33 @@ func BenchmarkRunContainer(b *testing.B) {
 		if _, err := e.tasks.Delete(ctx, &taskapi.DeleteRequest{ID: id}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkStdoutThroughput measures container stdout carried by
+// ReadStdout RPCs over ttrpc (unix socket here, virtio-serial in the VM).
+func BenchmarkStdoutThroughput(b *testing.B) {
+	const size = 16 << 20
+	e := newEnv(b)
+	bundle := makeBundle(b, []string{"head", "-c", fmt.Sprint(size), "/dev/zero"})
+	ctx := ctxT(b)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("tp-%d", i)
+		e.run(id, bundle, false)
+		n := 0
+		for {
+			r, err := e.agent.ReadStdout(ctx, &agentapi.ReadStreamRequest{ContainerId: id, Len: 256 << 10})
+			if err != nil {
+				break
+			}
+			n += len(r.Data)
+		}
+		if n != size {
+			b.Fatalf("read %d bytes, want %d", n, size)
+		}
+		e.wait(id, "")
+		e.delete(id)
 	}
 }

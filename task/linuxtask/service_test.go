@@ -1,6 +1,7 @@
 package linuxtask
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kuasar-go/kuasar/task/agentapi"
 )
@@ -535,4 +537,57 @@ func TestHostOnlyFilesMappedToGuestFiles(t *testing.T) {
 		t.Fatalf("stdout %q: want the guest resolv.conf and the image's own hosts (no guest file to map)", got)
 	}
 	e.delete("files")
+}
+
+func TestExecErrors(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	bundle := makeBundle(t, []string{"sleep", "1000"})
+	if _, err := e.tasks.Create(ctx, &taskapi.CreateTaskRequest{ID: "ee", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	spec := func(args ...string) *anypb.Any {
+		b, _ := json.Marshal(&specs.Process{Args: args, Cwd: "/", Env: []string{"PATH=/bin"}})
+		return &anypb.Any{Value: b}
+	}
+	// Exec before the container runs: recorded, but cannot start.
+	if _, err := e.tasks.Exec(ctx, &taskapi.ExecProcessRequest{ID: "ee", ExecID: "early", Spec: spec("true")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.tasks.Start(ctx, &taskapi.StartRequest{ID: "ee", ExecID: "early"}); !isKind(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("start exec in created container: %v", err)
+	}
+	if _, err := e.tasks.Start(ctx, &taskapi.StartRequest{ID: "ee"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		req  *taskapi.ExecProcessRequest
+		kind error
+	}{
+		"duplicate":    {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "early", Spec: spec("true")}, errdefs.ErrAlreadyExists},
+		"no spec":      {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "x1"}, errdefs.ErrInvalidArgument},
+		"bad spec":     {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "x2", Spec: &anypb.Any{Value: []byte("{")}}, errdefs.ErrInvalidArgument},
+		"no args":      {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "x3", Spec: spec()}, errdefs.ErrInvalidArgument},
+		"terminal":     {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "x4", Spec: spec("true"), Terminal: true}, errdefs.ErrNotImplemented},
+		"bad exec id":  {&taskapi.ExecProcessRequest{ID: "ee", ExecID: "a/b", Spec: spec("true")}, errdefs.ErrInvalidArgument},
+		"no container": {&taskapi.ExecProcessRequest{ID: "nope", ExecID: "x5", Spec: spec("true")}, errdefs.ErrNotFound},
+	} {
+		if _, err := e.tasks.Exec(ctx, tc.req); !isKind(err, tc.kind) {
+			t.Errorf("%s: %v, want %v", name, err, tc.kind)
+		}
+	}
+	if _, err := e.tasks.Exec(ctx, &taskapi.ExecProcessRequest{ID: "ee", ExecID: "missing", Spec: spec("no-such-binary")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.tasks.Start(ctx, &taskapi.StartRequest{ID: "ee", ExecID: "missing"})
+	if !isKind(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "no-such-binary") {
+		t.Fatalf("start exec of a missing binary: %v", err)
+	}
+	// The early exec can run now that the container does.
+	if _, err := e.tasks.Start(ctx, &taskapi.StartRequest{ID: "ee", ExecID: "early"}); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.wait("ee", "early"); code != 0 {
+		t.Fatalf("early exec exit %d", code)
+	}
 }
