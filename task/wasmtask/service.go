@@ -122,7 +122,7 @@ func (s *Service) get(id string) (*container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.tasks[id]
-	if !ok {
+	if !ok || c == nil { // nil: a Create in progress
 		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
 	}
 	return c, nil
@@ -213,8 +213,15 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c.rootfs = root
 	if len(r.Rootfs) > 0 {
-		if err := os.MkdirAll(root, 0o711); err != nil {
-			return nil, fmt.Errorf("create rootfs mount point %s: %w", root, err)
+		if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(root, 0o711); err != nil {
+				return nil, fmt.Errorf("create rootfs mount point %s: %w", root, err)
+			}
+			defer func() {
+				if retErr != nil {
+					os.Remove(root)
+				}
+			}()
 		}
 		c.mounts = mount.FromProto(r.Rootfs)
 		if err := mount.All(c.mounts, root); err != nil {

@@ -555,3 +555,43 @@ func TestRestoreAfterRestart(t *testing.T) {
 		t.Error("restored delete did not unmount the rootfs")
 	}
 }
+
+// TestConcurrentCreateSameID: exactly one of several concurrent creates of
+// one id wins; calls racing with the create see NotFound, never a crash.
+func TestConcurrentCreateSameID(t *testing.T) {
+	h := newHarness(t)
+	b := h.bundle(t, "dup", []string{"/hello.wasm"}, map[string][]byte{"hello.wasm": fixtures.Hello})
+	const n = 6
+	errs := make(chan error, n)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				h.client.State(h.ctx, &taskAPI.StateRequest{ID: "dup"})
+				h.client.Stats(h.ctx, &taskAPI.StatsRequest{ID: "dup"})
+			}
+		}
+	}()
+	for range n {
+		go func() { _, err := h.client.Create(h.ctx, b.req); errs <- errgrpc.ToNative(err) }()
+	}
+	ok := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case !errdefs.IsAlreadyExists(err):
+			t.Errorf("create: %v", err)
+		}
+	}
+	close(stop)
+	if ok != 1 {
+		t.Fatalf("%d creates succeeded, want 1", ok)
+	}
+	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "dup"})).get(t)
+	ensureUnmounted(t, b)
+}
