@@ -3,7 +3,10 @@ package wazero_test
 import (
 	"context"
 	"io"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/wasm"
@@ -91,6 +94,43 @@ func benchCompile(b *testing.B, module []byte, opts func(*testing.B) []wazero.Op
 		}
 		b.StopTimer()
 		e.Close(ctx)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkIdleInstanceMemory keeps 200 instances of the C WASI module alive,
+// blocked reading stdin like idle containers, and reports the Go heap each
+// one holds (bytes/instance).
+func BenchmarkIdleInstanceMemory(b *testing.B) {
+	e := newEngine(b)
+	m := compile(b, e, fixtures.WASI)
+	const n = 200
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		ctx, cancel := context.WithCancel(context.Background())
+		block := blockingReader{make(chan struct{})}
+		var started, wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			started.Add(1)
+			go func() {
+				defer wg.Done()
+				started.Done()
+				m.Run(ctx, wasm.RunConfig{Args: []string{"w", "idle"}, Stdin: block})
+			}()
+		}
+		started.Wait()
+		time.Sleep(200 * time.Millisecond) // let every instance reach fd_read
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "bytes/instance")
+		cancel()
+		wg.Wait()
+		close(block.ch)
 		b.StartTimer()
 	}
 }
