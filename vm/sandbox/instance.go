@@ -127,7 +127,7 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 	client := ttrpc.NewClient(conn)
 	agent := agentapi.NewAgentClient(client)
 	for {
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		pctx, pcancel := context.WithTimeout(ctx, pingAttempt)
 		resp, err := agent.Ping(pctx, &agentapi.PingRequest{})
 		pcancel()
 		if err == nil {
@@ -405,3 +405,10 @@ func procCPU(pid int) (uint64, error) {
 	const clkTck = 100 // USER_HZ on Linux
 	return (ut + st) * uint64(time.Second) / clkTck, nil
 }
+
+// pingAttempt bounds one Ping while waiting for the agent. QEMU buffers
+// what the host writes before the guest opens its port (checked: retried
+// Pings were all answered late), so one long attempt is enough and avoids
+// ttrpc's "message on inactive stream" noise; the health watcher cancels
+// it early when the VMM dies.
+const pingAttempt = 5 * time.Minute
