@@ -139,7 +139,7 @@ func (s *Service) getProcess(id, execID string) (*container, *process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := c.execs[execID]
-	if !ok {
+	if !ok || p == nil { // nil: an Exec in progress
 		return nil, nil, fmt.Errorf("exec %q of task %q: %w", execID, id, errdefs.ErrNotFound)
 	}
 	return c, p, nil
@@ -507,7 +507,9 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.mu.Lock()
 	execs := make([]*process, 0, len(c.execs))
 	for _, e := range c.execs {
-		execs = append(execs, e)
+		if e != nil {
+			execs = append(execs, e)
+		}
 	}
 	s.mu.Unlock()
 	for _, e := range execs {
@@ -600,7 +602,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 		s.mu.Lock()
 		execs := make([]*process, 0, len(c.execs))
 		for _, e := range c.execs {
-			execs = append(execs, e)
+			if e != nil {
+				execs = append(execs, e)
+			}
 		}
 		s.mu.Unlock()
 		for _, e := range execs {
