@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
@@ -126,8 +127,16 @@ func run() error {
 			return err
 		}
 		if err := os.Chmod(*listen, 0o600); err != nil {
+			l.Close()
 			return err
 		}
+		defer os.Remove(*listen)
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+		go func() {
+			<-sigs
+			srv.Close()
+		}()
 	} else if l, err = guestinit.Listen(ctx, cfg, serialWait); err != nil {
 		return err
 	}

@@ -73,8 +73,10 @@ func TestBinaryServesContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		agent.Process.Kill()
-		agent.Wait()
+		if agent.ProcessState == nil {
+			agent.Process.Kill()
+			agent.Wait()
+		}
 	})
 	var conn net.Conn
 	deadline := time.Now().Add(10 * time.Second)
@@ -150,5 +152,21 @@ func TestBinaryServesContainer(t *testing.T) {
 	// Shutdown outside a VM (not PID 1) has no power-off hook: it answers.
 	if _, err := tasks.Shutdown(ctx, &taskapi.ShutdownRequest{Now: true}); err != nil {
 		t.Fatal(err)
+	}
+	// SIGTERM stops the development server cleanly and removes its socket.
+	client.Close()
+	agent.Process.Signal(unix.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- agent.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit on SIGTERM")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
 	}
 }

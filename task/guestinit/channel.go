@@ -2,7 +2,6 @@ package guestinit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -165,14 +164,6 @@ func (c *fileConn) Close() error {
 	err := c.File.Close()
 	c.doneOnce.Do(func() { close(c.done) })
 	return err
-}
-
-func (c *fileConn) Read(p []byte) (int, error) {
-	n, err := c.File.Read(p)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, os.ErrDeadlineExceeded
-	}
-	return n, err
 }
 
 func (c *fileConn) LocalAddr() net.Addr  { return c.addr }
