@@ -163,34 +163,11 @@ func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOption
 		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
 		return exitKuasarError
 	}
-	cfg, err := runConfig(wl, o)
-	if err != nil {
-		return fail(err)
-	}
-	newEngine, ok := engineFactories[o.engine]
-	if !ok {
-		return fail(fmt.Errorf("--engine %q is not available in this build (have: %s): %w", o.engine, strings.Join(engineNames(), ", "), errdefs.ErrInvalidArgument))
-	}
-	cacheDir := filepath.Join(env.stateDir, "cache", o.engine)
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-		fmt.Fprintf(env.stderr, "kuasar run: warning: no compilation cache (%v); set KUASAR_STATE_DIR to a writable directory\n", err)
-		cacheDir = ""
-	}
-	eng, err := newEngine(ctx, cacheDir)
-	if err != nil {
-		return fail(err)
-	}
-	defer eng.Close(context.WithoutCancel(ctx))
-	mod, err := eng.Compile(ctx, wl.Module)
-	if err != nil {
-		return fail(fmt.Errorf("%s: %w", o.target, err))
-	}
-
-	// Remember which signal stopped us, so that the exit code is 128+signal
-	// as for a killed Linux process.
-	// main's context is cancelled by the same signals, possibly before our
-	// channel reports which one: the run gets its own context, cancelled
-	// once the signal number is known.
+	// Remember which signal stops us, so that the exit code is 128+signal as
+	// for a killed Linux process. main's context is cancelled by the same
+	// signals, possibly before our channel reports which one: the run gets
+	// its own context, cancelled once the signal number is known. This is
+	// set up before compiling so that a signal during a long compile counts.
 	var sig atomic.Int32
 	record := func(s os.Signal) {
 		if n, ok := s.(syscall.Signal); ok {
@@ -217,6 +194,29 @@ func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOption
 		}
 		cancel()
 	}()
+	cfg, err := runConfig(wl, o)
+	if err != nil {
+		return fail(err)
+	}
+	newEngine, ok := engineFactories[o.engine]
+	if !ok {
+		return fail(fmt.Errorf("--engine %q is not available in this build (have: %s): %w", o.engine, strings.Join(engineNames(), ", "), errdefs.ErrInvalidArgument))
+	}
+	cacheDir := filepath.Join(env.stateDir, "cache", o.engine)
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		fmt.Fprintf(env.stderr, "kuasar run: warning: no compilation cache (%v); set KUASAR_STATE_DIR to a writable directory\n", err)
+		cacheDir = ""
+	}
+	eng, err := newEngine(ctx, cacheDir)
+	if err != nil {
+		return fail(err)
+	}
+	defer eng.Close(context.WithoutCancel(ctx))
+	mod, err := eng.Compile(ctx, wl.Module)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", o.target, err))
+	}
+
 	cfg.Signal = func() int { return int(sig.Load()) }
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = env.stdin, env.stdout, env.stderr
 
