@@ -106,81 +106,140 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, fn fun
 }
 
 // findInLayers reads the file at the absolute path target from the image's
-// tar layers without unpacking them: the topmost layer holding it wins,
-// whiteouts hide lower layers, and symlinks are followed inside the image.
+// tar layers without unpacking them: for the target and each of its parent
+// directories the topmost layer holding it wins, whiteouts and opaque
+// directories hide lower layers, and symlinks (on the file or on a parent
+// directory) are followed inside the image.
 func findInLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, target string, limit int64) ([]byte, error) {
 	target = strings.TrimPrefix(path.Clean("/"+target), "/")
 	for hops := 0; hops < 40; hops++ {
-		var (
-			found    bool
-			data     []byte
-			link     string
-			hidden   bool
-			foundErr error
-		)
-		for i := len(layers) - 1; i >= 0 && !found && !hidden; i-- {
-			if isWasmLayer(layers[i].MediaType) {
+		ents, err := scanPrefixes(ctx, p, layers, target, limit)
+		if err != nil {
+			return nil, err
+		}
+		next := ""
+		parts := strings.Split(target, "/")
+		for i := range parts {
+			prefix := strings.Join(parts[:i+1], "/")
+			e := ents[prefix]
+			if e == nil || e.absent {
+				return nil, fmt.Errorf("no such file in the image layers: %w", errdefs.ErrNotFound)
+			}
+			rest := strings.Join(parts[i+1:], "/")
+			switch e.typ {
+			case tar.TypeDir:
+				if rest == "" {
+					return nil, fmt.Errorf("is a directory, not a module file: %w", errdefs.ErrInvalidArgument)
+				}
 				continue
-			}
-			err := layerEach(ctx, p, layers[i], func(h *tar.Header, r io.Reader) error {
-				name, err := cleanEntry(h.Name)
-				if err != nil {
-					return err
+			case tar.TypeSymlink:
+				link := e.link
+				if !path.IsAbs(link) {
+					link = path.Join("/", path.Dir(prefix), link)
 				}
-				dir, base := path.Split(name)
-				dir = strings.TrimSuffix(dir, "/")
-				switch {
-				case base == whiteoutOpaque && (dir == "" || strings.HasPrefix(target, dir+"/")):
-					hidden = true
-				case strings.HasPrefix(base, whiteoutPrefix):
-					w := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
-					if w == target || strings.HasPrefix(target, w+"/") {
-						hidden = true
-					}
-				case name == target && !found:
-					found = true
-					switch h.Typeflag {
-					case tar.TypeReg:
-						if h.Size > limit {
-							foundErr = fmt.Errorf("file is %d bytes, over the %d byte limit: %w", h.Size, limit, errdefs.ErrResourceExhausted)
-							return nil
-						}
-						data, foundErr = io.ReadAll(r)
-					case tar.TypeSymlink:
-						if path.IsAbs(h.Linkname) {
-							link = h.Linkname
-						} else {
-							link = path.Join("/", dir, h.Linkname)
-						}
-					case tar.TypeLink:
-						link = "/" + h.Linkname
-					default:
-						foundErr = fmt.Errorf("not a regular file (tar type %q): %w", h.Typeflag, errdefs.ErrInvalidArgument)
-					}
+				next = path.Join(link, rest)
+			case tar.TypeLink:
+				next = path.Join("/", e.link, rest)
+			case tar.TypeReg, tar.TypeRegA:
+				if rest != "" {
+					return nil, fmt.Errorf("%s is a file, not a directory: %w", prefix, errdefs.ErrNotFound)
 				}
-				return nil
-			})
-			if err != nil {
-				return nil, err
+				return e.data, e.err
+			default:
+				return nil, fmt.Errorf("not a regular file (tar type %q): %w", e.typ, errdefs.ErrInvalidArgument)
 			}
-			// A whiteout in the same layer as the file cannot happen in a
-			// well-formed layer; the file wins if both are present.
-			if found {
-				hidden = false
-			}
+			break
 		}
-		if foundErr != nil {
-			return nil, foundErr
-		}
-		if !found || hidden {
-			return nil, fmt.Errorf("no such file in the image layers: %w", errdefs.ErrNotFound)
-		}
-		if link == "" {
-			return data, nil
-		}
-		target = strings.TrimPrefix(path.Clean(link), "/")
+		target = strings.TrimPrefix(path.Clean(next), "/")
 	}
 	return nil, fmt.Errorf("too many levels of symbolic links: %w", errdefs.ErrInvalidArgument)
+}
+
+// layerEntry is what the topmost layer says about one path.
+type layerEntry struct {
+	absent   bool // hidden by a whiteout or an opaque directory above
+	implicit bool // a parent directory the layer has no entry for
+	typ    byte
+	link   string
+	data   []byte
+	err    error
+}
+
+// scanPrefixes walks the layers top-down once and records, for target and
+// each of its parent directories, the entry of the topmost layer that has
+// it (or that it was whited out).
+func scanPrefixes(ctx context.Context, p Provider, layers []ocispec.Descriptor, target string, limit int64) (map[string]*layerEntry, error) {
+	prefixes := map[string]bool{}
+	for d := target; d != "." && d != "" && d != "/"; d = path.Dir(d) {
+		prefixes[d] = true
+	}
+	got := map[string]*layerEntry{}
+	for i := len(layers) - 1; i >= 0 && len(got) < len(prefixes); i-- {
+		if isWasmLayer(layers[i].MediaType) {
+			continue
+		}
+		inLayer := map[string]*layerEntry{}
+		var whiteouts, opaques []string
+		err := layerEach(ctx, p, layers[i], func(h *tar.Header, r io.Reader) error {
+			name, err := cleanEntry(h.Name)
+			if err != nil {
+				return err
+			}
+			dir, base := path.Split(name)
+			dir = strings.TrimSuffix(dir, "/")
+			switch {
+			case base == whiteoutOpaque:
+				opaques = append(opaques, dir)
+			case strings.HasPrefix(base, whiteoutPrefix):
+				whiteouts = append(whiteouts, path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
+			case prefixes[name] && got[name] == nil && (inLayer[name] == nil || inLayer[name].implicit):
+				// Parent directories a layer leaves implicit still exist.
+				for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+					if prefixes[d] && got[d] == nil && inLayer[d] == nil {
+						inLayer[d] = &layerEntry{typ: tar.TypeDir, implicit: true}
+					}
+				}
+				e := &layerEntry{typ: h.Typeflag, link: h.Linkname}
+				if name == target && (h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA) {
+					if h.Size > limit {
+						e.err = fmt.Errorf("file is %d bytes, over the %d byte limit: %w", h.Size, limit, errdefs.ErrResourceExhausted)
+					} else {
+						e.data, e.err = io.ReadAll(r)
+					}
+				}
+				if h.Typeflag == tar.TypeLink {
+					if e.link, err = cleanEntry(h.Linkname); err != nil {
+						return err
+					}
+				}
+				inLayer[name] = e
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for n, e := range inLayer {
+			got[n] = e
+		}
+		// Whiteouts and opaque markers hide what lower layers hold.
+		for pfx := range prefixes {
+			if got[pfx] != nil {
+				continue
+			}
+			for _, w := range whiteouts {
+				if pfx == w || strings.HasPrefix(pfx, w+"/") {
+					got[pfx] = &layerEntry{absent: true}
+				}
+			}
+			for _, o := range opaques {
+				if o == "" || strings.HasPrefix(pfx, o+"/") {
+					got[pfx] = &layerEntry{absent: true}
+				}
+			}
+		}
+	}
+	return got, nil
 }
 
 // readFileInRoot reads p inside root, symlinks resolved within root.

@@ -17,6 +17,10 @@ type rawEntry struct {
 
 func rawTar(t *testing.T, entries ...rawEntry) []byte {
 	t.Helper()
+	return rawTarBytes(entries...)
+}
+
+func rawTarBytes(entries ...rawEntry) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
@@ -28,7 +32,7 @@ func rawTar(t *testing.T, entries ...rawEntry) []byte {
 			h.Typeflag, h.Linkname, h.Size = tar.TypeLink, e.link, 0
 		}
 		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
+			panic(err)
 		}
 		if h.Size > 0 {
 			tw.Write(e.data)

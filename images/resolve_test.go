@@ -106,6 +106,16 @@ func shapeCases() []shapeCase {
 			kind: images.KindWasm, shape: images.ShapeWasmEntrypoint, module: hello, args0: "/bin/app.wasm", rootfsFile: "old.wasm",
 		},
 		{
+			name: "plain image: layer without directory entries, entrypoint under a symlinked parent",
+			build: func(t *testing.T) *images.MemoryImage {
+				lower := rawTarBytes(rawEntry{name: "opt/real/m.wasm", data: hello})
+				upper := rawTarBytes(rawEntry{name: "app", link: "/opt/real", symlink: true})
+				return mi(t)(images.BuildImage(images.ImageSpec{Config: wasiConfig("/app/m.wasm"), Layers: []images.Layer{
+					{MediaType: ocispec.MediaTypeImageLayer, Data: lower}, {MediaType: ocispec.MediaTypeImageLayer, Data: upper}}}))
+			},
+			kind: images.KindWasm, shape: images.ShapeWasmEntrypoint, module: hello, args0: "/app/m.wasm", rootfsFile: "opt/real/m.wasm",
+		},
+		{
 			name: "config architecture wasm with an application/wasm layer",
 			build: func(t *testing.T) *images.MemoryImage {
 				cfg := ocispec.Image{Platform: ocispec.Platform{OS: "wasip1", Architecture: "wasm"}, Config: ocispec.ImageConfig{Entrypoint: []string{"app.wasm"}}}
