@@ -159,10 +159,10 @@ func findInLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, 
 type layerEntry struct {
 	absent   bool // hidden by a whiteout or an opaque directory above
 	implicit bool // a parent directory the layer has no entry for
-	typ    byte
-	link   string
-	data   []byte
-	err    error
+	typ      byte
+	link     string
+	data     []byte
+	err      error
 }
 
 // scanPrefixes walks the layers top-down once and records, for target and
