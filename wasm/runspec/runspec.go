@@ -84,6 +84,17 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 			name = cfg.Cwd + "/" + name
 		}
 		modulePath, err = ResolveInRoot(rootfs, name)
+		if err != nil && function != "" {
+			// A file whose name really contains '#'.
+			whole := p.Args[0]
+			if !path.IsAbs(whole) {
+				whole = cfg.Cwd + "/" + whole
+			}
+			if mp, err2 := ResolveInRoot(rootfs, whole); err2 == nil {
+				modulePath, function, err = mp, "", nil
+				cfg.Function, cfg.Args[0] = "", p.Args[0]
+			}
+		}
 		if err != nil {
 			return "", "", cfg, fmt.Errorf("process.args[0] %q: %w", p.Args[0], err)
 		}

@@ -31,8 +31,10 @@ func rootfs(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "app/m.wasm"), []byte("\x00asm"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"app/m.wasm", "app/odd#name.wasm"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("\x00asm"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	links := map[string]string{"app/link.wasm": "m.wasm", "bin/abs.wasm": "/app/m.wasm", "app/esc.wasm": "../../../../etc/passwd"}
 	for l, target := range links {
@@ -120,6 +122,13 @@ func TestFromSpec(t *testing.T) {
 				{HostPath: data, GuestPath: "/data"},
 				{HostPath: data, GuestPath: "/cfg", ReadOnly: true},
 			}},
+		},
+		{
+			name:     "file name with #",
+			spec:     specs.Spec{Process: &specs.Process{Args: []string{"/app/odd#name.wasm"}}},
+			rootfs:   root,
+			wantPath: filepath.Join(root, "app/odd#name.wasm"),
+			wantCfg:  wasm.RunConfig{Args: []string{"/app/odd#name.wasm"}, Cwd: "/", Mounts: []wasm.Mount{rootMount}},
 		},
 		{
 			name:    "no rootfs",
