@@ -37,8 +37,9 @@ func SplitFunction(entry string) (modulePath, function string) {
 // FromSpec returns the module file to run (a host path inside rootfs), the
 // function to start and the run configuration for spec.
 //
-// process.args[0] names the module, optionally as "path#function"; a relative
-// path is taken from process.cwd. argv[0] the guest sees is args[0] without
+// process.args[0] names the module, optionally as "path#function" (a file
+// whose name itself contains '#' is found first); a relative path is taken
+// from process.cwd. argv[0] the guest sees is args[0] without
 // the "#function" suffix. rootfs is preopened at "/" (read-only when
 // root.readonly is set) and every bind mount whose source is a directory at
 // its destination (read-only with the "ro" option). Other mounts (proc,
