@@ -64,9 +64,10 @@ func (p *process) state() (task.Status, uint32, time.Time) {
 	return p.status, p.exitStatus, p.exitedAt
 }
 
-// start runs the instance on its own goroutine; onExit is called once the
-// instance ended, its stdio closed and its state is STOPPED.
-func (p *process) start(onExit func(p *process)) error {
+// start runs the instance on its own goroutine. onStart is called once the
+// start is certain, before the guest runs; onExit once the instance ended,
+// its stdio closed and its state is STOPPED.
+func (p *process) start(onStart func(), onExit func(p *process)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch p.status {
@@ -85,6 +86,7 @@ func (p *process) start(onExit func(p *process)) error {
 	}
 	cfg.Signal = func() int { return int(p.signal.Load()) }
 	cfg.Started = func(i wasm.Instance) { p.inst.Store(&i) }
+	onStart()
 	go p.run(ctx, cfg, onExit)
 	return nil
 }

@@ -442,14 +442,17 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	// Published before the instance runs so that /tasks/start always
-	// precedes the matching /tasks/exit in the ordered queue.
-	if r.ExecID == "" {
-		s.events.Publish(c.ns, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: s.cfg.pid})
-	} else {
-		s.events.Publish(c.ns, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: r.ExecID, Pid: s.cfg.pid})
+	// Published once the start is certain and before the instance runs,
+	// so that /tasks/start always precedes the matching /tasks/exit in the
+	// ordered queue.
+	onStart := func() {
+		if r.ExecID == "" {
+			s.events.Publish(c.ns, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: c.id, Pid: s.cfg.pid})
+		} else {
+			s.events.Publish(c.ns, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: c.id, ExecID: r.ExecID, Pid: s.cfg.pid})
+		}
 	}
-	if err := p.start(func(p *process) { s.exited(c, p) }); err != nil {
+	if err := p.start(onStart, func(p *process) { s.exited(c, p) }); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("start task %s exec %q: %w", r.ID, r.ExecID, err))
 	}
 	s.logger(ctx, r.ID).WithField("exec", r.ExecID).Debug("wasm task started")
@@ -503,6 +506,14 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Unlock()
 		return &taskAPI.DeleteResponse{Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
 	}
+	// Claim the deletion so that a concurrent Delete gets NotFound.
+	s.mu.Lock()
+	if s.tasks[r.ID] != c {
+		s.mu.Unlock()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %q: %w", r.ID, errdefs.ErrNotFound))
+	}
+	delete(s.tasks, r.ID)
+	s.mu.Unlock()
 	// The init is gone: stop what still runs in the container.
 	s.mu.Lock()
 	execs := make([]*process, 0, len(c.execs))
@@ -517,10 +528,12 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		<-e.done
 	}
 	if err := c.unmount(); err != nil {
+		s.mu.Lock()
+		s.tasks[r.ID] = c // still there: a retry can unmount it
+		s.mu.Unlock()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("delete task %s: %w", r.ID, err))
 	}
 	s.mu.Lock()
-	delete(s.tasks, r.ID)
 	s.notifyLocked()
 	s.mu.Unlock()
 	s.saveState(ctx)

@@ -77,6 +77,9 @@ func TestHelloLifecycle(t *testing.T) {
 			t.Errorf("stdout %q lacks %q", out, want)
 		}
 	}
+	if _, err := h.client.Start(h.ctx, &taskAPI.StartRequest{ID: "hello"}); !errdefs.IsFailedPrecondition(errgrpc.ToNative(err)) {
+		t.Errorf("second start: %v, want FailedPrecondition", err)
+	}
 	st = r(h.client.State(h.ctx, &taskAPI.StateRequest{ID: "hello"})).get(t)
 	if st.Status != task.Status_STOPPED || st.ExitStatus != 0 {
 		t.Errorf("state after exit: %v", st)
