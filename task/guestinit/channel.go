@@ -106,7 +106,10 @@ func NewFileListener(path string) *FileListener {
 	return &FileListener{path: path, closed: make(chan struct{}), Backoff: 200 * time.Millisecond}
 }
 
-// Accept implements net.Listener.
+// Accept implements net.Listener. It blocks while the previous connection
+// is open, then (re)opens the device, retrying with back-off while it cannot
+// be opened: a transient failure must not end the agent, which as PID 1
+// would power the VM off. It fails only once the listener is closed.
 func (l *FileListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	cur := l.cur
@@ -117,26 +120,40 @@ func (l *FileListener) Accept() (net.Conn, error) {
 		case <-l.closed:
 			return nil, net.ErrClosed
 		}
-		select {
-		case <-time.After(l.Backoff):
-		case <-l.closed:
+		if !l.sleep(l.Backoff) {
 			return nil, net.ErrClosed
 		}
 	}
+	delay := l.Backoff
+	for {
+		select {
+		case <-l.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+		f, err := os.OpenFile(l.path, os.O_RDWR, 0)
+		if err == nil {
+			done := make(chan struct{})
+			l.mu.Lock()
+			l.cur = done
+			l.mu.Unlock()
+			return &fileConn{File: f, done: done, addr: fileAddr(l.path)}, nil
+		}
+		log.L.WithError(err).WithField("path", l.path).Warn("cannot open agent channel, retrying")
+		if !l.sleep(delay) {
+			return nil, net.ErrClosed
+		}
+		delay = min(2*delay+time.Millisecond, 2*time.Second)
+	}
+}
+
+func (l *FileListener) sleep(d time.Duration) bool {
 	select {
+	case <-time.After(d):
+		return true
 	case <-l.closed:
-		return nil, net.ErrClosed
-	default:
+		return false
 	}
-	f, err := os.OpenFile(l.path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open agent channel %s: %w", l.path, err)
-	}
-	done := make(chan struct{})
-	l.mu.Lock()
-	l.cur = done
-	l.mu.Unlock()
-	return &fileConn{File: f, done: done, addr: fileAddr(l.path)}, nil
 }
 
 // Close implements net.Listener; it does not close an accepted connection.

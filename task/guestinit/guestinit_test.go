@@ -247,3 +247,51 @@ type masterConn struct{ *os.File }
 
 func (masterConn) LocalAddr() net.Addr  { return fileAddr("master") }
 func (masterConn) RemoteAddr() net.Addr { return fileAddr("slave") }
+
+// TestFileListenerReopens checks that Accept waits for the device to appear
+// (no error that would end the agent) and hands out a new connection after
+// the previous one is closed, as when the host reconnects.
+func TestFileListenerReopens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vport0p1")
+	l := NewFileListener(path)
+	l.Backoff = 10 * time.Millisecond
+	defer l.Close()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c1 net.Conn
+	select {
+	case c1 = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not return after the device appeared")
+	}
+	second := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		second <- c
+	}()
+	select {
+	case <-second:
+		t.Fatal("second Accept returned while the first connection is open")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c1.Close()
+	select {
+	case c2 := <-second:
+		if c2 == nil {
+			t.Fatal("no second connection")
+		}
+		c2.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not reopen after the connection closed")
+	}
+}
