@@ -232,6 +232,23 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 	return nil
 }
 
+// Detach lets go of QEMU without stopping it: QMP and the agent socket are
+// closed (QEMU keeps running and reconnects the agent channel once a new
+// listener appears), as when the sandboxer restarts. Attach takes it back.
+func (v *VM) Detach() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.qmp != nil {
+		v.qmp.Close()
+		v.qmp = nil
+	}
+	if v.agentL != nil {
+		v.agentL.Close()
+		v.agentL = nil
+	}
+	v.proc = nil
+}
+
 // Pid is QEMU's process id (0 before Start).
 func (v *VM) Pid() int {
 	v.mu.Lock()

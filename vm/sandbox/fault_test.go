@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
@@ -165,5 +166,75 @@ func TestMissingArtifacts(t *testing.T) {
 	_, err := b.Start(context.Background(), backend.Sandbox{ID: "x", StateDir: t.TempDir(), Hypervisor: vm.CloudHypervisor})
 	if err == nil || !strings.Contains(err.Error(), "[hypervisor.cloud-hypervisor]") {
 		t.Fatalf("error %v: want one naming [hypervisor.cloud-hypervisor]", err)
+	}
+}
+
+// TestRecoverLiveVM detaches from a running sandbox (as a sandboxer
+// restart would), recovers it from its checkpoint, and drives the
+// container that was started before the restart.
+func TestRecoverLiveVM(t *testing.T) {
+	testenvRoot(t)
+	a := agentGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
+	state := t.TempDir()
+	sb := backend.Sandbox{ID: "recover", StateDir: state}
+	bi, err := b.Start(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := bi.Pid()
+	tasks := bi.Tasks()
+	if _, err := tasks.Create(ctx, createReq("c", bundle(t, busyboxRootfs(t), "/bin/sleep", "60"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	cp := bi.Checkpoint()
+	if !bi.(*sandbox.Instance).Detach() {
+		t.Fatal("QEMU instance cannot detach")
+	}
+	b2, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
+	rt0 := time.Now()
+	ri, err := b2.Recover(ctx, sb, cp)
+	t.Logf("recover took %v", time.Since(rt0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ri.Shutdown(context.Background())
+	if ri.Pid() != pid {
+		t.Fatalf("recovered pid %d, want %d", ri.Pid(), pid)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if _, err := ri.Wait(wctx); err == nil {
+		t.Fatal("recovered live sandbox reported exited")
+	}
+	wcancel()
+	st, err := ri.Tasks().State(ctx, stateReq("c"))
+	if err != nil {
+		t.Fatalf("State after recover: %v (console %s)", err, filepath.Join(state, "vm", "console.log"))
+	}
+	if st.Status.String() != "RUNNING" {
+		t.Errorf("container status %s after recover, want RUNNING", st.Status)
+	}
+	if _, err := ri.Tasks().Kill(ctx, &taskAPI.KillRequest{ID: "c", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ri.Tasks().Wait(ctx, &taskAPI.WaitRequest{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ri.Tasks().Delete(ctx, &taskAPI.DeleteRequest{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mountsUnder(filepath.Join(state, "shared", "c")); len(got) != 0 {
+		t.Errorf("mounts left after Delete: %v", got)
+	}
+	if err := ri.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := qemuPids("recover"); len(got) != 0 {
+		t.Errorf("qemu left: %v", got)
 	}
 }

@@ -317,6 +317,12 @@ func (f *forwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*task
 	if p != nil {
 		p.stop()
 	}
+	if c == nil && r.ExecID == "" && r.ID == filepath.Base(r.ID) && r.ID != ".." {
+		// Not known since a Recover: its bundle may still be in place.
+		if err := cleanupDir(filepath.Join(f.inst.spec.SharedDir, r.ID)); err != nil {
+			log.G(ctx).WithField("sandbox", f.inst.sb.ID).WithField("container", r.ID).WithError(err).Warn("vm: removing container bundle")
+		}
+	}
 	if c != nil && r.ExecID == "" {
 		for _, ep := range c.procs {
 			ep.stop()

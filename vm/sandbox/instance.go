@@ -56,6 +56,7 @@ type Instance struct {
 	closed   bool
 	timings  Timings
 	started  time.Time
+	detached bool
 }
 
 var _ backend.Instance = (*Instance)(nil)
@@ -181,6 +182,10 @@ func (i *Instance) watch() {
 	go func() {
 		_ = i.hv.Wait(context.Background())
 		i.mu.Lock()
+		if i.detached {
+			i.mu.Unlock()
+			return
+		}
 		status := uint32(137)
 		if i.stopping {
 			status = 0
@@ -189,6 +194,32 @@ func (i *Instance) watch() {
 		i.tasks.vmGone()
 		i.markExited(status)
 	}()
+}
+
+type detacher interface {
+	Detach()
+}
+
+// Detach releases the host side of a running sandbox (agent connection,
+// QMP, listeners) without stopping its VM, as a sandboxer restart does;
+// Backend.Recover with Checkpoint's bytes re-attaches. After Detach the
+// instance must not be used. It returns false when the hypervisor driver
+// cannot detach.
+func (i *Instance) Detach() bool {
+	d, ok := i.hv.(detacher)
+	if !ok {
+		return false
+	}
+	i.mu.Lock()
+	i.closed, i.detached = true, true
+	if i.client != nil {
+		i.client.Close()
+		i.client = nil
+	}
+	i.task, i.agent = nil, nil
+	i.mu.Unlock()
+	d.Detach()
+	return true
 }
 
 // GuestKernelRelease is what the agent's Ping reported (`uname -r` in the guest).
