@@ -24,6 +24,10 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
+// maxGone bounds how many shut-down IDs are remembered so that a repeated
+// Shutdown succeeds instead of returning NotFound.
+const maxGone = 4096
+
 // SpecTypeURL is the type URL containerd expects on the spec Start returns.
 const SpecTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
@@ -347,12 +351,17 @@ func (s *Service) Shutdown(ctx context.Context, req *api.ControllerShutdownReque
 		}
 	}
 	sb.markExitedLocked(backend.Exit{Status: 0})
+	sb.inst = nil
+	sb.removed = true
 	sb.closeTaskServer()
 	if err := s.store.remove(id); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("remove state of sandbox %s: %w", id, err))
 	}
 	s.mu.Lock()
 	delete(s.sandboxes, id)
+	if len(s.gone) >= maxGone {
+		clear(s.gone) // bounded memory; an old repeated Shutdown then gets NotFound
+	}
 	s.gone[id] = struct{}{}
 	s.mu.Unlock()
 	log.G(ctx).Info("sandbox shut down")

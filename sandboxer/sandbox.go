@@ -41,6 +41,9 @@ type sandbox struct {
 	// then hold how.
 	done     chan struct{}
 	doneOnce sync.Once
+	// removed is set once Shutdown deleted the sandbox's directory: nothing
+	// may write its record again.
+	removed bool
 }
 
 func newSandbox(s *Service, r *record) *sandbox {
@@ -77,6 +80,9 @@ func (sb *sandbox) backendSandbox() backend.Sandbox {
 
 // saveLocked persists the record (with the instance's checkpoint).
 func (sb *sandbox) saveLocked() error {
+	if sb.removed {
+		return nil
+	}
 	if sb.inst != nil {
 		sb.rec.Checkpoint = sb.inst.Checkpoint()
 	}

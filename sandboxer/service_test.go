@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -457,5 +458,24 @@ func TestStoreAtomicSave(t *testing.T) {
 	recs, orphans, _ = s.load()
 	if len(recs) != 0 || len(orphans) != 1 {
 		t.Fatalf("torn record: %v %v", recs, orphans)
+	}
+}
+
+// TestShutdownWithoutStop checks that the exit watcher of a sandbox shut
+// down while running does not write its record back afterwards.
+func TestShutdownWithoutStop(t *testing.T) {
+	h := newHarness(t, "")
+	ctx := context.Background()
+	for i := range 20 {
+		id := fmt.Sprintf("s%d", i)
+		h.createStart(ctx, id, map[string]string{AnnotationIsolation: "wasm"})
+		if _, err := h.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	entries, _ := os.ReadDir(filepath.Join(h.svc.StateDir(), "sandboxes"))
+	if len(entries) != 0 {
+		t.Fatalf("record written back after Shutdown: %v", entries)
 	}
 }
