@@ -12,7 +12,7 @@ import (
 
 // wazeroBinary builds wazero's own CLI (the version in go.mod) once.
 var wazeroBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "wazero-cli")
+	dir, err := sharedTempDir("wazero-cli")
 	if err != nil {
 		return "", err
 	}

@@ -15,9 +15,32 @@ import (
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 )
 
+// TestMain removes the temporary directories the helpers below share across
+// tests (built binaries, fixture files) once every test has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sharedTemp.Range(func(dir, _ any) bool {
+		os.RemoveAll(dir.(string))
+		return true
+	})
+	os.Exit(code)
+}
+
+// sharedTemp holds the temporary directories shared by the whole test binary.
+var sharedTemp sync.Map
+
+// sharedTempDir makes a temporary directory that TestMain removes.
+func sharedTempDir(pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err == nil {
+		sharedTemp.Store(dir, true)
+	}
+	return dir, err
+}
+
 // fixtureDir writes every fixture to a temp dir once per test binary.
 var fixtureDir = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kuasar-fixtures")
+	dir, err := sharedTempDir("kuasar-fixtures")
 	if err != nil {
 		return "", err
 	}
@@ -40,7 +63,7 @@ func fixture(t testing.TB, name string) string {
 
 // kuasarBinary builds cmd/kuasar once per test binary.
 var kuasarBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kuasar-bin")
+	dir, err := sharedTempDir("kuasar-bin")
 	if err != nil {
 		return "", err
 	}
