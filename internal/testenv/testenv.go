@@ -145,7 +145,8 @@ func RepoRoot() string {
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "kuasar-bin")
+		removeStaleBinaries()
+		buildDir, buildErr = os.MkdirTemp("", binPrefix)
 		if buildErr != nil {
 			return
 		}
@@ -162,11 +163,33 @@ func Binaries(t testing.TB) string {
 	return buildDir
 }
 
-// CleanupBinaries removes the built binaries; call it from TestMain.
+// binPrefix names the per-test-binary build directories.
+const binPrefix = "kuasar-testenv-bin"
+
+// removeStaleBinaries deletes build directories a test binary that did not
+// use Main left behind more than an hour ago.
+func removeStaleBinaries() {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
+	for _, d := range old {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// CleanupBinaries removes the built binaries; Main calls it.
 func CleanupBinaries() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+}
+
+// Main runs the tests of a package that uses Binaries and removes the
+// binaries afterwards. Use it as: func TestMain(m *testing.M) { testenv.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	CleanupBinaries()
+	os.Exit(code)
 }
 
 // Process is a child process the test started.

@@ -3,14 +3,9 @@
 package e2e
 
 import (
-	"os"
 	"testing"
 
 	"github.com/kuasar-go/kuasar/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.CleanupBinaries()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
