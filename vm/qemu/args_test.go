@@ -1,0 +1,103 @@
+package qemu_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/qemu"
+)
+
+func TestArgs(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		machine    string
+		want, nots []string
+	}{
+		{"", []string{"-M microvm", "-device virtio-serial-device", "-device virtio-9p-device,fsdev=shared,mount_tag=kuasar", "pci=off", "tsc_early_khz=", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-accel tcg", "-m 512M", "-smp 2"}, nil},
+		{"q35", []string{"-M q35", "-device virtio-serial-pci", "-device virtio-9p-pci"}, []string{"pci=off", "tsc_early_khz"}},
+	} {
+		v, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, SharedDir: filepath.Join(dir, "shared"), VCPUs: 2, MemoryMB: 512,
+			Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: tc.machine, KernelParams: []string{"foo=1"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Join(v.Args(qemu.AccelTCG), " ")
+		for _, w := range append(tc.want, "-device virtserialport,chardev=agent,name=kuasar.agent", "-qmp unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off", "foo=1", "kuasar.channel=serial", "console=ttyS0") {
+			if !strings.Contains(args, w) {
+				t.Errorf("%s: args lack %q:\n%s", tc.machine, w, args)
+			}
+		}
+		for _, n := range tc.nots {
+			if strings.Contains(args, n) {
+				t.Errorf("%s: args contain %q", tc.machine, n)
+			}
+		}
+	}
+	if _, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: "pc-i440fx"}}); err == nil {
+		t.Error("unknown machine accepted")
+	}
+}
+
+// TestQMPSkipsEventsAndSeesInternalError talks to a fake QMP peer that
+// interleaves events and reports the state a nested-KVM guest ends in.
+func TestQMPSkipsEventsAndSeesInternalError(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintln(c, `{"QMP":{"version":{"qemu":{"micro":0,"minor":2,"major":7}},"capabilities":["oob"]}}`)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			req := string(buf[:n])
+			fmt.Fprintln(c, `{"timestamp":{"seconds":1,"microseconds":1},"event":"RTC_CHANGE","data":{"offset":0}}`)
+			switch {
+			case strings.Contains(req, "qmp_capabilities"):
+				fmt.Fprintln(c, `{"return":{}}`)
+			case strings.Contains(req, "query-status"):
+				fmt.Fprintln(c, `{"return":{"status":"internal-error","singlestep":false,"running":false}}`)
+			default:
+				fmt.Fprintln(c, `{"error":{"class":"CommandNotFound","desc":"nope"}}`)
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q, err := qemu.DialQMP(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	s, err := q.QueryStatus(ctx)
+	if err != nil || s.Status != "internal-error" || s.Running {
+		t.Fatalf("status %+v %v", s, err)
+	}
+	if _, err := q.Execute(ctx, "bogus", nil); err == nil || !strings.Contains(err.Error(), "CommandNotFound") {
+		t.Errorf("bogus command: %v", err)
+	}
+}
+
+func TestDetectAccelLogsAReason(t *testing.T) {
+	a, reason := qemu.DetectAccel(context.Background())
+	if (a != qemu.AccelKVM && a != qemu.AccelTCG) || reason == "" {
+		t.Fatalf("accel %q reason %q", a, reason)
+	}
+	t.Logf("accel %s: %s", a, reason)
+}

@@ -1,0 +1,42 @@
+package sandbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/sandbox"
+)
+
+func ExampleNew() {
+	b, err := sandbox.New(context.Background(),
+		sandbox.WithHypervisor(vm.QEMU, vm.Config{
+			Path:      "/usr/bin/qemu-system-x86_64",
+			Kernel:    "/var/lib/kuasar/vmlinux",
+			Initramfs: "/var/lib/kuasar/initramfs.img",
+		}),
+		sandbox.WithDefaultHypervisor(vm.QEMU))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(b.Name())
+	// Output: vm
+}
+
+// RunWorkload is what `kuasar run --isolation vm` calls: it boots a VM,
+// runs one container from an unpacked rootfs and returns its exit code.
+// (Not run as a test: it needs root and `make guest`; see TestRunWorkload.)
+func ExampleRunWorkload() {
+	code, err := sandbox.RunWorkload(context.Background(),
+		sandbox.RunConfig{Config: vm.Config{
+			Path:      "/usr/bin/qemu-system-x86_64",
+			Kernel:    "/var/lib/kuasar/vmlinux",
+			Initramfs: "/var/lib/kuasar/initramfs.img",
+		}},
+		"/path/to/unpacked/rootfs",
+		sandbox.Process{Args: []string{"/bin/sh", "-c", "echo hi"}, Env: []string{"PATH=/bin"}},
+		os.Stdin, os.Stdout, os.Stderr)
+	fmt.Println(code, err)
+}
