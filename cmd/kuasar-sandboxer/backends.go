@@ -9,11 +9,15 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/task/events"
+	"github.com/kuasar-go/kuasar/vm"
+	vmsandbox "github.com/kuasar-go/kuasar/vm/sandbox"
 	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
 )
 
-// backends builds the sandbox kinds this binary runs and returns a function
-// that releases them.
+// backends builds the sandbox kinds this binary runs ("wasm" in-process,
+// "vm" micro-VMs) and returns a function that releases them. The VM backend
+// only checks its hypervisor files when a VM sandbox starts, so a host
+// without QEMU or a guest kernel still serves Wasm pods.
 func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func(), error) {
 	if cfg.Wasm.Engine != "" && cfg.Wasm.Engine != "wazero" {
 		return nil, nil, fmt.Errorf("wasm.engine %q is not built into this binary: use \"wazero\"", cfg.Wasm.Engine)
@@ -36,5 +40,36 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		}
 		pub.Close()
 	}
-	return []sandboxer.Option{sandboxer.WithBackend(w)}, closeAll, nil
+	vopts := []vmsandbox.Option{vmsandbox.WithDefaultHypervisor(cfg.Hypervisor.Default)}
+	for name, h := range map[string]config.Hypervisor{
+		vm.QEMU:            cfg.Hypervisor.QEMU,
+		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,
+		vm.StratoVirt:      cfg.Hypervisor.StratoVirt,
+	} {
+		vopts = append(vopts, vmsandbox.WithHypervisor(name, vmConfig(h)))
+	}
+	v, err := vmsandbox.New(ctx, vopts...)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return []sandboxer.Option{sandboxer.WithBackend(w), sandboxer.WithBackend(v)}, closeAll, nil
+}
+
+// vmConfig maps a [hypervisor.NAME] section onto the VM backend's config.
+func vmConfig(h config.Hypervisor) vm.Config {
+	return vm.Config{
+		Path:         h.Path,
+		Kernel:       h.Kernel,
+		Initramfs:    h.Initramfs,
+		VCPUs:        h.VCPUs,
+		MemoryMB:     h.MemoryMB,
+		Machine:      h.Machine,
+		Accel:        h.Accel,
+		RootfsMode:   h.RootfsMode,
+		VirtioFSD:    h.VirtioFSD,
+		KernelParams: h.KernelParams,
+		ExtraArgs:    h.ExtraArgs,
+		Debug:        h.Debug,
+	}
 }

@@ -116,6 +116,16 @@ type Hypervisor struct {
 	RootfsMode string `toml:"rootfs_mode"`
 	// ExtraArgs are appended to the hypervisor's command line.
 	ExtraArgs []string `toml:"extra_args"`
+	// Machine is the machine type ("microvm" or "q35"); "" is the backend's default.
+	Machine string `toml:"machine"`
+	// Accel is "auto", "kvm" or "tcg"; "" means auto.
+	Accel string `toml:"accel"`
+	// VirtioFSD is the virtiofsd binary for RootfsMode "virtiofs".
+	VirtioFSD string `toml:"virtiofsd"`
+	// KernelParams are appended to the guest kernel command line.
+	KernelParams []string `toml:"kernel_params"`
+	// Debug makes the guest agent log to the console.
+	Debug bool `toml:"debug"`
 }
 
 // Default returns the embedded defaults (configs/config.toml).
