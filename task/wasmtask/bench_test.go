@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -89,6 +90,47 @@ func BenchmarkCreateStartExit(b *testing.B) {
 			b.ReportMetric(float64(durs[len(durs)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// BenchmarkCreateStartExitParallel is BenchmarkCreateStartExit with
+// concurrent clients on one sandbox's socket; it reports tasks/s.
+func BenchmarkCreateStartExitParallel(b *testing.B) {
+	h := newHarness(b)
+	tmpl := h.bundle(b, "tmpl", []string{"/hello.wasm"}, map[string][]byte{"hello.wasm": fixtures.Hello})
+	config, _ := os.ReadFile(filepath.Join(tmpl.dir, "config.json"))
+	var next atomic.Int64
+	b.SetParallelism(4)
+	noMount := os.Getenv("NOMOUNT") != ""
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := "p" + strconv.FormatInt(next.Add(1), 10)
+			dir := filepath.Join(h.dir, id)
+			os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755)
+			os.WriteFile(filepath.Join(dir, "config.json"), config, 0o644)
+			req := &taskAPI.CreateTaskRequest{ID: id, Bundle: dir,
+				Rootfs: []*types.Mount{{Type: "bind", Source: tmpl.src, Options: []string{"rbind", "ro"}}}}
+			if noMount {
+				req.Rootfs = nil
+				os.WriteFile(filepath.Join(dir, "rootfs", "hello.wasm"), fixtures.Hello, 0o644)
+			}
+			if _, err := h.client.Create(h.ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+			h.client.Start(h.ctx, &taskAPI.StartRequest{ID: id})
+			if w, err := h.client.Wait(h.ctx, &taskAPI.WaitRequest{ID: id}); err != nil || w.ExitStatus != 0 {
+				b.Errorf("wait: %v %v", w, err)
+				return
+			}
+			if _, err := h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
+				b.Error(err)
+				return
+			}
+			os.RemoveAll(dir)
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
 }
 
 func rssBytes(b *testing.B) uint64 {

@@ -33,6 +33,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -429,7 +430,7 @@ func (c *container) unmount() error {
 	if !c.mounted {
 		return nil
 	}
-	if err := mount.UnmountAll(c.rootfs, 0); err != nil {
+	if err := mount.UnmountAll(c.rootfs, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount rootfs %s: %w", c.rootfs, err)
 	}
 	c.mounted = false
