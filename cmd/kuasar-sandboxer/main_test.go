@@ -41,7 +41,9 @@ func TestServeAndSIGTERM(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "k.sock")
-	cmd := exec.Command(bin, "--listen", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("[wasm]\ncache_dir = \"\"\n[sandboxer]\ncontainerd_address = \""+dir+"/none.sock\"\ncontainerd_ttrpc_address = \""+dir+"/none.ttrpc\"\n"), 0o600)
+	cmd := exec.Command(bin, "--config", cfg, "--listen", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
