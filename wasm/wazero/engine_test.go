@@ -523,3 +523,60 @@ func TestSymlinksConfined(t *testing.T) {
 		t.Errorf("the host file outside the mount was changed to %q", b)
 	}
 }
+
+// TestStarted checks RunConfig.Started: it gets a view of the live instance
+// whose memory size can be read from another goroutine while the guest runs.
+func TestStarted(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.WASI)
+	views := make(chan wasm.Instance, 2)
+	block := blockingReader{make(chan struct{})}
+	done := make(chan result, 1)
+	go func() {
+		code, err := m.Run(context.Background(), wasm.RunConfig{
+			Args:    []string{"w", "idle"},
+			Stdin:   block,
+			Started: func(i wasm.Instance) { views <- i },
+		})
+		done <- result{code: code, err: err}
+	}()
+	var inst wasm.Instance
+	select {
+	case inst = <-views:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Started was not called")
+	}
+	waitUntil(t, func() bool { return inst.MemoryBytes() >= m.MinMemoryBytes() })
+	if got := inst.MemoryBytes(); got == 0 || got%65536 != 0 {
+		t.Errorf("MemoryBytes = %d, want a non-zero page multiple", got)
+	}
+	close(block.ch)
+	if r := <-done; r.err != nil || r.code != 0 {
+		t.Fatalf("Run = %d, %v", r.code, r.err)
+	}
+	if len(views) != 0 {
+		t.Error("Started was called more than once")
+	}
+
+	// Growth shows in the view, and without a limit it is not capped.
+	r := compile(t, e, fixtures.Reactor)
+	var grown wasm.Instance
+	code, err := r.Run(context.Background(), wasm.RunConfig{Function: "grow", Started: func(i wasm.Instance) { grown = i }})
+	if err != nil || code != 0 {
+		t.Fatalf("grow with Started and no limit = %d, %v; want 0", code, err)
+	}
+	if grown == nil {
+		t.Fatal("Started was not called for the reactor")
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -78,11 +79,20 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if cfg.Stdin != nil {
 		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
 	}
-	if cfg.MemoryLimit > 0 && cfg.MemoryLimit < 1<<32 {
-		runCtx = experimental.WithMemoryAllocator(runCtx, limitAllocator(cfg.MemoryLimit))
+	// The default allocation is fastest; our allocator is needed to cap
+	// memory below 4 GiB, and to let a caller watch the memory size without
+	// racing the guest.
+	var view *instanceView
+	limit := cfg.MemoryLimit
+	if limit >= 1<<32 {
+		limit = 0
+	}
+	if limit > 0 || cfg.Started != nil {
+		view = &instanceView{}
+		runCtx = experimental.WithMemoryAllocator(runCtx, limitAllocator(limit, view))
 	}
 
-	code, err := m.instantiateAndCall(runCtx, mc, fn)
+	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view)
 	if runCtx.Err() != nil {
 		// Stopped from the outside (cancel or timeout): whatever the guest
 		// was doing, it was killed.
@@ -98,12 +108,15 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string) (int, error) {
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView) (int, error) {
 	inst, err := m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
 	}
 	defer inst.Close(context.WithoutCancel(ctx))
+	if started != nil {
+		started(view)
+	}
 	f := inst.ExportedFunction(fn)
 	if f == nil { // checked against the export list already
 		return 0, fmt.Errorf("module %s exports no function %q: %w", m.digest, fn, errdefs.ErrNotFound)
@@ -251,21 +264,34 @@ func (c *cancelReader) Read(p []byte) (int, error) {
 	}
 }
 
+// instanceView is the wasm.Instance a RunConfig.Started callback gets: the
+// allocator keeps the memory size in it, so that another goroutine can read
+// it while the guest runs.
+type instanceView struct {
+	memBytes atomic.Uint64
+}
+
+// MemoryBytes implements wasm.Instance.
+func (v *instanceView) MemoryBytes() uint64 { return v.memBytes.Load() }
+
 // limitAllocator backs each linear memory with a Go slice that refuses to
-// grow past limit bytes, so memory.grow beyond the run's limit returns -1 to
-// the guest (malloc returns NULL) instead of taking host memory.
-func limitAllocator(limit uint64) experimental.MemoryAllocator {
+// grow past limit bytes (0: the module's own maximum), so memory.grow beyond
+// the run's limit returns -1 to the guest (malloc returns NULL) instead of
+// taking host memory. The current size is published in view.
+func limitAllocator(limit uint64, view *instanceView) experimental.MemoryAllocator {
 	return experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
-		if capacity > limit {
-			capacity = limit
+		lim := max
+		if limit > 0 {
+			lim = min(limit, max)
 		}
-		return &limitedMemory{limit: min(limit, max), buf: make([]byte, 0, capacity)}
+		return &limitedMemory{limit: lim, buf: make([]byte, 0, min(capacity, lim)), view: view}
 	})
 }
 
 type limitedMemory struct {
 	limit uint64
 	buf   []byte
+	view  *instanceView
 }
 
 func (l *limitedMemory) Reallocate(size uint64) []byte {
@@ -274,13 +300,17 @@ func (l *limitedMemory) Reallocate(size uint64) []byte {
 	}
 	if size <= uint64(cap(l.buf)) {
 		l.buf = l.buf[:size]
-		return l.buf
+	} else {
+		newCap := min(max(size, 2*uint64(cap(l.buf))), l.limit)
+		nb := make([]byte, size, newCap)
+		copy(nb, l.buf)
+		l.buf = nb
 	}
-	newCap := min(max(size, 2*uint64(cap(l.buf))), l.limit)
-	nb := make([]byte, size, newCap)
-	copy(nb, l.buf)
-	l.buf = nb
-	return nb
+	l.view.memBytes.Store(size)
+	return l.buf
 }
 
-func (l *limitedMemory) Free() { l.buf = nil }
+func (l *limitedMemory) Free() {
+	l.buf = nil
+	l.view.memBytes.Store(0)
+}
