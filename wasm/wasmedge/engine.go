@@ -218,6 +218,10 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 		return wasm.ExitKilled, fmt.Errorf("instantiate module %s: %v: %w", m.digest, err, errdefs.ErrUnknown)
 	}
 
+	if cfg.Started != nil {
+		cfg.Started(&instanceView{mod: vm.GetActiveModule()})
+	}
+
 	runCtx, cancel := ctx, context.CancelFunc(func() {})
 	if cfg.Timeout > 0 {
 		runCtx, cancel = context.WithTimeout(ctx, cfg.Timeout)
@@ -259,6 +263,24 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 		}
 	}
 	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped: %v: %w", m.digest, err, errdefs.ErrUnknown)
+}
+
+// instanceView is the wasm.Instance a RunConfig.Started callback gets.
+type instanceView struct {
+	mod *wasmedge.Module
+}
+
+// MemoryBytes implements wasm.Instance: the size of the memory the module
+// exports as "memory" (what WASI toolchains export), 0 if none.
+func (v *instanceView) MemoryBytes() uint64 {
+	if v.mod == nil {
+		return 0
+	}
+	mem := v.mod.FindMemory("memory")
+	if mem == nil {
+		return 0
+	}
+	return uint64(mem.GetPageSize()) * wasmbin.PageSize
 }
 
 // checkStdio refuses stdio WasmEdge cannot provide: its WASI uses the
