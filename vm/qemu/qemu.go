@@ -195,6 +195,8 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		q, err := DialQMP(qctx, v.path(QMPSocketName))
 		if err == nil {
 			v.qmp = q
+			// QEMU creates the socket with the process umask: restrict it.
+			_ = os.Chmod(v.path(QMPSocketName), 0o600)
 			return nil
 		}
 		select {

@@ -86,8 +86,11 @@ func TestEndToEnd(t *testing.T) {
 	if len(lines) != 3 || lines[0] != a.KernelRelease || lines[2] != "hi" {
 		t.Errorf("stdout %q, want [%s <hostname> hi]", lines, a.KernelRelease)
 	}
-	if hn, _ := os.Hostname(); len(lines) > 1 && lines[1] == hn {
-		t.Errorf("container hostname %q equals the host's: not isolated", lines[1])
+	if hn, _ := os.Hostname(); len(lines) > 1 && (lines[1] == hn || lines[1] != sb.Hostname) {
+		t.Errorf("container hostname %q, want the sandbox's %q (host: %q)", lines[1], sb.Hostname, hn)
+	}
+	if hostRel != a.KernelRelease && lines[0] == hostRel {
+		t.Errorf("container sees the host kernel %s", hostRel)
 	}
 	if got := strings.TrimSpace(errs.String()); got != "oops" {
 		t.Errorf("stderr %q, want oops", got)
@@ -131,7 +134,19 @@ func TestEndToEnd(t *testing.T) {
 	}
 	t.Logf("metrics: %+v", m)
 
-	// Stop with a container still running: everything must go.
+	if st, err := tasks.State(ctx, &taskAPI.StateRequest{ID: "c2"}); err != nil || st.Bundle != bd2 {
+		t.Errorf("State bundle %q %v, want the host bundle %s", st.GetBundle(), err, bd2)
+	}
+	if fi, err := os.Stat(filepath.Join(state, "vm", "qmp.sock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("qmp.sock mode: %v %v, want 0600", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(state, "vm", "agent.sock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("agent.sock mode: %v %v, want 0600", fi, err)
+	}
+
+	// Stop with a container still running (sleep 60 dies on SIGTERM in
+	// its pid namespace only if it handles it; SIGKILL follows): the VM,
+	// mounts and sockets must all go.
 	if err := inst.Stop(ctx, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ type container struct {
 	id       string
 	dir      string // host: <shared>/<id>
 	rootfs   string // host: <shared>/<id>/rootfs (a mount point)
+	bundle   string // host bundle containerd gave us
 	procs    map[string]*pumps
 	deleting bool
 }
@@ -109,7 +110,7 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 		f.mu.Unlock()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists))
 	}
-	c := &container{id: r.ID, dir: filepath.Join(f.inst.spec.SharedDir, r.ID), procs: map[string]*pumps{}}
+	c := &container{id: r.ID, dir: filepath.Join(f.inst.spec.SharedDir, r.ID), bundle: r.Bundle, procs: map[string]*pumps{}}
 	c.rootfs = filepath.Join(c.dir, "rootfs")
 	f.containers[r.ID] = c
 	f.mu.Unlock()
@@ -376,13 +377,22 @@ func (f *forwarder) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.
 	return resp, err
 }
 
-// State forwards and restores the host's bundle and stdio paths.
+// State forwards and reports the host's bundle path.
 func (f *forwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	cl, err := f.client()
 	if err != nil {
 		return nil, err
 	}
-	return cl.State(ctx, r)
+	resp, err := cl.State(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	if c := f.containers[r.ID]; c != nil {
+		resp.Bundle = c.bundle
+	}
+	f.mu.Unlock()
+	return resp, nil
 }
 
 // Pids forwards.
@@ -486,7 +496,8 @@ func (f *forwarder) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*
 	return &emptypb.Empty{}, nil
 }
 
-// killAll kills every container (SIGTERM, then SIGKILL after timeout).
+// killAll stops every container: SIGTERM, then SIGKILL for those still
+// running after timeout.
 func (f *forwarder) killAll(ctx context.Context, timeout time.Duration) {
 	cl, err := f.client()
 	if err != nil {
@@ -498,11 +509,28 @@ func (f *forwarder) killAll(ctx context.Context, timeout time.Duration) {
 		ids = append(ids, id)
 	}
 	f.mu.Unlock()
-	for _, id := range ids {
-		kctx, cancel := context.WithTimeout(ctx, timeout)
-		_, _ = cl.Kill(kctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true})
-		cancel()
+	if len(ids) == 0 {
+		return
 	}
+	deadline := time.Now().Add(timeout)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			kctx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			if _, err := cl.Kill(kctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGTERM), All: true}); err == nil {
+				if _, err := cl.Wait(kctx, &taskAPI.WaitRequest{ID: id}); err == nil {
+					return
+				}
+			}
+			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer fcancel()
+			_, _ = cl.Kill(fctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true})
+		}(id)
+	}
+	wg.Wait()
 }
 
 // vmGone stops every pump and removes every container's mounts and
