@@ -109,10 +109,15 @@ type TaskRecord struct {
 
 // Records lists the service's tasks for a checkpoint.
 func (s *Service) Records() []TaskRecord {
-	var out []TaskRecord
+	s.mu.Lock()
+	out := make([]TaskRecord, 0, len(s.mounting))
+	for _, r := range s.mounting {
+		out = append(out, r)
+	}
+	s.mu.Unlock()
 	for _, c := range s.containers() {
 		r := TaskRecord{ID: c.id, Namespace: c.ns, Bundle: c.bundle}
-		if len(c.mounts) > 0 {
+		if len(c.mounts) > 0 || (c.recovered && c.rootfs != "") {
 			r.Rootfs = c.rootfs
 		}
 		out = append(out, r)

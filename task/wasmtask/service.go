@@ -71,6 +71,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*container
+	// mounting are tasks whose rootfs Create mounted before they were
+	// registered; they are in the records so a crash cannot lose a mount.
+	mounting map[string]TaskRecord
 	// changed is closed and replaced whenever a task is added or removed,
 	// or a process exits, for WaitIdle.
 	changed chan struct{}
@@ -89,10 +92,11 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("wasmtask.New: no engine: pass wasmtask.WithEngine: %w", errdefs.ErrInvalidArgument)
 	}
 	s := &Service{
-		cfg:     cfg,
-		events:  events.NewQueue(cfg.publisher),
-		tasks:   map[string]*container{},
-		changed: make(chan struct{}),
+		cfg:      cfg,
+		events:   events.NewQueue(cfg.publisher),
+		tasks:    map[string]*container{},
+		mounting: map[string]TaskRecord{},
+		changed:  make(chan struct{}),
 	}
 	s.memLimit.Store(cfg.memoryLimit)
 	return s, nil
@@ -230,11 +234,19 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			return nil, fmt.Errorf("mount rootfs of task %s on %s: %w", r.ID, root, err)
 		}
 		c.mounted = true
+		s.mu.Lock()
+		s.mounting[r.ID] = TaskRecord{ID: r.ID, Namespace: ns, Bundle: r.Bundle, Rootfs: root}
+		s.mu.Unlock()
+		s.saveState(ctx)
 		defer func() {
+			s.mu.Lock()
+			delete(s.mounting, r.ID)
+			s.mu.Unlock()
 			if retErr != nil {
 				if err := c.unmount(); err != nil {
 					s.logger(ctx, r.ID).WithError(err).Error("unmount rootfs after failed create")
 				}
+				s.saveState(ctx)
 			}
 		}()
 	}

@@ -549,6 +549,11 @@ func TestRestoreAfterRestart(t *testing.T) {
 	// A fresh service (the sandboxer restarted) learns of the task.
 	h2 := newHarness(t)
 	h2.svc.Restore(back, 137, time.Now())
+	// A second restart before containerd deleted the task must still know
+	// its mount.
+	if recs := h2.svc.Records(); len(recs) != 1 || recs[0].Rootfs != filepath.Join(b.dir, "rootfs") {
+		t.Errorf("records after restore: %+v", recs)
+	}
 	w := r(h2.client.Wait(h2.ctx, &taskAPI.WaitRequest{ID: "old"})).get(t)
 	if w.ExitStatus != 137 {
 		t.Errorf("restored exit %d", w.ExitStatus)

@@ -85,7 +85,7 @@ func TestStopMetricsShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Tasks != 1 || m.CPUNanos == 0 {
+	if m.Tasks != 1 || m.CPUNanos == 0 || m.MemoryBytes == 0 || m.MemoryBytes%65536 != 0 {
 		t.Errorf("metrics with one spinning task: %+v", m)
 	}
 	if err := inst.Stop(ctx, 2*time.Second); err != nil {
