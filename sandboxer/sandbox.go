@@ -68,7 +68,7 @@ func (sb *sandbox) backendSandbox() backend.Sandbox {
 	return backend.Sandbox{
 		ID:          sb.rec.ID,
 		Namespace:   sb.rec.Namespace,
-		StateDir:    filepath.Join(sb.dir(), "backend"),
+		StateDir:    sb.svc.store.backendDir(sb.rec.ID),
 		NetnsPath:   sb.rec.NetnsPath,
 		Hostname:    sb.rec.Hostname,
 		Annotations: sb.rec.Annot,

@@ -137,6 +137,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
 	}
+	orphans = append(orphans, s.store.orphanBackendDirs(recs)...)
 	for _, dir := range orphans {
 		log.G(ctx).WithField("dir", dir).Warn("removing sandbox directory without a record (interrupted create)")
 		os.RemoveAll(dir)

@@ -434,6 +434,9 @@ func TestRecoveryAfterRestart(t *testing.T) {
 	if len(entries) != 0 {
 		t.Fatalf("left after shutdown: %v", entries)
 	}
+	if entries, _ := os.ReadDir(filepath.Join(h.svc.StateDir(), "b")); len(entries) != 0 {
+		t.Fatalf("backend dirs left after shutdown: %v", entries)
+	}
 }
 
 func TestStoreAtomicSave(t *testing.T) {

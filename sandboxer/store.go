@@ -1,6 +1,8 @@
 package sandboxer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,7 +156,33 @@ func (s *store) load() (recs []*record, orphans []string, err error) {
 	return recs, orphans, nil
 }
 
-// remove deletes everything under the sandbox's directory.
+// backendDir is the directory a backend gets for a sandbox. It is short
+// (<root>/b/<16 hex of sha256(id)>) rather than under the sandbox's own
+// directory because backends create unix sockets in it, and a path under
+// /run/kuasar/sandboxes/<64-char id>/ leaves too little of the 108 bytes a
+// socket address holds.
+func (s *store) backendDir(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return filepath.Join(s.root, "b", hex.EncodeToString(sum[:8]))
+}
+
+// remove deletes everything the sandbox had on disk.
 func (s *store) remove(id string) error {
-	return os.RemoveAll(s.dir(id))
+	return errors.Join(os.RemoveAll(s.backendDir(id)), os.RemoveAll(s.dir(id)))
+}
+
+// orphanBackendDirs lists backend directories that belong to no record.
+func (s *store) orphanBackendDirs(recs []*record) []string {
+	keep := map[string]bool{}
+	for _, r := range recs {
+		keep[s.backendDir(r.ID)] = true
+	}
+	entries, _ := os.ReadDir(filepath.Join(s.root, "b"))
+	var out []string
+	for _, e := range entries {
+		if p := filepath.Join(s.root, "b", e.Name()); !keep[p] {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -37,11 +37,28 @@ type Env struct {
 	Sandboxer  *Process
 }
 
+// EnvOption configures NewEnv.
+type EnvOption func(*envOptions)
+
+type envOptions struct {
+	sandboxerConfig string
+}
+
+// WithSandboxerConfig appends TOML to the sandboxer's configuration file
+// (for example [hypervisor.qemu] paths).
+func WithSandboxerConfig(toml string) EnvOption {
+	return func(o *envOptions) { o.sandboxerConfig += "\n" + toml }
+}
+
 // NewEnv starts kuasar-sandboxer and containerd (with the kuasar proxy
 // sandboxer, the kuasar runtime handler and the stock runc handler).
-func NewEnv(t testing.TB) *Env {
+func NewEnv(t testing.TB, opts ...EnvOption) *Env {
 	t.Helper()
 	RequireRoot(t)
+	var o envOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	e := &Env{T: t, Tools: FindTools(t), Bin: Binaries(t), Dir: TempDir(t)}
 	e.ContainerdSock = filepath.Join(e.Dir, "c.sock")
 	e.ContainerdTTRPC = filepath.Join(e.Dir, "c.sock.ttrpc")
@@ -55,7 +72,7 @@ containerd_ttrpc_address = %q
 log_level = "debug"
 [wasm]
 cache_dir = ""
-`, e.ContainerdSock, e.ContainerdTTRPC)
+`, e.ContainerdSock, e.ContainerdTTRPC) + o.sandboxerConfig
 	if err := os.WriteFile(e.SandboxerConfig, []byte(kcfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
