@@ -40,6 +40,7 @@ var Discard events.Publisher = discard{}
 
 type discard struct{}
 
+// Publish drops the event.
 func (discard) Publish(context.Context, string, events.Event) error { return nil }
 
 type item struct {
