@@ -75,4 +75,3 @@ func BenchmarkCRI(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
