@@ -3,6 +3,7 @@ package sandboxer
 import (
 	"context"
 	"fmt"
+	"math"
 
 	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
@@ -25,6 +26,7 @@ func (s *Service) Metrics(ctx context.Context, req *api.ControllerMetricsRequest
 	}
 	sb.mu.Lock()
 	inst := sb.inst
+	limit := sb.rec.Resources.MemoryLimitBytes
 	sb.mu.Unlock()
 	var m backend.Metrics
 	if inst != nil {
@@ -32,7 +34,7 @@ func (s *Service) Metrics(ctx context.Context, req *api.ControllerMetricsRequest
 			return nil, errgrpc.ToGRPC(fmt.Errorf("metrics of sandbox %s: %w", sb.rec.ID, err))
 		}
 	}
-	data, err := typeurl.MarshalAnyToProto(toCgroup2(m))
+	data, err := typeurl.MarshalAnyToProto(toCgroup2(m, limit))
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -43,7 +45,12 @@ func (s *Service) Metrics(ctx context.Context, req *api.ControllerMetricsRequest
 	}}, nil
 }
 
-func toCgroup2(m backend.Metrics) *cg2.Metrics {
+// toCgroup2 encodes m; limit is the pod's memory limit (0: none, reported as
+// cgroup v2's "max" so that CRI reports no available-bytes figure).
+func toCgroup2(m backend.Metrics, limit uint64) *cg2.Metrics {
+	if limit == 0 {
+		limit = math.MaxUint64
+	}
 	return &cg2.Metrics{
 		Pids: &cg2.PidsStat{Current: uint64(m.Tasks)},
 		CPU: &cg2.CPUStat{
@@ -51,8 +58,9 @@ func toCgroup2(m backend.Metrics) *cg2.Metrics {
 			UserUsec:  m.CPUNanos / 1000,
 		},
 		Memory: &cg2.MemoryStat{
-			Usage: m.MemoryBytes,
-			Anon:  m.MemoryBytes,
+			Usage:      m.MemoryBytes,
+			UsageLimit: limit,
+			Anon:       m.MemoryBytes,
 		},
 	}
 }

@@ -255,7 +255,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm, ok := v.(*cg2.Metrics)
-	if !ok || cm.Memory.Usage != 65536 || cm.CPU.UsageUsec != 5000 || cm.Pids.Current != 1 {
+	if !ok || cm.Memory.Usage != 65536 || cm.Memory.UsageLimit != 64<<20 || cm.CPU.UsageUsec != 5000 || cm.Pids.Current != 1 {
 		t.Fatalf("metrics %T %+v", v, v)
 	}
 

@@ -68,6 +68,14 @@ func TestWasmLongRunningStop(t *testing.T) {
 	ctr := e.Crictl("create", pod, ctrJSON(t, e, "idle", ref, []string{"sleep", "3600"}, false), podCfg)
 	e.Crictl("start", ctr)
 	waitState(t, e, ctr, "CONTAINER_RUNNING", 10*time.Second)
+	// Pod stats come from the sandboxer's Metrics (cgroup v2 shape).
+	stats := e.Crictl("statsp", "-o", "json", "--id", pod)
+	if !strings.Contains(stats, "workingSetBytes") || !strings.Contains(stats, "processCount") {
+		t.Fatalf("crictl statsp has no memory or process figures: %s", stats)
+	}
+	if strings.Contains(stats, "18446744") {
+		t.Fatalf("crictl statsp shows an underflowed figure (no memory limit must mean no available bytes): %s", stats)
+	}
 	start := time.Now()
 	e.Crictl("stop", "--timeout", "5", ctr)
 	st := waitState(t, e, ctr, "CONTAINER_EXITED", 10*time.Second)
