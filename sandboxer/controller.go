@@ -159,25 +159,39 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 	}
 	ctx = log.WithLogger(ctx, sb.logger(ctx))
 	sb.mu.Lock()
-	defer sb.mu.Unlock()
 	if sb.rec.Exited {
+		sb.mu.Unlock()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s has already exited: remove it and create a new one: %w", sb.rec.ID, errdefs.ErrFailedPrecondition))
 	}
-	if sb.rec.State != stateReady {
+	needStart := sb.rec.State != stateReady
+	iso, hv := sb.rec.Annot[AnnotationIsolation], sb.rec.Annot[AnnotationHypervisor]
+	if hv == "" {
+		_, hv = s.cfg.HandlerIsolation(sb.rec.Handler)
+	}
+	if needStart {
 		if err := sb.serveTasksLocked(ctx); err != nil {
+			sb.mu.Unlock()
 			return nil, errgrpc.ToGRPC(err)
 		}
-		if iso := sb.rec.Annot[AnnotationIsolation]; iso != "" {
-			hv := sb.rec.Annot[AnnotationHypervisor]
-			if hv == "" {
-				_, hv = s.cfg.HandlerIsolation(sb.rec.Handler)
-			}
-			if err := sb.startBackendLocked(ctx, iso, hv); err != nil {
+	}
+	sb.mu.Unlock()
+	if needStart && iso != "" {
+		if err := sb.startBackend(ctx, iso, hv); err != nil {
+			sb.mu.Lock()
+			if sb.rec.State != stateReady {
 				sb.closeTaskServer()
 				os.Remove(sb.socketPath())
-				return nil, errgrpc.ToGRPC(err)
 			}
+			sb.mu.Unlock()
+			return nil, errgrpc.ToGRPC(err)
 		}
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.rec.Exited {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s exited while starting: %w", sb.rec.ID, errdefs.ErrFailedPrecondition))
+	}
+	if sb.rec.State != stateReady {
 		sb.rec.State = stateReady
 		sb.rec.StartedAt = timeNow().UTC()
 		if err := sb.saveLocked(); err != nil {

@@ -25,11 +25,16 @@ type fakeBackend struct {
 	recovered []string
 	shutdown  []string
 	failStart error
+	// gate, when set, holds Start until it is closed.
+	gate chan struct{}
 }
 
 func (b *fakeBackend) Name() string { return b.name }
 
 func (b *fakeBackend) Start(ctx context.Context, sb backend.Sandbox) (backend.Instance, error) {
+	if b.gate != nil {
+		<-b.gate
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failStart != nil {

@@ -23,10 +23,10 @@ type ImageResolver interface {
 // first container's bundle: the container's own kuasar.io/isolation
 // annotation, then the image's metadata, then the runtime handler's default.
 // why says which of them decided, for the log.
-func (s *Service) route(ctx context.Context, sb *sandbox, bundle string) (kind, hypervisor, why string) {
-	kind, hypervisor = s.cfg.HandlerIsolation(sb.rec.Handler)
-	why = "runtime handler " + sb.rec.Handler + " default"
-	if sb.rec.Handler == "" {
+func (s *Service) route(ctx context.Context, handler, namespace, bundle string) (kind, hypervisor, why string) {
+	kind, hypervisor = s.cfg.HandlerIsolation(handler)
+	why = "runtime handler " + handler + " default"
+	if handler == "" {
 		why = "sandboxer default_isolation"
 	}
 	if bundle == "" {
@@ -51,7 +51,7 @@ func (s *Service) route(ctx context.Context, sb *sandbox, bundle string) (kind, 
 	if ref == "" || s.resolver == nil {
 		return kind, hypervisor, why
 	}
-	md, err := s.resolver.ImageMetadata(ctx, sb.rec.Namespace, ref)
+	md, err := s.resolver.ImageMetadata(ctx, namespace, ref)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("image", ref).Warn("cannot read image metadata; using the handler default")
 		return kind, hypervisor, why

@@ -33,6 +33,9 @@ type sandbox struct {
 	// sandboxes created by this process.
 	recovering chan struct{}
 
+	// startMu serialises backend starts (held without mu while one runs).
+	startMu sync.Mutex
+
 	mu   sync.Mutex
 	rec  record
 	inst backend.Instance
@@ -154,13 +157,24 @@ func (sb *sandbox) closeTaskServer() {
 	}
 }
 
-// startBackendLocked starts the backend called kind and watches its exit.
-func (sb *sandbox) startBackendLocked(ctx context.Context, kind, hypervisor string) error {
+// startBackend starts the backend called kind and watches its exit. The
+// backend starts outside sb.mu (a VM boots for seconds while Status, Metrics
+// and Wait must keep answering); startMu lets one start run at a time.
+func (sb *sandbox) startBackend(ctx context.Context, kind, hypervisor string) error {
+	sb.startMu.Lock()
+	defer sb.startMu.Unlock()
+	sb.mu.Lock()
 	if sb.inst != nil {
+		sb.mu.Unlock()
 		return nil
+	}
+	if sb.removed || sb.rec.Exited {
+		sb.mu.Unlock()
+		return fmt.Errorf("sandbox %s has exited: create a new one: %w", sb.rec.ID, errdefs.ErrFailedPrecondition)
 	}
 	b, ok := sb.svc.backends[kind]
 	if !ok {
+		sb.mu.Unlock()
 		return fmt.Errorf("sandbox %s asks for isolation %q but this sandboxer has no such backend (have %v): set kuasar.io/isolation or the runtime handler's isolation to one of them: %w",
 			sb.rec.ID, kind, sb.svc.backendNames(), errdefs.ErrFailedPrecondition)
 	}
@@ -169,20 +183,32 @@ func (sb *sandbox) startBackendLocked(ctx context.Context, kind, hypervisor stri
 		sb.rec.Hypervisor = hypervisor
 	}
 	bs := sb.backendSandbox()
-	if err := os.MkdirAll(bs.StateDir, 0o700); err != nil {
-		return err
+	sb.mu.Unlock()
+
+	var inst backend.Instance
+	err := os.MkdirAll(bs.StateDir, 0o700)
+	if err == nil {
+		inst, err = b.Start(ctx, bs)
 	}
-	inst, err := b.Start(ctx, bs)
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
 	if err != nil {
 		sb.rec.Backend = ""
 		os.RemoveAll(bs.StateDir)
 		return fmt.Errorf("start %s sandbox %s: %w", kind, sb.rec.ID, err)
+	}
+	if sb.removed || sb.rec.Exited {
+		// Stopped or shut down while the backend was starting.
+		inst.Shutdown(context.WithoutCancel(ctx))
+		os.RemoveAll(bs.StateDir)
+		return fmt.Errorf("sandbox %s was stopped while its %s backend started: %w", sb.rec.ID, kind, errdefs.ErrFailedPrecondition)
 	}
 	sb.inst = inst
 	if err := sb.saveLocked(); err != nil {
 		inst.Shutdown(context.WithoutCancel(ctx))
 		sb.inst = nil
 		sb.rec.Backend = ""
+		os.RemoveAll(bs.StateDir)
 		return fmt.Errorf("persist sandbox %s: %w", sb.rec.ID, err)
 	}
 	sb.logger(ctx).WithField("backend", kind).Info("backend started")

@@ -482,3 +482,46 @@ func TestShutdownWithoutStop(t *testing.T) {
 		t.Fatalf("record written back after Shutdown: %v", entries)
 	}
 }
+
+// TestSlowBackendStart checks that Status answers while a backend is still
+// starting (a VM boots for seconds), and that a sandbox shut down meanwhile
+// gets its new instance shut down too.
+func TestSlowBackendStart(t *testing.T) {
+	h := newHarness(t, "")
+	ctx := context.Background()
+	h.vm.gate = make(chan struct{})
+	if _, err := h.client.Create(ctx, &api.ControllerCreateRequest{SandboxID: "slow", Options: podOptions(t, map[string]string{AnnotationIsolation: "vm"})}); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() {
+		_, err := h.client.Start(ctx, &api.ControllerStartRequest{SandboxID: "slow"})
+		started <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := h.client.Status(sctx, &api.ControllerStatusRequest{SandboxID: "slow", Verbose: true})
+	if err != nil {
+		t.Fatalf("status during a slow start: %v", err)
+	}
+	if st.State != stateCreated || st.Info["backend"] != "vm" {
+		t.Fatalf("status during start: %+v", st)
+	}
+	if _, err := h.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	close(h.vm.gate)
+	if err := <-started; err == nil {
+		t.Fatal("start of a sandbox shut down meanwhile succeeded")
+	}
+	h.vm.mu.Lock()
+	defer h.vm.mu.Unlock()
+	if len(h.vm.started) != 1 || len(h.vm.shutdown) != 1 {
+		t.Fatalf("instance started %v, shut down %v: it must be shut down", h.vm.started, h.vm.shutdown)
+	}
+	entries, _ := os.ReadDir(filepath.Join(h.svc.StateDir(), "b"))
+	if len(entries) != 0 {
+		t.Fatalf("backend dir left: %v", entries)
+	}
+}

@@ -38,18 +38,23 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 		sb.mu.Unlock()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("create task %s: sandbox %s has exited: %w", r.GetID(), sb.rec.ID, errdefs.ErrFailedPrecondition))
 	}
-	if sb.inst == nil {
+	inst, handler, ns := sb.inst, sb.rec.Handler, sb.rec.Namespace
+	sb.mu.Unlock()
+	if inst == nil {
 		ctx := log.WithLogger(ctx, sb.logger(ctx).WithField("container", r.GetID()))
-		kind, hv, why := sb.svc.route(ctx, sb, r.GetBundle())
+		kind, hv, why := sb.svc.route(ctx, handler, ns, r.GetBundle())
 		log.G(ctx).WithField("isolation", kind).WithField("reason", why).Info("routing sandbox at its first container")
-		if err := sb.startBackendLocked(ctx, kind, hv); err != nil {
-			sb.mu.Unlock()
+		if err := sb.startBackend(ctx, kind, hv); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
+		sb.mu.Lock()
+		inst = sb.inst
+		sb.mu.Unlock()
+		if inst == nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("create task %s: sandbox %s was shut down: %w", r.GetID(), sb.rec.ID, errdefs.ErrFailedPrecondition))
+		}
 	}
-	svc := sb.inst.Tasks()
-	sb.mu.Unlock()
-	return svc.Create(ctx, r)
+	return inst.Tasks().Create(ctx, r)
 }
 
 func (f *taskForwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
