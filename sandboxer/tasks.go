@@ -57,6 +57,7 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 	return inst.Tasks().Create(ctx, r)
 }
 
+// State forwards the call to the backend instance's task service.
 func (f *taskForwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -65,6 +66,7 @@ func (f *taskForwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*ta
 	return t.State(ctx, r)
 }
 
+// Start forwards the call to the backend instance's task service.
 func (f *taskForwarder) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -73,6 +75,7 @@ func (f *taskForwarder) Start(ctx context.Context, r *taskAPI.StartRequest) (*ta
 	return t.Start(ctx, r)
 }
 
+// Delete forwards the call to the backend instance's task service.
 func (f *taskForwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -81,6 +84,7 @@ func (f *taskForwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*
 	return t.Delete(ctx, r)
 }
 
+// Pids forwards the call to the backend instance's task service.
 func (f *taskForwarder) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -89,6 +93,7 @@ func (f *taskForwarder) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*task
 	return t.Pids(ctx, r)
 }
 
+// Pause forwards the call to the backend instance's task service.
 func (f *taskForwarder) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -97,6 +102,7 @@ func (f *taskForwarder) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*em
 	return t.Pause(ctx, r)
 }
 
+// Resume forwards the call to the backend instance's task service.
 func (f *taskForwarder) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -105,6 +111,7 @@ func (f *taskForwarder) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*
 	return t.Resume(ctx, r)
 }
 
+// Checkpoint forwards the call to the backend instance's task service.
 func (f *taskForwarder) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -113,6 +120,7 @@ func (f *taskForwarder) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTas
 	return t.Checkpoint(ctx, r)
 }
 
+// Kill forwards the call to the backend instance's task service.
 func (f *taskForwarder) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -121,6 +129,7 @@ func (f *taskForwarder) Kill(ctx context.Context, r *taskAPI.KillRequest) (*empt
 	return t.Kill(ctx, r)
 }
 
+// Exec forwards the call to the backend instance's task service.
 func (f *taskForwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -129,6 +138,7 @@ func (f *taskForwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest)
 	return t.Exec(ctx, r)
 }
 
+// ResizePty forwards the call to the backend instance's task service.
 func (f *taskForwarder) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -137,6 +147,7 @@ func (f *taskForwarder) ResizePty(ctx context.Context, r *taskAPI.ResizePtyReque
 	return t.ResizePty(ctx, r)
 }
 
+// CloseIO forwards the call to the backend instance's task service.
 func (f *taskForwarder) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -145,6 +156,7 @@ func (f *taskForwarder) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) 
 	return t.CloseIO(ctx, r)
 }
 
+// Update forwards the call to the backend instance's task service.
 func (f *taskForwarder) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -153,6 +165,7 @@ func (f *taskForwarder) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest
 	return t.Update(ctx, r)
 }
 
+// Wait forwards the call to the backend instance's task service.
 func (f *taskForwarder) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {
@@ -161,6 +174,7 @@ func (f *taskForwarder) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*task
 	return t.Wait(ctx, r)
 }
 
+// Stats forwards the call to the backend instance's task service.
 func (f *taskForwarder) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
 	t, err := f.tasks(r.GetID())
 	if err != nil {

@@ -214,6 +214,7 @@ type lockedWriter struct {
 	b  *bytes.Buffer
 }
 
+// Write appends p to the buffer under the process's lock.
 func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
