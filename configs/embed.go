@@ -9,3 +9,10 @@ import _ "embed"
 //
 //go:embed config.toml
 var SandboxerDefault []byte
+
+// ContainerdSnippet is configs/containerd-config.toml: the containerd
+// configuration that plugs the sandboxer in (the integration tests start
+// containerd with it).
+//
+//go:embed containerd-config.toml
+var ContainerdSnippet []byte

@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kuasar-go/kuasar/configs"
 	"github.com/kuasar-go/kuasar/images"
 )
 
@@ -109,41 +111,31 @@ func (e *Env) StartSandboxer() {
 func (e *Env) startContainerd() {
 	t := e.T
 	t.Helper()
+	// The shipped snippet (configs/containerd-config.toml) is used as is,
+	// with its paths pointed into the test directory, so the tests check
+	// what users install.
+	snippet := strings.NewReplacer(
+		"version = 4\n", "",
+		`"/run/kuasar/sandboxer.sock"`, strconv.Quote(e.SandboxerSock),
+		`"linux/amd64"`, strconv.Quote("linux/"+runtime.GOARCH),
+	).Replace(string(configs.ContainerdSnippet))
 	cfg := fmt.Sprintf(`version = 4
 root  = %[1]q
 state = %[2]q
-[proxy_plugins.kuasar]
-  type = "sandbox"
-  address = %[3]q
+%[7]s
 [plugins.'io.containerd.server.v1.grpc']
-  address = %[4]q
+  address = %[3]q
 [plugins.'io.containerd.server.v1.ttrpc']
-  address = %[5]q
+  address = %[4]q
 [plugins.'io.containerd.shim.v1.manager']
-  socket_dir = %[6]q
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/%[7]s"
-  snapshotter = "overlayfs"
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "wasi/wasm"
-  snapshotter = "overlayfs"
-  differ = "walking"
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "wasip1/wasm"
-  snapshotter = "overlayfs"
-  differ = "walking"
+  socket_dir = %[5]q
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
   restrict_oom_score_adj = true
-[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kuasar]
-  runtime_type = "io.containerd.kuasar.v1"
-  sandboxer = "kuasar"
-  disable_pause_image_pull = true
-  io_type = "fifo"
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
-`, filepath.Join(e.Dir, "root"), filepath.Join(e.Dir, "state"), e.SandboxerSock,
-		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"), runtime.GOARCH)
+`, filepath.Join(e.Dir, "root"), filepath.Join(e.Dir, "state"),
+		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"), "", snippet)
 	p := filepath.Join(e.Dir, "containerd.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
