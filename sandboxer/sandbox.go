@@ -272,11 +272,10 @@ func (sb *sandbox) recover(ctx context.Context) {
 				go sb.watch(ctx, inst)
 			}
 		}
-	} else if !sb.rec.Exited {
-		// Started, but no container ever decided its kind: nothing ran,
-		// yet the process that owned it is gone.
-		sb.markExitedLocked(backend.Exit{Status: 137})
 	}
+	// A started sandbox whose kind no container decided yet lost nothing
+	// with the old process: it stays ready, and its backend starts at its
+	// first container as before.
 	if err := sb.serveTasksLocked(ctx); err != nil {
 		lg.WithError(err).Warn("re-serve task socket")
 	}

@@ -421,6 +421,18 @@ func TestRecoveryAfterRestart(t *testing.T) {
 	if _, err := dialTasks(t, st.Address).Connect(ctx, &taskAPI.ConnectRequest{}); err != nil {
 		t.Fatalf("task socket after restart: %v", err)
 	}
+	// The lazy sandbox lost nothing: it is still ready and routes its
+	// first container after the restart.
+	s2, err := h.client.Status(ctx, &api.ControllerStatusRequest{SandboxID: "r2"})
+	if err != nil || s2.State != stateReady {
+		t.Fatalf("lazy sandbox after restart: %+v %v", s2, err)
+	}
+	if _, err := dialTasks(t, s2.Address).Create(ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: t.TempDir()}); err != nil {
+		t.Fatalf("first container after restart: %v", err)
+	}
+	if len(h.wasm.started) != 1 || h.wasm.started[0] != "r2" {
+		t.Fatalf("started after restart: %v", h.wasm.started)
+	}
 	s3, err := h.client.Status(ctx, &api.ControllerStatusRequest{SandboxID: "r3"})
 	if err != nil || s3.State != stateCreated {
 		t.Fatalf("created-only sandbox after restart: %+v %v", s3, err)
