@@ -71,6 +71,9 @@ type Config struct {
 	MemoryMB uint64 `toml:"memory_mb"`
 	// Machine is the machine type: "microvm" (default) or "q35".
 	Machine string `toml:"machine"`
+	// MachineOptions are appended to the machine type (QEMU "-M
+	// microvm,<options>"), e.g. "acpi=off" for a kernel built without ACPI.
+	MachineOptions string `toml:"machine_options"`
 	// Accel is "auto" (default: KVM when it works, else TCG), "kvm" or "tcg".
 	Accel string `toml:"accel"`
 	// RootfsMode is how the shared directory reaches the guest: "9p",

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,12 @@ type Options struct {
 	Agent string
 	// SourceDir is the kuasar module root (the current directory when empty).
 	SourceDir string
+	// MinimalKernel builds (once, cached) and uses a kernel from Debian's
+	// linux-source-6.1 with everything built in (see BuildMinimalKernel)
+	// instead of the stock kernel package; Modules is then ignored.
+	MinimalKernel bool
+	// BuildLog receives the minimal kernel's build output (discarded when nil).
+	BuildLog io.Writer
 	// Init, when set, replaces the agent as /init (test images).
 	Init []byte
 	// Files are extra files for the initramfs (path → contents, mode 0755).
@@ -107,9 +114,26 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
 		return Artifacts{}, err
 	}
-	deb, err := kernelDeb(ctx, o)
-	if err != nil {
-		return Artifacts{}, err
+	var (
+		deb string
+		mk  MinimalKernel
+		err error
+	)
+	if o.MinimalKernel {
+		if o.BuildLog == nil {
+			o.BuildLog = io.Discard
+		}
+		mk, err = BuildMinimalKernel(ctx, o.CacheDir, o.BuildLog)
+		if err != nil {
+			return Artifacts{}, err
+		}
+		o.Modules = []string{}
+		deb = "minimal-" + filepath.Base(filepath.Dir(mk.Vmlinux))
+	} else {
+		deb, err = kernelDeb(ctx, o)
+		if err != nil {
+			return Artifacts{}, err
+		}
 	}
 	initBin := o.Init
 	if initBin == nil {
@@ -129,6 +153,9 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 
 	// Debian names kernel packages linux-image-<release>_<version>_<arch>.deb.
 	release := strings.TrimPrefix(strings.SplitN(filepath.Base(deb), "_", 2)[0], "linux-image-")
+	if o.MinimalKernel {
+		release = mk.Release
+	}
 	version := release + "-" + sum
 	a := Artifacts{
 		Dir: filepath.Join(o.BaseDir, version), Version: version,
@@ -141,30 +168,16 @@ func Build(ctx context.Context, o Options) (Artifacts, error) {
 		return a, nil
 	}
 
-	tmp, err := os.MkdirTemp(o.CacheDir, "unpack-")
-	if err != nil {
-		return Artifacts{}, err
-	}
-	defer os.RemoveAll(tmp)
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
-		return Artifacts{}, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
-	}
-	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-"+release))
-	if len(vmlinuzs) != 1 {
-		return Artifacts{}, fmt.Errorf("%s holds no /boot/vmlinuz-%s (name kernel packages linux-image-<release>_<version>_<arch>.deb): %w", deb, release, errdefs.ErrInvalidArgument)
-	}
-
-	bz, err := os.ReadFile(vmlinuzs[0])
-	if err != nil {
-		return a, err
-	}
-	vmlinux, err := ExtractVmlinux(bz)
-	if err != nil {
-		return a, err
-	}
-	mods, err := ResolveModules(filepath.Join(tmp, "lib", "modules", release), o.Modules)
-	if err != nil {
-		return a, err
+	var vmlinux []byte
+	var mods []Module
+	if o.MinimalKernel {
+		if vmlinux, err = os.ReadFile(mk.Vmlinux); err != nil {
+			return a, err
+		}
+	} else {
+		if vmlinux, mods, err = stockKernel(ctx, o, deb, release); err != nil {
+			return a, err
+		}
 	}
 	var ird bytes.Buffer
 	w := NewCPIOWriter(&ird)
@@ -329,4 +342,35 @@ func agentBinary(ctx context.Context, o Options) ([]byte, error) {
 		return b, err
 	}
 	return BuildAgent(ctx, o.SourceDir)
+}
+
+// stockKernel unpacks a Debian kernel package and returns its vmlinux and
+// the requested modules (with dependencies) in load order.
+func stockKernel(ctx context.Context, o Options, deb, release string) ([]byte, []Module, error) {
+	tmp, err := os.MkdirTemp(o.CacheDir, "unpack-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
+	}
+	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-"+release))
+	if len(vmlinuzs) != 1 {
+		return nil, nil, fmt.Errorf("%s holds no /boot/vmlinuz-%s (name kernel packages linux-image-<release>_<version>_<arch>.deb): %w", deb, release, errdefs.ErrInvalidArgument)
+	}
+
+	bz, err := os.ReadFile(vmlinuzs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	vmlinux, err := ExtractVmlinux(bz)
+	if err != nil {
+		return nil, nil, err
+	}
+	mods, err := ResolveModules(filepath.Join(tmp, "lib", "modules", release), o.Modules)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vmlinux, mods, nil
 }

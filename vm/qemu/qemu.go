@@ -119,11 +119,13 @@ func (v *VM) Args(accel string) []string {
 		args = append(args, "-cpu", "host")
 	}
 	serialDev, p9Dev := "virtio-serial-pci", "virtio-9p-pci"
+	m := machine
+	if c.MachineOptions != "" {
+		m += "," + c.MachineOptions
+	}
+	args = append(args, "-M", m)
 	if micro {
-		args = append(args, "-M", "microvm")
 		serialDev, p9Dev = "virtio-serial-device", "virtio-9p-device"
-	} else {
-		args = append(args, "-M", "q35")
 	}
 	args = append(args,
 		"-device", serialDev,

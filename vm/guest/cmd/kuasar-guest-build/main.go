@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&o.KernelDeb, "kernel-deb", "", "use this kernel .deb instead of downloading linux-image-amd64's kernel")
 	flag.StringVar(&o.Agent, "agent", "", "prebuilt static kuasar-task binary (default: go build ./cmd/kuasar-task)")
 	flag.StringVar(&o.SourceDir, "src", ".", "kuasar source tree to build the agent from")
+	flag.BoolVar(&o.MinimalKernel, "minimal", false, "build (once, ~10 min on 2 cores, cached) a minimal kernel from linux-source-6.1 with everything built in, instead of Debian's stock kernel; boot it with machine options acpi=off")
 	flag.Parse()
 	o.BaseDir = *out
 	if *mods != "" {
@@ -31,6 +32,7 @@ func main() {
 	} else {
 		o.Modules = []string{}
 	}
+	o.BuildLog = os.Stderr
 	a, err := guest.Build(context.Background(), o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kuasar-guest-build:", err)
