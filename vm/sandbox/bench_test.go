@@ -17,6 +17,7 @@ import (
 	"github.com/kuasar-go/kuasar/task/agentapi"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/guest"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/qemu"
 	"github.com/kuasar-go/kuasar/vm/sandbox"
 )
@@ -36,6 +37,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 	root := busyboxRootfs(b)
 	bd := bundle(b, root, "/bin/sleep", "30")
 	var vmmStart, agentReady, setup, ctrStart, total time.Duration
+	var rss uint64
 	for i := 0; i < b.N; i++ {
 		state := b.TempDir()
 		t0 := time.Now()
@@ -52,6 +54,9 @@ func BenchmarkSandboxStart(b *testing.B) {
 		}
 		t2 := time.Now()
 		tm := bi.(*sandbox.Instance).Timings()
+		if m, err := bi.Metrics(ctx); err == nil {
+			rss += m.MemoryBytes
+		}
 		vmmStart += tm.VMMStarted
 		agentReady += tm.AgentReady
 		setup += tm.SandboxReady - tm.AgentReady
@@ -68,6 +73,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 	b.ReportMetric(float64(setup.Milliseconds())/n, "setup-ms")
 	b.ReportMetric(float64(ctrStart.Milliseconds())/n, "ready-to-container-started-ms")
 	b.ReportMetric(float64(total.Milliseconds())/n, "create-to-running-ms")
+	b.ReportMetric(float64(rss>>20)/n, "vmm-rss-MiB")
 }
 
 // BenchmarkBareQEMU boots the same kernel and initramfs with the same QEMU
@@ -148,4 +154,47 @@ func bareBoot(b *testing.B, a guest.Artifacts) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Since(t0)
+}
+
+// BenchmarkSandboxStartMinimalKernel is BenchmarkSandboxStart with the
+// minimal kernel (everything built in, no modules, microvm without ACPI).
+// The first run builds that kernel: about 10 minutes on 2 cores.
+func BenchmarkSandboxStartMinimalKernel(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	a := testenv.Build(b, guest.Options{MinimalKernel: true})
+	cfg := qemuConfig(b, a)
+	cfg.MachineOptions = "acpi=off"
+	cfg.KernelParams = []string{"reboot=t"}
+	ctx := context.Background()
+	be, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, cfg))
+	bd := bundle(b, busyboxRootfs(b), "/bin/sleep", "30")
+	var agentReady, ctrStart time.Duration
+	var rss uint64
+	for i := 0; i < b.N; i++ {
+		bi, err := be.Start(ctx, backend.Sandbox{ID: "bench-min", StateDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := bi.Tasks().Create(ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: bd}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := bi.Tasks().Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
+			b.Fatal(err)
+		}
+		ctrStart += time.Since(t1)
+		agentReady += bi.(*sandbox.Instance).Timings().AgentReady
+		if m, err := bi.Metrics(ctx); err == nil {
+			rss += m.MemoryBytes
+		}
+		b.StopTimer()
+		bi.Shutdown(ctx)
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(agentReady.Milliseconds())/n, "agent-ready-ms")
+	b.ReportMetric(float64(ctrStart.Milliseconds())/n, "ready-to-container-started-ms")
+	b.ReportMetric(float64(rss>>20)/n, "vmm-rss-MiB")
 }
