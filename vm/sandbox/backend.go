@@ -155,7 +155,7 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 	defer func() {
 		if retErr != nil {
 			_ = inst.Shutdown(context.WithoutCancel(ctx))
-			_ = os.RemoveAll(spec.StateDir)
+			_ = removeUnmounted(spec.StateDir)
 		}
 	}()
 	t0 := time.Now()

@@ -29,8 +29,9 @@ func TestRunWorkload(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	state := t.TempDir()
+	root := busyboxRootfs(t)
 	code, err := sandbox.RunWorkload(ctx, sandbox.RunConfig{Config: qemuConfig(t, a), StateDir: state},
-		busyboxRootfs(t), sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat; echo hi; echo e >&2; exit 3"}, Env: []string{"PATH=/bin"}},
+		root, sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat; echo hi; echo e >&2; exit 3"}, Env: []string{"PATH=/bin"}},
 		strings.NewReader("from-stdin\n"), &stdout, &stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,10 @@ func TestRunWorkload(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
 		t.Errorf("state left behind: %v", ents)
+	}
+	// Teardown must not have reached through the bind mount.
+	if _, err := os.Stat(filepath.Join(root, "bin", "busybox")); err != nil {
+		t.Errorf("the workload's rootfs was damaged by teardown: %v", err)
 	}
 	if got := qemuPids("kuasar-vm-run-"); len(got) != 0 {
 		t.Errorf("qemu processes left: %v", got)

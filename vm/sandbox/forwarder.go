@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -211,9 +210,23 @@ func readSpec(bundle string) (*specs.Spec, error) {
 	return &s, nil
 }
 
+// cleanupDir unmounts everything under dir, then removes dir. It never
+// removes anything while a mount is left below dir: that mount may be a
+// container's real rootfs (an image snapshot, or the user's directory in
+// RunWorkload), and RemoveAll would delete its contents.
 func cleanupDir(dir string) error {
-	err := unmountUnder(dir)
-	return errors.Join(err, os.RemoveAll(dir))
+	if err := unmountUnder(dir); err != nil {
+		return err
+	}
+	return removeUnmounted(dir)
+}
+
+// removeUnmounted removes dir unless something is still mounted below it.
+func removeUnmounted(dir string) error {
+	if left := mountPoints(dir); len(left) > 0 {
+		return fmt.Errorf("not removing %s: still mounted: %v: %w", dir, left, errdefs.ErrFailedPrecondition)
+	}
+	return os.RemoveAll(dir)
 }
 
 func (f *forwarder) startPumps(ctx context.Context, cid, eid, stdin, stdout, stderr string, mem *stdio) (*pumps, error) {

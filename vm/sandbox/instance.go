@@ -342,7 +342,7 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	if err := unmountUnder(i.spec.SharedDir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := os.RemoveAll(i.spec.SharedDir); err != nil {
+	if err := removeUnmounted(i.spec.SharedDir); err != nil {
 		errs = append(errs, err)
 	}
 	for _, s := range []string{"qmp.sock", "agent.sock", "api.sock", "vsock.sock"} {
@@ -352,11 +352,11 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// unmountUnder detaches every mount at or below dir, deepest first.
-func unmountUnder(dir string) error {
+// mountPoints lists the mount points at or below dir.
+func mountPoints(dir string) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return err
+		return nil
 	}
 	defer f.Close()
 	var targets []string
@@ -371,6 +371,12 @@ func unmountUnder(dir string) error {
 			targets = append(targets, mp)
 		}
 	}
+	return targets
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) error {
+	targets := mountPoints(dir)
 	sort.Slice(targets, func(a, b int) bool { return len(targets[a]) > len(targets[b]) })
 	var errs []error
 	for _, t := range targets {

@@ -82,7 +82,12 @@ func RunWorkload(ctx context.Context, cfg RunConfig, rootfs string, p Process, s
 	if err != nil {
 		return -1, err
 	}
-	defer os.RemoveAll(state)
+	defer func() {
+		// Never through a mount left behind: it could be the user's rootfs.
+		if err := removeUnmounted(state); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
 	id := filepath.Base(state)
 	sb := backend.Sandbox{ID: id, StateDir: filepath.Join(state, "sandbox"), Hostname: p.Hostname, Resources: cfg.Resources, Hypervisor: name}
 	bi, err := b.Start(ctx, sb)
