@@ -148,7 +148,7 @@ func TestHundredPodsNoLeak(t *testing.T) {
 	if m := testenv.MountsUnder(e.SandboxerState); len(m) != 0 {
 		t.Errorf("mounts left under the sandboxer state: %v", m)
 	}
-	if m := testenv.MountsUnder(e.Dir); len(m) != 0 {
+	if m := append(testenv.MountsUnder(e.Dir), testenv.MountsUnder(e.SandboxerState)...); len(m) != 0 {
 		t.Errorf("mounts left under the test dir: %v", m)
 	}
 }
@@ -227,7 +227,7 @@ func TestBadInput(t *testing.T) {
 			if dirs := sandboxDirs(e); len(dirs) != 0 {
 				t.Fatalf("left: %v", dirs)
 			}
-			if m := testenv.MountsUnder(e.Dir); len(m) != 0 {
+			if m := append(testenv.MountsUnder(e.Dir), testenv.MountsUnder(e.SandboxerState)...); len(m) != 0 {
 				t.Fatalf("mounts left: %v", m)
 			}
 		})
@@ -296,7 +296,7 @@ func TestKill9Recovery(t *testing.T) {
 	if dirs := sandboxDirs(e); len(dirs) != 0 {
 		t.Fatalf("left after rmp: %v\n%s", dirs, tail(e.Sandboxer.Output(), 30))
 	}
-	if m := testenv.MountsUnder(e.Dir); len(m) != 0 {
+	if m := append(testenv.MountsUnder(e.Dir), testenv.MountsUnder(e.SandboxerState)...); len(m) != 0 {
 		t.Fatalf("mounts left: %v", m)
 	}
 }
