@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
 
 	"github.com/kuasar-go/kuasar/internal/testenv"
 )
@@ -43,6 +46,20 @@ func TestKuasarPodWithoutContainers(t *testing.T) {
 	if dirs := sandboxDirs(e); len(dirs) != 1 || dirs[0] != pod {
 		t.Fatalf("sandbox dirs %v, want [%s]", dirs, pod)
 	}
+	// The runtime handler reaches the sandboxer (from CRI's sandbox
+	// metadata), so that [runtime_handlers.NAME] defaults can apply.
+	vmPod := e.Crictl("runp", "--runtime", "kuasar-vm", podJSON(t, e, "emptyvm", nil))
+	for id, want := range map[string]string{pod: "kuasar", vmPod: "kuasar-vm"} {
+		st, err := sandboxerClient(t, e).Status(context.Background(), &api.ControllerStatusRequest{SandboxID: id, Verbose: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Info["handler"] != want || st.Address == "" || st.Version != 3 {
+			t.Fatalf("status of %s pod: %+v", want, st)
+		}
+	}
+	e.Crictl("stopp", vmPod)
+	e.Crictl("rmp", vmPod)
 	e.Crictl("stopp", pod)
 	if out := e.Crictl("inspectp", pod); !strings.Contains(out, "SANDBOX_NOTREADY") {
 		t.Fatalf("inspectp after stopp: %s", out)
