@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
+
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/testenv"
@@ -32,12 +34,26 @@ func TestWasmPodCRI(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		artifact bool
-	}{{"image", false}, {"artifact", true}} {
+		podAnn   map[string]string
+	}{
+		{"image", false, nil},
+		{"artifact", true, nil},
+		{"pod-annotation", false, map[string]string{"kuasar.io/isolation": "wasm"}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := "docker.io/kuasar/hello-" + tc.name + ":test"
 			importWasm(t, e, fixtures.Hello, "hello.wasm", ref, tc.artifact)
-			podCfg := podJSON(t, e, "hello-"+tc.name, nil)
+			podCfg := podJSON(t, e, "hello-"+tc.name, tc.podAnn)
 			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+			// A pod that names its kind gets its backend at RunPodSandbox;
+			// the others at their first container.
+			sst, err := sandboxerClient(t, e).Status(context.Background(), &api.ControllerStatusRequest{SandboxID: pod, Verbose: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]string{true: "wasm", false: ""}[tc.podAnn != nil]; sst.Info["backend"] != want {
+				t.Fatalf("backend after runp is %q, want %q", sst.Info["backend"], want)
+			}
 			ctr := e.Crictl("create", pod, ctrJSON(t, e, "hello", ref, []string{"a1"}, false), podCfg)
 			e.Crictl("start", ctr)
 			st := waitState(t, e, ctr, "CONTAINER_EXITED", 30*time.Second)
