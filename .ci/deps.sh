@@ -29,17 +29,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $(need_sudo) apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-install_go_tool() { # DIR BIN PKG...
-  local dir=$1 bin=$2; shift 2
-  if [ -x "$dir/$bin" ]; then return; fi
-  echo "deps: building $bin into $dir (a few minutes the first time)"
-  mkdir -p "$dir.tmp"
+install_go_tool() { # DIR "BIN..." PKG...
+  local dir=$1 bins=$2 missing=""; shift 2
+  for b in $bins; do [ -x "$dir/$b" ] || missing="$missing $b"; done
+  if [ -z "$missing" ]; then return; fi
+  echo "deps: building$missing into $dir (a few minutes the first time)"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
   (cd / && GOBIN="$dir.tmp" GOFLAGS=-buildvcs=false go install "$@")
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  mkdir -p "$dir" && mv "$dir.tmp"/* "$dir"/ && rmdir "$dir.tmp"
 }
-install_go_tool "$TOOLS/containerd-$CONTAINERD_VERSION" containerd \
+install_go_tool "$TOOLS/containerd-$CONTAINERD_VERSION" "containerd ctr containerd-shim-runc-v2" \
   github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION \
-  github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
+  github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \
+  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
 install_go_tool "$TOOLS/crictl-$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
 
 echo "deps: ok (tools in $TOOLS)"
