@@ -12,6 +12,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -533,9 +534,18 @@ func (f *forwarder) killAll(ctx context.Context, timeout time.Duration) {
 			defer wg.Done()
 			kctx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
+			// Poll State rather than Wait with a deadline: an abandoned Wait
+			// would be answered later on a stream ttrpc no longer knows.
 			if _, err := cl.Kill(kctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGTERM), All: true}); err == nil {
-				if _, err := cl.Wait(kctx, &taskAPI.WaitRequest{ID: id}); err == nil {
-					return
+				for kctx.Err() == nil {
+					st, err := cl.State(kctx, &taskAPI.StateRequest{ID: id})
+					if err != nil || st.Status == tasktypes.Status_STOPPED {
+						return
+					}
+					select {
+					case <-kctx.Done():
+					case <-time.After(50 * time.Millisecond):
+					}
 				}
 			}
 			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
