@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/containerd/log"
 )
 
 // command is one subcommand: it parses its own flags from args and returns
@@ -42,6 +44,16 @@ func register(name, summary string, run func(ctx context.Context, env *cliEnv, a
 }
 
 func main() {
+	// The CLI speaks through its output and exit code; library logs are for
+	// debugging, so only warnings show unless KUASAR_LOG_LEVEL asks for more.
+	level := os.Getenv("KUASAR_LOG_LEVEL")
+	if level == "" {
+		level = "warn"
+	}
+	if err := log.SetLevel(level); err != nil {
+		fmt.Fprintf(os.Stderr, "kuasar: KUASAR_LOG_LEVEL=%q: use trace, debug, info, warn or error\n", level)
+		os.Exit(2)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, stateDir: defaultStateDir()}
