@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/guest"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/sandbox"
 )
@@ -241,5 +243,28 @@ func TestRecoverLiveVM(t *testing.T) {
 	}
 	if got := qemuPids("recover"); len(got) != 0 {
 		t.Errorf("qemu left: %v", got)
+	}
+}
+
+// TestQ35 boots the PCI machine type (virtio-serial-pci, virtio-9p-pci,
+// the virtio_pci module) and runs a container through RunWorkload.
+func TestQ35(t *testing.T) {
+	testenvRoot(t)
+	a := testenv.Build(t, guest.Options{Modules: append(append([]string{}, guest.DefaultModules...), "virtio_pci")})
+	cfg := qemuConfig(t, a)
+	cfg.Machine = "q35"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	code, err := sandbox.RunWorkload(ctx, sandbox.RunConfig{Config: cfg, StateDir: t.TempDir()}, busyboxRootfs(t),
+		sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; exit 5"}, Env: []string{"PATH=/bin"}}, nil, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 5 {
+		t.Errorf("exit code %d, want 5", code)
+	}
+	if out.String() != a.KernelRelease+"\n" {
+		t.Errorf("output %q, want the guest kernel release", out.String())
 	}
 }
