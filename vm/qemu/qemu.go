@@ -203,7 +203,11 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("qemu exited during start-up: %s: %w", p.Tail(2000), errdefs.ErrUnavailable)
+			hint := ""
+			if accel == AccelKVM {
+				hint = " (accel kvm: if KVM is nested or restricted here, set accel = \"tcg\" in [hypervisor.qemu])"
+			}
+			return fmt.Errorf("qemu exited during start-up: %s%s: %w", p.Tail(2000), hint, errdefs.ErrUnavailable)
 		case <-qctx.Done():
 			return fmt.Errorf("qemu QMP socket did not come up: %v: %w", err, errdefs.ErrUnavailable)
 		case <-time.After(10 * time.Millisecond):
