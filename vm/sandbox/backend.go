@@ -146,6 +146,9 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 	if err != nil {
 		return nil, err
 	}
+	if shareMode(b.configs[name], d.Capabilities()) == vm.ShareBlock {
+		return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is not implemented by the VM backend yet: use 9p (qemu) or virtiofs: %w", name, errdefs.ErrNotImplemented)
+	}
 	for _, dir := range []string{spec.StateDir, spec.SharedDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err

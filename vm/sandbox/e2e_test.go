@@ -144,9 +144,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("agent.sock mode: %v %v, want 0600", fi, err)
 	}
 
-	// Stop with a container still running (sleep 60 dies on SIGTERM in
-	// its pid namespace only if it handles it; SIGKILL follows): the VM,
-	// mounts and sockets must all go.
+	// Stop with a container still running (sleep is PID 1 of its pid
+	// namespace and ignores SIGTERM, so Stop's SIGKILL after the timeout
+	// ends it): the VM, mounts and sockets must all go.
 	if err := inst.Stop(ctx, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}

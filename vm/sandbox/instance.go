@@ -167,7 +167,7 @@ func (i *Instance) setup(ctx context.Context) error {
 			Options: []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
 		}},
 	}
-	if i.hv.Capabilities().Channel == "vsock" && i.spec.Config.RootfsMode == vm.ShareVirtioFS {
+	if shareMode(i.spec.Config, i.hv.Capabilities()) == vm.ShareVirtioFS {
 		req.Mounts[0] = &agentapi.Mount{Source: vm.ShareTag, Fstype: "virtiofs", Target: vm.GuestSharedDir}
 	}
 	if _, err := i.agent.SetupSandbox(ctx, req); err != nil {
@@ -449,3 +449,15 @@ func procCPU(pid int) (uint64, error) {
 // ttrpc's "message on inactive stream" noise; the health watcher cancels
 // it early when the VMM dies.
 const pingAttempt = 5 * time.Minute
+
+// shareMode is the configured rootfs_mode, or the driver's first (default)
+// one when none is configured.
+func shareMode(c vm.Config, caps vm.Capabilities) string {
+	if c.RootfsMode != "" {
+		return c.RootfsMode
+	}
+	if len(caps.ShareModes) > 0 {
+		return caps.ShareModes[0]
+	}
+	return vm.Share9P
+}
