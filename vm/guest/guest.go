@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -259,17 +260,11 @@ func Link(a Artifacts, dir string) error {
 }
 
 func sortedKeys(m map[string][]byte) []string {
-	var ks []string
+	ks := make([]string, 0, len(m))
 	for k := range m {
 		ks = append(ks, k)
 	}
-	for i := range ks {
-		for j := i + 1; j < len(ks); j++ {
-			if ks[j] < ks[i] {
-				ks[i], ks[j] = ks[j], ks[i]
-			}
-		}
-	}
+	sort.Strings(ks)
 	return ks
 }
 
@@ -373,4 +368,39 @@ func stockKernel(ctx context.Context, o Options, deb, release string) ([]byte, [
 		return nil, nil, err
 	}
 	return vmlinux, mods, nil
+}
+
+// Prune removes all but the keep most recently built versions under
+// baseDir (directories holding a manifest.json), never the one named
+// protect. Running VMs are unaffected: the hypervisor read its kernel and
+// initramfs at start.
+func Prune(baseDir string, keep int, protect string) error {
+	ents, err := os.ReadDir(baseDir)
+	if err != nil {
+		return err
+	}
+	type ver struct {
+		dir string
+		mod int64
+	}
+	var vs []ver
+	for _, e := range ents {
+		m := filepath.Join(baseDir, e.Name(), "manifest.json")
+		fi, err := os.Stat(m)
+		if !e.IsDir() || err != nil {
+			continue
+		}
+		vs = append(vs, ver{filepath.Join(baseDir, e.Name()), fi.ModTime().UnixNano()})
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i].mod > vs[j].mod })
+	var errs []error
+	for i, v := range vs {
+		if i < keep || v.dir == protect {
+			continue
+		}
+		if err := os.RemoveAll(v.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kuasar-go/kuasar/vm/guest"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
@@ -123,5 +124,29 @@ func TestBuildRealKernel(t *testing.T) {
 	again := testenv.Build(t, guest.Options{Init: []byte("#!/bin/sh\n"), Modules: guest.DefaultModules})
 	if !again.Cached || again.Dir != full.Dir {
 		t.Errorf("rebuild not cached: %+v", again)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	base := t.TempDir()
+	for i, n := range []string{"v1", "v2", "v3", "v4"} {
+		d := filepath.Join(base, n)
+		os.MkdirAll(d, 0o755)
+		m := filepath.Join(d, "manifest.json")
+		os.WriteFile(m, []byte("{}"), 0o644)
+		ts := time.Unix(int64(1000+i), 0)
+		os.Chtimes(m, ts, ts)
+	}
+	os.MkdirAll(filepath.Join(base, "not-a-version"), 0o755)
+	if err := guest.Prune(base, 2, filepath.Join(base, "v1")); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	ents, _ := os.ReadDir(base)
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if got := strings.Join(left, ","); got != "not-a-version,v1,v3,v4" {
+		t.Errorf("left %s, want not-a-version,v1,v3,v4 (newest two + protected)", got)
 	}
 }

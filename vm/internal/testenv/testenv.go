@@ -66,6 +66,10 @@ func Build(t testing.TB, opts guest.Options) guest.Artifacts {
 		opts.SourceDir = SourceDir()
 	}
 	a, err := guest.Build(context.Background(), opts)
+	if err == nil && !a.Cached {
+		// Every agent change makes a new ~80 MB version: keep a few.
+		_ = guest.Prune(opts.BaseDir, 8, a.Dir)
+	}
 	if err != nil {
 		t.Fatalf("building guest artifacts (needs apt access to Debian's linux-image-amd64, xz-utils, dpkg-deb; run make deps / make guest): %v", err)
 	}

@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&o.KernelDeb, "kernel-deb", "", "use this kernel .deb instead of downloading linux-image-amd64's kernel")
 	flag.StringVar(&o.Agent, "agent", "", "prebuilt static kuasar-task binary (default: go build ./cmd/kuasar-task)")
 	flag.StringVar(&o.SourceDir, "src", ".", "kuasar source tree to build the agent from")
+	keep := flag.Int("keep", 3, "keep this many built versions under -out (0: keep all)")
 	flag.BoolVar(&o.MinimalKernel, "minimal", false, "build (once, ~10 min on 2 cores, cached) a minimal kernel from linux-source-6.1 with everything built in, instead of Debian's stock kernel; boot it with machine options acpi=off")
 	flag.Parse()
 	o.BaseDir = *out
@@ -37,6 +38,11 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kuasar-guest-build:", err)
 		os.Exit(1)
+	}
+	if *keep > 0 {
+		if err := guest.Prune(o.BaseDir, *keep, a.Dir); err != nil {
+			fmt.Fprintln(os.Stderr, "kuasar-guest-build: pruning old versions:", err)
+		}
 	}
 	if *link != "" {
 		if err := guest.Link(a, *link); err != nil {
