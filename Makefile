@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 75m
 
 BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
 
-.PHONY: help deps build guest fixtures test test-short bench lint clean install
+.PHONY: help deps build guest guest-minimal fixtures test test-short bench lint clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,8 +22,11 @@ build: ## build the binaries into ./bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kuasar-task ./cmd/kuasar-task
 
-guest: ## build the micro-VM guest kernel and initramfs into $(GUEST_DIR)/<version>
-	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR)
+guest: ## build the micro-VM guest (Debian kernel + initramfs) into $(GUEST_DIR)/<version>, linked from /var/lib/kuasar
+	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR) -link /var/lib/kuasar
+
+guest-minimal: ## the same with a minimal kernel built from linux-source-6.1 (~5-10 min once, cached; boot with machine_options = "acpi=off")
+	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR) -minimal
 
 fixtures: ## rebuild the Wasm test modules from their C and WAT sources
 	bash internal/fixtures/build.sh

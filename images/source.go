@@ -219,6 +219,7 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 		ManifestDigest: e.Manifest.Digest,
 		Metadata:       md,
 		Args:           img.Args(),
+		Entrypoint:     img.Config.Config.Entrypoint,
 		Env:            img.Config.Config.Env,
 		WorkingDir:     img.Config.Config.WorkingDir,
 	}

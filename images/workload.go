@@ -88,6 +88,9 @@ type Workload struct {
 	// Args is the image's default argv: Entrypoint followed by Cmd. For Wasm
 	// images Args[0] names the module (path#function allowed).
 	Args []string
+	// Entrypoint is the image config's Entrypoint alone (a prefix of Args),
+	// so that user arguments can replace Cmd and keep it, as docker run does.
+	Entrypoint []string
 	// Env is the image's default environment, KEY=VALUE.
 	Env []string
 	// WorkingDir is the image's working directory ("" for "/").

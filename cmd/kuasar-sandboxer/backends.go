@@ -46,7 +46,7 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,
 		vm.StratoVirt:      cfg.Hypervisor.StratoVirt,
 	} {
-		vopts = append(vopts, vmsandbox.WithHypervisor(name, vmConfig(h)))
+		vopts = append(vopts, vmsandbox.WithHypervisor(name, h))
 	}
 	v, err := vmsandbox.New(ctx, vopts...)
 	if err != nil {
@@ -54,22 +54,4 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		return nil, nil, err
 	}
 	return []sandboxer.Option{sandboxer.WithBackend(w), sandboxer.WithBackend(v)}, closeAll, nil
-}
-
-// vmConfig maps a [hypervisor.NAME] section onto the VM backend's config.
-func vmConfig(h config.Hypervisor) vm.Config {
-	return vm.Config{
-		Path:         h.Path,
-		Kernel:       h.Kernel,
-		Initramfs:    h.Initramfs,
-		VCPUs:        h.VCPUs,
-		MemoryMB:     h.MemoryMB,
-		Machine:      h.Machine,
-		Accel:        h.Accel,
-		RootfsMode:   h.RootfsMode,
-		VirtioFSD:    h.VirtioFSD,
-		KernelParams: h.KernelParams,
-		ExtraArgs:    h.ExtraArgs,
-		Debug:        h.Debug,
-	}
 }

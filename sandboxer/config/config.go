@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/configs"
+	"github.com/kuasar-go/kuasar/vm"
 )
 
 // DefaultPath is where kuasar-sandboxer looks for its configuration.
@@ -100,33 +101,10 @@ func (h Hypervisors) Get(name string) (Hypervisor, error) {
 	return Hypervisor{}, fmt.Errorf("unknown hypervisor %q: use qemu, cloud-hypervisor or stratovirt: %w", name, errdefs.ErrInvalidArgument)
 }
 
-// Hypervisor is one [hypervisor.NAME] section, consumed by the VM backend.
-type Hypervisor struct {
-	// Path is the hypervisor binary.
-	Path string `toml:"path"`
-	// Kernel is the guest kernel image.
-	Kernel string `toml:"kernel"`
-	// Initramfs is the guest initramfs holding the agent.
-	Initramfs string `toml:"initramfs"`
-	// VCPUs is the default vCPU count.
-	VCPUs uint32 `toml:"vcpus"`
-	// MemoryMB is the default guest memory in MiB.
-	MemoryMB uint64 `toml:"memory_mb"`
-	// RootfsMode is how container rootfs reach the guest ("virtiofs", "9p", "block").
-	RootfsMode string `toml:"rootfs_mode"`
-	// ExtraArgs are appended to the hypervisor's command line.
-	ExtraArgs []string `toml:"extra_args"`
-	// Machine is the machine type ("microvm" or "q35"); "" is the backend's default.
-	Machine string `toml:"machine"`
-	// Accel is "auto", "kvm" or "tcg"; "" means auto.
-	Accel string `toml:"accel"`
-	// VirtioFSD is the virtiofsd binary for RootfsMode "virtiofs".
-	VirtioFSD string `toml:"virtiofsd"`
-	// KernelParams are appended to the guest kernel command line.
-	KernelParams []string `toml:"kernel_params"`
-	// Debug makes the guest agent log to the console.
-	Debug bool `toml:"debug"`
-}
+// Hypervisor is one [hypervisor.NAME] section. It is the VM backend's own
+// configuration type, so that a key added there is a key of this file too,
+// with no mapping to keep in step.
+type Hypervisor = vm.Config
 
 // Default returns the embedded defaults (configs/config.toml).
 func Default() (*Config, error) {

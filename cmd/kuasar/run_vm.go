@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/sandboxer/config"
+	vmsandbox "github.com/kuasar-go/kuasar/vm/sandbox"
+)
+
+func init() {
+	runSandboxed = runIsolated
+}
+
+// runIsolated runs a workload that needs a sandbox of its own: a micro-VM for
+// "vm" isolation. The hypervisor, kernel and initramfs come from the
+// kuasar-sandboxer configuration ($KUASAR_CONFIG, else
+// /etc/kuasar/config.toml, else the embedded defaults), so the CLI and the
+// daemon boot the same guests.
+func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso images.Isolation, o *runOptions) int {
+	fail := func(err error) int {
+		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
+		return exitKuasarError
+	}
+	switch iso {
+	case images.IsolationVM:
+	case images.IsolationQuark:
+		return fail(fmt.Errorf("quark isolation is not available: Quark cannot be installed on this build's supported hosts (see quark/): use --isolation vm: %w", errdefs.ErrNotImplemented))
+	default:
+		return fail(fmt.Errorf("isolation %q is not known: use auto, wasm, vm or quark: %w", iso, errdefs.ErrInvalidArgument))
+	}
+	if wl.Rootfs == "" {
+		return fail(fmt.Errorf("%s has no filesystem layers to boot a VM with (a Wasm module or artifact): run it with --isolation wasm: %w", o.target, errdefs.ErrInvalidArgument))
+	}
+	if len(o.dirs) > 0 {
+		// Refuse rather than ignore: a user who shared a directory must not
+		// believe the guest sees it.
+		return fail(fmt.Errorf("--dir is not supported with --isolation vm yet: bake the files into the image: %w", errdefs.ErrNotImplemented))
+	}
+
+	cfgPath := os.Getenv("KUASAR_CONFIG")
+	mustExist := cfgPath != ""
+	if cfgPath == "" {
+		cfgPath = config.DefaultPath
+	}
+	cfg, err := config.Load(cfgPath, mustExist)
+	if err != nil {
+		return fail(err)
+	}
+	name := cfg.Hypervisor.Default
+	if wl.Metadata.Hypervisor != "" {
+		name = wl.Metadata.Hypervisor
+	}
+	hv, err := cfg.Hypervisor.Get(name)
+	if err != nil {
+		return fail(err)
+	}
+
+	args := linuxArgs(wl, o.args)
+	envs, err := mergeEnv(wl.Env, o.envs)
+	if err != nil {
+		return fail(err)
+	}
+	cwd := wl.WorkingDir
+	if o.workdir != "" {
+		cwd = o.workdir
+	}
+	stateDir := filepath.Join(env.stateDir, "run")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fail(err)
+	}
+	var res backend.Resources
+	if o.memory > 0 {
+		res.MemoryLimitBytes = uint64(o.memory)
+	}
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	code, err := vmsandbox.RunWorkload(ctx, vmsandbox.RunConfig{
+		Hypervisor: name,
+		Config:     hv,
+		StateDir:   stateDir,
+		Resources:  res,
+	}, wl.Rootfs, vmsandbox.Process{Args: args, Env: envs, Cwd: cwd, Hostname: "kuasar"}, env.stdin, env.stdout, env.stderr)
+	if err != nil {
+		return fail(fmt.Errorf("%s in a %s VM: %w", o.target, name, err))
+	}
+	return code
+}
+
+// linuxArgs is the process of a Linux image: ARGS replace the image's Cmd and
+// keep its Entrypoint, as docker run does.
+func linuxArgs(wl *images.Workload, userArgs []string) []string {
+	if userArgs == nil {
+		return wl.Args
+	}
+	return append(append([]string(nil), wl.Entrypoint...), userArgs...)
+}

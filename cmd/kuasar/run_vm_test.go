@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/sandboxer/config"
+)
+
+// TestRunLinuxImageInVM boots a real micro-VM (QEMU, TCG here) from the
+// default configuration's kernel and initramfs (`make guest`) and runs a
+// busybox image in it with `kuasar run`, isolation chosen automatically from
+// the image being a Linux one.
+func TestRunLinuxImageInVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts, QEMU)")
+	}
+	cfg, err := config.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Hypervisor.QEMU.Validate("qemu"); err != nil {
+		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
+	}
+	files, err := images.BusyboxFiles("/bin/busybox", "sh", "uname", "echo", "cat", "hostname")
+	if err != nil {
+		t.Fatalf("%v (run make deps)", err)
+	}
+	img, err := images.BuildLinuxImage(context.Background(), files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo default"}}, ocispec.Platform{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := img.WriteArchiveFile(archive, "docker.io/library/busybox-vm:test"); err != nil {
+		t.Fatal(err)
+	}
+	var host unix.Utsname
+	if err := unix.Uname(&host); err != nil {
+		t.Fatal(err)
+	}
+	hostRelease := unix.ByteSliceToString(host.Release[:])
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{"default command", []string{"run", archive}, 0, "default\n"},
+		{"args replace cmd, entrypoint kept", []string{"run", "--isolation", "vm", archive, "--", "uname -r; echo hi from $(hostname); exit 3"}, 3, "hi from kuasar\n"},
+		{"stdin reaches the guest", []string{"run", archive, "--", "cat"}, 0, "piped\n"},
+	}
+	state := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			env := &cliEnv{stdin: strings.NewReader("piped\n"), stdout: &stdout, stderr: &stderr, stateDir: state}
+			code := runCLI(context.Background(), env, tt.args)
+			if code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			if !strings.HasSuffix(stdout.String(), tt.wantOut) {
+				t.Errorf("stdout %q, want it to end with %q (stderr: %s)", stdout.String(), tt.wantOut, stderr.String())
+			}
+			if strings.Contains(tt.args[len(tt.args)-1], "uname -r") {
+				guestRelease, _, _ := strings.Cut(stdout.String(), "\n")
+				if guestRelease == "" || guestRelease == hostRelease {
+					t.Errorf("guest kernel release %q should be the guest kernel's, not empty or the host's %q", guestRelease, hostRelease)
+				}
+			}
+		})
+	}
+	// Nothing of the runs is left behind.
+	left, _ := filepath.Glob(filepath.Join(state, "run", "*"))
+	if len(left) != 0 {
+		t.Errorf("run state left behind: %v", left)
+	}
+}
+
+func TestRunVMRefusesWhatItCannotHonour(t *testing.T) {
+	var stderr bytes.Buffer
+	env := &cliEnv{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, stateDir: t.TempDir()}
+	wasmFile := filepath.Join(t.TempDir(), "m.wasm")
+	if err := os.WriteFile(wasmFile, emptyCommand, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--isolation", "quark", wasmFile}, "quark isolation is not available"},
+		{[]string{"run", "--isolation", "vm", wasmFile}, "run it with --isolation wasm"},
+	}
+	for _, tt := range tests {
+		stderr.Reset()
+		if code := runCLI(context.Background(), env, tt.args); code != exitKuasarError {
+			t.Errorf("%v: exit code %d, want %d", tt.args, code, exitKuasarError)
+		}
+		if !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: stderr %q lacks %q", tt.args, stderr.String(), tt.want)
+		}
+	}
+}
