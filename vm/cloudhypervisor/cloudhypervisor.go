@@ -124,15 +124,13 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		}
 	}()
 	if v.useFS() {
-		fsd, err := vmm.Start(v.spec.Config.VirtioFSD, []string{
-			"--socket-path=" + v.path(FSSocketName), "--shared-dir=" + v.spec.SharedDir, "--cache=never", "--sandbox=chroot",
-		}, v.path(VirtioFSDLogName))
+		fsd, err := vmm.StartVirtioFSD(v.spec.Config.VirtioFSD, v.path(FSSocketName), v.spec.SharedDir, v.path(VirtioFSDLogName))
 		if err != nil {
 			return fmt.Errorf("%w (check \"virtiofsd\" in [hypervisor.cloud-hypervisor])", err)
 		}
 		v.fsd = fsd
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = waitFile(wctx, fsd, v.path(FSSocketName))
+		err = vmm.WaitForFile(wctx, fsd, "virtiofsd", v.path(FSSocketName))
 		cancel()
 		if err != nil {
 			return err
@@ -161,21 +159,6 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	return v.client.Boot(ctx)
 }
 
-func waitFile(ctx context.Context, p *vmm.Process, path string) error {
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		select {
-		case <-p.Done():
-			return fmt.Errorf("virtiofsd exited: %s: %w", p.Tail(2000), errdefs.ErrUnavailable)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // Attach re-attaches to a running Cloud Hypervisor with pid.
 func (v *VM) Attach(ctx context.Context, pid int) error {
 	v.mu.Lock()
@@ -193,35 +176,29 @@ func (v *VM) Attach(ctx context.Context, pid int) error {
 }
 
 // Pid is the VMM's pid.
-func (v *VM) Pid() int {
+func (v *VM) Pid() int { return v.process().Pid() }
+
+// process is the VMM process (nil before Start).
+func (v *VM) process() *vmm.Process {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc == nil {
-		return 0
-	}
-	return v.proc.Pid()
+	return v.proc
 }
 
 // DialAgent connects to the agent's vsock port through hybrid vsock,
 // retrying until the guest listens or ctx ends.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
-	for {
-		c, err := DialHybridVsock(ctx, v.path(VsockSocketName), vm.AgentVsockPort)
-		if err == nil {
-			return c, nil
+	var c net.Conn
+	err := vmm.Poll(ctx, v.process(), 100*time.Millisecond, func() (err error) {
+		c, err = DialHybridVsock(ctx, v.path(VsockSocketName), vm.AgentVsockPort)
+		return err
+	}, func(exited bool, last error) error {
+		if exited {
+			return fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
 		}
-		v.mu.Lock()
-		p := v.proc
-		v.mu.Unlock()
-		if p == nil || p.Exited() {
-			return nil, fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("agent vsock port %d: %v: %w", vm.AgentVsockPort, err, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("agent vsock port %d: %v: %w", vm.AgentVsockPort, last, ctx.Err())
+	})
+	return c, err
 }
 
 // Health reports an error when the VMM is gone or the VM is not running.
@@ -229,7 +206,7 @@ func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
 	p, c := v.proc, v.client
 	v.mu.Unlock()
-	if p == nil || p.Exited() {
+	if p.Exited() {
 		return fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
 	}
 	info, err := c.Info(ctx)
@@ -251,39 +228,26 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until the VMM exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error {
-	v.mu.Lock()
-	p := v.proc
-	v.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.Wait(ctx)
-}
+func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
 
 // Stop shuts the VM and the VMM down over the API, killing the VMM after
 // timeout, then virtiofsd; it removes the sockets.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil && !v.proc.Exited() && v.client != nil {
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		_ = v.client.Shutdown(sctx)
-		_ = v.client.ShutdownVMM(sctx)
-		_ = v.proc.Wait(sctx)
-		cancel()
+	if c := v.client; c != nil {
+		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) {
+			_ = c.Shutdown(ctx)
+			_ = c.ShutdownVMM(ctx)
+		})
 	}
 	v.cleanupLocked()
 	return nil
 }
 
 func (v *VM) cleanupLocked() {
-	if v.proc != nil {
-		v.proc.Kill()
-	}
-	if v.fsd != nil {
-		v.fsd.Kill()
-	}
+	v.proc.Kill()
+	v.fsd.Kill()
 	for _, s := range []string{APISocketName, VsockSocketName, FSSocketName} {
 		if err := os.Remove(v.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			continue

@@ -193,26 +193,25 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.proc = p
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for {
+	return vmm.Poll(qctx, p, 10*time.Millisecond, func() error {
 		q, err := DialQMP(qctx, v.path(QMPSocketName))
-		if err == nil {
-			v.qmp = q
-			// QEMU creates the socket with the process umask: restrict it.
-			_ = os.Chmod(v.path(QMPSocketName), 0o600)
-			return nil
+		if err != nil {
+			return err
 		}
-		select {
-		case <-p.Done():
-			hint := ""
-			if accel == AccelKVM {
-				hint = " (accel kvm: if KVM is nested or restricted here, set accel = \"tcg\" in [hypervisor.qemu])"
-			}
-			return fmt.Errorf("qemu exited during start-up: %s%s: %w", p.Tail(2000), hint, errdefs.ErrUnavailable)
-		case <-qctx.Done():
-			return fmt.Errorf("qemu QMP socket did not come up: %v: %w", err, errdefs.ErrUnavailable)
-		case <-time.After(10 * time.Millisecond):
+		v.qmp = q
+		// QEMU creates the socket with the process umask: restrict it.
+		_ = os.Chmod(v.path(QMPSocketName), 0o600)
+		return nil
+	}, func(exited bool, last error) error {
+		if !exited {
+			return fmt.Errorf("qemu QMP socket did not come up: %v: %w", last, errdefs.ErrUnavailable)
 		}
-	}
+		hint := ""
+		if accel == AccelKVM {
+			hint = " (accel kvm: if KVM is nested or restricted here, set accel = \"tcg\" in [hypervisor.qemu])"
+		}
+		return fmt.Errorf("qemu exited during start-up: %s%s: %w", p.Tail(2000), hint, errdefs.ErrUnavailable)
+	})
 }
 
 // Attach re-attaches to a QEMU that still runs with pid (after a sandboxer
@@ -258,13 +257,13 @@ func (v *VM) Detach() {
 }
 
 // Pid is QEMU's process id (0 before Start).
-func (v *VM) Pid() int {
+func (v *VM) Pid() int { return v.process().Pid() }
+
+// process is the QEMU process (nil before Start).
+func (v *VM) process() *vmm.Process {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc == nil {
-		return 0
-	}
-	return v.proc.Pid()
+	return v.proc
 }
 
 // DialAgent accepts QEMU's connection to the agent socket; that
@@ -337,46 +336,25 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until QEMU exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error {
-	v.mu.Lock()
-	p := v.proc
-	v.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.Wait(ctx)
-}
+func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
 
-// Exited reports whether QEMU has exited.
-func (v *VM) Exited() bool {
-	v.mu.Lock()
-	p := v.proc
-	v.mu.Unlock()
-	return p == nil || p.Exited()
-}
+// Exited reports whether QEMU has exited (or never started).
+func (v *VM) Exited() bool { return v.process().Exited() }
 
 // Stop asks QEMU to quit over QMP and kills it after timeout; it then
 // removes the sockets. It is idempotent.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil && !v.proc.Exited() && v.qmp != nil {
-		qctx, cancel := context.WithTimeout(ctx, timeout)
-		_ = v.qmp.Quit(qctx)
-		select {
-		case <-v.proc.Done():
-		case <-qctx.Done():
-		}
-		cancel()
+	if q := v.qmp; q != nil {
+		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
 	}
 	v.cleanupLocked()
 	return nil
 }
 
 func (v *VM) cleanupLocked() {
-	if v.proc != nil {
-		v.proc.Kill()
-	}
+	v.proc.Kill()
 	if v.qmp != nil {
 		v.qmp.Close()
 		v.qmp = nil

@@ -150,9 +150,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		}
 	}()
 	if v.useFS() {
-		fsd, err := vmm.Start(v.spec.Config.VirtioFSD, []string{
-			"--socket-path=" + v.path(FSSocketName), "--shared-dir=" + v.spec.SharedDir, "--cache=never", "--sandbox=chroot",
-		}, v.path(VirtioFSDLogName))
+		fsd, err := vmm.StartVirtioFSD(v.spec.Config.VirtioFSD, v.path(FSSocketName), v.spec.SharedDir, v.path(VirtioFSDLogName))
 		if err != nil {
 			return fmt.Errorf("%w (check \"virtiofsd\" in [hypervisor.stratovirt])", err)
 		}
@@ -166,50 +164,46 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.proc = p
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for {
+	return vmm.Poll(qctx, p, 20*time.Millisecond, func() error {
 		q, err := DialQMP(qctx, v.path(QMPSocketName))
-		if err == nil {
-			v.qmp = q
-			_ = os.Chmod(v.path(QMPSocketName), 0o600)
-			return nil
+		if err != nil {
+			return err
 		}
-		select {
-		case <-p.Done():
+		v.qmp = q
+		_ = os.Chmod(v.path(QMPSocketName), 0o600)
+		return nil
+	}, func(exited bool, last error) error {
+		if exited {
 			return fmt.Errorf("stratovirt exited during start-up: %s: %w", p.Tail(2000), errdefs.ErrUnavailable)
-		case <-qctx.Done():
-			return fmt.Errorf("stratovirt QMP did not come up: %v: %w", err, errdefs.ErrUnavailable)
-		case <-time.After(20 * time.Millisecond):
 		}
-	}
+		return fmt.Errorf("stratovirt QMP did not come up: %v: %w", last, errdefs.ErrUnavailable)
+	})
 }
 
 // Pid is the VMM's pid.
-func (v *VM) Pid() int {
+func (v *VM) Pid() int { return v.process().Pid() }
+
+// process is the VMM process (nil before Start).
+func (v *VM) process() *vmm.Process {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc == nil {
-		return 0
-	}
-	return v.proc.Pid()
+	return v.proc
 }
 
 // DialAgent connects to the guest agent over AF_VSOCK, retrying until the
 // guest listens or ctx ends.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
-	for {
-		c, err := vsock.Dial(v.cid, vm.AgentVsockPort, nil)
-		if err == nil {
-			return c, nil
+	var c net.Conn
+	err := vmm.Poll(ctx, v.process(), 100*time.Millisecond, func() (err error) {
+		c, err = vsock.Dial(v.cid, vm.AgentVsockPort, nil)
+		return err
+	}, func(exited bool, last error) error {
+		if exited {
+			return fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
 		}
-		if v.Pid() == 0 || v.proc.Exited() {
-			return nil, fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("agent vsock %d:%d: %v: %w", v.cid, vm.AgentVsockPort, err, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("agent vsock %d:%d: %v: %w", v.cid, vm.AgentVsockPort, last, ctx.Err())
+	})
+	return c, err
 }
 
 // Health reports an error when the VMM is gone or the guest is not running.
@@ -217,7 +211,7 @@ func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
 	p, q := v.proc, v.qmp
 	v.mu.Unlock()
-	if p == nil || p.Exited() {
+	if p.Exited() {
 		return fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
 	}
 	s, err := q.QueryStatus(ctx)
@@ -239,37 +233,22 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until the VMM exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error {
-	v.mu.Lock()
-	p := v.proc
-	v.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.Wait(ctx)
-}
+func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
 
 // Stop quits StratoVirt over QMP, kills it after timeout, then virtiofsd.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil && !v.proc.Exited() && v.qmp != nil {
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		_ = v.qmp.Quit(sctx)
-		_ = v.proc.Wait(sctx)
-		cancel()
+	if q := v.qmp; q != nil {
+		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
 	}
 	v.cleanupLocked()
 	return nil
 }
 
 func (v *VM) cleanupLocked() {
-	if v.proc != nil {
-		v.proc.Kill()
-	}
-	if v.fsd != nil {
-		v.fsd.Kill()
-	}
+	v.proc.Kill()
+	v.fsd.Kill()
 	if v.qmp != nil {
 		v.qmp.Close()
 		v.qmp = nil

@@ -77,14 +77,26 @@ func alive(pid int, match string) bool {
 	return bytes.Contains(b, []byte(match))
 }
 
-// Pid is the process id.
-func (p *Process) Pid() int { return p.pid }
+// The Pid, Exited, Wait and Kill methods accept a nil *Process (a driver
+// that was never started): it has pid 0, counts as exited, and waiting for
+// or killing it returns at once.
+
+// Pid is the process id (0 for a nil Process).
+func (p *Process) Pid() int {
+	if p == nil {
+		return 0
+	}
+	return p.pid
+}
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Exited reports whether the process has exited.
+// Exited reports whether the process has exited (true for a nil Process).
 func (p *Process) Exited() bool {
+	if p == nil {
+		return true
+	}
 	select {
 	case <-p.done:
 		return true
@@ -93,8 +105,12 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// Wait blocks until the process exits or ctx is done.
+// Wait blocks until the process exits or ctx is done (nil at once for a
+// nil Process).
 func (p *Process) Wait(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
 	select {
 	case <-p.done:
 		return nil
@@ -103,7 +119,8 @@ func (p *Process) Wait(ctx context.Context) error {
 	}
 }
 
-// Kill sends SIGKILL and waits (bounded) for the process to be gone.
+// Kill sends SIGKILL and waits (bounded) for the process to be gone (a
+// no-op for a nil Process).
 func (p *Process) Kill() {
 	if p.Exited() {
 		return
@@ -115,8 +132,12 @@ func (p *Process) Kill() {
 	}
 }
 
-// Tail returns the last n bytes of the process's log, for error messages.
+// Tail returns the last n bytes of the process's log, for error messages
+// ("" for a nil Process).
 func (p *Process) Tail(n int) string {
+	if p == nil {
+		return ""
+	}
 	b, _ := os.ReadFile(p.logPath)
 	if len(b) > n {
 		b = b[len(b)-n:]
@@ -151,21 +172,78 @@ func Listen(path string) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// WaitForSocket waits until a unix socket at path accepts connections, the
-// process exits or ctx ends.
-func WaitForSocket(ctx context.Context, p *Process, path string) error {
+// Quit asks p to exit by calling quit (a QMP "quit", an API shutdown...)
+// and waits for it up to timeout. It does nothing when p is nil or has
+// already exited; it does not kill: the driver's clean-up does that.
+func Quit(ctx context.Context, p *Process, timeout time.Duration, quit func(context.Context)) {
+	if p.Exited() {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	quit(qctx)
+	_ = p.Wait(qctx)
+}
+
+// Poll calls try every interval until it returns nil, p exits, or ctx
+// ends. It returns nil once try succeeds; otherwise it returns what giveUp
+// makes of the reason (exited is true when p exited or is nil, false when
+// ctx ended) and try's last error, so each driver words its own message.
+func Poll(ctx context.Context, p *Process, interval time.Duration, try func() error, giveUp func(exited bool, last error) error) error {
 	for {
-		c, err := net.DialTimeout("unix", path, time.Second)
+		err := try()
 		if err == nil {
-			c.Close()
 			return nil
+		}
+		if p == nil {
+			return giveUp(true, err)
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("hypervisor exited before opening %s: %s: %w", path, p.Tail(2000), errdefs.ErrUnavailable)
+			return giveUp(true, err)
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return giveUp(false, err)
+		case <-time.After(interval):
 		}
 	}
+}
+
+// WaitForSocket waits until a unix socket at path accepts connections, the
+// process exits or ctx ends.
+func WaitForSocket(ctx context.Context, p *Process, path string) error {
+	return Poll(ctx, p, 20*time.Millisecond, func() error {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}, func(exited bool, _ error) error {
+		if exited {
+			return fmt.Errorf("hypervisor exited before opening %s: %s: %w", path, p.Tail(2000), errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+	})
+}
+
+// WaitForFile waits until path exists (virtiofsd's socket), the process
+// exits or ctx ends; name says which program p is, for the error.
+func WaitForFile(ctx context.Context, p *Process, name, path string) error {
+	return Poll(ctx, p, 20*time.Millisecond, func() error {
+		_, err := os.Stat(path)
+		return err
+	}, func(exited bool, _ error) error {
+		if exited {
+			return fmt.Errorf("%s exited: %s: %w", name, p.Tail(2000), errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+	})
+}
+
+// StartVirtioFSD starts virtiofsd serving sharedDir on socket (no cache,
+// chroot sandbox), its output appended to logPath: the way Cloud
+// Hypervisor and StratoVirt export the sandbox's shared directory.
+func StartVirtioFSD(path, socket, sharedDir, logPath string) (*Process, error) {
+	return Start(path, []string{
+		"--socket-path=" + socket, "--shared-dir=" + sharedDir, "--cache=never", "--sandbox=chroot",
+	}, logPath)
 }
