@@ -1,115 +1,66 @@
 package stratovirt
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 )
 
 // QMP is a client for StratoVirt's QMP dialect: one client per socket,
 // one command in flight, every command tagged with a string "id" that the
 // reply echoes, asynchronous events interleaved and skipped.
 type QMP struct {
+	c    *qmp.Conn
 	mu   sync.Mutex
-	conn net.Conn
-	rd   *bufio.Reader
 	next int
 }
 
 // DialQMP connects to StratoVirt's QMP socket, reads the greeting and
 // negotiates capabilities.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	c, err := qmp.Dial(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("connect to StratoVirt QMP %s: %w", path, err)
+		return nil, fmt.Errorf("StratoVirt QMP: %w", err)
 	}
-	q := &QMP{conn: conn, rd: bufio.NewReader(conn)}
-	_ = conn.SetDeadline(deadline(ctx))
-	line, err := q.rd.ReadBytes('\n')
-	var g struct {
-		QMP json.RawMessage `json:"QMP"`
-	}
-	if err == nil {
-		err = json.Unmarshal(line, &g)
-	}
-	if err != nil || g.QMP == nil {
-		conn.Close()
-		return nil, fmt.Errorf("StratoVirt QMP greeting: %v (got %q): %w", err, line, errdefs.ErrUnavailable)
-	}
+	q := &QMP{c: c}
 	if _, err := q.Execute(ctx, "qmp_capabilities", nil); err != nil {
-		conn.Close()
+		c.Close()
 		return nil, err
 	}
 	return q, nil
 }
 
-func deadline(ctx context.Context) time.Time {
-	if dl, ok := ctx.Deadline(); ok {
-		return dl
-	}
-	return time.Now().Add(10 * time.Second)
-}
-
 // Execute runs one command and returns its "return" value.
 func (q *QMP) Execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.conn == nil {
-		return nil, fmt.Errorf("StratoVirt QMP closed: %w", errdefs.ErrUnavailable)
-	}
 	q.next++
 	id := "kuasar-" + strconv.Itoa(q.next)
+	q.mu.Unlock()
 	req := map[string]any{"execute": command, "id": id}
 	if args != nil {
 		req["arguments"] = args
 	}
-	b, _ := json.Marshal(req)
-	_ = q.conn.SetDeadline(deadline(ctx))
-	defer q.conn.SetDeadline(time.Time{})
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("StratoVirt QMP %s: %w", command, err)
-	}
-	for {
-		line, err := q.rd.ReadBytes('\n')
-		if err != nil {
-			return nil, fmt.Errorf("StratoVirt QMP %s: %w", command, err)
-		}
-		var m struct {
-			Event  string          `json:"event"`
-			ID     json.RawMessage `json:"id"`
-			Return json.RawMessage `json:"return"`
-			Error  *struct {
-				Class string `json:"class"`
-				Desc  string `json:"desc"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(line, &m); err != nil {
-			return nil, fmt.Errorf("StratoVirt QMP %s: bad reply %q: %w", command, line, err)
-		}
-		if m.Event != "" {
-			continue
-		}
+	m, err := q.c.Exchange(ctx, req, func(m *qmp.Message) (bool, error) {
 		var gotID string
 		if len(m.ID) > 0 && json.Unmarshal(m.ID, &gotID) != nil {
-			return nil, fmt.Errorf("StratoVirt QMP %s: reply id %s is not a string: %w", command, m.ID, errdefs.ErrInvalidArgument)
+			return false, fmt.Errorf("reply id %s is not a string: %w", m.ID, errdefs.ErrInvalidArgument)
 		}
-		if gotID != "" && gotID != id {
-			// A late reply to an earlier, abandoned command.
-			continue
-		}
-		if m.Error != nil {
-			return nil, fmt.Errorf("StratoVirt QMP %s: %s: %s: %w", command, m.Error.Class, m.Error.Desc, errdefs.ErrUnknown)
-		}
-		return m.Return, nil
+		// A different id is a late reply to an earlier, abandoned command.
+		return gotID == "" || gotID == id, nil
+	})
+	if err == nil {
+		err = m.Err()
 	}
+	if err != nil {
+		return nil, fmt.Errorf("StratoVirt QMP %s: %w", command, err)
+	}
+	return m.Return, nil
 }
 
 // QueryStatus runs query-status and returns the run state.
@@ -134,13 +85,4 @@ func (q *QMP) Quit(ctx context.Context) error {
 }
 
 // Close closes the connection.
-func (q *QMP) Close() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.conn == nil {
-		return nil
-	}
-	err := q.conn.Close()
-	q.conn = nil
-	return err
-}
+func (q *QMP) Close() error { return q.c.Close() }

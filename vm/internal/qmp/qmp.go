@@ -1,0 +1,162 @@
+// Package qmp is the framing QEMU's machine protocol and StratoVirt's
+// dialect of it share: a unix socket carrying one JSON object per line, a
+// greeting, one command at a time, and asynchronous events interleaved
+// with the replies. What differs between the two (command ids, which
+// replies to wait for) stays in the drivers, which pass it in.
+package qmp
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// DefaultTimeout bounds an exchange whose context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// maxEvents is how many recent event names a Conn keeps.
+const maxEvents = 32
+
+// Conn is one QMP connection. Exchanges are serialised: one command is in
+// flight at a time.
+type Conn struct {
+	mu     sync.Mutex
+	conn   net.Conn
+	rd     *bufio.Reader
+	events []string
+}
+
+// Message is one line from the peer: an event, or a reply carrying
+// either a return value or an error.
+type Message struct {
+	// Event is the event name ("" for a reply).
+	Event string `json:"event"`
+	// ID is the id the reply echoes (raw: its type is the dialect's).
+	ID json.RawMessage `json:"id"`
+	// Return is the command's result.
+	Return json.RawMessage `json:"return"`
+	// Error is set when the command failed.
+	Error *struct {
+		Class string `json:"class"`
+		Desc  string `json:"desc"`
+	} `json:"error"`
+}
+
+// Err turns an error reply into an errdefs.ErrUnknown error naming the
+// peer's class and description; it is nil for a successful reply.
+func (m *Message) Err() error {
+	if m.Error == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: %w", m.Error.Class, m.Error.Desc, errdefs.ErrUnknown)
+}
+
+// Deadline is ctx's deadline, or DefaultTimeout from now when it has none.
+func Deadline(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(DefaultTimeout)
+}
+
+// Dial connects to the QMP socket at path and reads the greeting. It
+// does not negotiate capabilities: that is a command, in the dialect of
+// the driver. A greeting that is missing or not QMP is ErrUnavailable.
+func Dial(ctx context.Context, path string) (*Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", path, err)
+	}
+	c := &Conn{conn: conn, rd: bufio.NewReader(conn)}
+	_ = conn.SetDeadline(Deadline(ctx))
+	var greeting struct {
+		QMP json.RawMessage `json:"QMP"`
+	}
+	line, err := c.rd.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &greeting)
+	}
+	if err != nil || greeting.QMP == nil {
+		conn.Close()
+		return nil, fmt.Errorf("greeting on %s: %v (got %q): %w", path, err, line, errdefs.ErrUnavailable)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Exchange sends req (marshalled to one line) and returns the first reply
+// that accept takes, skipping events (their names are kept, see Events).
+// accept sees every reply; it returns false to skip one (a late reply to
+// an abandoned command) or an error to give up. A nil accept takes the
+// first reply. ctx's deadline (or DefaultTimeout) bounds the exchange.
+// Errors name neither the peer nor the command: the driver adds both.
+func (c *Conn) Exchange(ctx context.Context, req any, accept func(*Message) (bool, error)) (*Message, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil, fmt.Errorf("connection closed: %w", errdefs.ErrUnavailable)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.conn.SetDeadline(Deadline(ctx))
+	defer c.conn.SetDeadline(time.Time{})
+	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+		return nil, err
+	}
+	for {
+		line, err := c.rd.ReadBytes('\n')
+		if err != nil {
+			return nil, fmt.Errorf("reading reply: %w", err)
+		}
+		m := new(Message)
+		if err := json.Unmarshal(line, m); err != nil {
+			return nil, fmt.Errorf("bad reply %q: %w", line, err)
+		}
+		if m.Event != "" {
+			c.events = append(c.events, m.Event)
+			if len(c.events) > maxEvents {
+				c.events = c.events[1:]
+			}
+			continue
+		}
+		if accept != nil {
+			ok, err := accept(m)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+		}
+		return m, nil
+	}
+}
+
+// Events returns the names of the events seen while waiting for replies
+// (most recent last, at most 32), for diagnostics.
+func (c *Conn) Events() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.events...)
+}
+
+// Close closes the connection; later exchanges fail with ErrUnavailable.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
+}
