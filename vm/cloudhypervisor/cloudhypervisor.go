@@ -18,12 +18,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/virtiofs"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
@@ -46,7 +48,7 @@ type VM struct {
 	spec vm.Spec
 
 	mu     sync.Mutex
-	proc   *vmm.Process
+	proc   atomic.Pointer[vmm.Process] // stored under mu, loaded without it
 	fsd    *vmm.Process
 	client *Client
 }
@@ -58,14 +60,8 @@ func New(spec vm.Spec) (*VM, error) {
 	if err := spec.Config.Validate(vm.CloudHypervisor); err != nil {
 		return nil, err
 	}
-	switch spec.Config.RootfsMode {
-	case "", vm.ShareVirtioFS:
-		if spec.SharedDir != "" && spec.Config.VirtioFSD == "" {
-			return nil, fmt.Errorf("rootfs_mode virtiofs needs virtiofsd: set \"virtiofsd\" in [hypervisor.cloud-hypervisor]: %w", errdefs.ErrFailedPrecondition)
-		}
-	case vm.ShareBlock:
-	default:
-		return nil, fmt.Errorf("rootfs_mode %q in [hypervisor.cloud-hypervisor]: Cloud Hypervisor has no 9p, use virtiofs or block: %w", spec.Config.RootfsMode, errdefs.ErrInvalidArgument)
+	if err := virtiofs.Check(spec, vm.CloudHypervisor, "Cloud Hypervisor"); err != nil {
+		return nil, err
 	}
 	return &VM{spec: spec}, nil
 }
@@ -96,15 +92,11 @@ func (v *VM) VMConfig() VmConfig {
 		Console: &ConsoleConfig{Mode: "Off"},
 		Vsock:   &VsockConfig{Cid: GuestCID, Socket: v.path(VsockSocketName), ID: "agent"},
 	}
-	if v.useFS() {
+	if virtiofs.Used(v.spec) {
 		c.Memory.Shared = true
 		c.Fs = []FsConfig{{Tag: vm.ShareTag, Socket: v.path(FSSocketName), NumQueues: 1, QueueSize: 1024, ID: "shared"}}
 	}
 	return c
-}
-
-func (v *VM) useFS() bool {
-	return v.spec.SharedDir != "" && (v.spec.Config.RootfsMode == "" || v.spec.Config.RootfsMode == vm.ShareVirtioFS)
 }
 
 // Start launches virtiofsd (for virtio-fs) and Cloud Hypervisor, then
@@ -112,7 +104,7 @@ func (v *VM) useFS() bool {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil {
+	if v.proc.Load() != nil {
 		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
 	}
 	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
@@ -123,10 +115,10 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			v.cleanupLocked()
 		}
 	}()
-	if v.useFS() {
-		fsd, err := vmm.StartVirtioFSD(v.spec.Config.VirtioFSD, v.path(FSSocketName), v.spec.SharedDir, v.path(VirtioFSDLogName))
+	if virtiofs.Used(v.spec) {
+		fsd, err := virtiofs.Start(v.spec, vm.CloudHypervisor, v.path(FSSocketName), v.path(VirtioFSDLogName))
 		if err != nil {
-			return fmt.Errorf("%w (check \"virtiofsd\" in [hypervisor.cloud-hypervisor])", err)
+			return err
 		}
 		v.fsd = fsd
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -138,11 +130,11 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	api := v.path(APISocketName)
 	_ = os.Remove(api)
-	p, err := vmm.Start(v.spec.Config.Path, append([]string{"--api-socket", "path=" + api}, v.spec.Config.ExtraArgs...), v.path(VMMLogName))
+	p, err := vmm.StartConfigured(vm.CloudHypervisor, "path", v.spec.Config.Path, append([]string{"--api-socket", "path=" + api}, v.spec.Config.ExtraArgs...), v.path(VMMLogName))
 	if err != nil {
-		return fmt.Errorf("%w (check \"path\" in [hypervisor.cloud-hypervisor])", err)
+		return err
 	}
-	v.proc = p
+	v.proc.Store(p)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := vmm.WaitForSocket(wctx, p, api); err != nil {
@@ -167,7 +159,7 @@ func (v *VM) Attach(ctx context.Context, pid int) error {
 	if err != nil {
 		return err
 	}
-	v.proc = p
+	v.proc.Store(p)
 	v.client = NewClient(v.path(APISocketName))
 	if _, err := v.client.Ping(ctx); err != nil {
 		return err
@@ -176,20 +168,13 @@ func (v *VM) Attach(ctx context.Context, pid int) error {
 }
 
 // Pid is the VMM's pid.
-func (v *VM) Pid() int { return v.process().Pid() }
-
-// process is the VMM process (nil before Start).
-func (v *VM) process() *vmm.Process {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.proc
-}
+func (v *VM) Pid() int { return v.proc.Load().Pid() }
 
 // DialAgent connects to the agent's vsock port through hybrid vsock,
 // retrying until the guest listens or ctx ends.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	var c net.Conn
-	err := vmm.Poll(ctx, v.process(), 100*time.Millisecond, func() (err error) {
+	err := vmm.Poll(ctx, v.proc.Load(), 100*time.Millisecond, func() (err error) {
 		c, err = DialHybridVsock(ctx, v.path(VsockSocketName), vm.AgentVsockPort)
 		return err
 	}, func(exited bool, last error) error {
@@ -204,7 +189,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 // Health reports an error when the VMM is gone or the VM is not running.
 func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
-	p, c := v.proc, v.client
+	p, c := v.proc.Load(), v.client
 	v.mu.Unlock()
 	if p.Exited() {
 		return fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
@@ -228,7 +213,7 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until the VMM exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
+func (v *VM) Wait(ctx context.Context) error { return v.proc.Load().Wait(ctx) }
 
 // Stop shuts the VM and the VMM down over the API, killing the VMM after
 // timeout, then virtiofsd; it removes the sockets.
@@ -236,7 +221,7 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if c := v.client; c != nil {
-		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) {
+		vmm.Quit(ctx, v.proc.Load(), timeout, func(ctx context.Context) {
 			_ = c.Shutdown(ctx)
 			_ = c.ShutdownVMM(ctx)
 		})
@@ -246,7 +231,7 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 }
 
 func (v *VM) cleanupLocked() {
-	v.proc.Kill()
+	v.proc.Load().Kill()
 	v.fsd.Kill()
 	for _, s := range []string{APISocketName, VsockSocketName, FSSocketName} {
 		if err := os.Remove(v.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {

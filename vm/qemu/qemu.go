@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
@@ -51,7 +53,7 @@ type VM struct {
 	accel string
 
 	mu       sync.Mutex
-	proc     *vmm.Process
+	proc     atomic.Pointer[vmm.Process] // stored under mu, loaded without it
 	qmp      *QMP
 	agentL   *net.UnixListener
 	stopped  bool
@@ -163,7 +165,7 @@ func (v *VM) Cmdline() string {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil {
+	if v.proc.Load() != nil {
 		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
 	}
 	accel := v.spec.Config.Accel
@@ -186,32 +188,21 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}()
 	args := v.Args(accel)
 	log.G(ctx).WithField("sandbox", v.spec.ID).WithField("accel", accel).Debugf("vm: starting %s %s", v.spec.Config.Path, strings.Join(args, " "))
-	p, err := vmm.Start(v.spec.Config.Path, args, v.path(VMMLogName))
+	p, err := vmm.StartConfigured(vm.QEMU, "path", v.spec.Config.Path, args, v.path(VMMLogName))
 	if err != nil {
-		return fmt.Errorf("%w (check \"path\" in [hypervisor.qemu])", err)
+		return err
 	}
-	v.proc = p
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return vmm.Poll(qctx, p, 10*time.Millisecond, func() error {
-		q, err := DialQMP(qctx, v.path(QMPSocketName))
-		if err != nil {
-			return err
-		}
-		v.qmp = q
-		// QEMU creates the socket with the process umask: restrict it.
-		_ = os.Chmod(v.path(QMPSocketName), 0o600)
-		return nil
-	}, func(exited bool, last error) error {
-		if !exited {
-			return fmt.Errorf("qemu QMP socket did not come up: %v: %w", last, errdefs.ErrUnavailable)
-		}
-		hint := ""
-		if accel == AccelKVM {
-			hint = " (accel kvm: if KVM is nested or restricted here, set accel = \"tcg\" in [hypervisor.qemu])"
-		}
-		return fmt.Errorf("qemu exited during start-up: %s%s: %w", p.Tail(2000), hint, errdefs.ErrUnavailable)
-	})
+	v.proc.Store(p)
+	hint := ""
+	if accel == AccelKVM {
+		hint = " (accel kvm: if KVM is nested or restricted here, set accel = \"tcg\" in [hypervisor.qemu])"
+	}
+	q, err := qmp.Connect(ctx, p, "qemu", v.path(QMPSocketName), hint, 10*time.Millisecond, DialQMP)
+	if err != nil {
+		return err
+	}
+	v.qmp = q
+	return nil
 }
 
 // Attach re-attaches to a QEMU that still runs with pid (after a sandboxer
@@ -224,7 +215,7 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 	if err != nil {
 		return err
 	}
-	v.proc = p
+	v.proc.Store(p)
 	l, err := vmm.Listen(v.path(AgentSocketName))
 	if err != nil {
 		return fmt.Errorf("listen on agent socket: %w", err)
@@ -253,24 +244,17 @@ func (v *VM) Detach() {
 		v.agentL.Close()
 		v.agentL = nil
 	}
-	v.proc = nil
+	v.proc.Store(nil)
 }
 
 // Pid is QEMU's process id (0 before Start).
-func (v *VM) Pid() int { return v.process().Pid() }
-
-// process is the QEMU process (nil before Start).
-func (v *VM) process() *vmm.Process {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.proc
-}
+func (v *VM) Pid() int { return v.proc.Load().Pid() }
 
 // DialAgent accepts QEMU's connection to the agent socket; that
 // connection carries the guest agent's virtio-serial port.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Lock()
-	l, p := v.agentL, v.proc
+	l, p := v.agentL, v.proc.Load()
 	v.mu.Unlock()
 	if l == nil || p == nil {
 		return nil, fmt.Errorf("vm %s is not running: %w", v.spec.ID, errdefs.ErrFailedPrecondition)
@@ -308,7 +292,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 // guest-panicked. QEMU does not exit in those states by itself.
 func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
-	p, q := v.proc, v.qmp
+	p, q := v.proc.Load(), v.qmp
 	v.mu.Unlock()
 	if p == nil || p.Exited() {
 		return fmt.Errorf("qemu is not running: %w", errdefs.ErrUnavailable)
@@ -336,10 +320,10 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until QEMU exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
+func (v *VM) Wait(ctx context.Context) error { return v.proc.Load().Wait(ctx) }
 
 // Exited reports whether QEMU has exited (or never started).
-func (v *VM) Exited() bool { return v.process().Exited() }
+func (v *VM) Exited() bool { return v.proc.Load().Exited() }
 
 // Stop asks QEMU to quit over QMP and kills it after timeout; it then
 // removes the sockets. It is idempotent.
@@ -347,14 +331,14 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if q := v.qmp; q != nil {
-		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
+		vmm.Quit(ctx, v.proc.Load(), timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
 	}
 	v.cleanupLocked()
 	return nil
 }
 
 func (v *VM) cleanupLocked() {
-	v.proc.Kill()
+	v.proc.Load().Kill()
 	if v.qmp != nil {
 		v.qmp.Close()
 		v.qmp = nil

@@ -17,13 +17,13 @@ type QMP struct {
 
 // DialQMP connects to the QMP socket at path and negotiates capabilities.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	c, err := qmp.Dial(ctx, path)
+	q := &QMP{}
+	_, err := qmp.Dial(ctx, "QMP", path, func(c *qmp.Conn) error {
+		q.c = c
+		_, err := q.Execute(ctx, "qmp_capabilities", nil)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("QMP: %w", err)
-	}
-	q := &QMP{c: c}
-	if _, err := q.Execute(ctx, "qmp_capabilities", nil); err != nil {
-		c.Close()
 		return nil, err
 	}
 	return q, nil
@@ -31,18 +31,11 @@ func DialQMP(ctx context.Context, path string) (*QMP, error) {
 
 // Execute runs one QMP command and returns its "return" value.
 func (q *QMP) Execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
-	req := map[string]any{"execute": command}
-	if args != nil {
-		req["arguments"] = args
-	}
-	m, err := q.c.Exchange(ctx, req, nil)
-	if err == nil {
-		err = m.Err()
-	}
+	ret, err := q.c.Execute(ctx, qmp.Command(command, "", args), nil)
 	if err != nil {
 		return nil, fmt.Errorf("QMP %s: %w", command, err)
 	}
-	return m.Return, nil
+	return ret, nil
 }
 
 // Status is the answer to query-status.

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 
@@ -17,20 +17,19 @@ import (
 // reply echoes, asynchronous events interleaved and skipped.
 type QMP struct {
 	c    *qmp.Conn
-	mu   sync.Mutex
-	next int
+	next atomic.Int64
 }
 
 // DialQMP connects to StratoVirt's QMP socket, reads the greeting and
 // negotiates capabilities.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	c, err := qmp.Dial(ctx, path)
+	q := &QMP{}
+	_, err := qmp.Dial(ctx, "StratoVirt QMP", path, func(c *qmp.Conn) error {
+		q.c = c
+		_, err := q.Execute(ctx, "qmp_capabilities", nil)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("StratoVirt QMP: %w", err)
-	}
-	q := &QMP{c: c}
-	if _, err := q.Execute(ctx, "qmp_capabilities", nil); err != nil {
-		c.Close()
 		return nil, err
 	}
 	return q, nil
@@ -38,15 +37,8 @@ func DialQMP(ctx context.Context, path string) (*QMP, error) {
 
 // Execute runs one command and returns its "return" value.
 func (q *QMP) Execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
-	q.mu.Lock()
-	q.next++
-	id := "kuasar-" + strconv.Itoa(q.next)
-	q.mu.Unlock()
-	req := map[string]any{"execute": command, "id": id}
-	if args != nil {
-		req["arguments"] = args
-	}
-	m, err := q.c.Exchange(ctx, req, func(m *qmp.Message) (bool, error) {
+	id := "kuasar-" + strconv.FormatInt(q.next.Add(1), 10)
+	ret, err := q.c.Execute(ctx, qmp.Command(command, id, args), func(m *qmp.Message) (bool, error) {
 		var gotID string
 		if len(m.ID) > 0 && json.Unmarshal(m.ID, &gotID) != nil {
 			return false, fmt.Errorf("reply id %s is not a string: %w", m.ID, errdefs.ErrInvalidArgument)
@@ -54,13 +46,10 @@ func (q *QMP) Execute(ctx context.Context, command string, args any) (json.RawMe
 		// A different id is a late reply to an earlier, abandoned command.
 		return gotID == "" || gotID == id, nil
 	})
-	if err == nil {
-		err = m.Err()
-	}
 	if err != nil {
 		return nil, fmt.Errorf("StratoVirt QMP %s: %w", command, err)
 	}
-	return m.Return, nil
+	return ret, nil
 }
 
 // QueryStatus runs query-status and returns the run state.

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qmp"
+	"github.com/kuasar-go/kuasar/vm/internal/virtiofs"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
@@ -43,7 +46,7 @@ type VM struct {
 	cid  uint32
 
 	mu   sync.Mutex
-	proc *vmm.Process
+	proc atomic.Pointer[vmm.Process] // stored under mu, loaded without it
 	fsd  *vmm.Process
 	qmp  *QMP
 }
@@ -55,14 +58,8 @@ func New(spec vm.Spec) (*VM, error) {
 	if err := spec.Config.Validate(vm.StratoVirt); err != nil {
 		return nil, err
 	}
-	switch spec.Config.RootfsMode {
-	case "", vm.ShareVirtioFS:
-		if spec.SharedDir != "" && spec.Config.VirtioFSD == "" {
-			return nil, fmt.Errorf("rootfs_mode virtiofs needs virtiofsd: set \"virtiofsd\" in [hypervisor.stratovirt]: %w", errdefs.ErrFailedPrecondition)
-		}
-	case vm.ShareBlock:
-	default:
-		return nil, fmt.Errorf("rootfs_mode %q in [hypervisor.stratovirt]: use virtiofs or block: %w", spec.Config.RootfsMode, errdefs.ErrInvalidArgument)
+	if err := virtiofs.Check(spec, vm.StratoVirt, "StratoVirt"); err != nil {
+		return nil, err
 	}
 	return &VM{spec: spec, cid: GuestCID(spec.ID)}, nil
 }
@@ -76,10 +73,6 @@ func GuestCID(id string) uint32 {
 }
 
 func (v *VM) path(n string) string { return filepath.Join(v.spec.StateDir, n) }
-
-func (v *VM) useFS() bool {
-	return v.spec.SharedDir != "" && (v.spec.Config.RootfsMode == "" || v.spec.Config.RootfsMode == vm.ShareVirtioFS)
-}
 
 // Cmdline is the guest kernel command line.
 func (v *VM) Cmdline() string {
@@ -98,7 +91,7 @@ func (v *VM) Args() []string {
 		vcpus, mem = vm.Sizes(v.spec.Config, backend.Resources{})
 	}
 	machine := "microvm"
-	if v.useFS() {
+	if virtiofs.Used(v.spec) {
 		machine += ",mem-share=on"
 	}
 	args := []string{
@@ -114,7 +107,7 @@ func (v *VM) Args() []string {
 		"-serial", "chardev:console",
 		"-device", "vhost-vsock-device,id=vsock0,guest-cid=" + strconv.FormatUint(uint64(v.cid), 10),
 	}
-	if v.useFS() {
+	if virtiofs.Used(v.spec) {
 		args = append(args,
 			"-chardev", "socket,id=virtiofs,path="+v.path(FSSocketName),
 			"-device", "vhost-user-fs-device,id=fs0,chardev=virtiofs,tag="+vm.ShareTag,
@@ -138,7 +131,7 @@ func BlockArgs(n int, image string) []string {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc != nil {
+	if v.proc.Load() != nil {
 		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
 	}
 	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
@@ -149,52 +142,35 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			v.cleanupLocked()
 		}
 	}()
-	if v.useFS() {
-		fsd, err := vmm.StartVirtioFSD(v.spec.Config.VirtioFSD, v.path(FSSocketName), v.spec.SharedDir, v.path(VirtioFSDLogName))
+	if virtiofs.Used(v.spec) {
+		fsd, err := virtiofs.Start(v.spec, vm.StratoVirt, v.path(FSSocketName), v.path(VirtioFSDLogName))
 		if err != nil {
-			return fmt.Errorf("%w (check \"virtiofsd\" in [hypervisor.stratovirt])", err)
+			return err
 		}
 		v.fsd = fsd
 	}
 	_ = os.Remove(v.path(QMPSocketName))
-	p, err := vmm.Start(v.spec.Config.Path, v.Args(), v.path(VMMLogName))
+	p, err := vmm.StartConfigured(vm.StratoVirt, "path", v.spec.Config.Path, v.Args(), v.path(VMMLogName))
 	if err != nil {
-		return fmt.Errorf("%w (check \"path\" in [hypervisor.stratovirt])", err)
+		return err
 	}
-	v.proc = p
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return vmm.Poll(qctx, p, 20*time.Millisecond, func() error {
-		q, err := DialQMP(qctx, v.path(QMPSocketName))
-		if err != nil {
-			return err
-		}
-		v.qmp = q
-		_ = os.Chmod(v.path(QMPSocketName), 0o600)
-		return nil
-	}, func(exited bool, last error) error {
-		if exited {
-			return fmt.Errorf("stratovirt exited during start-up: %s: %w", p.Tail(2000), errdefs.ErrUnavailable)
-		}
-		return fmt.Errorf("stratovirt QMP did not come up: %v: %w", last, errdefs.ErrUnavailable)
-	})
+	v.proc.Store(p)
+	q, err := qmp.Connect(ctx, p, "stratovirt", v.path(QMPSocketName), "", 20*time.Millisecond, DialQMP)
+	if err != nil {
+		return err
+	}
+	v.qmp = q
+	return nil
 }
 
 // Pid is the VMM's pid.
-func (v *VM) Pid() int { return v.process().Pid() }
-
-// process is the VMM process (nil before Start).
-func (v *VM) process() *vmm.Process {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.proc
-}
+func (v *VM) Pid() int { return v.proc.Load().Pid() }
 
 // DialAgent connects to the guest agent over AF_VSOCK, retrying until the
 // guest listens or ctx ends.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	var c net.Conn
-	err := vmm.Poll(ctx, v.process(), 100*time.Millisecond, func() (err error) {
+	err := vmm.Poll(ctx, v.proc.Load(), 100*time.Millisecond, func() (err error) {
 		c, err = vsock.Dial(v.cid, vm.AgentVsockPort, nil)
 		return err
 	}, func(exited bool, last error) error {
@@ -209,7 +185,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 // Health reports an error when the VMM is gone or the guest is not running.
 func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
-	p, q := v.proc, v.qmp
+	p, q := v.proc.Load(), v.qmp
 	v.mu.Unlock()
 	if p.Exited() {
 		return fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
@@ -233,21 +209,21 @@ func (v *VM) Capabilities() vm.Capabilities {
 }
 
 // Wait blocks until the VMM exits or ctx is done.
-func (v *VM) Wait(ctx context.Context) error { return v.process().Wait(ctx) }
+func (v *VM) Wait(ctx context.Context) error { return v.proc.Load().Wait(ctx) }
 
 // Stop quits StratoVirt over QMP, kills it after timeout, then virtiofsd.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if q := v.qmp; q != nil {
-		vmm.Quit(ctx, v.proc, timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
+		vmm.Quit(ctx, v.proc.Load(), timeout, func(ctx context.Context) { _ = q.Quit(ctx) })
 	}
 	v.cleanupLocked()
 	return nil
 }
 
 func (v *VM) cleanupLocked() {
-	v.proc.Kill()
+	v.proc.Load().Kill()
 	v.fsd.Kill()
 	if v.qmp != nil {
 		v.qmp.Close()

@@ -11,10 +11,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
 // DefaultTimeout bounds an exchange whose context has no deadline.
@@ -65,14 +68,16 @@ func Deadline(ctx context.Context) time.Time {
 	return time.Now().Add(DefaultTimeout)
 }
 
-// Dial connects to the QMP socket at path and reads the greeting. It
-// does not negotiate capabilities: that is a command, in the dialect of
-// the driver. A greeting that is missing or not QMP is ErrUnavailable.
-func Dial(ctx context.Context, path string) (*Conn, error) {
+// Dial connects to the QMP socket at path, reads the greeting and calls
+// negotiate, which runs qmp_capabilities in the driver's dialect (its
+// error is returned as is). A greeting that is missing or not QMP is
+// ErrUnavailable. Dial's own errors start with name ("QMP"). The
+// connection is closed when Dial fails.
+func Dial(ctx context.Context, name, path string, negotiate func(*Conn) error) (*Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", path, err)
+		return nil, fmt.Errorf("%s: connect to %s: %w", name, path, err)
 	}
 	c := &Conn{conn: conn, rd: bufio.NewReader(conn)}
 	_ = conn.SetDeadline(Deadline(ctx))
@@ -85,10 +90,66 @@ func Dial(ctx context.Context, path string) (*Conn, error) {
 	}
 	if err != nil || greeting.QMP == nil {
 		conn.Close()
-		return nil, fmt.Errorf("greeting on %s: %v (got %q): %w", path, err, line, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("%s greeting on %s: %v (got %q): %w", name, path, err, line, errdefs.ErrUnavailable)
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if err := negotiate(c); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// Connect waits for the QMP socket at path of the VMM p has just started:
+// it calls dial (the driver's client constructor) every interval until it
+// answers, p exits or 10 s pass, then restricts the socket to 0600 (the
+// VMM creates it with its umask). name ("qemu") and hint (appended to the
+// VMM's log tail) word the ErrUnavailable error when p exits first.
+func Connect[C any](ctx context.Context, p *vmm.Process, name, path, hint string, interval time.Duration, dial func(context.Context, string) (C, error)) (C, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var c C
+	err := vmm.Poll(ctx, p, interval, func() (err error) {
+		c, err = dial(ctx, path)
+		return err
+	}, func(exited bool, last error) error {
+		if exited {
+			return fmt.Errorf("%s exited during start-up: %s%s: %w", name, p.Tail(2000), hint, errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("%s QMP socket did not come up: %v: %w", name, last, errdefs.ErrUnavailable)
+	})
+	if err != nil {
+		return c, err
+	}
+	_ = os.Chmod(path, 0o600)
+	return c, nil
+}
+
+// Command is the request line for command with args (omitted when nil)
+// and id (omitted when "").
+func Command(command, id string, args any) map[string]any {
+	req := map[string]any{"execute": command}
+	if id != "" {
+		req["id"] = id
+	}
+	if args != nil {
+		req["arguments"] = args
+	}
+	return req
+}
+
+// Execute sends req and returns the "return" value of the first reply
+// accept takes (an error reply becomes the error, see Message.Err).
+// Errors name neither the peer nor the command: the driver adds both.
+func (c *Conn) Execute(ctx context.Context, req any, accept func(*Message) (bool, error)) (json.RawMessage, error) {
+	m, err := c.Exchange(ctx, req, accept)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Err(); err != nil {
+		return nil, err
+	}
+	return m.Return, nil
 }
 
 // Exchange sends req (marshalled to one line) and returns the first reply
@@ -96,7 +157,6 @@ func Dial(ctx context.Context, path string) (*Conn, error) {
 // accept sees every reply; it returns false to skip one (a late reply to
 // an abandoned command) or an error to give up. A nil accept takes the
 // first reply. ctx's deadline (or DefaultTimeout) bounds the exchange.
-// Errors name neither the peer nor the command: the driver adds both.
 func (c *Conn) Exchange(ctx context.Context, req any, accept func(*Message) (bool, error)) (*Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -3,6 +3,7 @@ package qmp
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -62,27 +63,30 @@ func TestExchange(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, sock)
+	c, err := Dial(ctx, "QMP", sock, func(c *Conn) error {
+		_, err := c.Execute(ctx, Command("ok", "", nil), nil)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	m, err := c.Exchange(ctx, map[string]string{"execute": "ok"}, nil)
-	if err != nil || string(m.Return) != `{"a":1}` || m.Err() != nil {
-		t.Fatalf("ok: %+v %v", m, err)
+	ret, err := c.Execute(ctx, Command("ok", "", nil), nil)
+	if err != nil || string(ret) != `{"a":1}` {
+		t.Fatalf("ok: %s %v", ret, err)
 	}
-	m, err = c.Exchange(ctx, map[string]string{"execute": "late"}, func(m *Message) (bool, error) {
+	ret, err = c.Execute(ctx, Command("late", "", nil), func(m *Message) (bool, error) {
 		return string(m.ID) == `"new"`, nil
 	})
-	if err != nil || string(m.Return) != `{"b":2}` {
-		t.Fatalf("late reply not skipped: %+v %v", m, err)
+	if err != nil || string(ret) != `{"b":2}` {
+		t.Fatalf("late reply not skipped: %s %v", ret, err)
 	}
-	m, err = c.Exchange(ctx, map[string]string{"execute": "fail"}, nil)
-	if err != nil || m.Err() == nil || !errors.Is(m.Err(), errdefs.ErrUnknown) || !strings.Contains(m.Err().Error(), "GenericError: no") {
-		t.Fatalf("error reply: %+v %v", m, err)
+	_, err = c.Execute(ctx, Command("fail", "", nil), nil)
+	if !errors.Is(err, errdefs.ErrUnknown) || !strings.Contains(err.Error(), "GenericError: no") {
+		t.Fatalf("error reply: %v, want Unknown naming class and description", err)
 	}
-	if got := c.Events(); !slices.Equal(got, []string{"STOP", "RESUME"}) {
-		t.Errorf("events %v, want [STOP RESUME]", got)
+	if got := c.Events(); !slices.Equal(got, []string{"STOP", "STOP", "RESUME"}) {
+		t.Errorf("events %v, want [STOP STOP RESUME]", got)
 	}
 	if _, err := c.Exchange(ctx, map[string]string{"execute": "garbage"}, nil); err == nil || !strings.Contains(err.Error(), "bad reply") {
 		t.Errorf("garbage reply: %v", err)
@@ -93,11 +97,22 @@ func TestExchange(t *testing.T) {
 	}
 }
 
+func TestCommand(t *testing.T) {
+	got, _ := json.Marshal(Command("quit", "kuasar-1", nil))
+	if string(got) != `{"execute":"quit","id":"kuasar-1"}` {
+		t.Errorf("command %s", got)
+	}
+	got, _ = json.Marshal(Command("x", "", map[string]int{"a": 1}))
+	if string(got) != `{"arguments":{"a":1},"execute":"x"}` {
+		t.Errorf("command %s", got)
+	}
+}
+
 func TestDialBadGreeting(t *testing.T) {
 	sock := peer(t, `{"hello":1}`, func(string) []string { return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := Dial(ctx, sock); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"{\"hello\":1}\n"`) {
+	if _, err := Dial(ctx, "QMP", sock, func(*Conn) error { return nil }); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"{\"hello\":1}\n"`) {
 		t.Fatalf("bad greeting: %v, want Unavailable quoting what came", err)
 	}
 }

@@ -52,6 +52,17 @@ func Start(path string, args []string, logPath string) (*Process, error) {
 	return p, nil
 }
 
+// StartConfigured is Start for a binary named by key in section
+// [hypervisor.<section>] of the configuration: a failure to start names
+// that key, so the error says what to fix.
+func StartConfigured(section, key, path string, args []string, logPath string) (*Process, error) {
+	p, err := Start(path, args, logPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w (check %q in [hypervisor.%s])", err, key, section)
+	}
+	return p, nil
+}
+
 // Attach watches an existing process (not a child) whose command line
 // contains match, e.g. after the sandboxer restarted. It fails with
 // ErrNotFound when no such process runs (gone, or the pid was reused).
@@ -237,13 +248,4 @@ func WaitForFile(ctx context.Context, p *Process, name, path string) error {
 		}
 		return fmt.Errorf("waiting for %s: %w", path, ctx.Err())
 	})
-}
-
-// StartVirtioFSD starts virtiofsd serving sharedDir on socket (no cache,
-// chroot sandbox), its output appended to logPath: the way Cloud
-// Hypervisor and StratoVirt export the sandbox's shared directory.
-func StartVirtioFSD(path, socket, sharedDir, logPath string) (*Process, error) {
-	return Start(path, []string{
-		"--socket-path=" + socket, "--shared-dir=" + sharedDir, "--cache=never", "--sandbox=chroot",
-	}, logPath)
 }

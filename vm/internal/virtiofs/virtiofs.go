@@ -1,0 +1,44 @@
+// Package virtiofs is how the vhost-user drivers (Cloud Hypervisor,
+// StratoVirt) export a sandbox's shared directory over virtio-fs: which
+// share modes they accept, when virtio-fs is in use, and starting
+// virtiofsd for it.
+package virtiofs
+
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/vmm"
+)
+
+// Check validates spec's share mode for a driver that supports virtio-fs
+// (the default) and block: virtio-fs with a shared directory needs
+// virtiofsd. section is the driver's [hypervisor.<section>], name its
+// display name, both for the error.
+func Check(spec vm.Spec, section, name string) error {
+	switch spec.Config.RootfsMode {
+	case "", vm.ShareVirtioFS:
+		if spec.SharedDir != "" && spec.Config.VirtioFSD == "" {
+			return fmt.Errorf("rootfs_mode virtiofs needs virtiofsd: set \"virtiofsd\" in [hypervisor.%s]: %w", section, errdefs.ErrFailedPrecondition)
+		}
+	case vm.ShareBlock:
+	default:
+		return fmt.Errorf("rootfs_mode %q in [hypervisor.%s]: %s has no 9p, use virtiofs or block: %w", spec.Config.RootfsMode, section, name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Used reports whether spec's shared directory goes over virtio-fs.
+func Used(spec vm.Spec) bool {
+	return spec.SharedDir != "" && (spec.Config.RootfsMode == "" || spec.Config.RootfsMode == vm.ShareVirtioFS)
+}
+
+// Start starts spec's virtiofsd serving its shared directory on socket
+// (no cache, chroot sandbox), its output appended to logPath.
+func Start(spec vm.Spec, section, socket, logPath string) (*vmm.Process, error) {
+	return vmm.StartConfigured(section, "virtiofsd", spec.Config.VirtioFSD, []string{
+		"--socket-path=" + socket, "--shared-dir=" + spec.SharedDir, "--cache=never", "--sandbox=chroot",
+	}, logPath)
+}
