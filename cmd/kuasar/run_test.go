@@ -165,7 +165,7 @@ func TestRunCLI(t *testing.T) {
 		{name: "not wasm", args: []string{fixture(t, "notwasm")}, wantCode: 125, wantErr: "not a WebAssembly module"},
 		{name: "truncated", args: []string{fixture(t, "truncated")}, wantCode: 125, wantErr: "invalid WebAssembly module"},
 		{name: "missing file", args: []string{"/nonexistent/x.wasm"}, wantCode: 125, wantErr: "/nonexistent/x.wasm: no such file"},
-		{name: "vm isolation", args: []string{"--isolation", "vm", hello}, wantCode: 125, wantErr: "vm isolation is not available in this build"},
+		{name: "vm isolation", args: []string{"--isolation", "vm", hello}, wantCode: 125, wantErr: "has no filesystem layers to boot a VM with"},
 		{name: "quark isolation", args: []string{"--isolation", "quark", hello}, wantCode: 125, wantErr: "quark isolation is not available"},
 		{name: "bad isolation", args: []string{"--isolation", "docker", hello}, wantCode: 125, wantErr: "unknown isolation"},
 		{name: "wasm isolation", args: []string{"--isolation", "wasm", hello}, wantOut: "hello from wasm\nargv[0]=hello.wasm\n"},
