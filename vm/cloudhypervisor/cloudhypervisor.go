@@ -104,10 +104,7 @@ func (v *VM) VMConfig() VmConfig {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc.Load() != nil {
-		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
-	}
-	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
+	if err := vmm.Prepare(v.proc.Load(), v.spec.ID, v.spec.StateDir); err != nil {
 		return err
 	}
 	defer func() {
@@ -115,14 +112,13 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			v.cleanupLocked()
 		}
 	}()
-	if virtiofs.Used(v.spec) {
-		fsd, err := virtiofs.Start(v.spec, vm.CloudHypervisor, v.path(FSSocketName), v.path(VirtioFSDLogName))
-		if err != nil {
-			return err
-		}
-		v.fsd = fsd
+	fsd, err := virtiofs.Start(v.spec, vm.CloudHypervisor, v.path(FSSocketName), v.path(VirtioFSDLogName))
+	if err != nil {
+		return err
+	}
+	if v.fsd = fsd; fsd != nil {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = vmm.WaitForFile(wctx, fsd, "virtiofsd", v.path(FSSocketName))
+		err := vmm.WaitForFile(wctx, fsd, "virtiofsd", v.path(FSSocketName))
 		cancel()
 		if err != nil {
 			return err

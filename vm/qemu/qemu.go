@@ -165,17 +165,14 @@ func (v *VM) Cmdline() string {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc.Load() != nil {
-		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
+	if err := vmm.Prepare(v.proc.Load(), v.spec.ID, v.spec.StateDir); err != nil {
+		return err
 	}
 	accel := v.spec.Config.Accel
 	if accel == "" || accel == "auto" {
 		accel, _ = DetectAccel(ctx)
 	}
 	v.accel = accel
-	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
-		return err
-	}
 	l, err := vmm.Listen(v.path(AgentSocketName))
 	if err != nil {
 		return fmt.Errorf("listen on agent socket: %w", err)

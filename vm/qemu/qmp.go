@@ -17,16 +17,7 @@ type QMP struct {
 
 // DialQMP connects to the QMP socket at path and negotiates capabilities.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	q := &QMP{}
-	_, err := qmp.Dial(ctx, "QMP", path, func(c *qmp.Conn) error {
-		q.c = c
-		_, err := q.Execute(ctx, "qmp_capabilities", nil)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return q, nil
+	return qmp.Open(ctx, "QMP", path, func(c *qmp.Conn) *QMP { return &QMP{c: c} })
 }
 
 // Execute runs one QMP command and returns its "return" value.

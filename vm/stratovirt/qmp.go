@@ -23,16 +23,7 @@ type QMP struct {
 // DialQMP connects to StratoVirt's QMP socket, reads the greeting and
 // negotiates capabilities.
 func DialQMP(ctx context.Context, path string) (*QMP, error) {
-	q := &QMP{}
-	_, err := qmp.Dial(ctx, "StratoVirt QMP", path, func(c *qmp.Conn) error {
-		q.c = c
-		_, err := q.Execute(ctx, "qmp_capabilities", nil)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return q, nil
+	return qmp.Open(ctx, "StratoVirt QMP", path, func(c *qmp.Conn) *QMP { return &QMP{c: c} })
 }
 
 // Execute runs one command and returns its "return" value.

@@ -131,10 +131,7 @@ func BlockArgs(n int, image string) []string {
 func (v *VM) Start(ctx context.Context) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.proc.Load() != nil {
-		return fmt.Errorf("vm %s already started: %w", v.spec.ID, errdefs.ErrAlreadyExists)
-	}
-	if err := os.MkdirAll(v.spec.StateDir, 0o700); err != nil {
+	if err := vmm.Prepare(v.proc.Load(), v.spec.ID, v.spec.StateDir); err != nil {
 		return err
 	}
 	defer func() {
@@ -142,13 +139,11 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			v.cleanupLocked()
 		}
 	}()
-	if virtiofs.Used(v.spec) {
-		fsd, err := virtiofs.Start(v.spec, vm.StratoVirt, v.path(FSSocketName), v.path(VirtioFSDLogName))
-		if err != nil {
-			return err
-		}
-		v.fsd = fsd
+	fsd, err := virtiofs.Start(v.spec, vm.StratoVirt, v.path(FSSocketName), v.path(VirtioFSDLogName))
+	if err != nil {
+		return err
 	}
+	v.fsd = fsd
 	_ = os.Remove(v.path(QMPSocketName))
 	p, err := vmm.StartConfigured(vm.StratoVirt, "path", v.spec.Config.Path, v.Args(), v.path(VMMLogName))
 	if err != nil {

@@ -68,12 +68,32 @@ func Deadline(ctx context.Context) time.Time {
 	return time.Now().Add(DefaultTimeout)
 }
 
-// Dial connects to the QMP socket at path, reads the greeting and calls
-// negotiate, which runs qmp_capabilities in the driver's dialect (its
-// error is returned as is). A greeting that is missing or not QMP is
-// ErrUnavailable. Dial's own errors start with name ("QMP"). The
-// connection is closed when Dial fails.
-func Dial(ctx context.Context, name, path string, negotiate func(*Conn) error) (*Conn, error) {
+// Client is a driver's QMP client: it runs a command in its dialect.
+type Client interface {
+	Execute(ctx context.Context, command string, args any) (json.RawMessage, error)
+}
+
+// Open dials the QMP socket at path, wraps the connection in the
+// driver's client and negotiates capabilities through it (so in the
+// driver's dialect). The connection is closed when Open fails.
+func Open[C Client](ctx context.Context, name, path string, wrap func(*Conn) C) (C, error) {
+	var none C
+	c, err := Dial(ctx, name, path)
+	if err != nil {
+		return none, err
+	}
+	client := wrap(c)
+	if _, err := client.Execute(ctx, "qmp_capabilities", nil); err != nil {
+		c.Close()
+		return none, err
+	}
+	return client, nil
+}
+
+// Dial connects to the QMP socket at path and reads the greeting; it does
+// not negotiate capabilities (see Open). A greeting that is missing or
+// not QMP is ErrUnavailable. Errors start with name ("QMP").
+func Dial(ctx context.Context, name, path string) (*Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -93,10 +113,6 @@ func Dial(ctx context.Context, name, path string, negotiate func(*Conn) error) (
 		return nil, fmt.Errorf("%s greeting on %s: %v (got %q): %w", name, path, err, line, errdefs.ErrUnavailable)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	if err := negotiate(c); err != nil {
-		conn.Close()
-		return nil, err
-	}
 	return c, nil
 }
 

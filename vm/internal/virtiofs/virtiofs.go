@@ -36,8 +36,13 @@ func Used(spec vm.Spec) bool {
 }
 
 // Start starts spec's virtiofsd serving its shared directory on socket
-// (no cache, chroot sandbox), its output appended to logPath.
+// (no cache, chroot sandbox), its output appended to logPath, when spec
+// uses virtio-fs (see Used); otherwise it returns a nil process. section
+// names the driver's configuration section for a start failure.
 func Start(spec vm.Spec, section, socket, logPath string) (*vmm.Process, error) {
+	if !Used(spec) {
+		return nil, nil
+	}
 	return vmm.StartConfigured(section, "virtiofsd", spec.Config.VirtioFSD, []string{
 		"--socket-path=" + socket, "--shared-dir=" + spec.SharedDir, "--cache=never", "--sandbox=chroot",
 	}, logPath)

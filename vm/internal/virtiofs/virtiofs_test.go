@@ -63,6 +63,9 @@ func TestStart(t *testing.T) {
 		t.Errorf("virtiofsd args %q, want %q", got, want)
 	}
 	spec.Config.VirtioFSD = filepath.Join(dir, "missing")
+	if p, err := Start(vm.Spec{Config: spec.Config}, vm.CloudHypervisor, "/run/fs.sock", filepath.Join(dir, "log2")); p != nil || err != nil {
+		t.Errorf("Start without a shared directory: %v %v, want nothing started", p, err)
+	}
 	if _, err := Start(spec, vm.CloudHypervisor, "/run/fs.sock", filepath.Join(dir, "log2")); err == nil || !strings.Contains(err.Error(), `check "virtiofsd" in [hypervisor.cloud-hypervisor]`) {
 		t.Errorf("missing virtiofsd: %v, want an error naming the key", err)
 	}

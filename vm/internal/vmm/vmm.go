@@ -52,6 +52,16 @@ func Start(path string, args []string, logPath string) (*Process, error) {
 	return p, nil
 }
 
+// Prepare begins a driver's Start: it fails with ErrAlreadyExists when
+// the VM id already has a process p, and creates the VM's state directory
+// (0700).
+func Prepare(p *Process, id, stateDir string) error {
+	if p != nil {
+		return fmt.Errorf("vm %s already started: %w", id, errdefs.ErrAlreadyExists)
+	}
+	return os.MkdirAll(stateDir, 0o700)
+}
+
 // StartConfigured is Start for a binary named by key in section
 // [hypervisor.<section>] of the configuration: a failure to start names
 // that key, so the error says what to fix.

@@ -158,3 +158,18 @@ func TestWaitForFile(t *testing.T) {
 		t.Fatalf("error %v: want Unavailable naming the program and its log", err)
 	}
 }
+
+// TestPrepare checks a second Start is refused and the state directory
+// is created private.
+func TestPrepare(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "state")
+	if err := Prepare(nil, "sb", dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir %v %v, want mode 0700", fi, err)
+	}
+	if err := Prepare(&Process{}, "sb", dir); !errors.Is(err, errdefs.ErrAlreadyExists) || !strings.Contains(err.Error(), "vm sb already started") {
+		t.Errorf("second start: %v, want AlreadyExists naming the VM", err)
+	}
+}
