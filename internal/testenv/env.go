@@ -231,7 +231,7 @@ const BusyboxPath = "/bin/busybox"
 // entrypoint.
 func BusyboxImage(t testing.TB, entrypoint []string) *images.MemoryImage {
 	t.Helper()
-	files, err := images.BusyboxFiles(BusyboxPath, "sh", "sleep", "echo", "cat")
+	files, err := images.BusyboxFiles(BusyboxPath, "sh", "sleep", "echo", "cat", "uname", "hostname")
 	if err != nil {
 		t.Fatalf("%v: apt-get install busybox-static (make deps)", err)
 	}

@@ -8,9 +8,84 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kuasar-go/kuasar/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/guest"
 )
+
+// qemuConfig builds (or reuses) the guest kernel and initramfs and returns a
+// sandboxer configuration fragment pointing [hypervisor.qemu] at them.
+func qemuConfig(t testing.TB) string {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Fatalf("qemu-system-x86_64 not found: apt-get install qemu-system-x86 (make deps): %v", err)
+	}
+	cache := testenv.ToolsDir() + "/guest"
+	a, err := guest.Build(context.Background(), guest.Options{BaseDir: cache + "/builds", CacheDir: cache, SourceDir: testenv.RepoRoot()})
+	if err != nil {
+		t.Fatalf("guest build (make deps / make guest): %v", err)
+	}
+	return fmt.Sprintf("[hypervisor.qemu]\npath = %q\nkernel = %q\ninitramfs = %q\n", qemu, a.Kernel, a.Initramfs)
+}
+
+// TestVMPodCRI drives a pod annotated kuasar.io/isolation: vm through
+// containerd's CRI with crictl: the VM boots at runp; a busybox container's
+// output (the guest kernel's release, not the host's) and non-zero exit code
+// come back; a long-running container takes an exec, then crictl stop; the
+// pod is removed with nothing left behind (no QEMU, no state directories).
+func TestVMPodCRI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	testenv.RequireRoot(t)
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), "docker.io/library/busybox-sh:vm")
+	podCfg := podJSON(t, e, "vmannotated", map[string]string{"kuasar.io/isolation": "vm"})
+	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+
+	once := e.Crictl("create", pod, ctrJSON(t, e, "once", "docker.io/library/busybox-sh:vm", []string{"uname -r; echo out-from-vm; exit 7"}, false), podCfg)
+	e.Crictl("start", once)
+	st := waitState(t, e, once, "CONTAINER_EXITED", 90*time.Second)
+	if code, _ := st["exitCode"].(float64); code != 7 {
+		t.Fatalf("exit code %v, want 7: %v", st["exitCode"], st)
+	}
+	logs := e.Crictl("logs", once)
+	if !strings.Contains(logs, "out-from-vm") {
+		t.Fatalf("logs %q lack the container's output", logs)
+	}
+	var host unix.Utsname
+	if err := unix.Uname(&host); err != nil {
+		t.Fatal(err)
+	}
+	guestRelease := strings.TrimSpace(strings.SplitN(logs, "\n", 2)[0])
+	if guestRelease == "" || guestRelease == unix.ByteSliceToString(host.Release[:]) {
+		t.Fatalf("first log line %q should be the guest kernel's release, not the host's", guestRelease)
+	}
+	e.Crictl("rm", once)
+
+	long := e.Crictl("create", pod, ctrJSON(t, e, "long", "docker.io/library/busybox-sh:vm", []string{"sleep 600"}, false), podCfg)
+	e.Crictl("start", long)
+	waitState(t, e, long, "CONTAINER_RUNNING", 60*time.Second)
+	if out := e.Crictl("exec", long, "/bin/echo", "exec-ok"); !strings.Contains(out, "exec-ok") {
+		t.Fatalf("exec output %q", out)
+	}
+	e.Crictl("stop", "--timeout", "1", long)
+	st = waitState(t, e, long, "CONTAINER_EXITED", 60*time.Second)
+	if code, _ := st["exitCode"].(float64); code != 137 && code != 143 {
+		t.Fatalf("stopped container exit code %v, want 137 or 143", st["exitCode"])
+	}
+	e.Crictl("rm", long)
+	e.Crictl("stopp", pod)
+	e.Crictl("rmp", pod)
+	if dirs := sandboxDirs(e); len(dirs) != 0 {
+		t.Fatalf("left after rmp: %v", dirs)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "qemu.*"+e.SandboxerState).Output(); len(out) != 0 {
+		t.Fatalf("hypervisor processes left: %s", out)
+	}
+}
 
 // TestLinuxImageRoutesToVM runs a busybox (Linux) image in a kuasar pod that
 // names no isolation: the sandboxer reads the image's metadata from
@@ -21,20 +96,7 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 		t.Skip("boots a VM")
 	}
 	testenv.RequireRoot(t)
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Fatalf("qemu-system-x86_64 not found: apt-get install qemu-system-x86 (make deps): %v", err)
-	}
-	cache := testenv.ToolsDir() + "/guest"
-	a, err := guest.Build(context.Background(), guest.Options{BaseDir: cache + "/builds", CacheDir: cache, SourceDir: testenv.RepoRoot()})
-	if err != nil {
-		t.Fatalf("guest build (make deps / make guest): %v", err)
-	}
-	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(fmt.Sprintf(`[hypervisor.qemu]
-path = %q
-kernel = %q
-initramfs = %q
-`, qemu, a.Kernel, a.Initramfs)))
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/echo"}), "docker.io/library/busybox-echo:vm")
 	podCfg := podJSON(t, e, "vmpod", nil)
 	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
