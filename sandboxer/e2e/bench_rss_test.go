@@ -112,3 +112,62 @@ func BenchmarkIdleSandboxRSS(b *testing.B) {
 	}
 	sbc.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "warm"})
 }
+
+// BenchmarkVMSandboxerRSS starts 10 VM sandboxes (pod annotation
+// kuasar.io/isolation=vm, QEMU under the host's accelerator) in the real
+// kuasar-sandboxer binary and reports the sandboxer's own resident memory
+// with all of them running; the QEMU processes are not counted, their
+// memory is reported separately as a mean per VM.
+func BenchmarkVMSandboxerRSS(b *testing.B) {
+	const n = 10
+	e := testenv.NewEnv(b, testenv.WithSandboxerConfig(qemuConfig(b)))
+	ctx := namespaces.WithNamespace(context.Background(), "vmrss")
+	sbc := sandboxerClient(b, e)
+	base, err := testenv.RSSBytes(e.Sandboxer.Pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pids []uint32
+	ids := make([]string, n)
+	b.ResetTimer()
+	for i := range n {
+		ids[i] = fmt.Sprintf("vm%02d", i)
+		if _, err := sbc.Create(ctx, &api.ControllerCreateRequest{SandboxID: ids[i],
+			Annotations: map[string]string{"kuasar.io/isolation": "vm"}}); err != nil {
+			b.Fatal(err)
+		}
+		st, err := sbc.Start(ctx, &api.ControllerStartRequest{SandboxID: ids[i]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pids = append(pids, st.Pid)
+	}
+	b.StopTimer()
+	defer func() {
+		for _, id := range ids {
+			if id != "" {
+				sbc.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: id})
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	rss, err := testenv.RSSBytes(e.Sandboxer.Pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var vmm uint64
+	for _, pid := range pids {
+		if pid == uint32(e.Sandboxer.Pid()) {
+			b.Fatalf("sandbox pid %d is the sandboxer's: the VM backend did not start a VMM", pid)
+		}
+		r, err := testenv.RSSBytes(int(pid))
+		if err != nil {
+			b.Fatalf("VMM %d: %v", pid, err)
+		}
+		vmm += r
+	}
+	b.ReportMetric(float64(rss)/(1<<20), "sandboxer-MiB-RSS")
+	b.ReportMetric(float64(rss-base)/float64(n)/(1<<20), "sandboxer-MiB-RSS/vm")
+	b.ReportMetric(float64(vmm)/float64(n)/(1<<20), "vmm-MiB-RSS/vm")
+	b.Logf("sandboxer RSS %d MiB with %d VM sandboxes (base %d MiB); VMMs %d MiB each", rss>>20, n, base>>20, vmm/n>>20)
+}
