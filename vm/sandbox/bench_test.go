@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/ttrpc"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
@@ -33,38 +32,24 @@ func BenchmarkSandboxStart(b *testing.B) {
 	}
 	a := agentGuest(b)
 	ctx := context.Background()
-	be, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(b, a)))
+	be := qemuBackend(b, ctx, qemuConfig(b, a))
 	root := busyboxRootfs(b)
 	bd := bundle(b, root, "/bin/sleep", "30")
 	var vmmStart, agentReady, setup, ctrStart, total time.Duration
 	var rss uint64
 	for i := 0; i < b.N; i++ {
-		state := b.TempDir()
 		t0 := time.Now()
-		bi, err := be.Start(ctx, backend.Sandbox{ID: "bench", StateDir: state})
-		if err != nil {
-			b.Fatal(err)
-		}
+		bi, _ := startSandbox(b, ctx, be, backend.Sandbox{ID: "bench"})
 		t1 := time.Now()
-		if _, err := bi.Tasks().Create(ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: bd}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := bi.Tasks().Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
-			b.Fatal(err)
-		}
+		startContainer(b, ctx, bi, "c", bd)
 		t2 := time.Now()
 		tm := bi.(*sandbox.Instance).Timings()
-		if m, err := bi.Metrics(ctx); err == nil {
-			rss += m.MemoryBytes
-		}
 		vmmStart += tm.VMMStarted
 		agentReady += tm.AgentReady
 		setup += tm.SandboxReady - tm.AgentReady
 		ctrStart += t2.Sub(t1)
 		total += t2.Sub(t0)
-		b.StopTimer()
-		bi.Shutdown(ctx)
-		b.StartTimer()
+		rss += finish(b, ctx, bi, true)
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(vmmStart.Milliseconds())/n, "vmm-start-ms")
@@ -100,25 +85,35 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 	a := agentGuest(b)
 	ctx := context.Background()
-	be, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(b, a)))
+	be := qemuBackend(b, ctx, qemuConfig(b, a))
 	var bare, ours time.Duration
 	for i := 0; i < b.N; i++ {
 		bare += bareBoot(b, a)
-		t0 := time.Now()
-		bi, err := be.Start(ctx, backend.Sandbox{ID: "overhead", StateDir: b.TempDir()})
-		if err != nil {
-			b.Fatal(err)
-		}
+		// AgentReady is measured from the VMM launch inside Start.
+		bi, _ := startSandbox(b, ctx, be, backend.Sandbox{ID: "overhead"})
 		ours += bi.(*sandbox.Instance).Timings().AgentReady
-		_ = t0 // AgentReady is measured from the VMM launch inside Start
-		b.StopTimer()
-		bi.Shutdown(ctx)
-		b.StartTimer()
+		finish(b, ctx, bi, false)
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(bare.Milliseconds())/n, "bare-agent-ready-ms")
 	b.ReportMetric(float64(ours.Milliseconds())/n, "sandbox-agent-ready-ms")
 	b.ReportMetric(100*(float64(ours)-float64(bare))/float64(bare), "overhead-%")
+}
+
+// finish ends one iteration: it reads bi's VMM RSS when rss is set
+// (inside the timer, as the figures are taken), then shuts bi down
+// outside the timer.
+func finish(b *testing.B, ctx context.Context, bi backend.Instance, rss bool) uint64 {
+	var n uint64
+	if rss {
+		if m, err := bi.Metrics(ctx); err == nil {
+			n = m.MemoryBytes
+		}
+	}
+	b.StopTimer()
+	bi.Shutdown(ctx)
+	b.StartTimer()
+	return n
 }
 
 func bareBoot(b *testing.B, a guest.Artifacts) time.Duration {
@@ -168,30 +163,17 @@ func BenchmarkSandboxStartMinimalKernel(b *testing.B) {
 	cfg.MachineOptions = "acpi=off"
 	cfg.KernelParams = []string{"reboot=t"}
 	ctx := context.Background()
-	be, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, cfg))
+	be := qemuBackend(b, ctx, cfg)
 	bd := bundle(b, busyboxRootfs(b), "/bin/sleep", "30")
 	var agentReady, ctrStart time.Duration
 	var rss uint64
 	for i := 0; i < b.N; i++ {
-		bi, err := be.Start(ctx, backend.Sandbox{ID: "bench-min", StateDir: b.TempDir()})
-		if err != nil {
-			b.Fatal(err)
-		}
+		bi, _ := startSandbox(b, ctx, be, backend.Sandbox{ID: "bench-min"})
 		t1 := time.Now()
-		if _, err := bi.Tasks().Create(ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: bd}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := bi.Tasks().Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
-			b.Fatal(err)
-		}
+		startContainer(b, ctx, bi, "c", bd)
 		ctrStart += time.Since(t1)
 		agentReady += bi.(*sandbox.Instance).Timings().AgentReady
-		if m, err := bi.Metrics(ctx); err == nil {
-			rss += m.MemoryBytes
-		}
-		b.StopTimer()
-		bi.Shutdown(ctx)
-		b.StartTimer()
+		rss += finish(b, ctx, bi, true)
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(agentReady.Milliseconds())/n, "agent-ready-ms")

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
-	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/sandbox"
 )
 
@@ -22,20 +21,10 @@ import (
 // forwarder with FIFO stdio (as containerd would), execs, stops, and
 // checks that nothing is left behind.
 func TestEndToEnd(t *testing.T) {
-	testenvRoot(t)
-	a := agentGuest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	b, err := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := t.TempDir()
-	sb := backend.Sandbox{ID: "e2e-sandbox-0123456789", StateDir: state, Hostname: "kuasar-e2e"}
-	bi, err := b.Start(ctx, sb)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ctx := vmTest(t, 3*time.Minute)
+	b := qemuBackend(t, ctx, qemuConfig(t, a))
+	bi, sb := startSandbox(t, ctx, b, backend.Sandbox{ID: "e2e-sandbox-0123456789", Hostname: "kuasar-e2e"})
+	state := sb.StateDir
 	inst := bi.(*sandbox.Instance)
 	defer inst.Shutdown(context.Background())
 	t.Logf("timings: %+v", inst.Timings())
@@ -104,12 +93,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Container 2: long-running, with an exec.
 	bd2 := bundle(t, root, "/bin/sleep", "60")
-	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c2", Bundle: bd2}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c2"}); err != nil {
-		t.Fatal(err)
-	}
+	startContainer(t, ctx, inst, "c2", bd2)
 	eout := newFifoReader(t, filepath.Join(fifos, "e1-out"))
 	spec := `{"args":["/bin/sh","-c","echo exec-ok; exit 7"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0}}`
 	if _, err := tasks.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c2", ExecID: "e1", Stdout: eout.path, Spec: anySpec(spec)}); err != nil {
@@ -168,11 +152,5 @@ func TestEndToEnd(t *testing.T) {
 	socks, _ := filepath.Glob(filepath.Join(state, "vm", "*.sock"))
 	if len(socks) != 0 {
 		t.Errorf("sockets left: %v", socks)
-	}
-}
-
-func testenvRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("VM tests need root")
 	}
 }

@@ -25,10 +25,7 @@ import (
 // TestRunWorkload runs a busybox container the way `kuasar run --isolation
 // vm` does: exit code and both streams come back, nothing is left.
 func TestRunWorkload(t *testing.T) {
-	testenvRoot(t)
-	a := agentGuest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	a, ctx := vmTest(t, 2*time.Minute)
 	var stdout, stderr bytes.Buffer
 	state := t.TempDir()
 	root := busyboxRootfs(t)
@@ -60,16 +57,10 @@ func TestRunWorkload(t *testing.T) {
 // TestVMMKilled kills the VMM under a running sandbox: the sandbox must be
 // reported exited (137), its mounts removed, and Shutdown must succeed.
 func TestVMMKilled(t *testing.T) {
-	testenvRoot(t)
-	a := agentGuest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
-	state := t.TempDir()
-	bi, err := b.Start(ctx, backend.Sandbox{ID: "killed", StateDir: state})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ctx := vmTest(t, 2*time.Minute)
+	b := qemuBackend(t, ctx, qemuConfig(t, a))
+	bi, sb := startSandbox(t, ctx, b, backend.Sandbox{ID: "killed"})
+	state := sb.StateDir
 	defer bi.Shutdown(context.Background())
 	// A container whose rootfs is mounted in the shared dir.
 	if _, err := bi.Tasks().Create(ctx, createReq("c", bundle(t, busyboxRootfs(t), "/bin/sleep", "60"))); err != nil {
@@ -95,7 +86,7 @@ func TestVMMKilled(t *testing.T) {
 		t.Error("Task API still answers for a dead VM")
 	}
 	// Recover after the VMM is gone reports the sandbox exited.
-	ri, err := b.Recover(ctx, backend.Sandbox{ID: "killed", StateDir: state}, cp)
+	ri, err := b.Recover(ctx, sb, cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +108,10 @@ func TestVMMKilled(t *testing.T) {
 // Start must fail within the timeout, name the console log, and leave no
 // process, socket or directory behind.
 func TestAgentNeverAnswers(t *testing.T) {
-	testenvRoot(t)
+	testenv.RequireRoot(t)
 	a := testenv.BusyboxInit(t, "/bin/busybox sleep 3600")
 	ctx := context.Background()
-	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)), sandbox.WithAgentTimeout(6*time.Second))
+	b := qemuBackend(t, ctx, qemuConfig(t, a), sandbox.WithAgentTimeout(6*time.Second))
 	state := t.TempDir()
 	start := time.Now()
 	_, err := b.Start(ctx, backend.Sandbox{ID: "mute-agent", StateDir: state})
@@ -180,30 +171,17 @@ func TestMissingArtifacts(t *testing.T) {
 // restart would), recovers it from its checkpoint, and drives the
 // container that was started before the restart.
 func TestRecoverLiveVM(t *testing.T) {
-	testenvRoot(t)
-	a := agentGuest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
-	state := t.TempDir()
-	sb := backend.Sandbox{ID: "recover", StateDir: state}
-	bi, err := b.Start(ctx, sb)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ctx := vmTest(t, 2*time.Minute)
+	b := qemuBackend(t, ctx, qemuConfig(t, a))
+	bi, sb := startSandbox(t, ctx, b, backend.Sandbox{ID: "recover"})
+	state := sb.StateDir
 	pid := bi.Pid()
-	tasks := bi.Tasks()
-	if _, err := tasks.Create(ctx, createReq("c", bundle(t, busyboxRootfs(t), "/bin/sleep", "60"))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
-		t.Fatal(err)
-	}
+	startContainer(t, ctx, bi, "c", bundle(t, busyboxRootfs(t), "/bin/sleep", "60"))
 	cp := bi.Checkpoint()
 	if !bi.(*sandbox.Instance).Detach() {
 		t.Fatal("QEMU instance cannot detach")
 	}
-	b2, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, qemuConfig(t, a)))
+	b2 := qemuBackend(t, ctx, qemuConfig(t, a))
 	rt0 := time.Now()
 	ri, err := b2.Recover(ctx, sb, cp)
 	t.Logf("recover took %v", time.Since(rt0))
@@ -249,7 +227,7 @@ func TestRecoverLiveVM(t *testing.T) {
 // TestQ35 boots the PCI machine type (virtio-serial-pci, virtio-9p-pci,
 // the virtio_pci module) and runs a container through RunWorkload.
 func TestQ35(t *testing.T) {
-	testenvRoot(t)
+	testenv.RequireRoot(t)
 	a := testenv.Build(t, guest.Options{Modules: append(append([]string{}, guest.DefaultModules...), "virtio_pci")})
 	cfg := qemuConfig(t, a)
 	cfg.Machine = "q35"

@@ -11,15 +11,62 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/fifo"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/guest"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
+	"github.com/kuasar-go/kuasar/vm/sandbox"
 )
+
+// vmTest starts a test that boots the real guest: it needs root, builds
+// (or reuses) the guest and bounds the test by timeout.
+func vmTest(t *testing.T, timeout time.Duration) (guest.Artifacts, context.Context) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	a := agentGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return a, ctx
+}
+
+// qemuBackend is a VM backend whose QEMU runs cfg, with opts.
+func qemuBackend(t testing.TB, ctx context.Context, cfg vm.Config, opts ...sandbox.Option) *sandbox.Backend {
+	t.Helper()
+	b, err := sandbox.New(ctx, append([]sandbox.Option{sandbox.WithHypervisor(vm.QEMU, cfg)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startSandbox starts sb in b with a fresh state directory, set in the
+// returned copy of sb. Shutting it down is the caller's.
+func startSandbox(t testing.TB, ctx context.Context, b *sandbox.Backend, sb backend.Sandbox) (backend.Instance, backend.Sandbox) {
+	t.Helper()
+	sb.StateDir = t.TempDir()
+	bi, err := b.Start(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bi, sb
+}
+
+// startContainer creates container id from bundle bd in bi and starts it.
+func startContainer(t testing.TB, ctx context.Context, bi backend.Instance, id, bd string) {
+	t.Helper()
+	if _, err := bi.Tasks().Create(ctx, createReq(id, bd)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bi.Tasks().Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // agentGuest builds (cached) the real guest: Debian kernel + kuasar-task.
 func agentGuest(t testing.TB) guest.Artifacts {

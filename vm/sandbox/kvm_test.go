@@ -12,6 +12,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/qemu"
 	"github.com/kuasar-go/kuasar/vm/sandbox"
 )
@@ -24,7 +25,7 @@ import (
 // that says to set accel = "tcg", and leave no QEMU behind. On hosts where
 // KVM works the sandbox simply starts.
 func TestForcedKVMOnPVMFailsFast(t *testing.T) {
-	testenvRoot(t)
+	testenv.RequireRoot(t)
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		t.Skip("no /dev/kvm")
 	}
@@ -47,7 +48,7 @@ func TestForcedKVMOnPVMFailsFast(t *testing.T) {
 
 func forcedKVM(t *testing.T, cfg vm.Config) {
 	ctx := context.Background()
-	b, _ := sandbox.New(ctx, sandbox.WithHypervisor(vm.QEMU, cfg), sandbox.WithAgentTimeout(90*time.Second))
+	b := qemuBackend(t, ctx, cfg, sandbox.WithAgentTimeout(90*time.Second))
 	state := t.TempDir()
 	start := time.Now()
 	inst, err := b.Start(ctx, backend.Sandbox{ID: "forced-kvm", StateDir: state})
