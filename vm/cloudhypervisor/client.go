@@ -114,26 +114,29 @@ func (c *Client) Info(ctx context.Context) (VmInfo, error) {
 
 // AddDisk is PUT /vm.add-disk.
 func (c *Client) AddDisk(ctx context.Context, d DiskConfig) (PciDeviceInfo, error) {
-	var r PciDeviceInfo
-	return r, c.do(ctx, http.MethodPut, "vm.add-disk", d, &r)
+	return c.add(ctx, "vm.add-disk", d)
 }
 
 // AddFs is PUT /vm.add-fs.
 func (c *Client) AddFs(ctx context.Context, f FsConfig) (PciDeviceInfo, error) {
-	var r PciDeviceInfo
-	return r, c.do(ctx, http.MethodPut, "vm.add-fs", f, &r)
+	return c.add(ctx, "vm.add-fs", f)
 }
 
 // AddNet is PUT /vm.add-net.
 func (c *Client) AddNet(ctx context.Context, n NetConfig) (PciDeviceInfo, error) {
-	var r PciDeviceInfo
-	return r, c.do(ctx, http.MethodPut, "vm.add-net", n, &r)
+	return c.add(ctx, "vm.add-net", n)
 }
 
 // AddVsock is PUT /vm.add-vsock.
 func (c *Client) AddVsock(ctx context.Context, v VsockConfig) (PciDeviceInfo, error) {
+	return c.add(ctx, "vm.add-vsock", v)
+}
+
+// add hot-plugs a device: PUT endpoint with its config, answered by the
+// PCI address it got.
+func (c *Client) add(ctx context.Context, endpoint string, device any) (PciDeviceInfo, error) {
 	var r PciDeviceInfo
-	return r, c.do(ctx, http.MethodPut, "vm.add-vsock", v, &r)
+	return r, c.do(ctx, http.MethodPut, endpoint, device, &r)
 }
 
 // DialHybridVsock connects to a guest AF_VSOCK port through Cloud

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 )
 
 // These tests verify the driver against Cloud Hypervisor's specification
@@ -186,30 +187,15 @@ func TestHybridVsockHandshake(t *testing.T) {
 // agent channel dials through hybrid vsock, Stop shuts the VM and VMM
 // down, and no socket is left.
 func TestDriverLifecycle(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "record.json")
-	t.Setenv("KUASAR_FAKE_CH", "1")
 	t.Setenv("KUASAR_FAKE_CH_RECORD", rec)
 	state := filepath.Join(dir, "state")
-	v, err := ch.New(vm.Spec{ID: "life", StateDir: state, Config: vm.Config{Path: self, Kernel: self, Initramfs: self, RootfsMode: vm.ShareBlock}})
+	v, err := ch.New(testenv.FakeVMMSpec(t, "KUASAR_FAKE_CH", state))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := v.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if v.Pid() == 0 {
-		t.Fatal("no VMM pid")
-	}
-	if err := v.Health(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := testenv.StartHealthy(t, v)
 	c, err := v.DialAgent(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +225,5 @@ func TestDriverLifecycle(t *testing.T) {
 	if got := strings.Join(r.Log, ","); got != want {
 		t.Errorf("API calls %s, want %s", got, want)
 	}
-	if socks, _ := filepath.Glob(filepath.Join(state, "*.sock")); len(socks) != 0 {
-		t.Errorf("sockets left: %v", socks)
-	}
+	testenv.NoSockets(t, state)
 }

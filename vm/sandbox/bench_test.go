@@ -27,9 +27,7 @@ import (
 // container started (Create + Start after set-up). Run with
 // -benchtime=5x: each iteration boots a VM (about 3 s under TCG).
 func BenchmarkSandboxStart(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	a := agentGuest(b)
 	ctx := context.Background()
 	be := qemuBackend(b, ctx, qemuConfig(b, a))
@@ -65,9 +63,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 // command line, started by hand (no driver, no QMP, no health checks), to
 // the same point: the agent's first Ping answer.
 func BenchmarkBareQEMU(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	a := agentGuest(b)
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
@@ -80,9 +76,7 @@ func BenchmarkBareQEMU(b *testing.B) {
 // iteration (so both see the same machine load) and reports the
 // sandboxer's overhead to agent-ready in percent (target: at most 10).
 func BenchmarkOverhead(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	a := agentGuest(b)
 	ctx := context.Background()
 	be := qemuBackend(b, ctx, qemuConfig(b, a))
@@ -155,9 +149,7 @@ func bareBoot(b *testing.B, a guest.Artifacts) time.Duration {
 // minimal kernel (everything built in, no modules, microvm without ACPI).
 // The first run builds that kernel: about 10 minutes on 2 cores.
 func BenchmarkSandboxStartMinimalKernel(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	a := testenv.Build(b, guest.Options{MinimalKernel: true})
 	cfg := qemuConfig(b, a)
 	cfg.MachineOptions = "acpi=off"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/stratovirt"
 )
 
@@ -212,21 +213,12 @@ func TestCommandLine(t *testing.T) {
 // TestDriverLifecycle runs the driver with this test binary re-executed as
 // a fake "stratovirt" that serves the QMP dialect on its -qmp socket.
 func TestDriverLifecycle(t *testing.T) {
-	self, _ := os.Executable()
-	t.Setenv("KUASAR_FAKE_STRATOVIRT", "1")
 	state := t.TempDir()
-	v, err := stratovirt.New(vm.Spec{ID: "life", StateDir: state, Config: vm.Config{Path: self, Kernel: self, Initramfs: self, RootfsMode: vm.ShareBlock}})
+	v, err := stratovirt.New(testenv.FakeVMMSpec(t, "KUASAR_FAKE_STRATOVIRT", state))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := v.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Health(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := testenv.StartHealthy(t, v)
 	pid := v.Pid()
 	if err := v.Stop(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -237,9 +229,7 @@ func TestDriverLifecycle(t *testing.T) {
 			t.Errorf("fake VMM %d still running after Stop", pid)
 		}
 	}
-	if socks, _ := filepath.Glob(filepath.Join(state, "*.sock")); len(socks) != 0 {
-		t.Errorf("sockets left: %v", socks)
-	}
+	testenv.NoSockets(t, state)
 }
 
 func TestMain(m *testing.M) {
