@@ -57,9 +57,6 @@ var _ vm.Hypervisor = (*VM)(nil)
 
 // New returns a VM for spec; nothing runs until Start.
 func New(spec vm.Spec) (*VM, error) {
-	if err := spec.Config.Validate(vm.CloudHypervisor); err != nil {
-		return nil, err
-	}
 	if err := virtiofs.Check(spec, vm.CloudHypervisor, "Cloud Hypervisor"); err != nil {
 		return nil, err
 	}

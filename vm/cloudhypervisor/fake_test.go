@@ -38,6 +38,18 @@ func (f *fakeCH) problem(format string, a ...any) {
 	f.problems = append(f.problems, fmt.Sprintf(format, a...))
 }
 
+// move takes the VM from state from to state to, as a call that needs
+// from does; in any other state it answers code with msg, as the VMM
+// does, and reports false.
+func (f *fakeCH) move(w http.ResponseWriter, from, to string, code int, msg string) bool {
+	if f.state != from {
+		http.Error(w, msg, code)
+		return false
+	}
+	f.state = to
+	return true
+}
+
 func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -97,22 +109,17 @@ func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/vmm.ping":
 		reply(200, map[string]any{"version": "fake-ch", "pid": os.Getpid()})
 	case "/vm.create":
-		if f.state != "" {
-			http.Error(w, "VM already created", 400)
+		if !f.move(w, "", "Created", 400, "VM already created") {
 			return
 		}
-		f.state = "Created"
 		if vs, ok := f.bodies[ep]["vsock"].(map[string]any); ok {
 			f.listenVsock(vs["socket"].(string))
 		}
 		reply(204, nil)
 	case "/vm.boot":
-		if f.state != "Created" {
-			http.Error(w, "VM not created", 404)
-			return
+		if f.move(w, "Created", "Running", 404, "VM not created") {
+			reply(204, nil)
 		}
-		f.state = "Running"
-		reply(204, nil)
 	case "/vm.info":
 		if f.state == "" {
 			http.Error(w, "not created", 404)
@@ -120,12 +127,9 @@ func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(200, map[string]any{"config": f.bodies["/vm.create"], "state": f.state})
 	case "/vm.shutdown":
-		if f.state != "Running" {
-			http.Error(w, "not running", 405)
-			return
+		if f.move(w, "Running", "Shutdown", 405, "not running") {
+			reply(204, nil)
 		}
-		f.state = "Shutdown"
-		reply(204, nil)
 	case "/vm.delete":
 		f.state = ""
 		reply(204, nil)

@@ -233,6 +233,12 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 func (v *VM) Detach() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.disconnectLocked()
+	v.proc.Store(nil)
+}
+
+// disconnectLocked closes QMP and the agent socket's listener.
+func (v *VM) disconnectLocked() {
 	if v.qmp != nil {
 		v.qmp.Close()
 		v.qmp = nil
@@ -241,7 +247,6 @@ func (v *VM) Detach() {
 		v.agentL.Close()
 		v.agentL = nil
 	}
-	v.proc.Store(nil)
 }
 
 // Pid is QEMU's process id (0 before Start).
@@ -336,14 +341,7 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 
 func (v *VM) cleanupLocked() {
 	v.proc.Load().Kill()
-	if v.qmp != nil {
-		v.qmp.Close()
-		v.qmp = nil
-	}
-	if v.agentL != nil {
-		v.agentL.Close()
-		v.agentL = nil
-	}
+	v.disconnectLocked()
 	for _, s := range []string{QMPSocketName, AgentSocketName} {
 		if err := os.Remove(v.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.L.WithError(err).Warn("vm: removing socket")

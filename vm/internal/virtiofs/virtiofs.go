@@ -13,11 +13,15 @@ import (
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
-// Check validates spec's share mode for a driver that supports virtio-fs
-// (the default) and block: virtio-fs with a shared directory needs
-// virtiofsd. section is the driver's [hypervisor.<section>], name its
-// display name, both for the error.
+// Check validates spec for a driver that supports virtio-fs (the
+// default) and block: its configuration (vm.Config.Validate), then the
+// share mode (virtio-fs with a shared directory needs virtiofsd).
+// section is the driver's [hypervisor.<section>], name its display name,
+// both for the errors.
 func Check(spec vm.Spec, section, name string) error {
+	if err := spec.Config.Validate(section); err != nil {
+		return err
+	}
 	switch spec.Config.RootfsMode {
 	case "", vm.ShareVirtioFS:
 		if spec.SharedDir != "" && spec.Config.VirtioFSD == "" {

@@ -21,15 +21,20 @@ func TestCheckAndUsed(t *testing.T) {
 		used      bool
 		err       error
 		mention   string
+		noKernel  bool
 	}{
-		{"default mode", "", "/usr/libexec/virtiofsd", "/s", true, nil, ""},
-		{"virtiofs without a shared dir", vm.ShareVirtioFS, "", "", false, nil, ""},
-		{"virtiofs without virtiofsd", vm.ShareVirtioFS, "", "/s", true, errdefs.ErrFailedPrecondition, `set "virtiofsd" in [hypervisor.stratovirt]`},
-		{"block", vm.ShareBlock, "", "/s", false, nil, ""},
-		{"9p", vm.Share9P, "", "/s", false, errdefs.ErrInvalidArgument, `"9p" in [hypervisor.stratovirt]: StratoVirt has no 9p`},
+		{"default mode", "", "/usr/libexec/virtiofsd", "/s", true, nil, "", false},
+		{"virtiofs without a shared dir", vm.ShareVirtioFS, "", "", false, nil, "", false},
+		{"virtiofs without virtiofsd", vm.ShareVirtioFS, "", "/s", true, errdefs.ErrFailedPrecondition, `set "virtiofsd" in [hypervisor.stratovirt]`, false},
+		{"block", vm.ShareBlock, "", "/s", false, nil, "", false},
+		{"no kernel", vm.ShareBlock, "", "/s", false, errdefs.ErrFailedPrecondition, `set "kernel" in [hypervisor.stratovirt]`, true},
+		{"9p", vm.Share9P, "", "/s", false, errdefs.ErrInvalidArgument, `"9p" in [hypervisor.stratovirt]: StratoVirt has no 9p`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := vm.Spec{SharedDir: tc.shared, Config: vm.Config{RootfsMode: tc.mode, VirtioFSD: tc.fsd}}
+			spec := vm.Spec{SharedDir: tc.shared, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", RootfsMode: tc.mode, VirtioFSD: tc.fsd}}
+			if tc.noKernel {
+				spec.Config.Kernel = ""
+			}
 			err := Check(spec, vm.StratoVirt, "StratoVirt")
 			if tc.err == nil && err != nil || tc.err != nil && (!errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.mention)) {
 				t.Errorf("Check: %v, want %v mentioning %q", err, tc.err, tc.mention)
