@@ -70,6 +70,7 @@ func Deadline(ctx context.Context) time.Time {
 
 // Client is a driver's QMP client: it runs a command in its dialect.
 type Client interface {
+	// Execute runs command with args and returns its "return" value.
 	Execute(ctx context.Context, command string, args any) (json.RawMessage, error)
 }
 

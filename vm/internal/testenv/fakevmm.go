@@ -30,6 +30,7 @@ func FakeVMMSpec(t *testing.T, env, stateDir string) vm.Spec {
 // Healthy is a driver that reports the guest's health.
 type Healthy interface {
 	vm.Hypervisor
+	// Health reports an error when the guest cannot make progress.
 	Health(ctx context.Context) error
 }
 
