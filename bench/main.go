@@ -55,7 +55,7 @@ var suites = []suite{
 
 func main() {
 	out := flag.String("out", "bench/results", "directory to write the report into")
-	count := flag.Int("count", 5, "how many times each benchmark runs (the median is reported)")
+	count := flag.Int("count", 6, "how many times each benchmark runs (the median is reported; 6 or more give a 95% confidence interval)")
 	filter := flag.String("suite", ".", "regular expression selecting suites by name")
 	benchtime := flag.String("benchtime", "", "override -benchtime for every suite")
 	flag.Parse()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"sort"
 
@@ -71,7 +72,11 @@ func writeTable(w io.Writer, rows []row) {
 	fmt.Fprintln(w, "| benchmark | metric | median | 95% CI | runs |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d |\n", r.name, r.unit, formatValue(r.summary.Center, r.unit), r.summary.PctRangeString(), r.n)
+		ci := r.summary.PctRangeString()
+		if math.IsInf(r.summary.Lo, 0) || math.IsInf(r.summary.Hi, 0) {
+			ci = "n/a (needs 6+ runs)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d |\n", r.name, r.unit, formatValue(r.summary.Center, r.unit), ci, r.n)
 	}
 	fmt.Fprintln(w)
 }
