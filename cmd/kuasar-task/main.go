@@ -110,7 +110,7 @@ func run() error {
 	if pid1 {
 		shutdown = func() { _ = guestinit.Poweroff(ctx) }
 	}
-	tasks := linuxtask.New(reaper, linuxtask.WithShutdown(shutdown))
+	tasks := linuxtask.New(reaper, linuxtask.WithShutdown(shutdown), linuxtask.WithZygote())
 	agent := linuxtask.NewAgentService(tasks, linuxtask.WithVersion(version))
 
 	srv, err := ttrpc.NewServer()

@@ -2,14 +2,17 @@ package linuxtask
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -54,7 +57,17 @@ const (
 // process on failure and execs the container process on success.
 func RunHelper() {
 	ctrl := os.NewFile(3, "ctrl")
-	r := bufio.NewReader(ctrl)
+	var r *bufio.Reader
+	if len(os.Args) > 2 && os.Args[2] == helperZygote {
+		// Pre-forked: wait for the container's stdio and config.
+		first, err := receiveStdio(3)
+		if err != nil {
+			os.Exit(126) // killed, or the agent went away
+		}
+		r = bufio.NewReader(io.MultiReader(bytes.NewReader(first), ctrl))
+	} else {
+		r = bufio.NewReader(ctrl)
+	}
 	fail := func(err error) {
 		fmt.Fprintf(ctrl, "%s%s\n", ctrlErr, strings.ReplaceAll(err.Error(), "\n", " "))
 		os.Exit(127)
@@ -63,6 +76,7 @@ func RunHelper() {
 	if err != nil {
 		os.Exit(126)
 	}
+	t0 := time.Now()
 	var cfg helperConfig
 	if err := json.Unmarshal(line, &cfg); err != nil {
 		fail(fmt.Errorf("decode helper config: %w", err))
@@ -74,17 +88,26 @@ func RunHelper() {
 	if err != nil {
 		fail(err)
 	}
-	fmt.Fprintf(ctrl, "%s\n", ctrlOK)
+	fmt.Fprintf(ctrl, "%s setup=%s\n", ctrlOK, time.Since(t0))
+	// Apply the process attributes while the reply travels to the host
+	// and Start comes back; a failure is reported at Start, as before.
+	prepErr := prepareProcess(&cfg)
 	cmd, err := r.ReadString('\n')
 	if err != nil || strings.TrimSpace(cmd) != ctrlStart {
 		os.Exit(126) // the agent went away or aborted the create
 	}
-	if err := execProcess(&cfg, bin, ctrl); err != nil {
-		fail(err)
+	if prepErr != nil {
+		fail(prepErr)
+	}
+	unix.CloseOnExec(int(ctrl.Fd()))
+	if err := syscall.Exec(bin, cfg.Args, cfg.Env); err != nil {
+		fail(fmt.Errorf("exec %s: %w", bin, err))
 	}
 }
 
-func execProcess(cfg *helperConfig, bin string, ctrl *os.File) error {
+// prepareProcess sets the rlimits, groups, gid, uid and cwd of the
+// container process (the helper itself, which then execs it).
+func prepareProcess(cfg *helperConfig) error {
 	for _, rl := range cfg.Rlimits {
 		res, ok := rlimitNames[rl.Type]
 		if !ok {
@@ -109,10 +132,6 @@ func execProcess(cfg *helperConfig, bin string, ctrl *os.File) error {
 	}
 	if err := os.Chdir(cwd); err != nil {
 		return fmt.Errorf("process.cwd %q: %w; the directory must exist in the rootfs", cwd, err)
-	}
-	unix.CloseOnExec(int(ctrl.Fd()))
-	if err := syscall.Exec(bin, cfg.Args, cfg.Env); err != nil {
-		return fmt.Errorf("exec %s: %w", bin, err)
 	}
 	return nil
 }

@@ -43,6 +43,12 @@ type Service struct {
 	helperWait time.Duration
 	noPivot    bool
 	guestFiles map[string]string
+	zygoteOn   bool
+
+	zmu     sync.Mutex
+	zyg     *zygote // pre-forked helper waiting for a config, or nil
+	zflags  uintptr // namespaces of the next zygote: those of the last create
+	zclosed bool    // Shutdown: fork no more zygotes
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -322,10 +328,12 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 	if r.Checkpoint != "" {
 		return 0, fmt.Errorf("container %q: restoring from a checkpoint is not supported: %w", r.ID, errdefs.ErrNotImplemented)
 	}
+	t0 := time.Now()
 	spec, rootfs, err := loadSpec(r.Bundle)
 	if err != nil {
 		return 0, err
 	}
+	tSpec := time.Since(t0)
 	cloneFlags := uintptr(unix.CLONE_NEWNS)
 	setHostname := false
 	newPid := false
@@ -389,35 +397,115 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 			s.mu.Lock()
 			delete(s.containers, r.ID)
 			s.mu.Unlock()
+			s.scheduleRefill(ctx)
 		}
 	}()
 
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("control socket: %w", err)
-	}
-	parent := os.NewFile(uintptr(fds[0]), "ctrl")
-	child := os.NewFile(uintptr(fds[1]), "ctrl-child")
 	if err := s.stdioPipes(p); err != nil {
-		parent.Close()
-		child.Close()
 		return 0, fmt.Errorf("stdio pipes: %w", err)
 	}
 	in, out, errw, closeChild := p.takeChildStdio()
+	var (
+		pid    int
+		exitCh <-chan guestinit.Exit
+		parent *os.File
+		zyg    bool
+	)
+	if z := s.takeZygote(cloneFlags); z != nil {
+		zcfg := cfg
+		if cloneFlags&unix.CLONE_NEWUTS != 0 && zcfg.Hostname == "" {
+			// The zygote's uts namespace was copied when it was forked;
+			// give the container the guest's hostname as of now, as a
+			// cold fork would.
+			if h, err := os.Hostname(); err == nil {
+				zcfg.Hostname, zcfg.SetHostname = h, true
+			}
+		}
+		enc, _ := json.Marshal(zcfg)
+		if err := sendToZygote(z.ctrl, append(enc, '\n'), in, out, errw); err != nil {
+			log.G(ctx).WithError(err).WithField("container", r.ID).Debug("zygote unusable, taking the cold path")
+			z.kill()
+		} else {
+			pid, exitCh, parent, zyg = z.pid, z.exit, z.ctrl, true
+		}
+	}
+	if !zyg {
+		pid, exitCh, parent, err = s.spawnHelper(cloneFlags, false, in, out, errw)
+	}
+	closeChild()
+	if err != nil {
+		p.closeStreams()
+		return 0, fmt.Errorf("start container set-up helper: %w", err)
+	}
+	tFork := time.Since(t0)
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+	go p.watch(exitCh)
+	abort := func(e error) (int, error) {
+		unix.Kill(pid, unix.SIGKILL)
+		<-p.exited
+		parent.Close()
+		p.closeStreams()
+		return 0, e
+	}
+	if !zyg {
+		enc, _ := json.Marshal(cfg)
+		if _, err := parent.Write(append(enc, '\n')); err != nil {
+			return abort(fmt.Errorf("send config to set-up helper: %w", err))
+		}
+	}
+	parent.SetReadDeadline(time.Now().Add(s.helperWait))
+	reply, err := bufio.NewReader(parent).ReadString('\n')
+	parent.SetReadDeadline(time.Time{})
+	reply = strings.TrimSpace(reply)
+	helperTook := strings.TrimSpace(strings.TrimPrefix(reply, ctrlOK))
+	switch {
+	case err == nil && strings.HasPrefix(reply, ctrlOK):
+	case strings.HasPrefix(reply, ctrlErr):
+		return abort(fmt.Errorf("container %q: %s: %w", r.ID, strings.TrimPrefix(reply, ctrlErr), errdefs.ErrInvalidArgument))
+	default:
+		return abort(fmt.Errorf("container %q: set-up helper failed without a reply (%v): %w", r.ID, err, errdefs.ErrInternal))
+	}
+	p.mu.Lock()
+	p.ctrl = parent
+	p.mu.Unlock()
+	ok = true
+	log.G(ctx).WithField("container", r.ID).WithField("pid", pid).WithField("spec", tSpec).WithField("forked", tFork).
+		WithField("ready", time.Since(t0)).WithField("helper", helperTook).WithField("zygote", zyg).Debug("container created")
+	return pid, nil
+}
+
+// spawnHelper forks the set-up helper in new namespaces (flags) through
+// the reaper with the given stdio (nil: /dev/null) and returns its pid, exit
+// channel and the agent's end of its control socket. A zygote gets no stdio:
+// it receives it with its config.
+func (s *Service) spawnHelper(flags uintptr, zygote bool, in, out, errw *os.File) (int, <-chan guestinit.Exit, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("control socket: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "ctrl")
+	child := os.NewFile(uintptr(fds[1]), "ctrl-child")
+	defer child.Close()
 	helperEnv := []string{}
 	if s.noPivot {
 		helperEnv = append(helperEnv, envNoPivot+"=1")
 	}
+	args := []string{"kuasar-task", HelperInit}
+	if zygote {
+		args = append(args, helperZygote)
+	}
 	cmd := &exec.Cmd{
 		Path:       s.helper,
-		Args:       []string{"kuasar-task", HelperInit},
+		Args:       args,
 		Env:        helperEnv,
 		Stdin:      in,
 		Stdout:     out,
 		Stderr:     errw,
 		ExtraFiles: []*os.File{child},
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags,
+			Cloneflags: flags,
 			Setsid:     true,
 		},
 	}
@@ -430,45 +518,11 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 		_ = cmd.Process.Release()
 		return pid, nil
 	})
-	closeChild()
-	child.Close()
 	if err != nil {
 		parent.Close()
-		p.closeStreams()
-		return 0, fmt.Errorf("start container set-up helper: %w", err)
+		return 0, nil, nil, err
 	}
-	p.mu.Lock()
-	p.pid = pid
-	p.mu.Unlock()
-	go p.watch(exitCh)
-	abort := func(e error) (int, error) {
-		unix.Kill(pid, unix.SIGKILL)
-		<-p.exited
-		parent.Close()
-		p.closeStreams()
-		return 0, e
-	}
-	enc, _ := json.Marshal(cfg)
-	if _, err := parent.Write(append(enc, '\n')); err != nil {
-		return abort(fmt.Errorf("send config to set-up helper: %w", err))
-	}
-	parent.SetReadDeadline(time.Now().Add(s.helperWait))
-	reply, err := bufio.NewReader(parent).ReadString('\n')
-	parent.SetReadDeadline(time.Time{})
-	reply = strings.TrimSpace(reply)
-	switch {
-	case err == nil && reply == ctrlOK:
-	case strings.HasPrefix(reply, ctrlErr):
-		return abort(fmt.Errorf("container %q: %s: %w", r.ID, strings.TrimPrefix(reply, ctrlErr), errdefs.ErrInvalidArgument))
-	default:
-		return abort(fmt.Errorf("container %q: set-up helper failed without a reply (%v): %w", r.ID, err, errdefs.ErrInternal))
-	}
-	p.mu.Lock()
-	p.ctrl = parent
-	p.mu.Unlock()
-	ok = true
-	log.G(ctx).WithField("container", r.ID).WithField("pid", pid).Debug("container created")
-	return pid, nil
+	return pid, exitCh, parent, nil
 }
 
 // mapGuestFiles points bind mounts of host-only files (CRI's resolv.conf,
@@ -519,6 +573,11 @@ func (s *Service) start(ctx context.Context, r *taskapi.StartRequest) (int, erro
 	p.ctrl = nil
 	p.mu.Unlock()
 	defer ctrl.Close()
+	defer s.scheduleRefill(ctx)
+	t0 := time.Now()
+	defer func() {
+		log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(t0)).Debug("container released")
+	}()
 	if _, err := ctrl.Write([]byte(ctrlStart + "\n")); err != nil {
 		return 0, fmt.Errorf("container %q: release process: %v: %w", r.ID, err, errdefs.ErrFailedPrecondition)
 	}
@@ -913,6 +972,7 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	if n > 0 {
 		return nil, grpcErr(fmt.Errorf("shutdown: %d task(s) remain; delete them first: %w", n, errdefs.ErrFailedPrecondition))
 	}
+	s.closeZygote()
 	if s.shutdown != nil {
 		go func() {
 			time.Sleep(100 * time.Millisecond) // let the reply reach the host
