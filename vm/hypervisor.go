@@ -36,7 +36,9 @@ const (
 	Share9P = "9p"
 	// ShareVirtioFS exports it with virtio-fs (needs virtiofsd).
 	ShareVirtioFS = "virtiofs"
-	// ShareBlock hands container rootfs over as block devices.
+	// ShareBlock hands a container's rootfs over as a read-only erofs
+	// image on virtio-blk (QEMU: RunWorkload only, where the container is
+	// known before boot); bundles still travel through the 9p share.
 	ShareBlock = "block"
 )
 
@@ -183,6 +185,29 @@ type Spec struct {
 	// VCPUs and MemoryMB are the VM's sizes (see Sizes).
 	VCPUs    uint32
 	MemoryMB uint64
+	// Disks are block devices attached at boot, in order: the guest sees
+	// them as /dev/vda, /dev/vdb, ... (see GuestDiskPath).
+	Disks []Disk
+}
+
+// Disk is a raw image file attached to the VM as a virtio-blk device.
+type Disk struct {
+	// ID names the device on the hypervisor's command line (letters,
+	// digits, '-' and '_').
+	ID string
+	// Path is the image file on the host.
+	Path string
+	// ReadOnly attaches the image read-only.
+	ReadOnly bool
+}
+
+// GuestDiskPath is the guest device node of the i-th disk of a Spec
+// (virtio-blk devices are named in attach order: vda, vdb, ...).
+func GuestDiskPath(i int) string {
+	if i < 0 || i >= 26 {
+		return ""
+	}
+	return "/dev/vd" + string(rune('a'+i))
 }
 
 // Capabilities say what a hypervisor driver can do, so the backend can

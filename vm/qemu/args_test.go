@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/qemu"
 )
@@ -17,13 +19,19 @@ func TestArgs(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		machine    string
+		disks      []vm.Disk
 		want, nots []string
 	}{
-		{"", []string{"-M microvm", "-device virtio-serial-device", "-device virtio-9p-device,fsdev=shared,mount_tag=kuasar", "pci=off", "tsc_early_khz=", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-accel tcg", "-m 512M", "-smp 2"}, nil},
-		{"q35", []string{"-M q35", "-device virtio-serial-pci", "-device virtio-9p-pci"}, []string{"pci=off", "tsc_early_khz"}},
+		{"", nil, []string{"-M microvm", "-device virtio-serial-device", "-device virtio-9p-device,fsdev=shared,mount_tag=kuasar", "pci=off", "tsc_early_khz=", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-accel tcg", "-m 512M", "-smp 2"}, []string{"-drive", "virtio-blk"}},
+		{"q35", nil, []string{"-M q35", "-device virtio-serial-pci", "-device virtio-9p-pci"}, []string{"pci=off", "tsc_early_khz"}},
+		// rootfs_mode "block": the image on virtio-blk, the 9p share kept for bundles;
+		// a comma in the path is doubled so it cannot inject drive options.
+		{"", []vm.Disk{{ID: "rootfs0", Path: "/img/a,b.erofs", ReadOnly: true}, {ID: "data_1", Path: "/img/d"}},
+			[]string{"-drive file=/img/a,,b.erofs,if=none,id=rootfs0,format=raw,readonly=on -device virtio-blk-device,drive=rootfs0 -drive file=/img/d,if=none,id=data_1,format=raw,readonly=off -device virtio-blk-device,drive=data_1", "-device virtio-9p-device"}, nil},
+		{"q35", []vm.Disk{{ID: "rootfs0", Path: "/img/r", ReadOnly: true}}, []string{"-device virtio-blk-pci,drive=rootfs0"}, []string{"virtio-blk-device"}},
 	} {
-		v, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, SharedDir: filepath.Join(dir, "shared"), VCPUs: 2, MemoryMB: 512,
-			Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: tc.machine, KernelParams: []string{"foo=1"}}})
+		v, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, SharedDir: filepath.Join(dir, "shared"), VCPUs: 2, MemoryMB: 512, Disks: tc.disks,
+			Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: tc.machine, KernelParams: []string{"foo=1"}, RootfsMode: map[bool]string{true: vm.ShareBlock}[tc.disks != nil]}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,6 +49,11 @@ func TestArgs(t *testing.T) {
 	}
 	if _, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: "pc-i440fx"}}); err == nil {
 		t.Error("unknown machine accepted")
+	}
+	for _, d := range []vm.Disk{{ID: "a,b", Path: "/x"}, {ID: "", Path: "/x"}, {ID: "r"}} {
+		if _, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, Disks: []vm.Disk{d}, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true"}}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("disk %+v: err %v, want InvalidArgument", d, err)
+		}
 	}
 }
 

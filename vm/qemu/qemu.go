@@ -1,8 +1,8 @@
 // Package qemu drives QEMU micro-VMs: "-M microvm" by default (q35 as an
 // option), KVM when it works and TCG otherwise, the guest console in a log
 // file, QMP on a unix socket, the agent on a virtio-serial port whose unix
-// socket the host listens on, and the sandbox's shared directory over
-// virtio-9p.
+// socket the host listens on, the sandbox's shared directory over
+// virtio-9p, and disk images (rootfs_mode "block") on virtio-blk.
 package qemu
 
 import (
@@ -73,9 +73,17 @@ func New(spec vm.Spec) (*VM, error) {
 		return nil, fmt.Errorf("machine %q in [hypervisor.qemu]: use microvm or q35: %w", spec.Config.Machine, errdefs.ErrInvalidArgument)
 	}
 	switch spec.Config.RootfsMode {
-	case "", vm.Share9P:
+	case "", vm.Share9P, vm.ShareBlock:
 	default:
-		return nil, fmt.Errorf("rootfs_mode %q in [hypervisor.qemu] is not implemented by the QEMU driver yet: use 9p: %w", spec.Config.RootfsMode, errdefs.ErrNotImplemented)
+		return nil, fmt.Errorf("rootfs_mode %q in [hypervisor.qemu] is not implemented by the QEMU driver yet: use 9p (or block for `kuasar run`): %w", spec.Config.RootfsMode, errdefs.ErrNotImplemented)
+	}
+	for i, d := range spec.Disks {
+		if d.ID == "" || strings.Trim(d.ID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			return nil, fmt.Errorf("disk %d: id %q must be letters, digits, '-' or '_': %w", i, d.ID, errdefs.ErrInvalidArgument)
+		}
+		if d.Path == "" {
+			return nil, fmt.Errorf("disk %s has no image path: %w", d.ID, errdefs.ErrInvalidArgument)
+		}
 	}
 	if spec.StateDir == "" {
 		return nil, fmt.Errorf("vm spec without a state directory: %w", errdefs.ErrInvalidArgument)
@@ -120,14 +128,14 @@ func (v *VM) Args(accel string) []string {
 	if accel == AccelKVM {
 		args = append(args, "-cpu", "host")
 	}
-	serialDev, p9Dev := "virtio-serial-pci", "virtio-9p-pci"
+	serialDev, p9Dev, blkDev := "virtio-serial-pci", "virtio-9p-pci", "virtio-blk-pci"
 	m := machine
 	if c.MachineOptions != "" {
 		m += "," + c.MachineOptions
 	}
 	args = append(args, "-M", m)
 	if micro {
-		serialDev, p9Dev = "virtio-serial-device", "virtio-9p-device"
+		serialDev, p9Dev, blkDev = "virtio-serial-device", "virtio-9p-device", "virtio-blk-device"
 	}
 	args = append(args,
 		"-device", serialDev,
@@ -139,8 +147,21 @@ func (v *VM) Args(accel string) []string {
 			"-device", p9Dev+",fsdev=shared,mount_tag="+vm.ShareTag,
 		)
 	}
+	for _, d := range v.spec.Disks {
+		ro := "off"
+		if d.ReadOnly {
+			ro = "on"
+		}
+		args = append(args,
+			"-drive", "file="+optEscape(d.Path)+",if=none,id="+d.ID+",format=raw,readonly="+ro,
+			"-device", blkDev+",drive="+d.ID,
+		)
+	}
 	return append(args, c.ExtraArgs...)
 }
+
+// optEscape escapes a value inside a QEMU option list (a comma is doubled).
+func optEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Cmdline is the guest kernel command line.
 func (v *VM) Cmdline() string {
@@ -318,7 +339,7 @@ func (v *VM) ConsoleLog() string { return v.path(ConsoleLogName) }
 
 // Capabilities of the QEMU driver.
 func (v *VM) Capabilities() vm.Capabilities {
-	return vm.Capabilities{ShareModes: []string{vm.Share9P}, Channel: "serial", Hotplug: false}
+	return vm.Capabilities{ShareModes: []string{vm.Share9P, vm.ShareBlock}, Channel: "serial", Hotplug: false}
 }
 
 // Wait blocks until QEMU exits or ctx is done.
