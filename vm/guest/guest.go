@@ -29,12 +29,17 @@ import (
 
 // DefaultModules are the modules the agent needs on Debian 12's kernel:
 // virtio-mmio and the console (virtio-serial agent channel), 9p (the
-// shared directory) and virtio vsock (the agent channel on Cloud
-// Hypervisor and StratoVirt). Their dependencies are added automatically.
+// shared directory), virtio vsock (the agent channel on Cloud Hypervisor
+// and StratoVirt), and virtio-blk + erofs + overlay (rootfs_mode "block":
+// a read-only erofs image with a tmpfs upper layer). Their dependencies
+// are added automatically from each module's depends=; crc32c_generic is
+// listed because libcrc32c (erofs) only names it as a soft dependency the
+// guest has no modprobe to resolve.
 var DefaultModules = []string{
 	"virtio_mmio", "virtio_console",
 	"9pnet_virtio", "9p",
 	"vmw_vsock_virtio_transport",
+	"virtio_blk", "crc32c_generic", "erofs", "overlay",
 }
 
 // Defaults for the builder.

@@ -88,7 +88,7 @@ func TestBuildRealKernel(t *testing.T) {
 	for i, m := range full.Modules {
 		pos[m] = i
 	}
-	for _, dep := range [][2]string{{"virtio", "virtio_mmio"}, {"virtio_ring", "virtio_console"}, {"9pnet", "9pnet_virtio"}, {"netfs", "9p"}, {"fscache", "9p"}, {"vsock", "vmw_vsock_virtio_transport"}} {
+	for _, dep := range [][2]string{{"virtio", "virtio_mmio"}, {"virtio_ring", "virtio_console"}, {"9pnet", "9pnet_virtio"}, {"netfs", "9p"}, {"fscache", "9p"}, {"vsock", "vmw_vsock_virtio_transport"}, {"virtio", "virtio_blk"}, {"crc32c_generic", "libcrc32c"}, {"libcrc32c", "erofs"}, {"overlay", "overlay"}} {
 		a, aok := pos[dep[0]]
 		b, bok := pos[dep[1]]
 		if !aok || !bok || a > b {
