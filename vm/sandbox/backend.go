@@ -137,17 +137,30 @@ func (b *Backend) hypervisorName(sb backend.Sandbox) string {
 // Start boots the sandbox's VM, waits for its agent and sets the sandbox
 // up. A failure leaves no VMM process, socket, mount or directory it made.
 func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Instance, retErr error) {
+	return b.start(ctx, sb, nil)
+}
+
+// start is Start with, for rootfs_mode "block", the one container rootfs
+// image attached at boot (RunWorkload); blk is nil for pods.
+func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootfs) (_ backend.Instance, retErr error) {
 	name := b.hypervisorName(sb)
 	spec, err := b.spec(name, sb)
 	if err != nil {
 		return nil, err
 	}
+	if b.configs[name].RootfsMode == vm.ShareBlock {
+		switch {
+		case blk == nil:
+			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] works only for `kuasar run --isolation vm`, whose one container is known before the VM boots: "+
+				"a pod's containers arrive after boot and the VM has no disk hotplug (QEMU microvm has none); use rootfs_mode = \"9p\" (qemu) or \"virtiofs\" for pods: %w", name, errdefs.ErrNotImplemented)
+		case name != vm.QEMU:
+			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is implemented for qemu only: use virtiofs with %s: %w", name, name, errdefs.ErrNotImplemented)
+		}
+		spec.Disks = []vm.Disk{blk.disk()}
+	}
 	d, err := b.newDriver(name, spec)
 	if err != nil {
 		return nil, err
-	}
-	if shareMode(b.configs[name], d.Capabilities()) == vm.ShareBlock {
-		return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is not implemented by the VM backend yet: use 9p (qemu) or virtiofs: %w", name, errdefs.ErrNotImplemented)
 	}
 	for _, dir := range []string{spec.StateDir, spec.SharedDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -155,6 +168,9 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 		}
 	}
 	inst := newInstance(sb, name, spec, d)
+	if len(spec.Disks) > 0 {
+		inst.block = blk
+	}
 	defer func() {
 		if retErr != nil {
 			_ = inst.Shutdown(context.WithoutCancel(ctx))

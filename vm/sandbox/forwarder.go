@@ -129,36 +129,21 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if err := os.MkdirAll(c.rootfs, 0o755); err != nil {
+	// The guest finds the rootfs at <bundle>/rootfs, or, for the container
+	// whose rootfs came as a disk at boot, at its overlay in the guest.
+	guestRoot := "rootfs"
+	if blk := f.inst.block; blk != nil && blk.cid == r.ID && len(r.Rootfs) == 0 {
+		guestRoot = blk.guestRoot() // nothing to mount on the host
+		if err := os.MkdirAll(c.dir, 0o755); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	} else if err := f.mountRootfs(r, spec, c.rootfs); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if len(r.Rootfs) > 0 {
-		if err := mount.All(mount.FromProto(r.Rootfs), c.rootfs); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("mounting rootfs of container %s: %w", r.ID, err))
-		}
-	} else {
-		src := "rootfs"
-		if spec.Root != nil && spec.Root.Path != "" {
-			src = spec.Root.Path
-		}
-		if !filepath.IsAbs(src) {
-			src, err = securejoin.SecureJoin(r.Bundle, src)
-			if err != nil {
-				return nil, errgrpc.ToGRPC(err)
-			}
-		}
-		if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %w", r.ID, src, errdefs.ErrInvalidArgument))
-		}
-		if err := unix.Mount(src, c.rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("bind-mounting rootfs %s of container %s: %w", src, r.ID, err))
-		}
-	}
-	// The guest finds the rootfs at <bundle>/rootfs.
 	if spec.Root == nil {
 		spec.Root = &specs.Root{}
 	}
-	spec.Root.Path = "rootfs"
+	spec.Root.Path = guestRoot
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -186,6 +171,38 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	c.procs[""] = p
 	f.mu.Unlock()
 	return resp, nil
+}
+
+// mountRootfs mounts a container's rootfs at dir (in the shared
+// directory): the request's rootfs mounts, or else a bind mount of the
+// bundle's root.path.
+func (f *forwarder) mountRootfs(r *taskAPI.CreateTaskRequest, spec *specs.Spec, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if len(r.Rootfs) > 0 {
+		if err := mount.All(mount.FromProto(r.Rootfs), dir); err != nil {
+			return fmt.Errorf("mounting rootfs of container %s: %w", r.ID, err)
+		}
+		return nil
+	}
+	src := "rootfs"
+	if spec.Root != nil && spec.Root.Path != "" {
+		src = spec.Root.Path
+	}
+	if !filepath.IsAbs(src) {
+		var err error
+		if src, err = securejoin.SecureJoin(r.Bundle, src); err != nil {
+			return err
+		}
+	}
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+		return fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %w", r.ID, src, errdefs.ErrInvalidArgument)
+	}
+	if err := unix.Mount(src, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind-mounting rootfs %s of container %s: %w", src, r.ID, err)
+	}
+	return nil
 }
 
 func marker(ok bool, s string) string {

@@ -57,6 +57,9 @@ type Instance struct {
 	timings  Timings
 	started  time.Time
 	detached bool
+	// block is the container rootfs attached as a disk at boot
+	// (rootfs_mode "block", RunWorkload only); nil otherwise.
+	block *blockRootfs
 }
 
 var _ backend.Instance = (*Instance)(nil)
@@ -150,7 +153,8 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// setup sets the guest's hostname and mounts the shared directory.
+// setup sets the guest's hostname and mounts the shared directory (and,
+// in block mode, the container's rootfs image with its overlay).
 func (i *Instance) setup(ctx context.Context) error {
 	host := i.sb.Hostname
 	if host == "" {
@@ -169,6 +173,10 @@ func (i *Instance) setup(ctx context.Context) error {
 	}
 	if shareMode(i.spec.Config, i.hv.Capabilities()) == vm.ShareVirtioFS {
 		req.Mounts[0] = &agentapi.Mount{Source: vm.ShareTag, Fstype: "virtiofs", Target: vm.GuestSharedDir}
+	}
+	if i.block != nil {
+		// Bundles still come through the share; the rootfs from the disk.
+		req.Mounts = append(req.Mounts, i.block.mounts()...)
 	}
 	if _, err := i.agent.SetupSandbox(ctx, req); err != nil {
 		return fmt.Errorf("setting up sandbox %s in the guest: %w", i.sb.ID, err)
