@@ -111,6 +111,15 @@ func run() error {
 		shutdown = func() { _ = guestinit.Poweroff(ctx) }
 	}
 	tasks := linuxtask.New(reaper, linuxtask.WithShutdown(shutdown), linuxtask.WithZygote())
+	if pid1 {
+		// Fork the first container set-up helper now: its start-up
+		// overlaps finding the channel and the host's Ping and
+		// SetupSandbox, whose mounts reach it because the tree is shared.
+		if err := guestinit.ShareMounts(); err != nil {
+			log.G(ctx).WithError(err).Warn("pre-forked helpers will be replaced after sandbox mounts")
+		}
+		tasks.Prewarm(ctx)
+	}
 	agent := linuxtask.NewAgentService(tasks, linuxtask.WithVersion(version))
 
 	srv, err := ttrpc.NewServer()

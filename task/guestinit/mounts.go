@@ -51,3 +51,15 @@ func MountBase(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ShareMounts makes every mount of the agent's tree shared (MS_SHARED,
+// recursively from /), so that a container set-up helper pre-forked into
+// its own mount namespace (linuxtask.WithZygote) still receives the mounts
+// the agent makes later, such as the sandbox share. Helpers make their copy
+// private before they mount anything, so nothing propagates back.
+func ShareMounts() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make the guest mounts shared: %w", err)
+	}
+	return nil
+}

@@ -170,9 +170,12 @@ func (a *AgentService) setup(ctx context.Context, r *agentapi.SetupSandboxReques
 		}
 		log.G(ctx).WithField("target", m.Target).WithField("fstype", m.Fstype).Debug("sandbox mount")
 	}
-	// The sandbox mounts are in place: fork the first pre-forked helper
-	// now, so its start overlaps the host preparing the first container.
-	a.tasks.Prewarm(ctx)
+	// Make sure a pre-forked helper that can see these mounts waits.
+	if len(r.Mounts) > 0 {
+		a.tasks.afterMounts(ctx)
+	} else {
+		a.tasks.Prewarm(ctx)
+	}
 	return nil
 }
 

@@ -100,6 +100,7 @@ func New(reaper *guestinit.Reaper, opts ...Option) *Service {
 		helperWait: 30 * time.Second,
 		containers: map[string]*container{},
 		guestFiles: DefaultGuestFiles,
+		zflags:     defaultZygoteFlags,
 	}
 	for _, o := range opts {
 		o(s)

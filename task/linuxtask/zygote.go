@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -70,25 +71,58 @@ func (z *zygote) kill() {
 	}
 }
 
-// Prewarm forks a zygote (replacing the one waiting, whose mount namespace
-// may predate new guest mounts) when WithZygote is set; otherwise it does
-// nothing. The zygote's mount namespace is a copy of the agent's at this
-// moment, so call it after the guest mounts containers need (the shared
-// directory) are in place.
+// Prewarm forks a zygote when WithZygote is set and none with the
+// namespaces of the next container is waiting; otherwise it does nothing.
+// The zygote's mount namespace is a copy of the agent's at this moment: it
+// sees later mounts only if the agent's mounts are shared
+// (guestinit.ShareMounts, as the guest agent does at boot).
 func (s *Service) Prewarm(ctx context.Context) {
 	if s == nil || !s.zygoteOn {
 		return
 	}
-	s.zmu.Lock()
-	defer s.zmu.Unlock()
-	if s.zclosed {
+	s.refillZygote(ctx)
+}
+
+// afterMounts is called when the agent mounted something new: a waiting
+// zygote whose mount namespace cannot receive it is replaced.
+func (s *Service) afterMounts(ctx context.Context) {
+	if s == nil || !s.zygoteOn {
 		return
 	}
-	if s.zyg != nil {
-		s.zyg.kill()
-		s.zyg = nil
+	if !rootShared() {
+		s.zmu.Lock()
+		if s.zyg != nil {
+			s.zyg.kill()
+			s.zyg = nil
+		}
+		s.zmu.Unlock()
 	}
-	s.spawnZygoteLocked(ctx)
+	s.refillZygote(ctx)
+}
+
+// rootShared reports whether the agent's / is a shared mount, so that
+// mounts made below it propagate into namespaces copied from it.
+func rootShared() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - ...
+		f := strings.Fields(l)
+		if len(f) < 7 || f[4] != "/" {
+			continue
+		}
+		shared := false
+		for _, o := range f[6:] {
+			if o == "-" {
+				break
+			}
+			shared = shared || strings.HasPrefix(o, "shared:")
+		}
+		return shared
+	}
+	return false
 }
 
 // refillZygote forks a zygote with the namespaces of the last container
@@ -111,9 +145,6 @@ func (s *Service) refillZygote(ctx context.Context) {
 
 func (s *Service) spawnZygoteLocked(ctx context.Context) {
 	flags := s.zflags
-	if flags == 0 {
-		flags = defaultZygoteFlags
-	}
 	t0 := time.Now()
 	pid, exit, ctrl, err := s.spawnHelper(flags, true, nil, nil, nil)
 	if err != nil {
