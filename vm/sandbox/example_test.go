@@ -27,13 +27,18 @@ func ExampleNew() {
 
 // RunWorkload is what `kuasar run --isolation vm` calls: it boots a VM,
 // runs one container from an unpacked rootfs and returns its exit code.
-// (Not run as a test: it needs root and `make guest`; see TestRunWorkload.)
+// (Not run as a test: it needs root and `make guest`; see TestRunWorkload
+// and TestRunWorkloadBlock.)
 func ExampleRunWorkload() {
 	code, err := sandbox.RunWorkload(context.Background(),
 		sandbox.RunConfig{Config: vm.Config{
 			Path:      "/usr/bin/qemu-system-x86_64",
 			Kernel:    "/var/lib/kuasar/vmlinux",
 			Initramfs: "/var/lib/kuasar/initramfs.img",
+			// "block": the rootfs as a read-only erofs image on
+			// virtio-blk with a tmpfs overlay (needs mkfs.erofs);
+			// "9p" (the default) shares the directory instead.
+			RootfsMode: vm.ShareBlock,
 		}},
 		"/path/to/unpacked/rootfs",
 		sandbox.Process{Args: []string{"/bin/sh", "-c", "echo hi"}, Env: []string{"PATH=/bin"}},

@@ -224,25 +224,35 @@ func TestRecoverLiveVM(t *testing.T) {
 	}
 }
 
-// TestQ35 boots the PCI machine type (virtio-serial-pci, virtio-9p-pci,
-// the virtio_pci module) and runs a container through RunWorkload.
+// TestQ35 boots the PCI machine type (virtio-serial-pci, the virtio_pci
+// module) and runs a container through RunWorkload in rootfs_mode block,
+// so both PCI storage devices are used: virtio-blk-pci for the rootfs
+// image, virtio-9p-pci for the bundle.
 func TestQ35(t *testing.T) {
 	testenv.RequireRoot(t)
 	a := testenv.Build(t, guest.Options{Modules: append(append([]string{}, guest.DefaultModules...), "virtio_pci")})
 	cfg := qemuConfig(t, a)
 	cfg.Machine = "q35"
+	cfg.RootfsMode = vm.ShareBlock
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	root := busyboxRootfs(t)
+	if err := os.WriteFile(filepath.Join(root, "etc", "marker"), []byte("q35\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
-	code, err := sandbox.RunWorkload(ctx, sandbox.RunConfig{Config: cfg, StateDir: t.TempDir()}, busyboxRootfs(t),
-		sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; exit 5"}, Env: []string{"PATH=/bin"}}, nil, &out, io.Discard)
+	code, err := sandbox.RunWorkload(ctx, sandbox.RunConfig{Config: cfg, StateDir: t.TempDir()}, root,
+		sandbox.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat /etc/marker; echo w > /x && cat /x; exit 5"}, Env: []string{"PATH=/bin"}}, nil, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if code != 5 {
 		t.Errorf("exit code %d, want 5", code)
 	}
-	if out.String() != a.KernelRelease+"\n" {
-		t.Errorf("output %q, want the guest kernel release", out.String())
+	if want := a.KernelRelease + "\nq35\nw\n"; out.String() != want {
+		t.Errorf("output %q, want %q (guest kernel release, the image's marker, the overlay write)", out.String(), want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "x")); err == nil {
+		t.Error("a write in the container reached the host rootfs")
 	}
 }
