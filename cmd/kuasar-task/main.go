@@ -120,6 +120,7 @@ func run() error {
 		}
 		tasks.Prewarm(ctx)
 	}
+	go linuxtask.WarmUp()
 	agent := linuxtask.NewAgentService(tasks, linuxtask.WithVersion(version))
 
 	srv, err := ttrpc.NewServer()

@@ -59,7 +59,9 @@ func RunHelper() {
 	ctrl := os.NewFile(3, "ctrl")
 	var r *bufio.Reader
 	if len(os.Args) > 2 && os.Args[2] == helperZygote {
-		// Pre-forked: wait for the container's stdio and config.
+		// Pre-forked: build the config decoder while nothing waits for
+		// it, then wait for the container's stdio and config.
+		_ = json.Unmarshal([]byte(`{"mounts":[{}],"rlimits":[{}]}`), &helperConfig{})
 		first, err := receiveStdio(3)
 		if err != nil {
 			os.Exit(126) // killed, or the agent went away
@@ -176,9 +178,15 @@ func lookPath(root, name string, env []string) (string, error) {
 }
 
 func isExecutable(root, p string) error {
-	full, err := securejoin.SecureJoin(root, p)
-	if err != nil {
-		return err
+	full := p
+	if root != "/" {
+		// Inside the helper, after pivot_root or chroot, the kernel keeps
+		// every lookup inside the container already (and a walk over 9p
+		// costs a round trip per component); from outside, resolve here.
+		var err error
+		if full, err = securejoin.SecureJoin(root, p); err != nil {
+			return err
+		}
 	}
 	st, err := os.Stat(full)
 	if err != nil {
