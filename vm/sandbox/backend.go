@@ -5,6 +5,9 @@
 // /run/kuasar/shared), bind-mounts each container's rootfs into it, and
 // forwards the Task API over the agent's ttrpc connection while pumping the
 // containers' stdio between the host FIFOs and the agent's stream RPCs.
+// RunWorkload can instead hand its one container's rootfs over as an erofs
+// image on virtio-blk (rootfs_mode "block"), overlaid with a tmpfs in the
+// guest.
 package sandbox
 
 import (
@@ -152,7 +155,7 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 		switch {
 		case blk == nil:
 			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] works only for `kuasar run --isolation vm`, whose one container is known before the VM boots: "+
-				"a pod's containers arrive after boot and the VM has no disk hotplug (QEMU microvm has none); use rootfs_mode = \"9p\" (qemu) or \"virtiofs\" for pods: %w", name, errdefs.ErrNotImplemented)
+				"a pod's containers arrive after boot and the backend does not hotplug disks (QEMU's microvm machine cannot); use rootfs_mode = \"9p\" (qemu) or \"virtiofs\" for pods: %w", name, errdefs.ErrNotImplemented)
 		case name != vm.QEMU:
 			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is implemented for qemu only: use virtiofs with %s: %w", name, name, errdefs.ErrNotImplemented)
 		}

@@ -57,7 +57,8 @@ const runContainerID = "workload"
 // unpacked image at rootfs, streams its stdio (stdin may be nil), and tears
 // everything down. With rootfs_mode "block" the rootfs reaches the guest as
 // an erofs image on virtio-blk (built with mkfs.erofs into the run's state
-// directory) under a tmpfs-backed overlay, instead of through the 9p share. It returns the container's exit code; ctx cancellation
+// directory) under a tmpfs-backed overlay, instead of through the 9p
+// share. It returns the container's exit code; ctx cancellation
 // kills the container. This is what `kuasar run --isolation vm` calls when
 // no containerd is involved.
 func RunWorkload(ctx context.Context, cfg RunConfig, rootfs string, p Process, stdin io.Reader, stdout, stderr io.Writer) (exitCode int, retErr error) {
