@@ -392,11 +392,16 @@ func mountInRoot(root string, m specs.Mount) error {
 			}
 		}
 	} else {
-		if err := mkTarget(dest, true); err != nil {
-			return fmt.Errorf("create mount point %q: %w", m.Destination, err)
-		}
-		if dest, err = securejoin.SecureJoin(root, m.Destination); err != nil {
-			return err
+		// Usually the mount point exists or only its last component is
+		// missing; then dest, resolved above, stays valid. Otherwise
+		// create the missing parents and resolve again.
+		if err := unix.Mkdir(dest, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			if err := mkTarget(dest, true); err != nil {
+				return fmt.Errorf("create mount point %q: %w", m.Destination, err)
+			}
+			if dest, err = securejoin.SecureJoin(root, m.Destination); err != nil {
+				return err
+			}
 		}
 		src := m.Source
 		if src == "" {
@@ -453,9 +458,11 @@ func populateDev(root string) error {
 			continue
 		}
 		dst := filepath.Join(dev, n)
-		if err := mkTarget(dst, false); err != nil {
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o644)
+		if err != nil {
 			return fmt.Errorf("create /dev/%s: %w", n, err)
 		}
+		f.Close()
 		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind /dev/%s: %w", n, err)
 		}

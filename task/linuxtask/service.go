@@ -2,6 +2,7 @@ package linuxtask
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -287,11 +288,33 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
+// readConfig reads a bundle's config.json with as few reads as possible
+// (each is a round trip when the bundle is on 9p): no stat, one 64 KiB read
+// for any usual spec.
+func readConfig(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	buf.Grow(64 << 10)
+	if _, err := buf.ReadFrom(f); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// plainName reports whether p is a single path component other than . and ..
+func plainName(p string) bool {
+	return p != "" && p != "." && p != ".." && !strings.ContainsRune(p, '/')
+}
+
 func loadSpec(bundle string) (*specs.Spec, string, error) {
 	if !filepath.IsAbs(bundle) {
 		return nil, "", fmt.Errorf("bundle %q must be an absolute guest path: %w", bundle, errdefs.ErrInvalidArgument)
 	}
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	b, err := readConfig(filepath.Join(bundle, "config.json"))
 	if err != nil {
 		return nil, "", fmt.Errorf("bundle %s: read config.json: %v; the host must share the bundle into the guest: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
@@ -307,6 +330,14 @@ func loadSpec(bundle string) (*specs.Spec, string, error) {
 		rootPath = spec.Root.Path
 	}
 	var rootfs string
+	if plainName(rootPath) {
+		// One component that is a directory, not a symlink: nothing to
+		// resolve (and one round trip over 9p instead of two).
+		p := filepath.Join(bundle, rootPath)
+		if st, err := os.Lstat(p); err == nil && st.IsDir() {
+			return &spec, p, nil
+		}
+	}
 	if filepath.IsAbs(rootPath) {
 		rootfs = filepath.Clean(rootPath)
 	} else if rootfs, err = securejoin.SecureJoin(bundle, rootPath); err != nil {
