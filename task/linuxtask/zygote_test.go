@@ -2,6 +2,8 @@ package linuxtask
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/task/agentapi"
 )
 
 // zygoteEnv is an env whose Service pre-forks helpers, with one waiting.
@@ -157,4 +161,38 @@ func TestZygoteKilledByShutdown(t *testing.T) {
 		t.Fatalf("zygote %d forked after shutdown", p)
 	}
 	<-powered
+}
+
+// A zygote forked before SetupSandbox mounts the sandbox share must still
+// set up a container whose bundle is on that share: either the mount
+// propagated into it (the agent's / is shared, as in the guest) or it was
+// replaced by one forked after the mount.
+func TestZygoteSeesSandboxMounts(t *testing.T) {
+	e, z := zygoteEnv(t)
+	target := filepath.Join(t.TempDir(), "shared")
+	a := NewAgentService(e.svc, WithResolvConf(filepath.Join(t.TempDir(), "resolv.conf")), WithPodFilesDir(t.TempDir()))
+	if _, err := a.SetupSandbox(ctxT(t), &agentapi.SetupSandboxRequest{
+		Mounts: []*agentapi.Mount{{Source: "kuasar", Fstype: "tmpfs", Target: target, Options: []string{"size=16m"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	next := e.svc.zygotePid()
+	if rootShared() != (next == z) {
+		t.Fatalf("root shared %v, zygote %d before the mount and %d after", rootShared(), z, next)
+	}
+	bundle := filepath.Join(target, "b")
+	if out, err := exec.Command("cp", "-a", makeBundle(t, []string{"cat", "/marker"}), bundle).CombinedOutput(); err != nil {
+		t.Fatalf("copy bundle onto the share: %v %s", err, out)
+	}
+	if pid := e.run("m", bundle, false); int(pid) != next {
+		t.Fatalf("create pid %d, want zygote %d", pid, next)
+	}
+	if code := e.wait("m", ""); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, e.readAll("m", "", 2))
+	}
+	if out := e.readAll("m", "", 1); out != "inside-rootfs\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	e.delete("m")
 }
