@@ -118,7 +118,7 @@ func run() error {
 		if err := guestinit.ShareMounts(); err != nil {
 			log.G(ctx).WithError(err).Warn("pre-forked helpers will be replaced after sandbox mounts")
 		}
-		tasks.Prewarm(ctx)
+		go tasks.Prewarm(ctx)
 	}
 	go linuxtask.WarmUp()
 	agent := linuxtask.NewAgentService(tasks, linuxtask.WithVersion(version))
