@@ -7,6 +7,7 @@
 // Usage:
 //
 //	go run ./bench [-out DIR] [-count N] [-suite REGEXP] [-benchtime D]
+//	go run ./bench -summarize bench/results/STAMP.txt
 //
 // The harness runs nothing but `go test -bench`: every figure it prints comes
 // from a benchmark that anyone can run by hand with the command it logs.
@@ -58,7 +59,15 @@ func main() {
 	count := flag.Int("count", 6, "how many times each benchmark runs (the median is reported; 6 or more give a 95% confidence interval)")
 	filter := flag.String("suite", ".", "regular expression selecting suites by name")
 	benchtime := flag.String("benchtime", "", "override -benchtime for every suite")
+	from := flag.String("summarize", "", "print the summary table of an earlier run's raw output file instead of running")
 	flag.Parse()
+	if *from != "" {
+		if err := summarizeFile(*from, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
@@ -134,6 +143,22 @@ func run(ctx context.Context, outDir string, count int, filter, benchtime string
 	fmt.Fprintf(log, "bench: report %s, raw output for benchstat %s\n", mdPath, rawPath)
 	_, err = log.Write(report.Bytes())
 	return err
+}
+
+// summarizeFile prints the table of a raw output file written by an earlier
+// run, so a report can be re-rendered without re-running the benchmarks.
+func summarizeFile(path string, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rows, err := summarize(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	writeTable(w, rows)
+	return nil
 }
 
 func suiteNames() string {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -29,7 +31,7 @@ func summarize(r io.Reader) ([]row, error) {
 	type key struct{ name, unit string }
 	values := map[key][]float64{}
 	var order []key
-	reader := benchfmt.NewReader(r, "bench")
+	reader := benchfmt.NewReader(rejoinResults(r), "bench")
 	for reader.Scan() {
 		res, ok := reader.Result().(*benchfmt.Result)
 		if !ok {
@@ -55,6 +57,39 @@ func summarize(r io.Reader) ([]row, error) {
 	}
 	return rows, nil
 }
+
+// rejoinResults undoes what a log line written during a benchmark does to
+// go test's output: the benchmark's name is printed before it runs, so a log
+// line lands after the name and the figures follow on a line of their own.
+// Such figure lines get their benchmark's name back; log lines are dropped.
+func rejoinResults(r io.Reader) io.Reader {
+	var out bytes.Buffer
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	pending := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if m := nameThenText.FindStringSubmatch(line); m != nil {
+			pending = m[1]
+			continue
+		}
+		if pending != "" && figuresOnly.MatchString(line) {
+			line = pending + line
+			pending = ""
+		}
+		out.WriteString(line)
+		out.WriteByte('\n')
+	}
+	return &out
+}
+
+var (
+	// nameThenText is a benchmark name followed by something that is not
+	// its iteration count (a log line).
+	nameThenText = regexp.MustCompile(`^(Benchmark\S+\s+)[^\s0-9]`)
+	// figuresOnly is a result line without its name.
+	figuresOnly = regexp.MustCompile(`^\s+\d+\s+[0-9.e+]+ ns/op`)
+)
 
 // writeTable prints rows as a Markdown table, one benchmark per group of
 // rows, its time unit first.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,26 @@ func TestWriteTableMarkdown(t *testing.T) {
 	writeTable(&buf, rows)
 	if !strings.Contains(buf.String(), "| X | sec/op | 1.0 µs |") {
 		t.Errorf("table missing the row for X:\n%s", buf.String())
+	}
+}
+
+func TestSummarizeRejoinsResultsSplitByLogs(t *testing.T) {
+	input := "BenchmarkBoot-2   \ttime=\"x\" level=info msg=\"vm: started\"\n" +
+		"time=\"y\" level=info msg=\"vm: started\"\n" +
+		"       3\t1848769838 ns/op\t      1418 agent-ready-ms\n" +
+		"BenchmarkOther-2 \t 3\t 1000 ns/op\n"
+	rows, err := summarize(strings.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range rows {
+		got[r.name+" "+r.unit] = r.summary.Center
+	}
+	want := map[string]float64{"Boot sec/op": 1.848769838, "Boot agent-ready-ms": 1418, "Other sec/op": 1e-6}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || math.Abs(g-v) > v*1e-9 {
+			t.Errorf("%s = %v (present %v), want %v; rows %+v", k, g, ok, v, rows)
+		}
 	}
 }
