@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/kuasar-go/kuasar/internal/atomicfile"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -447,12 +448,12 @@ func (m *MemoryImage) WriteLayout(dir, name string) error {
 		if err := os.MkdirAll(bd, 0o755); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(bd, d.Encoded()), m.blobs[d], 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(bd, d.Encoded()), m.blobs[d], 0o644, true); err != nil {
 			return err
 		}
 	}
 	lb, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	if err := writeFileAtomic(filepath.Join(dir, ocispec.ImageLayoutFile), lb, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, ocispec.ImageLayoutFile), lb, 0o644, true); err != nil {
 		return err
 	}
 	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
@@ -469,7 +470,7 @@ func (m *MemoryImage) WriteLayout(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, ocispec.ImageIndexFile), ib, 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, ocispec.ImageIndexFile), ib, 0o644, true)
 }
 
 // WriteArchive writes the image as an OCI archive (a tar of an OCI layout)
@@ -522,7 +523,7 @@ func (m *MemoryImage) WriteArchiveFile(p, name string) error {
 	if err := m.WriteArchive(&buf, name); err != nil {
 		return err
 	}
-	return writeFileAtomic(p, buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(p, buf.Bytes(), 0o644, true)
 }
 
 // Push uploads the image to the registry as ref: blobs first, then child

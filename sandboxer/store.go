@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/atomicfile"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
@@ -91,41 +92,7 @@ func (s *store) save(r *record) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".sandbox-*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if !s.volatile {
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, recordFile)); err != nil {
-		return err
-	}
-	ok = true
-	if s.volatile {
-		return nil
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
 }
 
 // load reads every record; a directory without a readable record (a create

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/kuasar-go/kuasar/internal/atomicfile"
 )
 
 // Usage are the figures of a Service's live instances.
@@ -187,19 +187,7 @@ func writeRecords(path string, recs []TaskRecord) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tasks-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, b, 0o600, false)
 }
 
 // LoadRecords reads the task records a service kept with WithStateFile. A
