@@ -3,7 +3,6 @@ package sandboxer
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -18,6 +17,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 
+	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
@@ -106,15 +106,9 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	os.Remove(p)
-	l, err := net.Listen("unix", p)
+	l, err := unixsock.Listen(p, sb.svc.sockMode)
 	if err != nil {
-		return fmt.Errorf("listen on task socket %s: %w", p, err)
-	}
-	if err := os.Chmod(p, sb.svc.sockMode); err != nil {
-		l.Close()
-		os.Remove(p)
-		return err
+		return fmt.Errorf("task socket: %w", err)
 	}
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.intercept))
 	if err != nil {

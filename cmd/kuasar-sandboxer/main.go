@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/internal/version"
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
@@ -153,29 +153,13 @@ func run(args []string) error {
 	return nil
 }
 
-// listenUnix listens on path with the given file mode, replacing a stale
-// socket left by a previous run.
+// listenUnix listens on path with the given file mode, making its directory
+// and replacing a stale socket left by a previous run.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another --listen", path)
-		}
-		os.Remove(path)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
+	return unixsock.Listen(path, mode)
 }
 
 // recoverPanics turns a panic in a Sandbox API call into an Internal error,

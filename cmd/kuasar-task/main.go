@@ -26,6 +26,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/task/agentapi"
 	"github.com/kuasar-go/kuasar/task/guestinit"
 	"github.com/kuasar-go/kuasar/task/linuxtask"
@@ -132,12 +133,7 @@ func run() error {
 
 	var l net.Listener
 	if *listen != "" {
-		_ = os.Remove(*listen)
-		if l, err = net.Listen("unix", *listen); err != nil {
-			return err
-		}
-		if err := os.Chmod(*listen, 0o600); err != nil {
-			l.Close()
+		if l, err = unixsock.Listen(*listen, 0o600); err != nil {
 			return err
 		}
 		defer os.Remove(*listen)

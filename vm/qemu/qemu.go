@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
@@ -194,7 +195,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 		accel, _ = DetectAccel(ctx)
 	}
 	v.accel = accel
-	l, err := vmm.Listen(v.path(AgentSocketName))
+	l, err := unixsock.Listen(v.path(AgentSocketName), 0o600)
 	if err != nil {
 		return fmt.Errorf("listen on agent socket: %w", err)
 	}
@@ -234,7 +235,7 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 		return err
 	}
 	v.proc.Store(p)
-	l, err := vmm.Listen(v.path(AgentSocketName))
+	l, err := unixsock.Listen(v.path(AgentSocketName), 0o600)
 	if err != nil {
 		return fmt.Errorf("listen on agent socket: %w", err)
 	}

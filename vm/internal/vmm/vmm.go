@@ -178,21 +178,6 @@ func (p *Process) ExitError() error {
 	return p.err
 }
 
-// Listen listens on a unix socket at path (removing a stale one) with mode
-// 0600.
-func Listen(path string) (*net.UnixListener, error) {
-	_ = os.Remove(path)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
 // Quit asks p to exit by calling quit (a QMP "quit", an API shutdown...)
 // and waits for it up to timeout. It does nothing when p is nil or has
 // already exited; it does not kill: the driver's clean-up does that.

@@ -50,20 +50,6 @@ func TestStartAttachKill(t *testing.T) {
 	}
 }
 
-func TestListenMode(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	os.WriteFile(path, nil, 0o644) // a stale file is replaced
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
-		t.Fatalf("socket %v %v: want a 0600 socket", fi, err)
-	}
-}
-
 // TestPoll checks the three ways Poll ends: try succeeds, the process
 // exits, ctx ends; and that giveUp gets try's last error.
 func TestPoll(t *testing.T) {
