@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/kuasar-go/kuasar/internal/procfs"
 	"net"
 	"os"
 	"os/exec"
@@ -291,20 +292,7 @@ func FDCount(pid int) (int, error) {
 }
 
 // RSSBytes is the resident set size of pid.
-func RSSBytes(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			n, err := strconv.ParseUint(f[0], 10, 64)
-			return n * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
+func RSSBytes(pid int) (uint64, error) { return procfs.RSSBytes(pid) }
 
 // Run runs a command and returns its combined output, failing t on error.
 func Run(t testing.TB, ctx context.Context, bin string, args ...string) string {

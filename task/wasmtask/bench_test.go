@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/containerd/fifo"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/internal/procfs"
 )
 
 // BenchmarkCreateStartExit measures one container of the hello module from
@@ -134,18 +134,11 @@ func BenchmarkCreateStartExitParallel(b *testing.B) {
 }
 
 func rssBytes(b *testing.B) uint64 {
-	data, err := os.ReadFile("/proc/self/status")
+	n, err := procfs.RSSBytes(0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseUint(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
+	return n
 }
 
 // BenchmarkIdleInstanceMemory starts b.N containers of the wasi module

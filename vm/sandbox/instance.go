@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agentapi"
 	"github.com/kuasar-go/kuasar/vm"
@@ -310,7 +311,7 @@ func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
 	if pid == 0 || i.hasExited() {
 		return m, nil
 	}
-	rss, err := procRSS(pid)
+	rss, err := procfs.RSSBytes(pid)
 	if err != nil {
 		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
 	}
@@ -411,23 +412,6 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func procRSS(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) >= 1 {
-				kb, err := strconv.ParseUint(f[0], 10, 64)
-				return kb * 1024, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status: %w", pid, errdefs.ErrNotFound)
 }
 
 func procCPU(pid int) (uint64, error) {
