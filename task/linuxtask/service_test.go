@@ -157,14 +157,18 @@ func TestKillAndExec(t *testing.T) {
 	e.delete("k")
 }
 
+// rootModes are the two ways a container enters its rootfs: pivot_root, and
+// the move-and-chroot the agent falls back to on an initramfs root.
+var rootModes = []struct {
+	name string
+	opts []Option
+}{
+	{"pivot_root", nil},
+	{"move and chroot (initramfs)", []Option{WithNoPivot()}},
+}
+
 func TestNamespacesApplied(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []Option
-	}{
-		{"pivot_root", nil},
-		{"move and chroot (initramfs)", []Option{WithNoPivot()}},
-	} {
+	for _, tc := range rootModes {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.opts...)
 			hostHost, _ := os.Hostname()

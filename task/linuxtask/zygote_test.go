@@ -36,13 +36,7 @@ func gone(pid int) func() bool {
 }
 
 func TestZygoteUsedAndReplaced(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []Option
-	}{
-		{"pivot_root", nil},
-		{"move and chroot (initramfs)", []Option{WithNoPivot()}},
-	} {
+	for _, tc := range rootModes {
 		t.Run(tc.name, func(t *testing.T) {
 			e, z := zygoteEnv(t, tc.opts...)
 			pid := e.run("z", makeBundle(t, []string{"sh", "-c", `echo $$; hostname; cat /marker; echo /proc/[0-9]*; id -u; pwd; echo err >&2; exit 7`},
