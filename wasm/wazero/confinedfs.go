@@ -31,28 +31,37 @@ import (
 // absolute target (EPERM), as the WASI path-resolution rules ask; absolute
 // links already in the directory resolve inside the mount.
 type confinedFS struct {
-	root *fsroot.Root
+	root   *fsroot.Root
+	errnos *hostErrno // where EMFILE/ENFILE are noted for the guest
 }
 
 var _ experimentalsys.FS = (*confinedFS)(nil)
 
 // newConfinedFS opens dir as the root of a confined file system; close it
-// with close when the guest is done.
-func newConfinedFS(dir string) (*confinedFS, error) {
+// with close when the guest is done. Errnos wazero cannot express are noted
+// in errnos (may be nil).
+func newConfinedFS(dir string, errnos *hostErrno) (*confinedFS, error) {
 	r, err := fsroot.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &confinedFS{root: r}, nil
+	return &confinedFS{root: r, errnos: errnos}, nil
 }
 
 func (c *confinedFS) close() error { return c.root.Close() }
 
-// toErrno maps a host error to the guest's errno. wazero's Errno set has no
-// EMFILE or ENFILE and maps them to EIO; the fd limit of the guest's
-// instance (wasm/wazero's open-file limit) is what the guest should meet
-// first.
+// toErrno maps a host error to the guest's errno.
 func toErrno(err error) experimentalsys.Errno {
+	return experimentalsys.UnwrapOSError(err)
+}
+
+// errno maps a host error of a path operation to the guest's errno, noting
+// EMFILE and ENFILE (which wazero turns into EIO) for errnoListener to
+// restore.
+func (c *confinedFS) errno(err error) experimentalsys.Errno {
+	if err != nil {
+		c.errnos.note(err)
+	}
 	return experimentalsys.UnwrapOSError(err)
 }
 
@@ -108,7 +117,7 @@ func perm(m fs.FileMode) uint32 {
 func (c *confinedFS) OpenFile(p string, flag experimentalsys.Oflag, mode fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
 	f, err := c.root.OpenFile(p, toOpenFlags(flag), perm(mode))
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, c.errno(err)
 	}
 	rf := &rootFile{f: f, fd: int(f.Fd()), flag: flag}
 	rf.seekMethod.f = rf
@@ -119,7 +128,7 @@ func (c *confinedFS) OpenFile(p string, flag experimentalsys.Oflag, mode fs.File
 func (c *confinedFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) {
 	st, err := c.root.Lstat(p)
 	if err != nil {
-		return sys.Stat_t{}, toErrno(err)
+		return sys.Stat_t{}, c.errno(err)
 	}
 	return toStat(&st), 0
 }
@@ -128,39 +137,39 @@ func (c *confinedFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) {
 func (c *confinedFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
 	st, err := c.root.Stat(p)
 	if err != nil {
-		return sys.Stat_t{}, toErrno(err)
+		return sys.Stat_t{}, c.errno(err)
 	}
 	return toStat(&st), 0
 }
 
 // Mkdir implements experimentalsys.FS.
 func (c *confinedFS) Mkdir(p string, mode fs.FileMode) experimentalsys.Errno {
-	return toErrno(c.root.Mkdir(p, perm(mode)))
+	return c.errno(c.root.Mkdir(p, perm(mode)))
 }
 
 // Chmod implements experimentalsys.FS.
 func (c *confinedFS) Chmod(p string, mode fs.FileMode) experimentalsys.Errno {
-	return toErrno(c.root.Chmod(p, perm(mode)))
+	return c.errno(c.root.Chmod(p, perm(mode)))
 }
 
 // Rename implements experimentalsys.FS.
 func (c *confinedFS) Rename(from, to string) experimentalsys.Errno {
-	return toErrno(c.root.Rename(from, to))
+	return c.errno(c.root.Rename(from, to))
 }
 
 // Rmdir implements experimentalsys.FS.
 func (c *confinedFS) Rmdir(p string) experimentalsys.Errno {
-	return toErrno(c.root.Rmdir(p))
+	return c.errno(c.root.Rmdir(p))
 }
 
 // Unlink implements experimentalsys.FS.
 func (c *confinedFS) Unlink(p string) experimentalsys.Errno {
-	return toErrno(c.root.Unlink(p))
+	return c.errno(c.root.Unlink(p))
 }
 
 // Link implements experimentalsys.FS.
 func (c *confinedFS) Link(oldPath, newPath string) experimentalsys.Errno {
-	return toErrno(c.root.Link(oldPath, newPath))
+	return c.errno(c.root.Link(oldPath, newPath))
 }
 
 // Symlink implements experimentalsys.FS. The target is stored as written
@@ -170,14 +179,14 @@ func (c *confinedFS) Symlink(target, linkName string) experimentalsys.Errno {
 	if path.IsAbs(target) {
 		return experimentalsys.EPERM
 	}
-	return toErrno(c.root.Symlink(target, linkName))
+	return c.errno(c.root.Symlink(target, linkName))
 }
 
 // Readlink implements experimentalsys.FS.
 func (c *confinedFS) Readlink(p string) (string, experimentalsys.Errno) {
 	s, err := c.root.Readlink(p)
 	if err != nil {
-		return "", toErrno(err)
+		return "", c.errno(err)
 	}
 	return s, 0
 }
@@ -191,7 +200,7 @@ func (c *confinedFS) Utimens(p string, atim, mtim int64) experimentalsys.Errno {
 		_, errno := c.Stat(p)
 		return errno
 	}
-	return toErrno(c.root.Chtimes(p, ts))
+	return c.errno(c.root.Chtimes(p, ts))
 }
 
 // toTimespecs turns wazero's epoch nanoseconds (or UTIME_OMIT) into

@@ -62,6 +62,7 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
+	ctx = withHostErrno(ctx, &hostErrno{}) // EMFILE/ENFILE past wazero's errnos
 	mc, closeMounts, err := m.moduleConfig(ctx, cfg)
 	if err != nil {
 		return 0, err
@@ -183,7 +184,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero
 			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 		}
 		guest := path.Clean(mnt.GuestPath)
-		cfs, err := newConfinedFS(mnt.HostPath)
+		cfs, err := newConfinedFS(mnt.HostPath, hostErrnoFrom(ctx))
 		if err != nil {
 			return nil, nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
 		}
