@@ -49,6 +49,11 @@ type Jail struct {
 	// non-zero.
 	UID uint32 `json:"uid"`
 	GID uint32 `json:"gid"`
+	// Proc mounts a procfs at /proc that shows the VMM only its own
+	// processes (hidepid=invisible: the VMM's uid has no other) and no
+	// system files (subset=pid): QEMU's 9p server changes modes through
+	// /proc/self/fd.
+	Proc bool `json:"proc,omitempty"`
 	// Caps are the capabilities the VMM keeps (numbers as in
 	// capabilities(7), e.g. unix.CAP_CHOWN); every other one is dropped
 	// from all sets, bounding set included.
@@ -235,6 +240,15 @@ func runJailHelper(specJSON, path string, args []string) error {
 	}
 	if err := makeDev(root, j); err != nil {
 		return err
+	}
+	if j.Proc {
+		proc := filepath.Join(root, "proc")
+		if err := os.Mkdir(proc, 0o555); err != nil {
+			return err
+		}
+		if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "hidepid=invisible,subset=pid"); err != nil {
+			return fmt.Errorf("mount the jail's /proc (hidepid=invisible,subset=pid needs Linux 5.8): %w", err)
+		}
 	}
 	if err := pivot(root); err != nil {
 		return err

@@ -60,10 +60,11 @@ func TestJail(t *testing.T) {
 		Symlinks: map[string]string{"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"},
 		UID:      uid, GID: uid,
 		Caps:  []uintptr{unix.CAP_CHOWN, unix.CAP_FOWNER},
+		Proc:  true,
 		Lease: lease,
 	}
 	marker := filepath.Join(mine, "ran")
-	p, err := StartJailed("/bin/sh", []string{"-c", "echo in-jail > " + marker + "; exec sleep 60"}, filepath.Join(base, "log"), j)
+	p, err := StartJailed("/bin/sh", []string{"-c", "echo in-jail > " + marker + ".tmp; ls /proc >> " + marker + ".tmp; mv " + marker + ".tmp " + marker + "; exec sleep 60"}, filepath.Join(base, "log"), j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +99,24 @@ func TestJail(t *testing.T) {
 		}
 	}
 	root := "/proc/" + strconv.Itoa(p.Pid()) + "/root"
-	if b, err := os.ReadFile(root + marker); err != nil || string(b) != "in-jail\n" {
-		t.Errorf("bound dir in the jail: %q %v", b, err)
+	b, err := os.ReadFile(root + marker)
+	if err != nil || !strings.HasPrefix(string(b), "in-jail\n") {
+		t.Fatalf("bound dir in the jail: %q %v", b, err)
 	}
-	for _, gone := range []string{"/etc/shadow", other, filepath.Join(other, "secret"), "/proc/1", "/root", "/var"} {
+	// The jailed shell sees its own processes in /proc (itself and ls)
+	// and nothing of the host's: no other pid, no system files.
+	var pids []string
+	for _, e := range strings.Fields(strings.TrimPrefix(string(b), "in-jail\n")) {
+		if _, err := strconv.Atoi(e); err == nil {
+			pids = append(pids, e)
+		} else if e != "self" && e != "thread-self" {
+			t.Errorf("the jail's /proc shows %q", e)
+		}
+	}
+	if len(pids) == 0 || len(pids) > 2 || pids[0] != strconv.Itoa(p.Pid()) {
+		t.Errorf("the jail's /proc shows pids %v, want the shell %d (and its ls)", pids, p.Pid())
+	}
+	for _, gone := range []string{"/etc/shadow", other, filepath.Join(other, "secret"), "/proc/sys", "/proc/kcore", "/root", "/var"} {
 		if _, err := os.Lstat(root + gone); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s visible in the jail: %v", gone, err)
 		}
