@@ -166,4 +166,8 @@ func (v *VM) launch(ctx context.Context, accel string, args []string) (*vmm.Proc
 
 // UID is the uid (and gid) the confined QEMU runs under, 0 when it runs
 // unconfined or has not started.
-func (v *VM) UID() uint32 { return v.uid }
+func (v *VM) UID() uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.uid
+}
