@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/containerd/errdefs"
@@ -85,7 +86,7 @@ func (v *VM) Jail(accel string) *vmm.Jail {
 		Proc:     true,
 		Binds: []vmm.Bind{
 			{Path: "/usr"},
-			{Path: c.Path}, // inside /usr normally, then already there
+			{Path: realPath(c.Path)}, // inside /usr normally, then already there
 			{Path: c.Kernel},
 			{Path: c.Initramfs},
 			{Path: v.spec.StateDir, Writable: true},
@@ -116,6 +117,16 @@ func (v *VM) Jail(accel string) *vmm.Jail {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}
 	return j
+}
+
+// realPath is p with its symlinks resolved (p itself when that fails):
+// QEMU is executed by the path configured, which may go through a
+// merged-/usr symlink such as /bin, recreated in the jail.
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }
 
 var warnUnconfined sync.Once

@@ -226,6 +226,11 @@ func runJailHelper(specJSON, path string, args []string) error {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
 		return fmt.Errorf("mount the jail's root tmpfs on %s: %w", root, err)
 	}
+	// /dev first (a state directory may live below /dev/shm), the
+	// symlinks last: no bind is ever made through one.
+	if err := makeDev(root, j); err != nil {
+		return err
+	}
 	if err := bindAll(root, j.Binds); err != nil {
 		return err
 	}
@@ -235,11 +240,8 @@ func runJailHelper(specJSON, path string, args []string) error {
 			return err
 		}
 		if err := os.Symlink(target, in); err != nil {
-			return err
+			return fmt.Errorf("jail: symlink %s: %w (a bound path goes through the host's symlink %s: configure it by its real path)", link, err, link)
 		}
-	}
-	if err := makeDev(root, j); err != nil {
-		return err
 	}
 	if j.Proc {
 		proc := filepath.Join(root, "proc")
@@ -359,7 +361,7 @@ func makeDev(root string, j Jail) error {
 	if err := os.MkdirAll(dev, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64"); err != nil {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=1m,nr_inodes=1024"); err != nil {
 		return fmt.Errorf("mount the jail's /dev: %w", err)
 	}
 	mk := func(host string, mode uint32, own bool) error {

@@ -46,17 +46,25 @@ func TestJail(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(other, "secret"), []byte("x"), 0o600)
+	// A state directory may live in /dev/shm, below the jail's own /dev.
+	shm, err := os.MkdirTemp("/dev/shm", "kuasar-jail-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shm)
 	uid, lease, err := LeaseUID(2_100_000_000, 16)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lease.Close()
-	if err := os.Chown(mine, int(uid), int(uid)); err != nil { // written by the jailed uid
-		t.Fatal(err)
+	for _, d := range []string{mine, shm} { // written by the jailed uid
+		if err := os.Chown(d, int(uid), int(uid)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	j := &Jail{
 		Root:     filepath.Join(base, "jail"),
-		Binds:    []Bind{{Path: "/usr"}, {Path: mine, Writable: true}},
+		Binds:    []Bind{{Path: "/usr"}, {Path: mine, Writable: true}, {Path: shm, Writable: true}},
 		Symlinks: map[string]string{"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"},
 		UID:      uid, GID: uid,
 		Caps:  []uintptr{unix.CAP_CHOWN, unix.CAP_FOWNER},
@@ -64,7 +72,7 @@ func TestJail(t *testing.T) {
 		Lease: lease,
 	}
 	marker := filepath.Join(mine, "ran")
-	p, err := StartJailed("/bin/sh", []string{"-c", "echo in-jail > " + marker + ".tmp; ls /proc >> " + marker + ".tmp; mv " + marker + ".tmp " + marker + "; exec sleep 60"}, filepath.Join(base, "log"), j)
+	p, err := StartJailed("/bin/sh", []string{"-c", "echo shm > " + shm + "/ran; echo in-jail > " + marker + ".tmp; ls /proc >> " + marker + ".tmp; mv " + marker + ".tmp " + marker + "; exec sleep 60"}, filepath.Join(base, "log"), j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +111,9 @@ func TestJail(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(b), "in-jail\n") {
 		t.Fatalf("bound dir in the jail: %q %v", b, err)
 	}
+	if b, err := os.ReadFile(filepath.Join(shm, "ran")); err != nil || string(b) != "shm\n" {
+		t.Errorf("bind below /dev/shm not writable in the jail: %q %v", b, err)
+	}
 	// The jailed shell sees its own processes in /proc (itself and ls)
 	// and nothing of the host's: no other pid, no system files.
 	var pids []string
@@ -126,7 +137,7 @@ func TestJail(t *testing.T) {
 	for _, e := range ents {
 		devs = append(devs, e.Name())
 	}
-	if strings.Join(devs, ",") != "null,random,urandom,zero" {
+	if strings.Join(devs, ",") != "null,random,shm,urandom,zero" { // shm: the path to the bind below it
 		t.Errorf("jail /dev holds %v", devs)
 	}
 	if err := os.WriteFile(root+"/usr/jail-write-test", nil, 0o600); err == nil {
