@@ -48,7 +48,7 @@ func capMask(caps []uintptr) string {
 }
 
 // checkConfined checks QEMU process pid from the host: seccomp filter in
-// force, no_new_privs, a non-root uid in the configured range that is
+// force, no_new_privs, mount, network and IPC namespaces of its own, a non-root uid in the configured range that is
 // also its gid, no supplementary groups, exactly the capabilities of
 // rootfs mode in every set, and a root that holds its own directories
 // (visible) but none of the host's secrets or another sandbox's files.
@@ -78,6 +78,13 @@ func checkConfined(t *testing.T, pid int, mode string, own, foreign []string) in
 	}
 	if base, count := (vm.Config{}).VMMUIDs(); uid < int(base) || uid >= int(base+count) {
 		t.Errorf("qemu %d runs as uid %d, want one of the VMM range %d+%d", pid, uid, base, count)
+	}
+	for _, ns := range []string{"mnt", "net", "ipc"} {
+		mine, _ := os.Readlink("/proc/self/ns/" + ns)
+		its, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + ns)
+		if err != nil || its == mine {
+			t.Errorf("qemu %d: %s namespace %q %v, want its own (host's is %q)", pid, ns, its, err, mine)
+		}
 	}
 	root := "/proc/" + strconv.Itoa(pid) + "/root"
 	for _, p := range own {
