@@ -350,7 +350,11 @@ func setAttr(path string, attr uint64, recursive bool) error {
 	if recursive {
 		flags = unix.AT_RECURSIVE
 	}
-	return unix.MountSetattr(unix.AT_FDCWD, path, uint(flags), &unix.MountAttr{Attr_set: attr})
+	err := unix.MountSetattr(unix.AT_FDCWD, path, uint(flags), &unix.MountAttr{Attr_set: attr})
+	if errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("%w: the VMM jail needs mount_setattr(2), Linux 5.12 or later", err)
+	}
+	return err
 }
 
 // makeDev mounts a small tmpfs on root/dev with the standard character
