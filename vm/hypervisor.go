@@ -90,6 +90,31 @@ type Config struct {
 	ExtraArgs []string `toml:"extra_args"`
 	// Debug makes the guest agent log to the console (kuasar.debug=1).
 	Debug bool `toml:"debug"`
+	// VMMUIDBase and VMMUIDCount are the host uids (and gids) confined
+	// VMMs run under, one per running VMM (DefaultVMMUIDBase and
+	// DefaultVMMUIDCount when 0). Reserve the range for kuasar: no other
+	// user or file on the host should own ids in it.
+	VMMUIDBase  uint32 `toml:"vmm_uid_base"`
+	VMMUIDCount uint32 `toml:"vmm_uid_count"`
+}
+
+// Defaults of the VMM uid range (see Config.VMMUIDBase): far above the
+// subordinate id ranges (/etc/subuid) distributions hand out from 100000.
+const (
+	DefaultVMMUIDBase  = 2_000_000_000
+	DefaultVMMUIDCount = 65536
+)
+
+// VMMUIDs returns the configured VMM uid range, defaults filled in.
+func (c Config) VMMUIDs() (base, count uint32) {
+	base, count = c.VMMUIDBase, c.VMMUIDCount
+	if base == 0 {
+		base = DefaultVMMUIDBase
+	}
+	if count == 0 {
+		count = DefaultVMMUIDCount
+	}
+	return base, count
 }
 
 // Validate checks that the files the config names exist, and says which

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -65,6 +66,8 @@ func TestVMPodCRI(t *testing.T) {
 	}
 	e.Crictl("rm", once)
 
+	checkQEMUConfined(t, e.SandboxerState)
+
 	long := e.Crictl("create", pod, ctrJSON(t, e, "long", "docker.io/library/busybox-sh:vm", []string{"sleep 600"}, false), podCfg)
 	e.Crictl("start", long)
 	waitState(t, e, long, "CONTAINER_RUNNING", 60*time.Second)
@@ -121,5 +124,37 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", "qemu.*"+e.SandboxerState).Output(); len(out) != 0 {
 		t.Fatalf("hypervisor processes left: %s", out)
+	}
+}
+
+// checkQEMUConfined checks the running pod's QEMU (the one whose command
+// line names the sandboxer's state directory): its seccomp filter is in
+// force, no_new_privs is set, it does not run as root and it holds only
+// the 9p rootfs mode's capabilities (docs/vm.md, "Confinement of the
+// VMM"; vm/sandbox TestVMMConfined checks the rest).
+func checkQEMUConfined(t *testing.T, state string) {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+state).Output()
+	pids := strings.Fields(string(out))
+	if len(pids) != 1 {
+		t.Fatalf("qemu processes of the pod: %q, want one", pids)
+	}
+	b, err := os.ReadFile("/proc/" + pids[0] + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			st[k] = strings.TrimSpace(v)
+		}
+	}
+	for k, want := range map[string]string{"Seccomp": "2", "NoNewPrivs": "1", "CapEff": "000000000000001b", "CapBnd": "000000000000001b"} {
+		if st[k] != want {
+			t.Errorf("pod's qemu %s: %s %q, want %q", pids[0], k, st[k], want)
+		}
+	}
+	if uid := strings.Fields(st["Uid"]); len(uid) == 0 || uid[0] == "0" {
+		t.Errorf("pod's qemu runs as uid %q, want its own non-root uid", st["Uid"])
 	}
 }

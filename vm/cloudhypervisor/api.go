@@ -93,6 +93,17 @@ type VmConfig struct {
 	Serial  *ConsoleConfig `json:"serial,omitempty"`
 	Console *ConsoleConfig `json:"console,omitempty"`
 	Vsock   *VsockConfig   `json:"vsock,omitempty"`
+	// LandlockEnable confines the VMM's file access with Landlock to the
+	// paths of this config plus LandlockRules.
+	LandlockEnable bool             `json:"landlock_enable,omitempty"`
+	LandlockRules  []LandlockConfig `json:"landlock_rules,omitempty"`
+}
+
+// LandlockConfig is one extra Landlock rule: a path and its access
+// ("r", "w" or "rw").
+type LandlockConfig struct {
+	Path   string `json:"path"`
+	Access string `json:"access"`
 }
 
 // PciDeviceInfo is the answer to a hot-plug request.

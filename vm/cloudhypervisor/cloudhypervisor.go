@@ -60,7 +60,19 @@ func New(spec vm.Spec) (*VM, error) {
 	if err := virtiofs.Check(spec, vm.CloudHypervisor, "Cloud Hypervisor"); err != nil {
 		return nil, err
 	}
+	for _, a := range spec.Config.ExtraArgs {
+		if a == "--seccomp" || strings.HasPrefix(a, "--seccomp=") {
+			return nil, fmt.Errorf("extra_args in [hypervisor.cloud-hypervisor] hold %s: the driver always runs Cloud Hypervisor with --seccomp true; remove it: %w", a, errdefs.ErrInvalidArgument)
+		}
+	}
 	return &VM{spec: spec}, nil
+}
+
+// Args is Cloud Hypervisor's command line (without the binary): the API
+// socket, its seccomp filter on (--seccomp true: the documented default,
+// made explicit), then extra_args.
+func (v *VM) Args() []string {
+	return append([]string{"--api-socket", "path=" + v.path(APISocketName), "--seccomp", "true"}, v.spec.Config.ExtraArgs...)
 }
 
 func (v *VM) path(n string) string { return filepath.Join(v.spec.StateDir, n) }
@@ -88,6 +100,11 @@ func (v *VM) VMConfig() VmConfig {
 		Serial:  &ConsoleConfig{Mode: "File", File: v.ConsoleLog()},
 		Console: &ConsoleConfig{Mode: "Off"},
 		Vsock:   &VsockConfig{Cid: GuestCID, Socket: v.path(VsockSocketName), ID: "agent"},
+		// Landlock limits the VMM to the files of this config; the state
+		// directory (hybrid vsock connects to <socket>_<port> there) is
+		// added.
+		LandlockEnable: true,
+		LandlockRules:  []LandlockConfig{{Path: v.spec.StateDir, Access: "rw"}},
 	}
 	if virtiofs.Used(v.spec) {
 		c.Memory.Shared = true
@@ -123,7 +140,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	api := v.path(APISocketName)
 	_ = os.Remove(api)
-	p, err := vmm.StartConfigured(vm.CloudHypervisor, "path", v.spec.Config.Path, append([]string{"--api-socket", "path=" + api}, v.spec.Config.ExtraArgs...), v.path(VMMLogName))
+	p, err := vmm.StartConfigured(vm.CloudHypervisor, "path", v.spec.Config.Path, v.Args(), v.path(VMMLogName))
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
@@ -120,6 +122,8 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		{"CpusConfig", `{"boot_vcpus":0,"max_vcpus":1}`, `below minimum`},
 		{"ConsoleConfig", `{"mode":"Loud"}`, `not in enum`},
 		{"VsockConfig", `{"cid":3}`, `missing required property "socket"`},
+		{"VmConfig", `{"payload":{},"landlock_enable":"yes"}`, `want boolean`},
+		{"LandlockConfig", `{"path":"/x"}`, `missing required property "access"`},
 	} {
 		dec := json.NewDecoder(strings.NewReader(tc.body))
 		dec.UseNumber()
@@ -226,4 +230,45 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Errorf("API calls %s, want %s", got, want)
 	}
 	testenv.NoSockets(t, state)
+}
+
+// TestSandboxOptions checks the driver's confinement of Cloud Hypervisor
+// against its documentation (docs/seccomp.md, docs/landlock.md) and
+// OpenAPI description, as Cloud Hypervisor cannot run here: the command
+// line turns the seccomp filters on explicitly (--seccomp true), vm.create
+// enables Landlock with the state directory as the one extra rule (the
+// config's own files are added by Cloud Hypervisor itself), the body
+// validates against the schema, and extra_args cannot turn seccomp off.
+func TestSandboxOptions(t *testing.T) {
+	dir := t.TempDir()
+	cfg := vm.Config{Kernel: "/bin/true", Initramfs: "/bin/true", RootfsMode: vm.ShareVirtioFS, VirtioFSD: "/bin/true", Path: "/bin/true"}
+	v, err := ch.New(vm.Spec{ID: "t", StateDir: dir, SharedDir: dir, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(v.Args(), " "), "--api-socket path="+filepath.Join(dir, "api.sock")+" --seccomp true"; got != want {
+		t.Errorf("command line %q, want %q", got, want)
+	}
+	c := v.VMConfig()
+	if !c.LandlockEnable || len(c.LandlockRules) != 1 || c.LandlockRules[0] != (ch.LandlockConfig{Path: dir, Access: "rw"}) {
+		t.Errorf("landlock %v %+v, want enabled with the state directory rw", c.LandlockEnable, c.LandlockRules)
+	}
+	api, err := loadOpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(c)
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var body any
+	dec.Decode(&body)
+	if errs := api.validate("body", body, &schema{Ref: "#/components/schemas/VmConfig"}); len(errs) > 0 {
+		t.Errorf("vm.create body %s violates the OpenAPI description: %v", b, errs)
+	}
+	for _, extra := range [][]string{{"--seccomp", "false"}, {"--seccomp=log"}} {
+		cfg.ExtraArgs = extra
+		if _, err := ch.New(vm.Spec{ID: "t", StateDir: dir, SharedDir: dir, Config: cfg}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("extra_args %q: %v, want InvalidArgument", extra, err)
+		}
+	}
 }

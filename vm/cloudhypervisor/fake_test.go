@@ -191,10 +191,14 @@ func (f *fakeCH) close() {
 // serveFakeCH runs the fake as a process: the test binary re-executed as
 // the "cloud-hypervisor" binary with --api-socket path=S.
 func serveFakeCH(args []string) int {
-	var sock string
+	var sock, seccomp string
 	for i, a := range args {
 		if a == "--api-socket" && i+1 < len(args) {
 			sock = strings.TrimPrefix(args[i+1], "path=")
+		}
+		// docs/seccomp.md: --seccomp true (default), false or log.
+		if a == "--seccomp" && i+1 < len(args) {
+			seccomp = args[i+1]
 		}
 	}
 	if sock == "" {
@@ -207,6 +211,9 @@ func serveFakeCH(args []string) int {
 		return 2
 	}
 	f := newFakeCH(api)
+	if seccomp != "true" {
+		f.problems = append(f.problems, fmt.Sprintf("command line %q: want --seccomp true (the VMM's seccomp filters on)", args))
+	}
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

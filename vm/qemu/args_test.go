@@ -36,7 +36,11 @@ func TestArgs(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := strings.Join(v.Args(qemu.AccelTCG), " ")
-		for _, w := range append(tc.want, "-device virtserialport,chardev=agent,name=kuasar.agent", "-qmp unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off", "foo=1", "kuasar.channel=serial", "console=ttyS0") {
+		share := "-fsdev local,id=shared,path=" + filepath.Join(dir, "shared") + ",security_model=none"
+		if tc.disks != nil { // block mode: the share only carries bundles, read-only
+			share += ",readonly=on"
+		}
+		for _, w := range append(tc.want, share+" ", "-sandbox "+qemu.SandboxOption, "-device virtserialport,chardev=agent,name=kuasar.agent", "-qmp unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off", "foo=1", "kuasar.channel=serial", "console=ttyS0") {
 			if !strings.Contains(args, w) {
 				t.Errorf("%s: args lack %q:\n%s", tc.machine, w, args)
 			}
@@ -45,6 +49,16 @@ func TestArgs(t *testing.T) {
 			if strings.Contains(args, n) {
 				t.Errorf("%s: args contain %q", tc.machine, n)
 			}
+		}
+	}
+	if qemu.SandboxOption != "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" {
+		t.Errorf("-sandbox %s: every deny group must be on", qemu.SandboxOption)
+	}
+	// extra_args cannot undo the confinement.
+	for _, a := range []string{"-sandbox", "-runas", "-chroot", "-daemonize"} {
+		_, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", ExtraArgs: []string{a, "off"}}})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), a) {
+			t.Errorf("extra_args %s: %v, want InvalidArgument naming it", a, err)
 		}
 	}
 	if _, err := qemu.New(vm.Spec{ID: "a", StateDir: dir, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", Machine: "pc-i440fx"}}); err == nil {

@@ -59,6 +59,7 @@ type VM struct {
 	agentL   *net.UnixListener
 	stopped  bool
 	startErr error
+	uid      uint32 // confined QEMU's uid (see launch)
 }
 
 var _ vm.Hypervisor = (*VM)(nil)
@@ -89,6 +90,9 @@ func New(spec vm.Spec) (*VM, error) {
 	if spec.StateDir == "" {
 		return nil, fmt.Errorf("vm spec without a state directory: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := checkExtraArgs(spec.Config.ExtraArgs); err != nil {
+		return nil, err
+	}
 	return &VM{spec: spec}, nil
 }
 
@@ -115,6 +119,7 @@ func (v *VM) Args(accel string) []string {
 	args := []string{
 		"-name", v.Name(),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-sandbox", SandboxOption,
 		"-accel", accel,
 		"-smp", strconv.Itoa(int(vcpus)),
 		"-m", strconv.FormatUint(mem, 10) + "M",
@@ -143,8 +148,13 @@ func (v *VM) Args(accel string) []string {
 		"-device", "virtserialport,chardev=agent,name="+vm.AgentSerialName,
 	)
 	if v.spec.SharedDir != "" {
+		fsdev := "local,id=shared,path=" + optEscape(v.spec.SharedDir) + ",security_model=none"
+		if c.RootfsMode == vm.ShareBlock {
+			// Only bundles travel through the share: the guest reads them.
+			fsdev += ",readonly=on"
+		}
 		args = append(args,
-			"-fsdev", "local,id=shared,path="+v.spec.SharedDir+",security_model=none",
+			"-fsdev", fsdev,
 			"-device", p9Dev+",fsdev=shared,mount_tag="+vm.ShareTag,
 		)
 	}
@@ -207,7 +217,7 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}()
 	args := v.Args(accel)
 	log.G(ctx).WithField("sandbox", v.spec.ID).WithField("accel", accel).Debugf("vm: starting %s %s", v.spec.Config.Path, strings.Join(args, " "))
-	p, err := vmm.StartConfigured(vm.QEMU, "path", v.spec.Config.Path, args, v.path(VMMLogName))
+	p, err := v.launch(ctx, accel, args)
 	if err != nil {
 		return err
 	}
@@ -240,6 +250,14 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 		return fmt.Errorf("listen on agent socket: %w", err)
 	}
 	v.agentL = l
+	// A confined QEMU reconnects under its own uid (see launch).
+	if uid := vmm.ProcessUID(pid); uid > 0 {
+		if err := os.Lchown(v.path(AgentSocketName), int(uid), 0); err != nil {
+			l.Close()
+			return fmt.Errorf("hand the agent socket to the VMM's uid %d: %w", uid, err)
+		}
+		v.uid = uint32(uid)
+	}
 	q, err := DialQMP(ctx, v.path(QMPSocketName))
 	if err != nil {
 		l.Close()

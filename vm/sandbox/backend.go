@@ -180,6 +180,11 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 			_ = removeUnmounted(spec.StateDir)
 		}
 	}()
+	if os.Geteuid() == 0 {
+		if err := makeSharedMount(spec.SharedDir); err != nil {
+			return nil, err
+		}
+	}
 	t0 := time.Now()
 	inst.started = t0
 	if err := d.Start(ctx); err != nil {

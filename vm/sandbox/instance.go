@@ -16,6 +16,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
@@ -201,6 +202,11 @@ func (i *Instance) watch() {
 		}
 		i.mu.Unlock()
 		i.tasks.vmGone()
+		// The shared directory's own mount (see makeSharedMount) goes
+		// with the VMM too: no mount outlives it.
+		if err := unmountUnder(i.spec.SharedDir); err != nil {
+			log.L.WithField("sandbox", i.sb.ID).WithError(err).Warn("vm: unmounting the shared directory after the VMM exited")
+		}
 		i.markExited(status)
 	}()
 }

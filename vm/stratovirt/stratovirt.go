@@ -58,6 +58,13 @@ func New(spec vm.Spec) (*VM, error) {
 	if err := virtiofs.Check(spec, vm.StratoVirt, "StratoVirt"); err != nil {
 		return nil, err
 	}
+	for _, a := range spec.Config.ExtraArgs {
+		// StratoVirt's seccomp filter is on unless -disable-seccomp is
+		// given (config_guidebook.md, "Seccomp"): it must stay on.
+		if a == "-disable-seccomp" || a == "--disable-seccomp" {
+			return nil, fmt.Errorf("extra_args in [hypervisor.stratovirt] hold %s: StratoVirt's seccomp filter must stay on; remove it: %w", a, errdefs.ErrInvalidArgument)
+		}
+	}
 	return &VM{spec: spec, cid: GuestCID(spec.ID)}, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/stratovirt"
@@ -198,6 +200,17 @@ func TestCommandLine(t *testing.T) {
 	}
 	if cid < 3 {
 		t.Errorf("guest cid %d is reserved", cid)
+	}
+	// Seccomp is StratoVirt's default; only -disable-seccomp turns it off
+	// (config_guidebook.md, "Seccomp"), so it must never be passed.
+	if strings.Contains(args, "disable-seccomp") {
+		t.Errorf("command line turns StratoVirt's seccomp filter off:\n%s", args)
+	}
+	for _, a := range []string{"-disable-seccomp", "--disable-seccomp"} {
+		_, err := stratovirt.New(vm.Spec{ID: "x", StateDir: dir, Config: vm.Config{Path: "/bin/true", Kernel: "/bin/true", Initramfs: "/bin/true", RootfsMode: vm.ShareBlock, ExtraArgs: []string{a}}})
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("extra_args %s: %v, want InvalidArgument", a, err)
+		}
 	}
 	if got := strings.Join(stratovirt.BlockArgs(0, "/img.erofs"), " "); got != "-drive id=drive0,file=/img.erofs,readonly=on,direct=off -device virtio-blk-device,drive=drive0,id=blk0" {
 		t.Errorf("block args %q", got)

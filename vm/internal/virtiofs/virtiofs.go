@@ -39,15 +39,22 @@ func Used(spec vm.Spec) bool {
 	return spec.SharedDir != "" && (spec.Config.RootfsMode == "" || spec.Config.RootfsMode == vm.ShareVirtioFS)
 }
 
-// Start starts spec's virtiofsd serving its shared directory on socket
-// (no cache, chroot sandbox), its output appended to logPath, when spec
-// uses virtio-fs (see Used); otherwise it returns a nil process. section
-// names the driver's configuration section for a start failure.
+// Start starts spec's virtiofsd serving its shared directory on socket,
+// its output appended to logPath, when spec uses virtio-fs (see Used);
+// otherwise it returns a nil process. section names the driver's
+// configuration section for a start failure.
+//
+// virtiofsd runs with no cache and confined by its own sandbox
+// (--sandbox=namespace: new mount, pid and network namespaces with the
+// shared directory pivoted to its root; container rootfs mounts the
+// host makes below it later still reach it, the directory being a shared
+// mount, see vm/sandbox) and its seccomp filter killing on a system call
+// outside its list (--seccomp=kill).
 func Start(spec vm.Spec, section, socket, logPath string) (*vmm.Process, error) {
 	if !Used(spec) {
 		return nil, nil
 	}
 	return vmm.StartConfigured(section, "virtiofsd", spec.Config.VirtioFSD, []string{
-		"--socket-path=" + socket, "--shared-dir=" + spec.SharedDir, "--cache=never", "--sandbox=chroot",
+		"--socket-path=" + socket, "--shared-dir=" + spec.SharedDir, "--cache=never", "--sandbox=namespace", "--seccomp=kill",
 	}, logPath)
 }

@@ -64,7 +64,7 @@ func TestStart(t *testing.T) {
 		p.Kill()
 		t.Fatal("stand-in virtiofsd did not exit")
 	}
-	if got, want := p.Tail(200), "--socket-path=/run/fs.sock --shared-dir=/shared --cache=never --sandbox=chroot"; got != want {
+	if got, want := p.Tail(200), "--socket-path=/run/fs.sock --shared-dir=/shared --cache=never --sandbox=namespace --seccomp=kill"; got != want {
 		t.Errorf("virtiofsd args %q, want %q", got, want)
 	}
 	spec.Config.VirtioFSD = filepath.Join(dir, "missing")

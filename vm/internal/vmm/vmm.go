@@ -90,6 +90,24 @@ func Attach(pid int, match, logPath string) (*Process, error) {
 	return p, nil
 }
 
+// ProcessUID is the real uid of process pid, or -1 when it cannot be read.
+func ProcessUID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				if uid, err := strconv.Atoi(f[0]); err == nil {
+					return uid
+				}
+			}
+		}
+	}
+	return -1
+}
+
 func alive(pid int, match string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil || len(b) == 0 { // gone, or a zombie
