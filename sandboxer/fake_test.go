@@ -139,3 +139,13 @@ func (t *fakeTasks) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*
 func (t *fakeTasks) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	return &taskAPI.ConnectResponse{ShimPid: 4242, TaskPid: 4242}, nil
 }
+
+// Wait returns when the instance has finished, with its exit status.
+func (t *fakeTasks) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	select {
+	case <-t.i.done:
+		return &taskAPI.WaitResponse{ExitStatus: t.i.exit.Status}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
