@@ -2,6 +2,9 @@ package sandboxer_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +75,40 @@ func TestExitRecordedInBundle(t *testing.T) {
 		}
 		if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: tt.id}); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestLongStateDirRealWasm runs a real Wasm pod, with a containerd-style
+// 64-hex sandbox ID, under a 120-byte state directory (the issue's "a state
+// directory of 60+ bytes works"), through the real Sandbox and Task APIs,
+// and checks that no socket or backend directory is left afterwards.
+func TestLongStateDirRealWasm(t *testing.T) {
+	var state string
+	r := newRigAt(t, func(dir string) string {
+		state = dir + "/" + strings.Repeat("s", 120-len(dir)-1)
+		return state
+	})
+	if len(state) != 120 || r.svc.StateDir() != state {
+		t.Fatalf("state dir %s (%d bytes)", r.svc.StateDir(), len(state))
+	}
+	base := r.svc.SocketsDir()
+	if base != state {
+		t.Cleanup(func() {
+			os.RemoveAll(base)
+			os.Remove(filepath.Dir(base)) // only when no other state dir uses it
+		})
+	}
+	id := strings.Repeat("fedcba9876543210", 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code, err := r.runOnce(ctx, id, r.bundle(t, "long", []string{"/wasi.wasm", "exit", "3"}))
+	if err != nil || code != 3 {
+		t.Fatalf("pod under a 120-byte state dir: exit %d, %v", code, err)
+	}
+	for _, sub := range []string{"s", "b"} {
+		if ents, _ := os.ReadDir(filepath.Join(base, sub)); len(ents) != 0 {
+			t.Fatalf("%s/%s holds %v after Shutdown", base, sub, ents)
 		}
 	}
 }

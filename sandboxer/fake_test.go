@@ -24,6 +24,7 @@ type fakeBackend struct {
 	started   []string
 	recovered []string
 	shutdown  []string
+	dirs      []string // StateDir of each started sandbox
 	failStart error
 	// gate, when set, holds Start until it is closed.
 	gate chan struct{}
@@ -41,6 +42,7 @@ func (b *fakeBackend) Start(ctx context.Context, sb backend.Sandbox) (backend.In
 		return nil, b.failStart
 	}
 	b.started = append(b.started, sb.ID)
+	b.dirs = append(b.dirs, sb.StateDir)
 	return newFakeInstance(b, sb, false), nil
 }
 
