@@ -6,10 +6,11 @@ REVISION  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X $(PKG)/internal/version.Revision=$(REVISION)
 GUEST_DIR ?= /var/lib/kuasar/guest
 TEST_TIMEOUT ?= 75m
+FUZZTIME  ?= 5s
 
 BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
 
-.PHONY: help deps build guest guest-minimal fixtures test test-short bench lint clean install
+.PHONY: help deps build guest guest-minimal fixtures test test-short fuzz bench lint clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +37,14 @@ test: guest ## run every test, integration tests with real containerd, crictl an
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 5s); their seed corpora (testdata/fuzz) also run in every `go test`
+	@set -e; for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$t ./$$(dirname $$f) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 bench: ## run the benchmarks and write a report under bench/results
 	$(GO) run ./bench -out bench/results

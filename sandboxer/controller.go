@@ -180,7 +180,7 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 			sb.mu.Lock()
 			if sb.rec.State != stateReady {
 				sb.closeTaskServer()
-				os.Remove(sb.socketPath())
+				removeSocket(sb.socketPath())
 			}
 			sb.mu.Unlock()
 			return nil, errgrpc.ToGRPC(err)

@@ -24,6 +24,7 @@ type fakeBackend struct {
 	started   []string
 	recovered []string
 	shutdown  []string
+	dirs      []string // StateDir of each started sandbox
 	failStart error
 	// gate, when set, holds Start until it is closed.
 	gate chan struct{}
@@ -41,6 +42,7 @@ func (b *fakeBackend) Start(ctx context.Context, sb backend.Sandbox) (backend.In
 		return nil, b.failStart
 	}
 	b.started = append(b.started, sb.ID)
+	b.dirs = append(b.dirs, sb.StateDir)
 	return newFakeInstance(b, sb, false), nil
 }
 
@@ -138,4 +140,14 @@ func (t *fakeTasks) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*
 
 func (t *fakeTasks) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	return &taskAPI.ConnectResponse{ShimPid: 4242, TaskPid: 4242}, nil
+}
+
+// Wait returns when the instance has finished, with its exit status.
+func (t *fakeTasks) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	select {
+	case <-t.i.done:
+		return &taskAPI.WaitResponse{ExitStatus: t.i.exit.Status}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

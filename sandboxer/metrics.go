@@ -46,7 +46,10 @@ func (s *Service) Metrics(ctx context.Context, req *api.ControllerMetricsRequest
 }
 
 // toCgroup2 encodes m; limit is the pod's memory limit (0: none, reported as
-// cgroup v2's "max" so that CRI reports no available-bytes figure).
+// cgroup v2's "max" so that CRI reports no available-bytes figure). Each
+// field carries what its cgroup v2 name says, or zero when the backend does
+// not know it: total CPU is usage_usec only, never also user_usec, and the
+// memory split is the backend's, not the total put in anon.
 func toCgroup2(m backend.Metrics, limit uint64) *cg2.Metrics {
 	if limit == 0 {
 		limit = math.MaxUint64
@@ -54,13 +57,16 @@ func toCgroup2(m backend.Metrics, limit uint64) *cg2.Metrics {
 	return &cg2.Metrics{
 		Pids: &cg2.PidsStat{Current: uint64(m.Tasks)},
 		CPU: &cg2.CPUStat{
-			UsageUsec: m.CPUNanos / 1000,
-			UserUsec:  m.CPUNanos / 1000,
+			UsageUsec:  m.CPUNanos / 1000,
+			UserUsec:   m.UserNanos / 1000,
+			SystemUsec: m.SystemNanos / 1000,
 		},
 		Memory: &cg2.MemoryStat{
 			Usage:      m.MemoryBytes,
 			UsageLimit: limit,
-			Anon:       m.MemoryBytes,
+			Anon:       m.AnonBytes,
+			File:       m.FileBytes,
+			Shmem:      m.ShmemBytes,
 		},
 	}
 }

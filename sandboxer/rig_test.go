@@ -36,6 +36,13 @@ type rig struct {
 
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
+	return newRigAt(tb, func(dir string) string { return filepath.Join(dir, "s") })
+}
+
+// newRigAt is newRig with the state directory state(dir) for the rig's
+// temporary directory dir.
+func newRigAt(tb testing.TB, state func(dir string) string) *rig {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (rootfs bind mounts)")
 	}
@@ -51,7 +58,7 @@ func newRig(tb testing.TB) *rig {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { wb.Close(ctx) })
-	svc, err := sandboxer.New(ctx, sandboxer.WithStateDir(filepath.Join(dir, "s")), sandboxer.WithBackend(wb))
+	svc, err := sandboxer.New(ctx, sandboxer.WithStateDir(state(dir)), sandboxer.WithBackend(wb))
 	if err != nil {
 		tb.Fatal(err)
 	}

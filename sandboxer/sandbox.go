@@ -21,9 +21,6 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
-// maxSocketPath is the longest path a unix socket address can hold.
-const maxSocketPath = 107
-
 // sandbox is one sandbox the service knows, with its persisted record, its
 // backend instance (nil until the kind is decided) and its Task API server.
 type sandbox struct {
@@ -62,7 +59,7 @@ func (sb *sandbox) logger(ctx context.Context) *log.Entry {
 }
 
 func (sb *sandbox) dir() string        { return sb.svc.store.dir(sb.rec.ID) }
-func (sb *sandbox) socketPath() string { return filepath.Join(sb.dir(), "task.sock") }
+func (sb *sandbox) socketPath() string { return sb.svc.store.taskSocket(sb.rec.ID) }
 
 // address is the Task API address containerd dials (version 3).
 func (sb *sandbox) address() string { return "ttrpc+unix://" + sb.socketPath() }
@@ -100,8 +97,9 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 	}
 	p := sb.socketPath()
 	if len(p) > maxSocketPath {
-		return fmt.Errorf("task socket path %s is %d bytes, over the unix limit of %d: use a shorter --state-dir: %w",
-			p, len(p), maxSocketPath, errdefs.ErrInvalidArgument)
+		// paths.go makes this impossible; kept as the last line of defence.
+		return fmt.Errorf("task socket path %s is %d bytes, over the unix limit of %d: %w",
+			p, len(p), maxSocketPath, errdefs.ErrInternal)
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
@@ -113,7 +111,7 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.intercept))
 	if err != nil {
 		l.Close()
-		os.Remove(p)
+		removeSocket(p)
 		return err
 	}
 	taskAPI.RegisterTTRPCTaskService(srv, &taskForwarder{sb: sb})
@@ -144,6 +142,9 @@ func (sb *sandbox) intercept(ctx context.Context, um ttrpc.Unmarshaler, info *tt
 	return m(ctx, um)
 }
 
+// closeTaskServer stops serving the task socket. The socket file stays for
+// a sandbox that lives on (the next process serves it again); Shutdown and
+// a failed Start remove it.
 func (sb *sandbox) closeTaskServer() {
 	if sb.tsrv != nil {
 		sb.tsrv.Close()

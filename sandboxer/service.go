@@ -111,6 +111,10 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 	if err := os.MkdirAll(filepath.Join(root, "sandboxes"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", root, err)
 	}
+	s.store.base, _ = socketsBase(root)
+	if err := prepareBase(root, s.store.base); err != nil {
+		return nil, err
+	}
 	s.store.volatile = onTmpfs(root)
 	return s, nil
 }
@@ -120,6 +124,11 @@ func (s *Service) Register(g *grpc.Server) { api.RegisterControllerServer(g, s) 
 
 // StateDir is the absolute state directory.
 func (s *Service) StateDir() string { return s.store.root }
+
+// SocketsDir is the directory holding the sandboxes' task sockets and the
+// backends' directories: the state directory, or a short directory of its
+// own when the state directory is too long for unix socket paths.
+func (s *Service) SocketsDir() string { return s.store.base }
 
 // Len is the number of sandboxes the service knows (for tests and debugging).
 func (s *Service) Len() int {
@@ -141,6 +150,10 @@ func (s *Service) Recover(ctx context.Context) error {
 	for _, dir := range orphans {
 		log.G(ctx).WithField("dir", dir).Warn("removing sandbox directory without a record (interrupted create)")
 		os.RemoveAll(dir)
+	}
+	for _, p := range s.store.orphanSockets(recs) {
+		log.G(ctx).WithField("socket", p).Warn("removing task socket without a record")
+		removeSocket(p)
 	}
 	var wg sync.WaitGroup
 	s.mu.Lock()

@@ -39,6 +39,8 @@ type harness struct {
 	conn   *grpc.ClientConn
 	wasm   *fakeBackend
 	vm     *fakeBackend
+	// state is the state directory; "" means <dir>/state.
+	state string
 }
 
 // shortTempDir keeps socket paths under the unix limit.
@@ -67,7 +69,11 @@ func (h *harness) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(context.Background(), WithConfig(cfg), WithStateDir(filepath.Join(h.dir, "state")),
+	state := h.state
+	if state == "" {
+		state = filepath.Join(h.dir, "state")
+	}
+	svc, err := New(context.Background(), WithConfig(cfg), WithStateDir(state),
 		WithBackend(h.wasm), WithBackend(h.vm))
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +304,10 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat(filepath.Dir(sockPath)); !os.IsNotExist(err) {
+	if _, err := os.Lstat(sockPath); !os.IsNotExist(err) {
+		t.Fatalf("task socket left after Shutdown: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.svc.StateDir(), "sandboxes", id)); !os.IsNotExist(err) {
 		t.Fatalf("sandbox dir left after Shutdown: %v", err)
 	}
 	if len(h.vm.shutdown) != 1 {

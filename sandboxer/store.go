@@ -1,8 +1,6 @@
 package sandboxer
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +49,9 @@ type record struct {
 // store keeps one JSON file per sandbox under <root>/sandboxes/<id>/.
 type store struct {
 	root string
+	// base is the short directory holding task sockets and backend
+	// directories (see paths.go): root itself unless root is too long.
+	base string
 	// volatile is true when root is on tmpfs: fsync is then skipped, as
 	// tmpfs content survives any crash of the process but no reboot, which
 	// fsync would not change.
@@ -123,19 +124,16 @@ func (s *store) load() (recs []*record, orphans []string, err error) {
 	return recs, orphans, nil
 }
 
-// backendDir is the directory a backend gets for a sandbox. It is short
-// (<root>/b/<16 hex of sha256(id)>) rather than under the sandbox's own
-// directory because backends create unix sockets in it, and a path under
-// /run/kuasar/sandboxes/<64-char id>/ leaves too little of the 108 bytes a
-// socket address holds.
+// backendDir is the directory a backend gets for a sandbox:
+// <base>/b/<16 hex of sha256(id)>, short enough for the sockets backends
+// create in it whatever the state directory and the ID (see paths.go).
 func (s *store) backendDir(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return filepath.Join(s.root, "b", hex.EncodeToString(sum[:8]))
+	return filepath.Join(s.base, "b", idHash(id))
 }
 
 // remove deletes everything the sandbox had on disk.
 func (s *store) remove(id string) error {
-	return errors.Join(os.RemoveAll(s.backendDir(id)), os.RemoveAll(s.dir(id)))
+	return errors.Join(removeSocket(s.taskSocket(id)), os.RemoveAll(s.backendDir(id)), os.RemoveAll(s.dir(id)))
 }
 
 // orphanBackendDirs lists backend directories that belong to no record.
@@ -144,10 +142,10 @@ func (s *store) orphanBackendDirs(recs []*record) []string {
 	for _, r := range recs {
 		keep[s.backendDir(r.ID)] = true
 	}
-	entries, _ := os.ReadDir(filepath.Join(s.root, "b"))
+	entries, _ := os.ReadDir(filepath.Join(s.base, "b"))
 	var out []string
 	for _, e := range entries {
-		if p := filepath.Join(s.root, "b", e.Name()); !keep[p] {
+		if p := filepath.Join(s.base, "b", e.Name()); !keep[p] {
 			out = append(out, p)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/kuasar-go/kuasar/internal/exitrecord"
 )
 
 // taskForwarder serves a sandbox's Task API socket: it forwards every call to
@@ -54,7 +56,36 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 			return nil, errgrpc.ToGRPC(fmt.Errorf("create task %s: sandbox %s was shut down: %w", r.GetID(), sb.rec.ID, errdefs.ErrFailedPrecondition))
 		}
 	}
-	return inst.Tasks().Create(ctx, r)
+	resp, err := inst.Tasks().Create(ctx, r)
+	if err == nil && r.GetBundle() != "" {
+		go recordExit(context.WithoutCancel(ctx), sb.logger(ctx), inst.Tasks(), r.GetID(), r.GetBundle(), resp.GetPid())
+	}
+	return resp, err
+}
+
+// recordExit waits for task id's init process to end and records its exit
+// in the task's bundle (internal/exitrecord), where
+// containerd-shim-kuasar-v1 delete finds it if containerd loses this
+// sandboxer before it deleted the task. It gives up when the wait fails (the
+// sandbox was shut down, or the task deleted and its bundle removed).
+func recordExit(ctx context.Context, lg *log.Entry, tasks taskAPI.TTRPCTaskService, id, bundle string, pid uint32) {
+	defer func() {
+		if r := recover(); r != nil {
+			lg.WithField("container", id).WithField("panic", r).Error("task service panicked in Wait; exit not recorded")
+		}
+	}()
+	w, err := tasks.Wait(ctx, &taskAPI.WaitRequest{ID: id})
+	if err != nil {
+		lg.WithField("container", id).WithError(err).Debug("no exit to record")
+		return
+	}
+	at := w.GetExitedAt().AsTime()
+	if w.GetExitedAt() == nil {
+		at = timeNow()
+	}
+	if err := exitrecord.Write(bundle, exitrecord.Record{Status: w.GetExitStatus(), ExitedAt: at, Pid: pid}); err != nil {
+		lg.WithField("container", id).WithError(err).Debug("exit not recorded in the bundle")
+	}
 }
 
 // State forwards the call to the backend instance's task service.

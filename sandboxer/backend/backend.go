@@ -101,8 +101,17 @@ type Metrics struct {
 	// MemoryBytes is the memory in use by the sandbox (Wasm: linear memory
 	// of its live instances; VM: the VMM's resident set).
 	MemoryBytes uint64
+	// AnonBytes, FileBytes and ShmemBytes split MemoryBytes by kind of
+	// page where the backend knows it (VM: the VMM's RssAnon, RssFile and
+	// RssShmem; Wasm: linear memory is all anonymous); all zero when it
+	// does not. Consumers read them as cgroup v2's anon, file and shmem.
+	AnonBytes, FileBytes, ShmemBytes uint64
 	// CPUNanos is the CPU time the sandbox has used.
 	CPUNanos uint64
+	// UserNanos and SystemNanos split CPUNanos into user-mode and kernel
+	// time where the backend measures them (VM: the VMM's utime and stime);
+	// both zero when it cannot (Wasm: a thread's CPU clock has no split).
+	UserNanos, SystemNanos uint64
 	// Tasks is the number of live tasks (containers and execs).
 	Tasks uint32
 }

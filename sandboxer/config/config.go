@@ -168,8 +168,12 @@ func decode(c *Config, data []byte, name string) error {
 	return nil
 }
 
-// Validate checks values that decode fine but cannot work.
+// Validate checks values that decode fine but cannot work (see also
+// validateKeys in validate.go, which reports every bad key at once).
 func (c *Config) Validate() error {
+	if err := c.validateKeys(); err != nil {
+		return err
+	}
 	if _, err := c.SocketFileMode(); err != nil {
 		return err
 	}
@@ -193,7 +197,7 @@ func (c *Config) Validate() error {
 
 func checkIsolation(where, v string, emptyOK bool) error {
 	switch v {
-	case "wasm", "vm", "quark":
+	case "wasm", "vm":
 		return nil
 	case "":
 		if emptyOK {

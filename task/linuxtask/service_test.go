@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	cgstats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -402,6 +404,22 @@ func TestStatsConnectShutdown(t *testing.T) {
 	}
 	if !strings.Contains(st.Stats.TypeUrl, "io.containerd.cgroups.v2.Metrics") {
 		t.Fatalf("stats type %q", st.Stats.TypeUrl)
+	}
+	v, err := typeurl.UnmarshalAny(st.Stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := v.(*cgstats.Metrics)
+	if !ok {
+		t.Fatalf("stats decode to %T", v)
+	}
+	// Each field carries what its name says: the resident set split by
+	// kind of page, CPU usage the sum of user and kernel time.
+	if mm := m.Memory; mm.Anon+mm.File+mm.Shmem != mm.Usage {
+		t.Errorf("memory %+v: want usage = anon + file + shmem", mm)
+	}
+	if c := m.CPU; c.UsageUsec != c.UserUsec+c.SystemUsec {
+		t.Errorf("cpu %+v: usage is not user + system", c)
 	}
 	c, err := e.tasks.Connect(ctx, &taskapi.ConnectRequest{ID: "s"})
 	if err != nil {

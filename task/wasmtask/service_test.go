@@ -323,6 +323,13 @@ func TestExecStatsPids(t *testing.T) {
 	if m.CPU.UsageUsec < 5_000 || m.CPU.UsageUsec > procUsec {
 		t.Errorf("cpu %d µs: want between 5 ms and the process's %d µs", m.CPU.UsageUsec, procUsec)
 	}
+	// A thread's CPU clock has no user/kernel split: the split stays
+	// unknown (zero) instead of repeating the total in user_usec; linear
+	// memory is anonymous, all of it.
+	if m.CPU.UserUsec != 0 || m.CPU.SystemUsec != 0 || m.Memory.Anon != m.Memory.Usage || m.Memory.File != 0 {
+		t.Errorf("cpu user %d system %d, memory anon %d file %d: want 0, 0, the usage %d and 0",
+			m.CPU.UserUsec, m.CPU.SystemUsec, m.Memory.Anon, m.Memory.File, m.Memory.Usage)
+	}
 	u := h.svc.Usage()
 	if u.Tasks != 2 || u.MemoryBytes != m.Memory.Usage {
 		t.Errorf("usage %+v vs stats %d", u, m.Memory.Usage)

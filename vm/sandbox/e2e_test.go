@@ -116,6 +116,15 @@ func TestEndToEnd(t *testing.T) {
 	if m.MemoryBytes < 32<<20 || m.CPUNanos == 0 || m.Tasks == 0 {
 		t.Errorf("metrics %+v: want VMM RSS > 32 MiB, CPU > 0, tasks > 0", m)
 	}
+	// Each figure is the VMM's own, split as its name says: QEMU's guest
+	// RAM is private anonymous memory (9p needs no shared memory), and a
+	// VMM emulating a guest under TCG spends user time.
+	if m.AnonBytes+m.FileBytes+m.ShmemBytes != m.MemoryBytes || m.AnonBytes < 16<<20 || m.FileBytes == 0 {
+		t.Errorf("metrics %+v: want anon (> 16 MiB) + file (> 0) + shmem = the resident set", m)
+	}
+	if m.UserNanos+m.SystemNanos != m.CPUNanos || m.UserNanos == 0 {
+		t.Errorf("metrics %+v: want user (> 0) + system = CPU", m)
+	}
 	t.Logf("metrics: %+v", m)
 
 	if st, err := tasks.State(ctx, &taskAPI.StateRequest{ID: "c2"}); err != nil || st.Bundle != bd2 {

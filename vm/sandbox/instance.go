@@ -317,13 +317,18 @@ func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
 	if pid == 0 || i.hasExited() {
 		return m, nil
 	}
-	rss, err := procfs.RSSBytes(pid)
+	mem, err := procfs.Memory(pid)
 	if err != nil {
 		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
 	}
-	m.MemoryBytes = rss
-	m.CPUNanos, err = procCPU(pid)
-	return m, err
+	m.MemoryBytes, m.AnonBytes, m.FileBytes, m.ShmemBytes = mem.RSS, mem.Anon, mem.File, mem.Shmem
+	user, sys, err := procfs.CPUTimes(pid)
+	if err != nil {
+		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
+	}
+	m.UserNanos, m.SystemNanos = uint64(user), uint64(sys)
+	m.CPUNanos = m.UserNanos + m.SystemNanos
+	return m, nil
 }
 
 // Update is not supported: the VM sizes are fixed at boot.
@@ -418,27 +423,6 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func procCPU(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command (which may hold spaces) start after ")".
-	s := string(b)
-	j := strings.LastIndexByte(s, ')')
-	if j < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[j+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	const clkTck = 100 // USER_HZ on Linux
-	return (ut + st) * uint64(time.Second) / clkTck, nil
 }
 
 // pingAttempt bounds one Ping while waiting for the agent. QEMU buffers

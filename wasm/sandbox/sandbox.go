@@ -270,10 +270,12 @@ func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 // overhead and compiled code are shared process memory and not counted).
 // CPUNanos is the CPU time of the threads that ran the guests, read from
 // each thread's CPU clock (guests are pinned to their thread while they run);
-// tasks deleted since no longer count.
+// tasks deleted since no longer count. A thread's CPU clock has no
+// user/kernel split, so UserNanos and SystemNanos stay zero (unknown).
 func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
 	u := i.svc.Usage()
-	return backend.Metrics{MemoryBytes: u.MemoryBytes, CPUNanos: u.CPUNanos, Tasks: u.Tasks}, nil
+	// Linear memory is anonymous memory of this process, all of it.
+	return backend.Metrics{MemoryBytes: u.MemoryBytes, AnonBytes: u.MemoryBytes, CPUNanos: u.CPUNanos, Tasks: u.Tasks}, nil
 }
 
 // Update implements backend.Instance: a new memory limit applies to

@@ -1,0 +1,61 @@
+package exitrecord
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestWriteRead(t *testing.T) {
+	b := t.TempDir()
+	if _, err := Read(b); !errdefs.IsNotFound(err) {
+		t.Fatalf("empty bundle: %v, want NotFound", err)
+	}
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	for _, st := range []uint32{137, 0} { // the second replaces the first
+		if err := Write(b, Record{Status: st, ExitedAt: at, Pid: 9}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Read(b)
+		if err != nil || r.Status != st || !r.ExitedAt.Equal(at) || r.Pid != 9 {
+			t.Fatalf("read %+v %v, want status %d", r, err, st)
+		}
+	}
+	ents, _ := os.ReadDir(b)
+	if len(ents) != 1 || ents[0].Name() != FileName {
+		t.Fatalf("bundle holds %v, want only %s (no temporary file)", ents, FileName)
+	}
+	fi, _ := os.Stat(filepath.Join(b, FileName))
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("record mode %v, want 0600", fi.Mode())
+	}
+}
+
+func TestWriteRefusesSymlinkedBundle(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "bundle")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(link, Record{Status: 1, ExitedAt: time.Now()}); err == nil {
+		t.Fatal("Write followed a symlinked bundle")
+	}
+	if ents, _ := os.ReadDir(real); len(ents) != 0 {
+		t.Fatalf("symlink target got %v", ents)
+	}
+	if err := Write(filepath.Join(real, "gone"), Record{Status: 1, ExitedAt: time.Now()}); !errdefs.IsNotFound(err) {
+		t.Fatalf("missing bundle: %v, want NotFound", err)
+	}
+}
+
+func TestReadRefusesRecordWithoutTime(t *testing.T) {
+	b := t.TempDir()
+	os.WriteFile(filepath.Join(b, FileName), []byte(`{"exit_status":0}`), 0o600)
+	if _, err := Read(b); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("record without exited_at: %v, want InvalidArgument", err)
+	}
+}

@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/platforms"
+	"github.com/containerd/typeurl/v2"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/internal/testenv"
+)
+
+// TestKill9KeepsRecordedExit: a task exits 3 and, before anyone deletes it,
+// the sandboxer is killed with SIGKILL. containerd then runs
+// `containerd-shim-kuasar-v1 delete` and publishes what it prints as the
+// task's exit: it must be the recorded 3, not the 137 the binary always
+// reported before.
+func TestKill9KeepsRecordedExit(t *testing.T) {
+	e := testenv.NewEnv(t)
+	const ref = "docker.io/kuasar/wasi-exit:test"
+	importWasm(t, e, fixtures.WASI, "wasi.wasm", ref, false)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := containerd.New(e.ContainerdSock, containerd.WithDefaultNamespace("k8s.io"), containerd.WithDefaultSandboxer("kuasar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sb, err := c.NewSandbox(ctx, "exitsb", containerd.WithSandboxRuntime("io.containerd.kuasar.v1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Shutdown(context.WithoutCancel(ctx))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: "exitsb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := containerd.NewImageWithPlatform(c, rec, platforms.Only(ocispec.Platform{OS: "wasi", Architecture: "wasm"}))
+	ctr, err := c.NewContainer(ctx, "exitctr",
+		containerd.WithSandbox("exitsb"),
+		containerd.WithRuntime("io.containerd.kuasar.v1", nil),
+		containerd.WithImage(img),
+		containerd.WithNewSnapshot("exitctr-snap", img),
+		containerd.WithNewSpec(oci.WithProcessArgs("/wasi.wasm", "exit", "3")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+
+	events, errs := c.Subscribe(ctx, `topic=="/tasks/exit"`)
+	task, err := ctr.NewTask(ctx, cio.NullIO, containerd.WithTaskAPIEndpoint(st.Address, st.Version))
+	if err != nil {
+		t.Fatalf("new task: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
+	}
+	exitc, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-exitc:
+		if ex.ExitCode() != 3 {
+			t.Fatalf("exit %d, want 3", ex.ExitCode())
+		}
+	case <-ctx.Done():
+		t.Fatal("task did not exit")
+	}
+	// nextExit returns the next /tasks/exit event of the container.
+	nextExit := func(what string) *eventstypes.TaskExit {
+		for {
+			select {
+			case env := <-events:
+				v, err := typeurl.UnmarshalAny(env.Event)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ex, ok := v.(*eventstypes.TaskExit); ok && ex.ContainerID == "exitctr" {
+					return ex
+				}
+			case err := <-errs:
+				t.Fatalf("%s: events: %v", what, err)
+			case <-ctx.Done():
+				t.Fatalf("%s: no /tasks/exit event\n%s", what, tail(e.Containerd.Output(), 30))
+			}
+		}
+	}
+	if ex := nextExit("exit published by the sandboxer"); ex.ExitStatus != 3 {
+		t.Fatalf("first exit event %d, want 3", ex.ExitStatus)
+	}
+
+	e.Sandboxer.Kill9()
+	if ex := nextExit("exit published by containerd after it lost the sandboxer"); ex.ExitStatus != 3 {
+		t.Fatalf("containerd reported exit %d after the sandboxer died, want the recorded 3\n%s", ex.ExitStatus, tail(e.Containerd.Output(), 30))
+	}
+	e.StartSandboxer()
+}
