@@ -62,7 +62,12 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
-	mc, err := m.moduleConfig(ctx, cfg)
+	if err := checkOpenFileLimit(cfg.OpenFileLimit, len(cfg.Mounts)); err != nil {
+		return 0, err
+	}
+	files := newOpenFiles(&m.engine.files, cfg.OpenFileLimit)
+	defer files.finish()
+	mc, err := m.moduleConfig(ctx, cfg, files)
 	if err != nil {
 		return 0, err
 	}
@@ -90,8 +95,9 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	mem := &runMemory{pool: &m.engine.mem, limit: limit, budget: cfg.MemoryBudget, view: view, refused: cfg.MemoryRefused}
 	defer mem.release()
 	runCtx = experimental.WithMemoryAllocator(runCtx, mem)
+	runCtx = context.WithValue(runCtx, openFilesKey{}, files)
 
-	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem)
+	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem, files)
 	if runCtx.Err() != nil {
 		// Stopped from the outside (cancel or timeout): whatever the guest
 		// was doing, it was killed.
@@ -107,7 +113,7 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory) (int, error) {
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory, files *openFiles) (int, error) {
 	inst, err := m.instantiate(ctx, mc, mem)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
@@ -124,7 +130,13 @@ func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig,
 		return 0, fmt.Errorf("function %q of module %s takes %d parameters; only functions without parameters can be an entrypoint: %w", fn, m.digest, len(f.Definition().ParamTypes()), errdefs.ErrInvalidArgument)
 	}
 	if _, err := f.Call(ctx); err != nil {
-		return exitCode(m.digest, "running", err)
+		code, err := exitCode(m.digest, "running", err)
+		if r := files.takeRefusal(); r != 0 && errdefs.IsUnknown(err) {
+			// wazero opens preopened mounts when the guest first asks
+			// about them, and traps when that fails.
+			err = fmt.Errorf("module %s could not open its mounts: %s: %w", m.digest, refusalText(r), errdefs.ErrResourceExhausted)
+		}
+		return code, err
 	}
 	return 0, nil
 }
@@ -167,7 +179,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 }
 
 // moduleConfig maps a RunConfig onto a wazero module configuration.
-func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.ModuleConfig, error) {
+func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig, files *openFiles) (wazero.ModuleConfig, error) {
 	env, err := splitEnv(cfg.Env)
 	if err != nil {
 		return nil, err
@@ -196,6 +208,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.M
 		if mnt.ReadOnly {
 			mfs = &sysfs.ReadFS{FS: mfs}
 		}
+		mfs = files.wrap(mfs) // counts open files (fdlimit.go)
 		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(mfs, guest)
 	}
 	mc := wazero.NewModuleConfig().
