@@ -108,7 +108,7 @@ func TestFromSpec(t *testing.T) {
 					{Type: "RLIMIT_CORE", Soft: 5, Hard: 5},
 					{Type: "RLIMIT_NOFILE", Soft: 256, Hard: 4096},
 				}},
-				Root:    &specs.Root{Path: "rootfs", Readonly: true},
+				Root: &specs.Root{Path: "rootfs", Readonly: true},
 				Mounts: []specs.Mount{
 					{Destination: "/proc", Type: "proc", Source: "proc"},
 					{Destination: "/data", Type: "bind", Source: data, Options: []string{"rbind", "rw"}},
