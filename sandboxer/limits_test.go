@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/internal/procfs"
 	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
 )
 
@@ -169,5 +171,62 @@ func waitLine(t *testing.T, file string) string {
 			t.Fatalf("%s: no line after a minute (have %q)", file, b)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMemoryBombOtherTenants: a pod with no memory limit whose container
+// grows until refused is stopped at the default limit; while it holds that
+// memory the sandboxer's resident memory has grown by no more than 1.25 x
+// the limit + 64 MiB, another tenant's pod runs, and once the bomb is
+// killed the memory goes back to the host.
+func TestMemoryBombOtherTenants(t *testing.T) {
+	const limit = 128 << 20
+	r := newRig(t, wasmsandbox.WithDefaultMemoryLimit(limit))
+	if _, err := fixtures.WriteFile(r.src, "membomb"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := namespaces.WithNamespace(context.Background(), "limits")
+	before, err := procfs.RSSBytes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := r.startSandbox(t, ctx, "bomb-pod")
+	out := r.startTask(t, ctx, tasks, "bomb", "/membomb.wasm", "0", "600")
+	line := waitLine(t, out)
+	reached, err := strconv.ParseUint(strings.TrimPrefix(line, "reached="), 10, 64)
+	if err != nil || reached > limit || reached+1<<20 <= limit {
+		t.Fatalf("bomb printed %q; want reached= within 1 MiB under %d", line, limit)
+	}
+	during, err := procfs.RSSBytes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RSS %d MiB before, %d MiB while the bomb holds %d MiB", before>>20, during>>20, reached>>20)
+	if during > before+limit+limit/4+64<<20 {
+		t.Errorf("RSS grew by %d MiB for a guest capped at %d MiB", (during-before)>>20, limit>>20)
+	}
+	if code, err := r.runOnce(ctx, "other-pod", r.bundle(t, "hello-other", []string{"/hello.wasm"})); err != nil || code != 0 {
+		t.Fatalf("another pod next to the bomb: exit %d, %v", code, err)
+	}
+	if _, err := tasks.Kill(ctx, &taskAPI.KillRequest{ID: "bomb", Signal: uint32(syscall.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	w, err := tasks.Wait(wctx, &taskAPI.WaitRequest{ID: "bomb"})
+	cancel()
+	if err != nil || w.ExitStatus != 137 {
+		t.Fatalf("bomb after SIGKILL: %v, %v", w, err)
+	}
+	if after, _ := procfs.RSSBytes(0); after > before+64<<20 {
+		t.Errorf("RSS %d MiB after the bomb ended, %d MiB before: its memory was not given back", after>>20, before>>20)
+	}
+	if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: "bomb"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.Stop(ctx, &api.ControllerStopRequest{SandboxID: "bomb-pod"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "bomb-pod"}); err != nil {
+		t.Fatal(err)
 	}
 }
