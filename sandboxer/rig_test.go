@@ -34,14 +34,14 @@ type rig struct {
 	client api.ControllerClient
 }
 
-func newRig(tb testing.TB) *rig {
+func newRig(tb testing.TB, opts ...wasmsandbox.Option) *rig {
 	tb.Helper()
-	return newRigAt(tb, func(dir string) string { return filepath.Join(dir, "s") })
+	return newRigAt(tb, func(dir string) string { return filepath.Join(dir, "s") }, opts...)
 }
 
 // newRigAt is newRig with the state directory state(dir) for the rig's
 // temporary directory dir.
-func newRigAt(tb testing.TB, state func(dir string) string) *rig {
+func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmsandbox.Option) *rig {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (rootfs bind mounts)")
@@ -53,7 +53,7 @@ func newRigAt(tb testing.TB, state func(dir string) string) *rig {
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	ctx := context.Background()
-	wb, err := wasmsandbox.New(ctx)
+	wb, err := wasmsandbox.New(ctx, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -32,7 +32,7 @@ import (
 // links already in the directory resolve inside the mount.
 type confinedFS struct {
 	root   *fsroot.Root
-	errnos *hostErrno // where EMFILE/ENFILE are noted for the guest
+	errnos *openFiles // where EMFILE/ENFILE are noted for the guest (fdlimit.go)
 }
 
 var _ experimentalsys.FS = (*confinedFS)(nil)
@@ -40,7 +40,7 @@ var _ experimentalsys.FS = (*confinedFS)(nil)
 // newConfinedFS opens dir as the root of a confined file system; close it
 // with close when the guest is done. Errnos wazero cannot express are noted
 // in errnos (may be nil).
-func newConfinedFS(dir string, errnos *hostErrno) (*confinedFS, error) {
+func newConfinedFS(dir string, errnos *openFiles) (*confinedFS, error) {
 	r, err := fsroot.Open(dir)
 	if err != nil {
 		return nil, err
@@ -56,11 +56,11 @@ func toErrno(err error) experimentalsys.Errno {
 }
 
 // errno maps a host error of a path operation to the guest's errno, noting
-// EMFILE and ENFILE (which wazero turns into EIO) for errnoListener to
-// restore.
+// EMFILE and ENFILE (which wazero turns into EIO) for the WASI path_*
+// wrappers to restore (fdlimit.go).
 func (c *confinedFS) errno(err error) experimentalsys.Errno {
 	if err != nil {
-		c.errnos.note(err)
+		c.errnos.noteHost(err)
 	}
 	return experimentalsys.UnwrapOSError(err)
 }

@@ -15,7 +15,7 @@ import (
 func newTestFS(t *testing.T) (*confinedFS, string) {
 	t.Helper()
 	dir := t.TempDir()
-	c, err := newConfinedFS(dir, &hostErrno{})
+	c, err := newConfinedFS(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,13 +8,13 @@ import (
 	"os"
 	"path"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
@@ -56,14 +56,18 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 		return 0, fmt.Errorf("module %s exports no function %q (exports: %v): name one of them after '#' in the entrypoint: %w", m.digest, fn, m.exports, errdefs.ErrNotFound)
 	}
 	if cfg.MemoryLimit > 0 && m.minMem > cfg.MemoryLimit {
-		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w",
-			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, errdefs.ErrResourceExhausted)
+		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w: %w",
+			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, wasm.ErrOutOfMemory, errdefs.ErrResourceExhausted)
 	}
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
-	ctx = withHostErrno(ctx, &hostErrno{}) // EMFILE/ENFILE past wazero's errnos
-	mc, closeMounts, err := m.moduleConfig(ctx, cfg)
+	if err := checkOpenFileLimit(cfg.OpenFileLimit, len(cfg.Mounts)); err != nil {
+		return 0, err
+	}
+	files := newOpenFiles(&m.engine.files, cfg.OpenFileLimit)
+	defer files.finish()
+	mc, closeMounts, err := m.moduleConfig(ctx, cfg, files)
 	if err != nil {
 		return 0, err
 	}
@@ -81,20 +85,26 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if cfg.Stdin != nil {
 		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
 	}
-	// The default allocation is fastest; our allocator is needed to cap
-	// memory below 4 GiB, and to let a caller watch the memory size without
-	// racing the guest.
-	var view *instanceView
+	if cfg.Stdout != nil {
+		mc = mc.WithStdout(newCancelWriter(cfg.Stdout, runCtx.Done()))
+	}
+	if cfg.Stderr != nil {
+		mc = mc.WithStderr(newCancelWriter(cfg.Stderr, runCtx.Done()))
+	}
+	// Every instance gets its memory from a per-run allocator: it caps the
+	// memory, charges the sandbox's budget and lets a caller watch the
+	// size without racing the guest (memory.go).
 	limit := cfg.MemoryLimit
 	if limit >= 1<<32 {
 		limit = 0
 	}
-	if limit > 0 || cfg.Started != nil {
-		view = &instanceView{}
-		runCtx = experimental.WithMemoryAllocator(runCtx, limitAllocator(limit, view))
-	}
+	view := &instanceView{}
+	mem := &runMemory{pool: &m.engine.mem, limit: limit, budget: cfg.MemoryBudget, view: view, refused: cfg.MemoryRefused}
+	defer mem.release()
+	runCtx = experimental.WithMemoryAllocator(runCtx, mem)
+	runCtx = context.WithValue(runCtx, openFilesKey{}, files)
 
-	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view)
+	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem, files)
 	if runCtx.Err() != nil {
 		// Stopped from the outside (cancel or timeout): whatever the guest
 		// was doing, it was killed.
@@ -110,8 +120,8 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView) (int, error) {
-	inst, err := m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory, files *openFiles) (int, error) {
+	inst, err := m.instantiate(ctx, mc, mem)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
 	}
@@ -127,15 +137,44 @@ func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig,
 		return 0, fmt.Errorf("function %q of module %s takes %d parameters; only functions without parameters can be an entrypoint: %w", fn, m.digest, len(f.Definition().ParamTypes()), errdefs.ErrInvalidArgument)
 	}
 	if _, err := f.Call(ctx); err != nil {
-		return exitCode(m.digest, "running", err)
+		code, err := exitCode(m.digest, "running", err)
+		if r := files.takeRefusal(); r != 0 && errdefs.IsUnknown(err) {
+			// wazero opens preopened mounts when the guest first asks
+			// about them, and traps when that fails.
+			err = fmt.Errorf("module %s could not open its mounts: %s: %w", m.digest, refusalText(r), errdefs.ErrResourceExhausted)
+		}
+		return code, err
 	}
 	return 0, nil
+}
+
+// instantiate instantiates the module. When its memory cannot get its
+// initial size (budget exhausted, no address space) the allocator has no
+// way to fail but returning nil, which wazero does not expect at
+// instantiation and panics on: that panic becomes an error of kind
+// errdefs.ErrResourceExhausted here; any other panic is re-raised.
+func (m *Module) instantiate(ctx context.Context, mc wazero.ModuleConfig, mem *runMemory) (inst api.Module, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if mem.startErr == nil {
+				panic(p)
+			}
+			inst, err = nil, nil
+		}
+		if mem.startErr != nil && inst == nil {
+			err = fmt.Errorf("module %s cannot start: %w: %w: %w", m.digest, mem.startErr, wasm.ErrOutOfMemory, errdefs.ErrResourceExhausted)
+		}
+	}()
+	return m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
 }
 
 // exitCode turns an instantiate or call error into the guest's exit code:
 // proc_exit(n) is exit n, anything else is a trap.
 func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 	var exit *sys.ExitError
+	if errdefs.IsResourceExhausted(err) {
+		return wasm.ExitKilled, err
+	}
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
 		case sys.ExitCodeContextCanceled, sys.ExitCodeDeadlineExceeded:
@@ -148,7 +187,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 
 // moduleConfig maps a RunConfig onto a wazero module configuration. The
 // returned func closes the mounts' directory fds once the instance is done.
-func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero.ModuleConfig, closeMounts func(), err error) {
+func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig, files *openFiles) (_ wazero.ModuleConfig, closeMounts func(), err error) {
 	var roots []*confinedFS
 	closeAll := func() {
 		for _, r := range roots {
@@ -184,7 +223,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero
 			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 		}
 		guest := path.Clean(mnt.GuestPath)
-		cfs, err := newConfinedFS(mnt.HostPath, hostErrnoFrom(ctx))
+		cfs, err := newConfinedFS(mnt.HostPath, files)
 		if err != nil {
 			return nil, nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
 		}
@@ -193,6 +232,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero
 		if mnt.ReadOnly {
 			mfs = &sysfs.ReadFS{FS: mfs}
 		}
+		mfs = files.wrap(mfs) // counts open files (fdlimit.go)
 		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(mfs, guest)
 	}
 	mc := wazero.NewModuleConfig().
@@ -281,55 +321,4 @@ func (c *cancelReader) Read(p []byte) (int, error) {
 	case <-c.done:
 		return 0, io.EOF
 	}
-}
-
-// instanceView is the wasm.Instance a RunConfig.Started callback gets: the
-// allocator keeps the memory size in it, so that another goroutine can read
-// it while the guest runs.
-type instanceView struct {
-	memBytes atomic.Uint64
-}
-
-// MemoryBytes implements wasm.Instance.
-func (v *instanceView) MemoryBytes() uint64 { return v.memBytes.Load() }
-
-// limitAllocator backs each linear memory with a Go slice that refuses to
-// grow past limit bytes (0: the module's own maximum), so memory.grow beyond
-// the run's limit returns -1 to the guest (malloc returns NULL) instead of
-// taking host memory. The current size is published in view.
-func limitAllocator(limit uint64, view *instanceView) experimental.MemoryAllocator {
-	return experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
-		lim := max
-		if limit > 0 {
-			lim = min(limit, max)
-		}
-		return &limitedMemory{limit: lim, buf: make([]byte, 0, min(capacity, lim)), view: view}
-	})
-}
-
-type limitedMemory struct {
-	limit uint64
-	buf   []byte
-	view  *instanceView
-}
-
-func (l *limitedMemory) Reallocate(size uint64) []byte {
-	if size > l.limit {
-		return nil
-	}
-	if size <= uint64(cap(l.buf)) {
-		l.buf = l.buf[:size]
-	} else {
-		newCap := min(max(size, 2*uint64(cap(l.buf))), l.limit)
-		nb := make([]byte, size, newCap)
-		copy(nb, l.buf)
-		l.buf = nb
-	}
-	l.view.memBytes.Store(size)
-	return l.buf
-}
-
-func (l *limitedMemory) Free() {
-	l.buf = nil
-	l.view.memBytes.Store(0)
 }
