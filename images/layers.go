@@ -17,7 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
-	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -32,8 +32,9 @@ const (
 var ErrUnsafePath = fmt.Errorf("layer entry escapes the image root (the image is malformed or malicious; rebuild it without such paths): %w", errdefs.ErrInvalidArgument)
 
 // decompress detects gzip and zstd by their magic numbers (media types lie
-// too often) and returns the plain tar stream.
-func decompress(r io.Reader) (io.ReadCloser, error) {
+// too often) and returns the plain tar stream of layer. zstd windows are
+// capped at MaxZstdWindow.
+func decompress(r io.Reader, layer digest.Digest) (io.ReadCloser, error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(4)
 	switch {
@@ -44,11 +45,11 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
+		zr, err := zstdReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("zstd layer: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
-		return zr.IOReadCloser(), nil
+		return zstdLimitReader{d: zr, layer: layer}, nil
 	}
 	return io.NopCloser(br), nil
 }
@@ -67,19 +68,23 @@ func cleanEntry(name string) (string, error) {
 }
 
 // layerEach streams the tar entries of a layer blob, verified, to fn. It
-// reads the blob to EOF so the digest check always runs.
-func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, fn func(h *tar.Header, r io.Reader) error) error {
+// reads the blob to EOF so the digest check always runs. The layer's
+// uncompressed size and number of entries are counted as they stream and
+// checked against lim before fn sees an entry (a LimitError past them).
+func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Limits, fn func(h *tar.Header, r io.Reader) error) error {
+	lim = lim.withDefaults()
 	rc, err := openVerified(ctx, p, layer)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tr, err := decompress(rc)
+	dr, err := decompress(rc, layer.Digest)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	defer tr.Close()
-	t := tar.NewReader(tr)
+	defer dr.Close()
+	budget := &layerBudget{layer: layer.Digest, lim: lim}
+	t := tar.NewReader(budget.reader(dr))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -89,10 +94,14 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, fn fun
 			break
 		}
 		if err != nil {
-			if errors.Is(err, ErrDigestMismatch) {
+			var le *LimitError
+			if errors.Is(err, ErrDigestMismatch) || errors.As(err, &le) {
 				return fmt.Errorf("layer %s: %w", layer.Digest, err)
 			}
 			return fmt.Errorf("layer %s is not a valid tar stream: %v: %w", layer.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		if err := budget.entry(h.Size); err != nil {
+			return err
 		}
 		if err := fn(h, t); err != nil {
 			return err
@@ -180,7 +189,7 @@ func scanPrefixes(ctx context.Context, p Provider, layers []ocispec.Descriptor, 
 		}
 		inLayer := map[string]*layerEntry{}
 		var whiteouts, opaques []string
-		err := layerEach(ctx, p, layers[i], func(h *tar.Header, r io.Reader) error {
+		err := layerEach(ctx, p, layers[i], Limits{}, func(h *tar.Header, r io.Reader) error {
 			name, err := cleanEntry(h.Name)
 			if err != nil {
 				return err
@@ -273,14 +282,14 @@ func readFileInRoot(root, p string, limit int64) ([]byte, error) {
 // directory root. Entries that would land outside root are refused: names
 // with "..", hardlinks to outside, and paths through a symlink whose target
 // (relative) leaves the root. Absolute symlink targets are resolved inside
-// root. Device nodes are skipped.
-func unpackLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, root string) error {
+// root. Device nodes are skipped. Each layer is held to lim.
+func unpackLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, root string, lim Limits) error {
 	for _, l := range layers {
 		if isWasmLayer(l.MediaType) {
 			continue
 		}
 		written := map[string]bool{}
-		err := layerEach(ctx, p, l, func(h *tar.Header, r io.Reader) error {
+		err := layerEach(ctx, p, l, lim, func(h *tar.Header, r io.Reader) error {
 			return applyEntry(root, h, r, written)
 		})
 		if err != nil {
