@@ -95,7 +95,10 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Li
 		}
 		if err != nil {
 			var le *LimitError
-			if errors.Is(err, ErrDigestMismatch) || errors.As(err, &le) {
+			if errors.As(err, &le) {
+				return err // names the layer
+			}
+			if errors.Is(err, ErrDigestMismatch) {
 				return fmt.Errorf("layer %s: %w", layer.Digest, err)
 			}
 			return fmt.Errorf("layer %s is not a valid tar stream: %v: %w", layer.Digest, err, errdefs.ErrInvalidArgument)
