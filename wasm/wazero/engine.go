@@ -107,7 +107,7 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 		cfg = cfg.WithCompilationCache(cache)
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+	if _, err := wasi_snapshot_preview1.Instantiate(withErrnoListener(ctx), r); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
@@ -186,7 +186,7 @@ func (e *Engine) instantiateWASIUnstable(ctx context.Context) error {
 	e.unstableOnce.Do(func() {
 		b := e.runtime.NewHostModuleBuilder(wasiUnstable)
 		wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-		if _, err := b.Instantiate(context.WithoutCancel(ctx)); err != nil {
+		if _, err := b.Instantiate(withErrnoListener(context.WithoutCancel(ctx))); err != nil {
 			e.unstableErr = fmt.Errorf("instantiate %s: %w", wasiUnstable, err)
 		}
 	})
