@@ -276,15 +276,21 @@ type txn struct {
 }
 
 func (s *Store) newTxn(src Fetcher, pr *progress) (*txn, error) {
-	for {
+	for try := 0; ; try++ {
+		if try == 100 {
+			return nil, fmt.Errorf("staging directories under %s keep disappearing before they can be locked: is another program deleting them? %w", filepath.Join(s.root, "ingest"), errdefs.ErrUnavailable)
+		}
 		dir, err := os.MkdirTemp(filepath.Join(s.root, "ingest"), "pull-")
 		if err != nil {
 			return nil, err
 		}
 		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.ENOENT {
+			continue // taken for a dead pull's by a store opening meanwhile
+		}
 		if err != nil {
 			os.Remove(dir)
-			return nil, fmt.Errorf("open staging directory: %w", err)
+			return nil, fmt.Errorf("open staging directory %s: %w", dir, err)
 		}
 		if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
 			unix.Close(fd)
