@@ -516,3 +516,47 @@ func TestPullHelperProcess(t *testing.T) {
 	_, err = s.Pull(context.Background(), os.Getenv("KUASAR_TEST_PULL_REF"))
 	t.Fatalf("the pull returned (%v): it should have been killed mid-layer", err)
 }
+
+// TestMetadataLimits feeds metadata over the 4 MiB limit: a config blob
+// from a registry (refused before it is downloaded) and an index.json of a
+// layout (refused after reading 4 MiB of it).
+func TestMetadataLimits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	reg := newTestRegistry(t, "", "")
+	img, err := images.BuildImage(images.ImageSpec{Config: map[string]string{"pad": strings.Repeat("x", 5<<20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Push(ctx, reg.host+"/app/fatconfig:v1", noCreds(t)); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t)
+	_, err = s.Pull(ctx, reg.host+"/app/fatconfig:v1", noCreds(t))
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "4194304 byte limit") {
+		t.Errorf("pull of a 5 MiB config: err = %v, want resource exhausted naming the limit", err)
+	}
+	assertStoreEmpty(t, s)
+
+	small, err := images.BuildImage(images.ImageSpec{Config: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "layout")
+	if err := small.WriteLayout(dir, "example.com/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	idx := filepath.Join(dir, "index.json")
+	b, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Valid JSON still: trailing whitespace.
+	if err := os.WriteFile(idx, append(b, bytes.Repeat([]byte(" "), 5<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import(ctx, dir, ""); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "index.json") {
+		t.Errorf("import of a 5 MiB index.json: err = %v, want resource exhausted naming index.json", err)
+	}
+	assertStoreEmpty(t, s)
+}

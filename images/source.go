@@ -585,9 +585,17 @@ func (l layoutSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.Re
 }
 
 func (l layoutSource) index() (*ocispec.Index, error) {
-	b, err := os.ReadFile(filepath.Join(string(l), ocispec.ImageIndexFile))
+	f, err := os.Open(filepath.Join(string(l), ocispec.ImageIndexFile))
 	if err != nil {
 		return nil, fmt.Errorf("OCI layout %s: %w", string(l), err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJSONBlob+1))
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", string(l), err)
+	}
+	if len(b) > maxJSONBlob {
+		return nil, fmt.Errorf("index.json of OCI layout %s is over the %d byte limit on metadata: %w", string(l), maxJSONBlob, errdefs.ErrResourceExhausted)
 	}
 	return decodeIndex(b, string(l))
 }
@@ -667,9 +675,12 @@ func (a *archiveSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.
 
 func (a *archiveSource) index() (*ocispec.Index, error) {
 	r, _ := a.member(ocispec.ImageIndexFile)
-	b, err := io.ReadAll(io.LimitReader(r, maxJSONBlob))
+	b, err := io.ReadAll(io.LimitReader(r, maxJSONBlob+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(b) > maxJSONBlob {
+		return nil, fmt.Errorf("index.json of OCI archive %s is over the %d byte limit on metadata: %w", a.path, maxJSONBlob, errdefs.ErrResourceExhausted)
 	}
 	return decodeIndex(b, a.path)
 }
