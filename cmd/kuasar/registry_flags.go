@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -18,7 +19,7 @@ import (
 type imageFlags struct {
 	connectTimeout  time.Duration
 	timeout         time.Duration
-	maxLayerSize    sizeFlag
+	maxLayerSize    byteSize
 	maxLayerEntries int64
 }
 
@@ -33,8 +34,8 @@ func (f *imageFlags) registerTimeouts(fs *flag.FlagSet) {
 // register adds the timeout flags and --max-layer-size and --max-layer-entries.
 func (f *imageFlags) register(fs *flag.FlagSet) {
 	f.registerTimeouts(fs)
-	f.maxLayerSize = images.DefaultMaxLayerSize
-	fs.Var(&f.maxLayerSize, "max-layer-size", "refuse an image with a layer larger than this uncompressed (bytes or a size like 512Mi, 16Gi; default 8Gi)")
+	f.maxLayerSize = byteSize(images.DefaultMaxLayerSize)
+	fs.Var(&f.maxLayerSize, "max-layer-size", "refuse an image with a layer larger than this `size` uncompressed: bytes or 512Mi, 16Gi, ...")
 	fs.Int64Var(&f.maxLayerEntries, "max-layer-entries", images.DefaultMaxLayerEntries, "refuse an image with a layer of more files, directories and links than this")
 }
 
@@ -63,4 +64,30 @@ func (f *imageFlags) options() ([]images.Option, error) {
 		opts = append(opts, images.WithLimits(images.Limits{MaxLayerSize: int64(f.maxLayerSize), MaxLayerEntries: f.maxLayerEntries}))
 	}
 	return opts, nil
+}
+
+// byteSize is a size flag (see parseSize) shown in binary units, so its
+// default prints as 8Gi rather than 8589934592.
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	n := uint64(*b)
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatUint(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+func (b *byteSize) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
 }
