@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -116,7 +117,7 @@ func (s *Store) cleanDeadIngest(ctx context.Context) {
 			unix.Close(fd) // a live pull's staging
 			continue
 		}
-		if err := os.RemoveAll(p); err != nil {
+		if err := removeTree(p); err != nil {
 			log.G(ctx).WithError(err).Warnf("image store: remove the staging %s of a dead pull", p)
 		} else {
 			log.G(ctx).Infof("image store: removed the staging %s of a dead pull", p)
@@ -311,8 +312,22 @@ func (s *Store) newTxn(src Fetcher, pr *progress) (*txn, error) {
 
 // abort removes the staging directory, then drops its lock.
 func (t *txn) abort() {
-	os.RemoveAll(t.dir)
+	if err := removeTree(t.dir); err != nil {
+		log.L.WithError(err).Warnf("image store: remove staging %s", t.dir)
+	}
 	unix.Close(t.lockFD)
+}
+
+// removeTree removes the directory tree p without following any symlink
+// in it, emptying read-only directories of an unpacked image too (which
+// os.RemoveAll cannot, short of root).
+func removeTree(p string) error {
+	fd, err := unix.Open(filepath.Dir(p), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: filepath.Dir(p), Err: err}
+	}
+	defer unix.Close(fd)
+	return removeAllAt(fd, filepath.Base(p))
 }
 
 // ReaderAt serves staged blobs, then store blobs, and fetches (verified)
@@ -481,7 +496,7 @@ func (s *Store) gc(ctx context.Context, idx *indexFile) error {
 	}
 	for _, r := range ents {
 		if !keepRootfs[r.Name()] {
-			if err := os.RemoveAll(filepath.Join(rootfsDir, r.Name())); err != nil {
+			if err := removeTree(filepath.Join(rootfsDir, r.Name())); err != nil {
 				return err
 			}
 		}
