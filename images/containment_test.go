@@ -378,15 +378,18 @@ func TestRegistryTimeouts(t *testing.T) {
 	layer := pushImage(t, reg.host, "app/stall:v1", img)
 	stall, _ := stallProxy(t, reg, layer)
 
+	// Where the registry answers some requests (the stalling one serves the
+	// manifest and config), the timeout leaves room for a loaded machine.
 	tests := []struct {
-		name  string
-		host  func(t testing.TB) string
-		phase string
-		flag  string
+		name    string
+		host    func(t testing.TB) string
+		phase   string
+		flag    string
+		timeout time.Duration
 	}{
-		{"silent registry", silentRegistry, images.PhaseResponseHeader, "--registry-timeout"},
-		{"stalls mid-body", func(testing.TB) string { return stall }, images.PhaseBodyRead, "--registry-timeout"},
-		{"connect never completes", fullBacklog, images.PhaseConnect, "--registry-connect-timeout"},
+		{"silent registry", silentRegistry, images.PhaseResponseHeader, "--registry-timeout", time.Second},
+		{"stalls mid-body", func(testing.TB) string { return stall }, images.PhaseBodyRead, "--registry-timeout", 5 * time.Second},
+		{"connect never completes", fullBacklog, images.PhaseConnect, "--registry-connect-timeout", time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -397,7 +400,7 @@ func TestRegistryTimeouts(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 			defer cancel()
 			s := openStore(t)
-			timeouts := images.Timeouts{Connect: time.Second, Response: time.Second}
+			timeouts := images.Timeouts{Connect: tc.timeout, Response: tc.timeout}
 			_, err := s.Pull(ctx, host+"/app/stall:v1", noCreds(t), images.WithTimeouts(timeouts))
 			var te *images.TimeoutError
 			if !errors.As(err, &te) || !errdefs.IsDeadlineExceeded(err) {
@@ -406,8 +409,8 @@ func TestRegistryTimeouts(t *testing.T) {
 			if ctx.Err() != nil {
 				t.Fatalf("the pull ran into the test's deadline: %v", err)
 			}
-			if te.Host != host || te.Phase != tc.phase || te.Limit != time.Second {
-				t.Errorf("timeout = %+v, want host %s phase %q after 1s", te, host, tc.phase)
+			if te.Host != host || te.Phase != tc.phase || te.Limit != tc.timeout {
+				t.Errorf("timeout = %+v, want host %s phase %q after %v", te, host, tc.phase, tc.timeout)
 			}
 			for _, want := range []string{host, tc.phase, tc.flag} {
 				if !strings.Contains(err.Error(), want) {

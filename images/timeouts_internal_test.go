@@ -96,7 +96,8 @@ func TestTransportPhases(t *testing.T) {
 	defer plain.Close()
 	plainHost := strings.TrimPrefix(plain.URL, "http://")
 
-	client := &http.Client{Transport: registryTransport(Timeouts{Connect: time.Second, Response: time.Second})}
+	// 3 s: the plain HTTP server must answer within it on a loaded machine.
+	client := &http.Client{Transport: registryTransport(Timeouts{Connect: 3 * time.Second, Response: 3 * time.Second})}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	get := func(u string) error {
