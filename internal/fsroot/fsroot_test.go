@@ -413,3 +413,41 @@ func TestCheckErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoveAll(t *testing.T) {
+	r, root, host := layout(t)
+	deep := filepath.Join(root, "tree", "a", "b")
+	os.MkdirAll(deep, 0o755)
+	os.WriteFile(filepath.Join(deep, "f"), nil, 0o644)
+	// Links inside the tree are removed, never followed.
+	os.Symlink(host, filepath.Join(root, "tree", "hostlink"))
+	os.Symlink("/", filepath.Join(root, "tree", "a", "rootlink"))
+	os.Chmod(filepath.Join(root, "tree", "a"), 0o500)
+	tests := []struct {
+		name  string
+		errno unix.Errno
+		gone  string
+	}{
+		{name: "tree", gone: "tree"},
+		{name: "file", gone: "file"},
+		{name: "hostabs", gone: "hostabs"}, // the link, not the host file
+		{name: "rootln/etc/name", gone: "etc/name"},
+		{name: "missing"},
+		{name: ".", errno: unix.EINVAL},
+		{name: "etc/f2/x", errno: unix.ENOTDIR},
+	}
+	os.WriteFile(filepath.Join(root, "etc", "f2"), nil, 0o644)
+	for _, tc := range tests {
+		err := r.RemoveAll(tc.name)
+		if got := errnoOf(err); got != tc.errno {
+			t.Errorf("RemoveAll(%q) = %v, want errno %v", tc.name, err, tc.errno)
+		}
+		if tc.gone != "" {
+			exists(t, root, tc.gone, false)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "secret")); err != nil || string(b) != "host secret" {
+		t.Errorf("host secret: %q, %v", b, err)
+	}
+	exists(t, root, "etc", true)
+}

@@ -318,3 +318,63 @@ func (r *Root) Lchtimes(name string, ts [2]unix.Timespec) error {
 	}
 	return pathErr("utimes", name, unix.UtimesNanoAt(p.fd, p.base, ts[:], unix.AT_SYMLINK_NOFOLLOW))
 }
+
+// RemoveAll removes name inside r and, if it is a directory, everything
+// below it, never following a symlink: a link is removed itself. The walk
+// goes from directory fd to directory fd (openat of one name with
+// O_NOFOLLOW), so a concurrent rename cannot lead it outside r. A missing
+// name is not an error.
+func (r *Root) RemoveAll(name string) error {
+	p, err := r.openParent("removeall", name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	defer p.close()
+	if p.dot {
+		return pathErr("removeall", name, unix.EINVAL)
+	}
+	return pathErr("removeall", name, removeAt(p.fd, p.base, 0))
+}
+
+// maxRemoveDepth bounds RemoveAll's recursion (and its open descriptors).
+const maxRemoveDepth = 256
+
+// removeAt removes base in the directory dirfd, recursively.
+func removeAt(dirfd int, base string, depth int) error {
+	err := unix.Unlinkat(dirfd, base, 0)
+	if err == nil || err == unix.ENOENT {
+		return nil
+	}
+	if err != unix.EISDIR && err != unix.EPERM {
+		return err
+	}
+	if depth >= maxRemoveDepth {
+		return unix.ELOOP
+	}
+	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	d := os.NewFile(uintptr(fd), base)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := removeAt(fd, n, depth+1); err != nil {
+			return err
+		}
+	}
+	err = unix.Unlinkat(dirfd, base, unix.AT_REMOVEDIR)
+	if err == unix.ENOENT {
+		return nil
+	}
+	return err
+}

@@ -184,6 +184,21 @@ var raceOps = []struct {
 		err2 := r.Rmdir(name)
 		return err == nil || err2 == nil, ""
 	}},
+	{"removeall", func(r *Root, _ uint64, n int) (bool, string) {
+		// A small tree made through d, removed through d: both may
+		// find the link there instead.
+		name := fmt.Sprintf("d/ra-%d", n)
+		made := r.Mkdir(name, 0o755) == nil
+		if made {
+			if f, err := r.OpenFile(name+"/f", unix.O_WRONLY|unix.O_CREAT, 0o644); err == nil {
+				f.Close()
+			}
+		}
+		r.RemoveAll(name)
+		r.RemoveAll("d/victimdir")
+		r.Mkdir("dir/victimdir", 0o755)
+		return made, ""
+	}},
 	{"rename", func(r *Root, _ uint64, n int) (bool, string) {
 		err := r.Rename("d/victim", "d/renamed")
 		if err == nil {

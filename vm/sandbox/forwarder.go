@@ -18,12 +18,12 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/task/agentapi"
 	"github.com/kuasar-go/kuasar/vm"
 )
@@ -129,15 +129,19 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	// The shared directory is writable by the guest: everything below it
+	// is created and used through fds (shareDir), never by name.
+	cdir, err := makeShareDir(ctx, f.inst.spec.SharedDir, r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	defer cdir.Close()
 	// The guest finds the rootfs at <bundle>/rootfs, or, for the container
 	// whose rootfs came as a disk at boot, at its overlay in the guest.
 	guestRoot := "rootfs"
 	if blk := f.inst.block; blk != nil && blk.cid == r.ID && len(r.Rootfs) == 0 {
 		guestRoot = blk.guestRoot() // nothing to mount on the host
-		if err := os.MkdirAll(c.dir, 0o755); err != nil {
-			return nil, errgrpc.ToGRPC(err)
-		}
-	} else if err := f.mountRootfs(r, spec, c.rootfs); err != nil {
+	} else if err := f.mountRootfs(r, spec, cdir); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	if spec.Root == nil {
@@ -148,8 +152,8 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if err := os.WriteFile(filepath.Join(c.dir, "config.json"), b, 0o600); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+	if err := writeNew(cdir, "config.json", b); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: writing its config.json in the shared directory: %w", r.ID, err))
 	}
 
 	fwd := proto.Clone(r).(*taskAPI.CreateTaskRequest)
@@ -173,15 +177,19 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	return resp, nil
 }
 
-// mountRootfs mounts a container's rootfs at dir (in the shared
-// directory): the request's rootfs mounts, or else a bind mount of the
-// bundle's root.path.
-func (f *forwarder) mountRootfs(r *taskAPI.CreateTaskRequest, spec *specs.Spec, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// mountRootfs mounts a container's rootfs at rootfs/ in its directory of
+// the shared directory (cdir): the request's rootfs mounts, or else a bind
+// mount of the bundle's root.path. The mount point is created and mounted
+// on through its fd, so a guest that swaps it for a symlink cannot make the
+// host mount anywhere else.
+func (f *forwarder) mountRootfs(r *taskAPI.CreateTaskRequest, spec *specs.Spec, cdir *fsroot.Root) error {
+	target, err := mountPoint(cdir, "rootfs")
+	if err != nil {
+		return fmt.Errorf("container %s: rootfs mount point in the shared directory: %w", r.ID, err)
 	}
+	defer unix.Close(target)
 	if len(r.Rootfs) > 0 {
-		if err := mount.All(mount.FromProto(r.Rootfs), dir); err != nil {
+		if err := mount.All(mount.FromProto(r.Rootfs), procFd(target)); err != nil {
 			return fmt.Errorf("mounting rootfs of container %s: %w", r.ID, err)
 		}
 		return nil
@@ -190,16 +198,12 @@ func (f *forwarder) mountRootfs(r *taskAPI.CreateTaskRequest, spec *specs.Spec, 
 	if spec.Root != nil && spec.Root.Path != "" {
 		src = spec.Root.Path
 	}
-	if !filepath.IsAbs(src) {
-		var err error
-		if src, err = securejoin.SecureJoin(r.Bundle, src); err != nil {
-			return err
-		}
+	srcFd, err := openBundleDir(r.Bundle, src)
+	if err != nil {
+		return fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %v: %w", r.ID, src, err, errdefs.ErrInvalidArgument)
 	}
-	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
-		return fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %w", r.ID, src, errdefs.ErrInvalidArgument)
-	}
-	if err := unix.Mount(src, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	defer unix.Close(srcFd)
+	if err := unix.Mount(procFd(srcFd), procFd(target), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind-mounting rootfs %s of container %s: %w", src, r.ID, err)
 	}
 	return nil
@@ -213,17 +217,23 @@ func marker(ok bool, s string) string {
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
-	p, err := securejoin.SecureJoin(bundle, "config.json")
+	r, err := fsroot.Open(bundle)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening the bundle: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	b, err := os.ReadFile(p)
+	defer r.Close()
+	fl, err := r.Open("config.json")
+	if err != nil {
+		return nil, fmt.Errorf("reading the bundle's config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	defer fl.Close()
+	b, err := io.ReadAll(fl)
 	if err != nil {
 		return nil, fmt.Errorf("reading the bundle's config.json: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	var s specs.Spec
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("bundle config.json %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle config.json %s: %v: %w", filepath.Join(bundle, "config.json"), err, errdefs.ErrInvalidArgument)
 	}
 	return &s, nil
 }

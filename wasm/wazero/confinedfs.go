@@ -119,7 +119,18 @@ func (c *confinedFS) OpenFile(p string, flag experimentalsys.Oflag, mode fs.File
 	if err != nil {
 		return nil, c.errno(err)
 	}
-	rf := &rootFile{f: f, fd: int(f.Fd()), flag: flag}
+	// The raw fd through SyscallConn: f.Fd() may switch a descriptor to
+	// blocking mode, and the guest's O_NONBLOCK (a FIFO in the mount) must
+	// stay as asked.
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(u uintptr) { fd = int(u) })
+	}
+	if fd < 0 {
+		f.Close()
+		return nil, experimentalsys.EBADF
+	}
+	rf := &rootFile{f: f, fd: fd, flag: flag}
 	rf.seekMethod.f = rf
 	return rf, 0
 }
