@@ -361,60 +361,6 @@ func resolveParents(r *fsroot.Root, rel, entry string) (string, error) {
 	return cur, nil
 }
 
-// removeAll removes name inside r and, for a directory, everything under
-// it. The parent is resolved once inside r; below it every step is an *at
-// call on a directory fd that was opened O_NOFOLLOW, so a symlink is
-// removed, never followed.
-func removeAll(r *fsroot.Root, name string) error {
-	dir, base := path.Split(strings.TrimSuffix(name, "/"))
-	if base == "" || base == "." || base == ".." {
-		return fmt.Errorf("remove %q: not an entry name: %w", name, errdefs.ErrInvalidArgument)
-	}
-	if dir == "" {
-		dir = "."
-	}
-	pfd, err := r.OpenPath(dir, false)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
-			return nil
-		}
-		return err
-	}
-	defer unix.Close(pfd)
-	return removeAllAt(pfd, base)
-}
-
-func removeAllAt(dirfd int, name string) error {
-	err := unix.Unlinkat(dirfd, name, 0)
-	if err == nil || err == unix.ENOENT {
-		return nil
-	}
-	if err != unix.EISDIR && err != unix.EPERM {
-		return &fs.PathError{Op: "unlinkat", Path: name, Err: err}
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &fs.PathError{Op: "openat", Path: name, Err: err}
-	}
-	d := os.NewFile(uintptr(fd), name)
-	defer d.Close()
-	// A read-only directory of the image must still be emptied.
-	unix.Fchmod(fd, 0o700)
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := removeAllAt(fd, n); err != nil {
-			return err
-		}
-	}
-	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
-		return &fs.PathError{Op: "rmdir", Path: name, Err: err}
-	}
-	return nil
-}
-
 func applyEntry(r *fsroot.Root, h *tar.Header, data io.Reader, written map[string]bool) error {
 	rel, err := cleanEntry(h.Name)
 	if err != nil {
@@ -446,7 +392,7 @@ func applyEntry(r *fsroot.Root, h *tar.Header, data io.Reader, written map[strin
 		}
 		for _, n := range names {
 			if !written[path.Join(dir, n)] {
-				if err := removeAll(r, path.Join(dir, n)); err != nil {
+				if err := r.RemoveAll(path.Join(dir, n)); err != nil {
 					return err
 				}
 			}
@@ -454,7 +400,7 @@ func applyEntry(r *fsroot.Root, h *tar.Header, data io.Reader, written map[strin
 		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		return removeAll(r, path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
+		return r.RemoveAll(path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
 	}
 	rel = path.Join(dir, base)
 	written[rel] = true
@@ -462,7 +408,7 @@ func applyEntry(r *fsroot.Root, h *tar.Header, data io.Reader, written map[strin
 	// Replace whatever is there unless both are directories; never write
 	// through an existing symlink.
 	if st, err := r.Lstat(rel); err == nil && !(st.Mode&unix.S_IFMT == unix.S_IFDIR && h.Typeflag == tar.TypeDir) {
-		if err := removeAll(r, rel); err != nil {
+		if err := r.RemoveAll(rel); err != nil {
 			return err
 		}
 	}

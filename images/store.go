@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/kuasar-go/kuasar/internal/atomicfile"
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
@@ -319,15 +319,14 @@ func (t *txn) abort() {
 }
 
 // removeTree removes the directory tree p without following any symlink
-// in it, emptying read-only directories of an unpacked image too (which
-// os.RemoveAll cannot, short of root).
+// in it (fsroot.RemoveAll, from p's parent directory fd).
 func removeTree(p string) error {
-	fd, err := unix.Open(filepath.Dir(p), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	r, err := fsroot.Open(filepath.Dir(p))
 	if err != nil {
-		return &fs.PathError{Op: "open", Path: filepath.Dir(p), Err: err}
+		return err
 	}
-	defer unix.Close(fd)
-	return removeAllAt(fd, filepath.Base(p))
+	defer r.Close()
+	return r.RemoveAll(filepath.Base(p))
 }
 
 // ReaderAt serves staged blobs, then store blobs, and fetches (verified)
