@@ -157,6 +157,10 @@ func gzipTar(t testing.TB, fn func(tw *tar.Writer)) []byte {
 	return b.Bytes()
 }
 
+// underFloor is the size of a legitimate layer of zeros: it compresses
+// about 1,000:1 but stays under images.LayerRatioFloor.
+const underFloor = 192 << 20
+
 // TestLayerBombs pulls hostile layers from a real registry: each is refused
 // with the limit and the layer named, and nothing is left in the store.
 func TestLayerBombs(t *testing.T) {
@@ -175,25 +179,54 @@ func TestLayerBombs(t *testing.T) {
 		mediaType string
 		blob      func(t testing.TB) []byte
 		limits    images.Limits
-		limit     string // the LimitError's Limit
-		fix       string // what the message must name to raise it
+		limit     string   // the LimitError's Limit
+		fix       string   // what the message must name to raise it
+		msg       []string // more the message must say
+		ok        bool     // a legitimate layer: the pull succeeds
 	}{
 		{
-			// The attack of issue 7: 4 MiB of gzip expanding to 4 GiB.
-			name: "gzip bomb 4GiB", mediaType: ocispec.MediaTypeImageLayerGzip,
+			// The attack of issue 7: 4 MiB of gzip expanding to 4 GiB,
+			// refused by the default ratio once past 256 MiB.
+			name: "gzip bomb 4GiB default limits", mediaType: ocispec.MediaTypeImageLayerGzip,
+			blob:  func(t testing.TB) []byte { return gzipBomb(t, 4<<30) },
+			limit: images.LimitLayerRatio, fix: "--max-layer-ratio",
+			msg: []string{"compression ratio", "limit 100:1", "256.0 MiB"},
+		},
+		{
+			name: "zstd bomb default limits", mediaType: ocispec.MediaTypeImageLayerZstd,
+			blob:  func(t testing.TB) []byte { return zstdBomb(t, 2<<30) },
+			limit: images.LimitLayerRatio, fix: "--max-layer-ratio",
+		},
+		{
+			name: "gzip bomb 4GiB over the size, no ratio", mediaType: ocispec.MediaTypeImageLayerGzip,
 			blob:   func(t testing.TB) []byte { return gzipBomb(t, 4<<30) },
-			limits: images.Limits{MaxLayerSize: 1 << 30}, limit: images.LimitLayerSize, fix: "--max-layer-size",
+			limits: images.Limits{MaxLayerSize: 1 << 30, MaxLayerRatio: -1}, limit: images.LimitLayerSize, fix: "--max-layer-size",
 		},
 		{
 			// Under the default 8 GiB limit, over it.
-			name: "gzip bomb 9GiB default limit", mediaType: ocispec.MediaTypeImageLayerGzip,
-			blob:  func(t testing.TB) []byte { return gzipBomb(t, 9<<30) },
-			limit: images.LimitLayerSize, fix: "--max-layer-size",
+			name: "gzip bomb 9GiB default size limit", mediaType: ocispec.MediaTypeImageLayerGzip,
+			blob:   func(t testing.TB) []byte { return gzipBomb(t, 9<<30) },
+			limits: images.Limits{MaxLayerRatio: -1}, limit: images.LimitLayerSize, fix: "--max-layer-size",
 		},
 		{
-			name: "zstd bomb", mediaType: ocispec.MediaTypeImageLayerZstd,
+			name: "zstd bomb over the size, no ratio", mediaType: ocispec.MediaTypeImageLayerZstd,
 			blob:   func(t testing.TB) []byte { return zstdBomb(t, 2<<30) },
-			limits: images.Limits{MaxLayerSize: 256 << 20}, limit: images.LimitLayerSize, fix: "--max-layer-size",
+			limits: images.Limits{MaxLayerSize: 256 << 20, MaxLayerRatio: -1}, limit: images.LimitLayerSize, fix: "--max-layer-size",
+		},
+		{
+			// A ratio of 1000:1 over a lower limit is refused as soon as
+			// the layer passes the floor.
+			name: "ratio limit lowered", mediaType: ocispec.MediaTypeImageLayerGzip,
+			blob:   func(t testing.TB) []byte { return gzipBomb(t, 512<<20) },
+			limits: images.Limits{MaxLayerRatio: 10}, limit: images.LimitLayerRatio, fix: "--max-layer-ratio",
+			msg: []string{"limit 10:1"},
+		},
+		{
+			// Legitimate: 192 MiB of zeros compresses 1000:1 but stays
+			// under the floor, so the default ratio never looks at it.
+			name: "zeros under the floor pass", mediaType: ocispec.MediaTypeImageLayerGzip,
+			blob: func(t testing.TB) []byte { return gzipBomb(t, underFloor) },
+			ok:   true,
 		},
 		{
 			name: "zstd window", mediaType: ocispec.MediaTypeImageLayerZstd,
@@ -254,7 +287,19 @@ func TestLayerBombs(t *testing.T) {
 			ref := fmt.Sprintf("bombs/b%d:v1", i)
 			layer := pushImage(t, reg.host, ref, layerImage(t, tc.mediaType, tc.blob(t)))
 			s := openStore(t)
-			_, err := s.Pull(ctx, reg.host+"/"+ref, noCreds(t), images.WithLimits(tc.limits))
+			e, err := s.Pull(ctx, reg.host+"/"+ref, noCreds(t), images.WithLimits(tc.limits))
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("pull of a legitimate layer: %v", err)
+				}
+				// Unpacked in full.
+				st, err := os.Stat(filepath.Join(s.RootfsPath(e.Manifest.Digest), "bomb"))
+				if err != nil || st.Size() != underFloor {
+					t.Fatalf("the unpacked layer's file: %v, want %d bytes", err, underFloor)
+				}
+				return
+			}
+			t.Logf("refused: %v", err)
 			var le *images.LimitError
 			if !errors.As(err, &le) || !errdefs.IsResourceExhausted(err) {
 				t.Fatalf("pull of a bomb: err = %v, want a resource-exhausted LimitError", err)
@@ -262,7 +307,7 @@ func TestLayerBombs(t *testing.T) {
 			if le.Limit != tc.limit || le.Layer != layer {
 				t.Errorf("limit %q on layer %s, want %q on %s", le.Limit, le.Layer, tc.limit, layer)
 			}
-			for _, want := range []string{reg.host + "/" + ref, layer.String(), tc.fix} {
+			for _, want := range append([]string{reg.host + "/" + ref, layer.String(), tc.fix}, tc.msg...) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error does not name %q: %v", want, err)
 				}

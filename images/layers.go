@@ -79,12 +79,12 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Li
 		return err
 	}
 	defer rc.Close()
-	dr, err := decompress(rc, layer.Digest)
+	budget := &layerBudget{layer: layer.Digest, lim: lim}
+	dr, err := decompress(budget.compressedReader(rc), layer.Digest)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	defer dr.Close()
-	budget := &layerBudget{layer: layer.Digest, lim: lim}
 	t := tar.NewReader(budget.reader(dr))
 	for {
 		if err := ctx.Err(); err != nil {
@@ -107,7 +107,7 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Li
 		if err := budget.entry(h.Size); err != nil {
 			return err
 		}
-		if err := fn(h, t); err != nil {
+		if err := fn(h, budget.dataReader(t)); err != nil {
 			return err
 		}
 	}

@@ -24,6 +24,15 @@ const (
 	// zstd CLI's default level uses 8 MiB). A frame asking for more would
 	// make the decoder allocate that much before producing a byte.
 	MaxZstdWindow = 128 << 20
+	// DefaultMaxLayerRatio bounds how many times larger than its compressed
+	// bytes a layer may expand (100:1). Real layers compress 2-10:1 with
+	// gzip or zstd; data of zeros compresses about 1,000:1 (gzip) and far
+	// more with zstd, which is what a decompression bomb is made of.
+	DefaultMaxLayerRatio = 100
+	// LayerRatioFloor is how many uncompressed bytes a layer may expand to
+	// before its compression ratio is checked (256 MiB), so small layers of
+	// zeros or sparse files are never refused for compressing well.
+	LayerRatioFloor = 256 << 20
 )
 
 // Limits bounds what unpacking or scanning one layer may cost. Zero fields
@@ -36,6 +45,12 @@ type Limits struct {
 	MaxLayerSize int64
 	// MaxLayerEntries is the largest number of tar entries in one layer.
 	MaxLayerEntries int64
+	// MaxLayerRatio is the largest ratio of uncompressed to compressed
+	// bytes of one layer (N for N:1), checked while streaming once the
+	// layer has expanded past LayerRatioFloor. It refuses a decompression
+	// bomb long before MaxLayerSize: 4 MiB of gzip expanding to 4 GiB is
+	// refused after 256 MiB.
+	MaxLayerRatio int64
 }
 
 // WithLimits sets the per-layer limits of a pull or import (see Limits).
@@ -49,6 +64,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxLayerEntries == 0 {
 		l.MaxLayerEntries = DefaultMaxLayerEntries
 	}
+	if l.MaxLayerRatio == 0 {
+		l.MaxLayerRatio = DefaultMaxLayerRatio
+	}
 	return l
 }
 
@@ -57,6 +75,7 @@ const (
 	LimitLayerSize    = "uncompressed layer size"
 	LimitLayerEntries = "number of entries in a layer"
 	LimitZstdWindow   = "zstd window size"
+	LimitLayerRatio   = "compression ratio of a layer"
 )
 
 // LimitError reports a layer refused because it exceeds a limit. It wraps
@@ -67,15 +86,22 @@ type LimitError struct {
 	Layer digest.Digest
 	// Limit is which limit was exceeded (LimitLayerSize, ...).
 	Limit string
-	// Max is the limit's value (bytes or entries).
+	// Max is the limit's value (bytes, entries, or N of the ratio N:1).
 	Max int64
-	// Unit is "bytes" or "entries".
+	// Unit is "bytes", "entries" or ":1" (a ratio).
 	Unit string
+	// Ratio, for LimitLayerRatio, is the ratio the layer had reached when
+	// it was refused (uncompressed/compressed bytes read so far).
+	Ratio float64
 	// Fix says what to do about it (which flag raises the limit).
 	Fix string
 }
 
 func (e *LimitError) Error() string {
+	if e.Limit == LimitLayerRatio {
+		return fmt.Sprintf("layer %s exceeds the limit on the %s (%.0f:1, limit %d:1, checked once a layer passes %s uncompressed): %s: %s",
+			e.Layer, e.Limit, e.Ratio, e.Max, HumanSize(LayerRatioFloor), e.Fix, errdefs.ErrResourceExhausted.Error())
+	}
 	msg := fmt.Sprintf("layer %s exceeds the limit on the %s (%d %s", e.Layer, e.Limit, e.Max, e.Unit)
 	if e.Unit == "bytes" {
 		msg += ", " + HumanSize(e.Max)
@@ -90,6 +116,7 @@ func (e *LimitError) Unwrap() error { return errdefs.ErrResourceExhausted }
 const (
 	fixLayerSize    = "the image may be a decompression bomb; if it is trusted, raise the limit with --max-layer-size (kuasar pull/run; images.Limits.MaxLayerSize in Go)"
 	fixLayerEntries = "the image may be an inode bomb; if it is trusted, raise the limit with --max-layer-entries (kuasar pull/run; images.Limits.MaxLayerEntries in Go)"
+	fixLayerRatio   = "the image may be a decompression bomb; if it is trusted, raise the limit with --max-layer-ratio, or 0 to disable it (kuasar pull/run; images.Limits.MaxLayerRatio in Go)"
 	fixZstdWindow   = "recompress the layer with a smaller window (zstd --long=27 or less; the zstd CLI's default levels use at most 8 MiB)"
 )
 
@@ -100,7 +127,54 @@ type layerBudget struct {
 	bytes   int64 // uncompressed stream bytes read
 	logical int64 // sum of the entries' sizes
 	entries int64
+	// compressed counts the blob's bytes read; data counts the entries'
+	// bytes handed out, holes of sparse files included (they are written
+	// as zeros), so a sparse bomb expands past the ratio too.
+	compressed int64
+	data       int64
 }
+
+// ratio checks the compression ratio once the layer has expanded past
+// LayerRatioFloor.
+func (b *layerBudget) ratio() error {
+	n := max(b.bytes, b.data)
+	if b.lim.MaxLayerRatio < 0 || n <= LayerRatioFloor {
+		return nil
+	}
+	c := max(b.compressed, 1)
+	if n/c < b.lim.MaxLayerRatio {
+		return nil
+	}
+	if r := float64(n) / float64(c); r > float64(b.lim.MaxLayerRatio) {
+		return &LimitError{Layer: b.layer, Limit: LimitLayerRatio, Max: b.lim.MaxLayerRatio, Unit: ":1", Ratio: r, Fix: fixLayerRatio}
+	}
+	return nil
+}
+
+// compressedReader counts the blob's bytes as the decompressor reads them.
+func (b *layerBudget) compressedReader(r io.Reader) io.Reader {
+	return readFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p)
+		b.compressed += int64(n)
+		return n, err
+	})
+}
+
+// dataReader counts an entry's bytes as they are handed out.
+func (b *layerBudget) dataReader(r io.Reader) io.Reader {
+	return readFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p)
+		b.data += int64(n)
+		if rerr := b.ratio(); rerr != nil {
+			return n, rerr
+		}
+		return n, err
+	})
+}
+
+type readFunc func(p []byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 
 func (b *layerBudget) sizeError() error {
 	return &LimitError{Layer: b.layer, Limit: LimitLayerSize, Max: b.lim.MaxLayerSize, Unit: "bytes", Fix: fixLayerSize}
@@ -134,6 +208,9 @@ func (r *budgetReader) Read(p []byte) (int, error) {
 	r.b.bytes += int64(n)
 	if r.b.lim.MaxLayerSize >= 0 && r.b.bytes > r.b.lim.MaxLayerSize {
 		return n, r.b.sizeError()
+	}
+	if rerr := r.b.ratio(); rerr != nil {
+		return n, rerr
 	}
 	return n, err
 }

@@ -21,6 +21,7 @@ type imageFlags struct {
 	timeout         time.Duration
 	maxLayerSize    byteSize
 	maxLayerEntries int64
+	maxLayerRatio   int64
 }
 
 // registerTimeouts adds --registry-connect-timeout and --registry-timeout.
@@ -31,12 +32,15 @@ func (f *imageFlags) registerTimeouts(fs *flag.FlagSet) {
 		"longest wait for a registry's response to a request, and longest pause in the bytes of a download; 0 waits forever")
 }
 
-// register adds the timeout flags and --max-layer-size and --max-layer-entries.
+// register adds the timeout flags and --max-layer-size, --max-layer-entries
+// and --max-layer-ratio.
 func (f *imageFlags) register(fs *flag.FlagSet) {
 	f.registerTimeouts(fs)
 	f.maxLayerSize = byteSize(images.DefaultMaxLayerSize)
 	fs.Var(&f.maxLayerSize, "max-layer-size", "refuse an image with a layer larger than this `size` uncompressed: bytes or 512Mi, 16Gi, ...")
 	fs.Int64Var(&f.maxLayerEntries, "max-layer-entries", images.DefaultMaxLayerEntries, "refuse an image with a layer of more files, directories and links than this")
+	fs.Int64Var(&f.maxLayerRatio, "max-layer-ratio", images.DefaultMaxLayerRatio,
+		fmt.Sprintf("refuse an image with a layer that expands more than this many times its compressed size (N for N:1), checked once it passes %s uncompressed; 0 disables", images.HumanSize(images.LayerRatioFloor)))
 }
 
 // options turns the flags into image options, refusing negative values.
@@ -54,14 +58,21 @@ func (f *imageFlags) options() ([]images.Option, error) {
 		}
 	}
 	opts := []images.Option{images.WithTimeouts(t)}
-	if f.maxLayerSize != 0 || f.maxLayerEntries != 0 {
+	if f.maxLayerSize != 0 || f.maxLayerEntries != 0 || f.maxLayerRatio != 0 {
 		if f.maxLayerEntries <= 0 {
 			return nil, fmt.Errorf("--max-layer-entries %d: give a positive count: %w", f.maxLayerEntries, errdefs.ErrInvalidArgument)
 		}
 		if uint64(f.maxLayerSize) > 1<<62 {
 			return nil, fmt.Errorf("--max-layer-size %d is too large: %w", f.maxLayerSize, errdefs.ErrInvalidArgument)
 		}
-		opts = append(opts, images.WithLimits(images.Limits{MaxLayerSize: int64(f.maxLayerSize), MaxLayerEntries: f.maxLayerEntries}))
+		ratio := f.maxLayerRatio
+		switch {
+		case ratio < 0:
+			return nil, fmt.Errorf("--max-layer-ratio %d is negative: give a ratio such as 100 (for 100:1), or 0 to disable the limit: %w", ratio, errdefs.ErrInvalidArgument)
+		case ratio == 0:
+			ratio = -1 // images.Limits: negative disables
+		}
+		opts = append(opts, images.WithLimits(images.Limits{MaxLayerSize: int64(f.maxLayerSize), MaxLayerEntries: f.maxLayerEntries, MaxLayerRatio: ratio}))
 	}
 	return opts, nil
 }

@@ -102,6 +102,8 @@ func TestRegistryFlags(t *testing.T) {
 			[]string{bombRef, "--max-layer-size"}},
 		{"pull a bomb over --max-layer-entries", []string{"pull", "--max-layer-entries", "0", bombRef}, exitImageFailure,
 			[]string{"--max-layer-entries 0"}},
+		{"negative --max-layer-ratio", []string{"pull", "--max-layer-ratio", "-1", bombRef}, exitImageFailure,
+			[]string{"--max-layer-ratio -1 is negative"}},
 		{"negative timeout", []string{"pull", "--registry-connect-timeout", "-1s", bombRef}, exitImageFailure,
 			[]string{"--registry-connect-timeout -1s is negative"}},
 		{"the bomb under the default limits", []string{"pull", bombRef}, 0, nil},
