@@ -144,6 +144,49 @@ func zstdWideWindow(t testing.TB) []byte {
 	return append(frame, raw...)
 }
 
+// sparseBomb is a gzip tar layer of one GNU sparse file (PAX format 0.1)
+// of size bytes holding one byte of data: a few hundred bytes that a tar
+// reader expands to size bytes, the holes read as zeros. Go's tar writer
+// cannot write sparse files, so the PAX header is written by hand.
+func sparseBomb(t testing.TB, size int64) []byte {
+	var recs bytes.Buffer
+	for _, kv := range [][2]string{{"GNU.sparse.major", "0"}, {"GNU.sparse.minor", "1"},
+		{"GNU.sparse.size", fmt.Sprint(size)}, {"GNU.sparse.numblocks", "1"}, {"GNU.sparse.map", "0,1"}} {
+		rec := " " + kv[0] + "=" + kv[1] + "\n"
+		n := len(rec) // the record's length counts its own digits
+		for len(fmt.Sprint(n))+len(rec) != n {
+			n = len(fmt.Sprint(n)) + len(rec)
+		}
+		fmt.Fprintf(&recs, "%d%s", n, rec)
+	}
+	// A ustar entry holding the records, retyped to a PAX header.
+	x := tarHeader(t, &tar.Header{Name: "PaxHeaders/sparse", Mode: 0o644, Size: int64(recs.Len()), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR})
+	x[156] = tar.TypeXHeader
+	copy(x[148:156], "        ")
+	sum := 0
+	for _, c := range x[:512] {
+		sum += int(c)
+	}
+	copy(x[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	var b bytes.Buffer
+	b.Write(x)
+	b.Write(recs.Bytes())
+	b.Write(make([]byte, 511-(recs.Len()+511)%512))
+	b.Write(tarHeader(t, &tar.Header{Name: "sparse", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}))
+	b.Write([]byte{1})
+	b.Write(make([]byte, 511+1024)) // padding, end of archive
+	var out bytes.Buffer
+	gw := gzip.NewWriter(&out)
+	gw.Write(b.Bytes())
+	gw.Close()
+	// The reader must see a sparse file of size bytes.
+	tr := tar.NewReader(bytes.NewReader(b.Bytes()))
+	if h, err := tr.Next(); err != nil || h.Size != size {
+		t.Fatalf("sparse tar: %v, size %d, want %d", err, h.Size, size)
+	}
+	return out.Bytes()
+}
+
 // gzipTar builds a gzip tar layer from fn's entries.
 func gzipTar(t testing.TB, fn func(tw *tar.Writer)) []byte {
 	var b bytes.Buffer
@@ -195,6 +238,14 @@ func TestLayerBombs(t *testing.T) {
 		{
 			name: "zstd bomb default limits", mediaType: ocispec.MediaTypeImageLayerZstd,
 			blob:  func(t testing.TB) []byte { return zstdBomb(t, 2<<30) },
+			limit: images.LimitLayerRatio, fix: "--max-layer-ratio",
+		},
+		{
+			// A sparse file's holes are written as zeros: a layer of a few
+			// hundred bytes expanding to 1 GiB is caught by the ratio on
+			// the bytes handed out, not the tar stream.
+			name: "sparse file bomb default limits", mediaType: ocispec.MediaTypeImageLayerGzip,
+			blob:  func(t testing.TB) []byte { return sparseBomb(t, 1<<30) },
 			limit: images.LimitLayerRatio, fix: "--max-layer-ratio",
 		},
 		{
@@ -299,7 +350,7 @@ func TestLayerBombs(t *testing.T) {
 				}
 				return
 			}
-			t.Logf("refused: %v", err)
+			t.Logf("pull: %v", err)
 			var le *images.LimitError
 			if !errors.As(err, &le) || !errdefs.IsResourceExhausted(err) {
 				t.Fatalf("pull of a bomb: err = %v, want a resource-exhausted LimitError", err)
