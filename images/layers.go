@@ -9,16 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/containerd/errdefs"
-	securejoin "github.com/cyphar/filepath-securejoin"
-	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 )
 
 // Whiteout markers of the OCI layer format.
@@ -32,8 +33,9 @@ const (
 var ErrUnsafePath = fmt.Errorf("layer entry escapes the image root (the image is malformed or malicious; rebuild it without such paths): %w", errdefs.ErrInvalidArgument)
 
 // decompress detects gzip and zstd by their magic numbers (media types lie
-// too often) and returns the plain tar stream.
-func decompress(r io.Reader) (io.ReadCloser, error) {
+// too often) and returns the plain tar stream of layer. zstd windows are
+// capped at MaxZstdWindow.
+func decompress(r io.Reader, layer digest.Digest) (io.ReadCloser, error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(4)
 	switch {
@@ -44,11 +46,11 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
+		zr, err := zstdReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("zstd layer: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
-		return zr.IOReadCloser(), nil
+		return zstdLimitReader{d: zr, layer: layer}, nil
 	}
 	return io.NopCloser(br), nil
 }
@@ -67,19 +69,23 @@ func cleanEntry(name string) (string, error) {
 }
 
 // layerEach streams the tar entries of a layer blob, verified, to fn. It
-// reads the blob to EOF so the digest check always runs.
-func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, fn func(h *tar.Header, r io.Reader) error) error {
+// reads the blob to EOF so the digest check always runs. The layer's
+// uncompressed size and number of entries are counted as they stream and
+// checked against lim before fn sees an entry (a LimitError past them).
+func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Limits, fn func(h *tar.Header, r io.Reader) error) error {
+	lim = lim.withDefaults()
 	rc, err := openVerified(ctx, p, layer)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tr, err := decompress(rc)
+	budget := &layerBudget{layer: layer.Digest, lim: lim}
+	dr, err := decompress(budget.compressedReader(rc), layer.Digest)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	defer tr.Close()
-	t := tar.NewReader(tr)
+	defer dr.Close()
+	t := tar.NewReader(budget.reader(dr))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -89,12 +95,19 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, fn fun
 			break
 		}
 		if err != nil {
+			var le *LimitError
+			if errors.As(err, &le) {
+				return err // names the layer
+			}
 			if errors.Is(err, ErrDigestMismatch) {
 				return fmt.Errorf("layer %s: %w", layer.Digest, err)
 			}
 			return fmt.Errorf("layer %s is not a valid tar stream: %v: %w", layer.Digest, err, errdefs.ErrInvalidArgument)
 		}
-		if err := fn(h, t); err != nil {
+		if err := budget.entry(h.Size); err != nil {
+			return err
+		}
+		if err := fn(h, budget.dataReader(t)); err != nil {
 			return err
 		}
 	}
@@ -180,7 +193,7 @@ func scanPrefixes(ctx context.Context, p Provider, layers []ocispec.Descriptor, 
 		}
 		inLayer := map[string]*layerEntry{}
 		var whiteouts, opaques []string
-		err := layerEach(ctx, p, layers[i], func(h *tar.Header, r io.Reader) error {
+		err := layerEach(ctx, p, layers[i], Limits{}, func(h *tar.Header, r io.Reader) error {
 			name, err := cleanEntry(h.Name)
 			if err != nil {
 				return err
@@ -242,15 +255,17 @@ func scanPrefixes(ctx context.Context, p Provider, layers []ocispec.Descriptor, 
 	return got, nil
 }
 
-// readFileInRoot reads p inside root, symlinks resolved within root.
+// readFileInRoot reads p inside root, symlinks resolved within root by the
+// kernel (fsroot: openat2 RESOLVE_IN_ROOT), then checked on the open fd.
 func readFileInRoot(root, p string, limit int64) ([]byte, error) {
-	full, err := securejoin.SecureJoin(root, p)
+	r, err := fsroot.Open(root)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s in %s: %w", p, root, err)
+		return nil, err
 	}
-	f, err := os.Open(full)
+	defer r.Close()
+	f, err := r.OpenFile(p, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		if os.IsNotExist(err) {
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("no such file in the image rootfs: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
@@ -266,22 +281,31 @@ func readFileInRoot(root, p string, limit int64) ([]byte, error) {
 	if st.Size() > limit {
 		return nil, fmt.Errorf("file is %d bytes, over the %d byte limit: %w", st.Size(), limit, errdefs.ErrResourceExhausted)
 	}
-	return io.ReadAll(f)
+	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 // unpackLayers applies the tar layers of an image, in order, into the empty
-// directory root. Entries that would land outside root are refused: names
-// with "..", hardlinks to outside, and paths through a symlink whose target
-// (relative) leaves the root. Absolute symlink targets are resolved inside
-// root. Device nodes are skipped.
-func unpackLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, root string) error {
+// directory root. Every entry is created relative to a directory fd that
+// openat2 resolved inside root (internal/fsroot), with *at calls on its last
+// name and O_NOFOLLOW|O_EXCL for files, so nothing lands outside root even
+// if the tree changed under the unpacker. On top of that containment,
+// entries are refused that a well-formed image never has: names with "..",
+// hardlinks to outside, and paths through a symlink whose (relative) target
+// climbs out of the root. Absolute symlink targets are taken inside root.
+// Device nodes are skipped. Each layer is held to lim.
+func unpackLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, root string, lim Limits) error {
+	r, err := fsroot.Open(root, fsroot.NoCrossMounts())
+	if err != nil {
+		return err
+	}
+	defer r.Close()
 	for _, l := range layers {
 		if isWasmLayer(l.MediaType) {
 			continue
 		}
 		written := map[string]bool{}
-		err := layerEach(ctx, p, l, func(h *tar.Header, r io.Reader) error {
-			return applyEntry(root, h, r, written)
+		err := layerEach(ctx, p, l, lim, func(h *tar.Header, rd io.Reader) error {
+			return applyEntry(r, h, rd, written)
 		})
 		if err != nil {
 			return err
@@ -290,44 +314,54 @@ func unpackLayers(ctx context.Context, p Provider, layers []ocispec.Descriptor, 
 	return nil
 }
 
-// checkParents walks the parent directories of rel inside root and refuses a
-// relative symlink that climbs out of the root.
-func checkParents(root, rel, entry string) error {
+// resolveParents walks the parent directories of rel inside r, following
+// symlinks the image made (absolute targets taken inside the root), and
+// returns the directory the entry goes in. It refuses a relative symlink
+// that climbs out of the root: fsroot would keep every operation inside r
+// whatever the walk finds, but a well-formed image never has one. A
+// component that does not exist yet ends the walk: the rest is created as
+// directories.
+func resolveParents(r *fsroot.Root, rel, entry string) (string, error) {
 	parts := strings.Split(rel, "/")
+	parts = parts[:len(parts)-1]
 	cur := ""
-	for _, part := range parts[:len(parts)-1] {
+	for i, part := range parts {
 		next := path.Join(cur, part)
-		fi, err := os.Lstat(filepath.Join(root, next))
-		if err != nil {
-			return nil // does not exist yet (or resolved below by SecureJoin)
-		}
-		if fi.Mode()&os.ModeSymlink != 0 {
-			target, err := os.Readlink(filepath.Join(root, next))
+		for hops := 0; ; hops++ {
+			st, err := r.Lstat(next)
 			if err != nil {
-				return err
+				return path.Join(append([]string{next}, parts[i+1:]...)...), nil
 			}
-			if !path.IsAbs(target) {
-				if j := path.Join(cur, target); j == ".." || strings.HasPrefix(j, "../") {
-					return fmt.Errorf("entry %q goes through symlink %q -> %q: %w", entry, next, target, ErrUnsafePath)
+			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+				break
+			}
+			if hops == 40 {
+				return "", fmt.Errorf("entry %q: too many levels of symbolic links: %w", entry, ErrUnsafePath)
+			}
+			target, err := r.Readlink(next)
+			if err != nil {
+				return "", err
+			}
+			if path.IsAbs(target) {
+				next = strings.TrimPrefix(path.Clean(target), "/")
+			} else {
+				j := path.Join(path.Dir(next), target)
+				if j == ".." || strings.HasPrefix(j, "../") {
+					return "", fmt.Errorf("entry %q goes through symlink %q -> %q: %w", entry, next, target, ErrUnsafePath)
 				}
+				next = j
 			}
-			// Continue the walk at the symlink's (contained) target.
-			resolved, err := securejoin.SecureJoin(root, next)
-			if err != nil {
-				return err
+			if next == "." || next == "" {
+				next = ""
+				break
 			}
-			rr, err := filepath.Rel(root, resolved)
-			if err != nil {
-				return err
-			}
-			next = filepath.ToSlash(rr)
 		}
 		cur = next
 	}
-	return nil
+	return cur, nil
 }
 
-func applyEntry(root string, h *tar.Header, r io.Reader, written map[string]bool) error {
+func applyEntry(r *fsroot.Root, h *tar.Header, data io.Reader, written map[string]bool) error {
 	rel, err := cleanEntry(h.Name)
 	if err != nil {
 		return err
@@ -335,26 +369,30 @@ func applyEntry(root string, h *tar.Header, r io.Reader, written map[string]bool
 	if rel == "" {
 		return nil
 	}
-	if err := checkParents(root, rel, h.Name); err != nil {
-		return err
-	}
-	dir, base := path.Split(rel)
-	parent, err := securejoin.SecureJoin(root, dir)
+	dir, err := resolveParents(r, rel, h.Name)
 	if err != nil {
-		return fmt.Errorf("entry %q: %v: %w", h.Name, err, ErrUnsafePath)
-	}
-	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return err
+	}
+	base := path.Base(rel)
+	if dir != "" {
+		if err := r.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("entry %q: %w", h.Name, err)
+		}
 	}
 	// Whiteouts.
 	if base == whiteoutOpaque {
-		ents, err := os.ReadDir(parent)
+		d, err := r.OpenFile(path.Join("/", dir), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", h.Name, err)
+		}
+		names, err := d.Readdirnames(-1)
+		d.Close()
 		if err != nil {
 			return err
 		}
-		for _, e := range ents {
-			if !written[path.Join(dir, e.Name())] {
-				if err := os.RemoveAll(filepath.Join(parent, e.Name())); err != nil {
+		for _, n := range names {
+			if !written[path.Join(dir, n)] {
+				if err := r.RemoveAll(path.Join(dir, n)); err != nil {
 					return err
 				}
 			}
@@ -362,91 +400,74 @@ func applyEntry(root string, h *tar.Header, r io.Reader, written map[string]bool
 		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		return os.RemoveAll(filepath.Join(parent, strings.TrimPrefix(base, whiteoutPrefix)))
+		return r.RemoveAll(path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
 	}
-	dst := filepath.Join(parent, base)
-	written[strings.TrimSuffix(rel, "/")] = true
-	mode := os.FileMode(h.Mode) & os.ModePerm
+	rel = path.Join(dir, base)
+	written[rel] = true
+	mode := uint32(h.Mode) & 0o777
 	// Replace whatever is there unless both are directories; never write
 	// through an existing symlink.
-	if fi, err := os.Lstat(dst); err == nil && !(fi.IsDir() && h.Typeflag == tar.TypeDir) {
-		if err := os.RemoveAll(dst); err != nil {
+	if st, err := r.Lstat(rel); err == nil && !(st.Mode&unix.S_IFMT == unix.S_IFDIR && h.Typeflag == tar.TypeDir) {
+		if err := r.RemoveAll(rel); err != nil {
 			return err
 		}
 	}
+	chown := os.Geteuid() == 0
+	mtime := unix.NsecToTimespec(h.ModTime.UnixNano())
+	times := [2]unix.Timespec{mtime, mtime}
 	switch h.Typeflag {
 	case tar.TypeDir:
-		if err := os.Mkdir(dst, mode|0o700); err != nil && !os.IsExist(err) {
+		if err := r.Mkdir(rel, mode|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := os.Chmod(dst, mode); err != nil {
+		if chown {
+			_ = r.Lchown(rel, h.Uid, h.Gid)
+		}
+		if err := r.Chmod(rel, mode); err != nil {
 			return err
 		}
+		_ = r.Lchtimes(rel, times)
 	case tar.TypeReg, tar.TypeRegA:
-		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, mode)
+		f, err := r.OpenFile(rel, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW, mode)
 		if err != nil {
 			return err
 		}
-		if _, err := io.Copy(f, r); err != nil {
+		if _, err := io.Copy(f, data); err != nil {
 			f.Close()
 			return fmt.Errorf("entry %q: %w", h.Name, err)
 		}
+		// On the open file, never by name: owner, then the mode with
+		// setuid/setgid/sticky (chown clears them), then the times.
+		fd := int(f.Fd())
+		if chown {
+			_ = unix.Fchown(fd, h.Uid, h.Gid)
+		}
+		_ = unix.Fchmod(fd, mode|uint32(h.Mode)&0o7000)
+		_ = unix.UtimesNanoAt(fd, "", times[:], unix.AT_EMPTY_PATH)
 		if err := f.Close(); err != nil {
 			return err
 		}
 	case tar.TypeSymlink:
-		if err := os.Symlink(h.Linkname, dst); err != nil {
+		if err := r.Symlink(h.Linkname, rel); err != nil {
 			return err
+		}
+		if chown {
+			_ = r.Lchown(rel, h.Uid, h.Gid)
 		}
 	case tar.TypeLink:
 		lrel, err := cleanEntry(h.Linkname)
-		if err != nil {
+		if err != nil || lrel == "" {
 			return fmt.Errorf("hardlink %q -> %q: %w", h.Name, h.Linkname, ErrUnsafePath)
 		}
-		src, err := securejoin.SecureJoin(root, lrel)
-		if err != nil {
-			return fmt.Errorf("hardlink %q: %v: %w", h.Name, err, ErrUnsafePath)
-		}
-		if fi, err := os.Lstat(src); err != nil || !fi.Mode().IsRegular() {
+		if st, err := r.Lstat(lrel); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return fmt.Errorf("hardlink %q -> %q: target is not a regular file in the image: %w", h.Name, h.Linkname, errdefs.ErrInvalidArgument)
 		}
-		if err := os.Link(src, dst); err != nil {
+		if err := r.Link(lrel, rel); err != nil {
 			return err
 		}
-	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		// Device nodes and fifos are created by the runtime, not by unpack.
-		return nil
-	case tar.TypeXGlobalHeader:
-		return nil
 	default:
-		return nil
-	}
-	if h.Typeflag != tar.TypeLink {
-		if os.Geteuid() == 0 {
-			_ = os.Lchown(dst, h.Uid, h.Gid)
-		}
-		if h.Typeflag != tar.TypeSymlink {
-			if h.Mode&0o7000 != 0 && h.Typeflag == tar.TypeReg {
-				// Keep setuid/setgid/sticky bits (chown clears them).
-				_ = os.Chmod(dst, mode|modeSpecial(h.Mode))
-			}
-			_ = os.Chtimes(dst, h.ModTime, h.ModTime)
-		}
+		// Device nodes and fifos are created by the runtime, not by
+		// unpack; global headers and unknown types carry no file.
 	}
 	return nil
-}
-
-// modeSpecial maps tar's setuid/setgid/sticky bits to os.FileMode bits.
-func modeSpecial(m int64) os.FileMode {
-	var fm os.FileMode
-	if m&0o4000 != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
 }

@@ -545,7 +545,7 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 	}
 }
 
-func manifestOf(t *testing.T, m *images.MemoryImage) ocispec.Manifest {
+func manifestOf(t testing.TB, m *images.MemoryImage) ocispec.Manifest {
 	t.Helper()
 	img, err := images.LoadImage(context.Background(), m, m.Root)
 	if err != nil {

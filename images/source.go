@@ -19,9 +19,11 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	orasErrdef "oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // Option configures Resolve, Pull, Import and Push.
@@ -32,6 +34,8 @@ type options struct {
 	dockerConfig string
 	progress     io.Writer
 	client       *http.Client
+	timeouts     Timeouts
+	limits       Limits
 }
 
 // WithPlainHTTP talks plain HTTP to the registry. Registries on localhost,
@@ -284,18 +288,40 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Entry, er
 	return v.(Entry), nil
 }
 
-// registryError maps oras/HTTP errors to errdefs kinds.
+// registryError maps oras/HTTP errors to errdefs kinds by their types and
+// status codes (never by their text: a port such as :44011 holds "401").
 func registryError(err error) error {
-	msg := err.Error()
+	var (
+		te   *TimeoutError
+		ph   *PlainHTTPError
+		le   *LimitError
+		resp *errcode.ErrorResponse
+	)
 	switch {
-	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err):
+	case errors.As(err, &te), errors.As(err, &ph), errors.As(err, &le):
 		return err
-	case strings.Contains(msg, "401") || strings.Contains(msg, "unauthorized") || strings.Contains(msg, "basic credential not found"):
+	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) ||
+		errdefs.IsResourceExhausted(err) || errdefs.IsDeadlineExceeded(err) || errdefs.IsPermissionDenied(err):
+		return err
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
 		return fmt.Errorf("%v: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
-	case strings.Contains(msg, "404") || strings.Contains(msg, "not found"):
+	case errors.As(err, &resp):
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%v: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
+		case http.StatusForbidden:
+			return fmt.Errorf("%v: the credentials in the docker config.json do not grant access to this repository: %w", err, errdefs.ErrPermissionDenied)
+		case http.StatusNotFound:
+			return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+		case http.StatusTooManyRequests:
+			return fmt.Errorf("%v: the registry is rate-limiting this client, try again later or log in: %w", err, errdefs.ErrUnavailable)
+		}
+	case errors.Is(err, orasErrdef.ErrNotFound):
 		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
-	case strings.Contains(msg, "http: server gave HTTP response to HTTPS client"):
-		return fmt.Errorf("%v: use --plain-http for a registry without TLS: %w", err, errdefs.ErrUnavailable)
+	case errors.Is(err, orasErrdef.ErrSizeExceedsLimit):
+		return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
+	case errdefs.IsCanceled(err):
+		return err
 	}
 	return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
 }
@@ -346,6 +372,8 @@ func newRepository(named reference.Named, o *options) (*remote.Repository, strin
 	client := &auth.Client{Cache: auth.NewCache(), Credential: credentials.Credential(store)}
 	if o.client != nil {
 		client.Client = o.client
+	} else {
+		client.Client = &http.Client{Transport: registryTransport(o.timeouts)}
 	}
 	client.SetUserAgent("kuasar-go")
 	repo.Client = client
@@ -367,7 +395,13 @@ func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Des
 	}
 	size := img.Descriptor.Size + img.Manifest.Config.Size
 	hasTar := false
+	lim := o.limits.withDefaults()
 	for _, l := range img.Manifest.Layers {
+		// A compressed layer is no larger than what it expands to: refuse
+		// an oversized one before downloading it.
+		if lim.MaxLayerSize >= 0 && l.Size > lim.MaxLayerSize {
+			return Entry{}, &LimitError{Layer: l.Digest, Limit: LimitLayerSize, Max: lim.MaxLayerSize, Unit: "bytes", Fix: fixLayerSize}
+		}
 		if err := t.fetch(ctx, l); err != nil {
 			return Entry{}, err
 		}
@@ -388,7 +422,7 @@ func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Des
 			if err := os.Mkdir(rootfsTmp, 0o755); err != nil {
 				return Entry{}, err
 			}
-			if err := unpackLayers(ctx, t, img.Manifest.Layers, rootfsTmp); err != nil {
+			if err := unpackLayers(ctx, t, img.Manifest.Layers, rootfsTmp, lim); err != nil {
 				return Entry{}, fmt.Errorf("unpack %s: %w", name, err)
 			}
 			rootfs = rootfsTmp
@@ -551,9 +585,17 @@ func (l layoutSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.Re
 }
 
 func (l layoutSource) index() (*ocispec.Index, error) {
-	b, err := os.ReadFile(filepath.Join(string(l), ocispec.ImageIndexFile))
+	f, err := os.Open(filepath.Join(string(l), ocispec.ImageIndexFile))
 	if err != nil {
 		return nil, fmt.Errorf("OCI layout %s: %w", string(l), err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJSONBlob+1))
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", string(l), err)
+	}
+	if len(b) > maxJSONBlob {
+		return nil, fmt.Errorf("index.json of OCI layout %s is over the %d byte limit on metadata: %w", string(l), maxJSONBlob, errdefs.ErrResourceExhausted)
 	}
 	return decodeIndex(b, string(l))
 }
@@ -633,9 +675,12 @@ func (a *archiveSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.
 
 func (a *archiveSource) index() (*ocispec.Index, error) {
 	r, _ := a.member(ocispec.ImageIndexFile)
-	b, err := io.ReadAll(io.LimitReader(r, maxJSONBlob))
+	b, err := io.ReadAll(io.LimitReader(r, maxJSONBlob+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(b) > maxJSONBlob {
+		return nil, fmt.Errorf("index.json of OCI archive %s is over the %d byte limit on metadata: %w", a.path, maxJSONBlob, errdefs.ErrResourceExhausted)
 	}
 	return decodeIndex(b, a.path)
 }

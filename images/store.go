@@ -15,10 +15,13 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/kuasar-go/kuasar/internal/atomicfile"
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
 )
 
 // Store is a local content-addressed image store under one directory:
@@ -26,7 +29,9 @@ import (
 //	blobs/sha256/<hex>   every blob, digest-verified on write and on use
 //	rootfs/<hex>/        the unpacked tar layers of manifest <hex>
 //	index.json           image names -> manifest, replaced atomically
-//	ingest/              per-pull staging, removed on success or failure
+//	ingest/pull-*/       per-pull staging, removed on success or failure;
+//	                     flock(2)ed by its pull, so the staging of a pull
+//	                     that died is told apart and removed by OpenStore
 //	lock                 flock(2) serialising commits across processes
 //
 // A pull stages every blob it fetches and the unpacked rootfs under ingest/,
@@ -83,23 +88,41 @@ func OpenStore(root string) (*Store, error) {
 		}
 	}
 	s := &Store{root: abs}
-	s.cleanStaleIngest()
+	s.cleanDeadIngest(context.Background())
 	return s, nil
 }
 
-// staleIngest is how old a staging directory must be before OpenStore
-// treats it as left behind by a crashed pull and removes it.
-const staleIngest = 24 * time.Hour
-
-func (s *Store) cleanStaleIngest() {
-	ents, err := os.ReadDir(filepath.Join(s.root, "ingest"))
+// cleanDeadIngest removes the staging directories of pulls that died
+// (killed, crashed, machine reset) before they could clean up. A live pull
+// holds flock(2) on its staging directory for as long as it runs, in this
+// process or another, and the kernel drops the lock when the process dies,
+// so a directory whose lock can be taken belongs to no live pull. It is
+// removed while the lock is held, so no new pull can adopt it.
+func (s *Store) cleanDeadIngest(ctx context.Context) {
+	dir := filepath.Join(s.root, "ingest")
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleIngest {
-			os.RemoveAll(filepath.Join(s.root, "ingest", e.Name()))
+		p := filepath.Join(dir, e.Name())
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if !e.IsDir() {
+				os.Remove(p) // not ours: nothing but staging directories live here
+			}
+			continue
 		}
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			unix.Close(fd) // a live pull's staging
+			continue
+		}
+		if err := removeTree(p); err != nil {
+			log.G(ctx).WithError(err).Warnf("image store: remove the staging %s of a dead pull", p)
+		} else {
+			log.G(ctx).Infof("image store: removed the staging %s of a dead pull", p)
+		}
+		unix.Close(fd)
 	}
 }
 
@@ -247,20 +270,64 @@ type Fetcher interface {
 type txn struct {
 	s        *Store
 	dir      string
+	lockFD   int // flock(2) held on dir while the pull lives
 	src      Fetcher
 	staged   map[digest.Digest]string
 	progress *progress
 }
 
 func (s *Store) newTxn(src Fetcher, pr *progress) (*txn, error) {
-	dir, err := os.MkdirTemp(filepath.Join(s.root, "ingest"), "pull-")
-	if err != nil {
-		return nil, err
+	for try := 0; ; try++ {
+		if try == 100 {
+			return nil, fmt.Errorf("staging directories under %s keep disappearing before they can be locked: is another program deleting them? %w", filepath.Join(s.root, "ingest"), errdefs.ErrUnavailable)
+		}
+		dir, err := os.MkdirTemp(filepath.Join(s.root, "ingest"), "pull-")
+		if err != nil {
+			return nil, err
+		}
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.ENOENT {
+			continue // taken for a dead pull's by a store opening meanwhile
+		}
+		if err != nil {
+			os.Remove(dir)
+			return nil, fmt.Errorf("open staging directory %s: %w", dir, err)
+		}
+		if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+			unix.Close(fd)
+			os.Remove(dir)
+			return nil, fmt.Errorf("lock staging directory %s: %w", dir, err)
+		}
+		// Between MkdirTemp and Flock, a store opening elsewhere may have
+		// taken the new directory for a dead pull's and removed it: then
+		// start again with another.
+		var st, byName unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Nlink == 0 || unix.Lstat(dir, &byName) != nil || byName.Ino != st.Ino || byName.Dev != st.Dev {
+			unix.Close(fd)
+			continue
+		}
+		return &txn{s: s, dir: dir, lockFD: fd, src: src, staged: map[digest.Digest]string{}, progress: pr}, nil
 	}
-	return &txn{s: s, dir: dir, src: src, staged: map[digest.Digest]string{}, progress: pr}, nil
 }
 
-func (t *txn) abort() { os.RemoveAll(t.dir) }
+// abort removes the staging directory, then drops its lock.
+func (t *txn) abort() {
+	if err := removeTree(t.dir); err != nil {
+		log.L.WithError(err).Warnf("image store: remove staging %s", t.dir)
+	}
+	unix.Close(t.lockFD)
+}
+
+// removeTree removes the directory tree p without following any symlink
+// in it (fsroot.RemoveAll, from p's parent directory fd).
+func removeTree(p string) error {
+	r, err := fsroot.Open(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.RemoveAll(filepath.Base(p))
+}
 
 // ReaderAt serves staged blobs, then store blobs, and fetches (verified)
 // from the source what neither has.
@@ -428,7 +495,7 @@ func (s *Store) gc(ctx context.Context, idx *indexFile) error {
 	}
 	for _, r := range ents {
 		if !keepRootfs[r.Name()] {
-			if err := os.RemoveAll(filepath.Join(rootfsDir, r.Name())); err != nil {
+			if err := removeTree(filepath.Join(rootfsDir, r.Name())); err != nil {
 				return err
 			}
 		}

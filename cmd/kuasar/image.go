@@ -55,6 +55,8 @@ func runImageBuild(ctx context.Context, env *cliEnv, args []string) int {
 	output := fs.String("output", "", "write an OCI layout to this directory, or an OCI archive when it ends in .tar")
 	plainHTTP := fs.Bool("plain-http", false, "push over plain HTTP (automatic for localhost registries)")
 	dockerConfig := fs.String("docker-config", "", "registry credentials file (default ~/.docker/config.json)")
+	var imf imageFlags
+	imf.registerTimeouts(fs)
 	var annotations, envs stringList
 	fs.Var(&annotations, "annotation", "manifest annotation KEY=VALUE, e.g. kuasar.io/isolation=wasm; repeatable")
 	fs.Var(&envs, "env", "environment KEY=VALUE of a --rootfs image; repeatable")
@@ -141,7 +143,11 @@ func runImageBuild(ctx context.Context, env *cliEnv, args []string) int {
 		}
 	}
 	if *push {
-		opts := []images.Option{images.WithPlainHTTP(*plainHTTP)}
+		timeoutOpts, err := imf.options()
+		if err != nil {
+			return fail(err)
+		}
+		opts := append([]images.Option{images.WithPlainHTTP(*plainHTTP)}, timeoutOpts...)
 		if *dockerConfig != "" {
 			opts = append(opts, images.WithDockerConfig(*dockerConfig))
 		}

@@ -16,6 +16,8 @@ func runPull(ctx context.Context, env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	plainHTTP := fs.Bool("plain-http", false, "talk plain HTTP to the registry (automatic for localhost, 127.0.0.1 and [::1])")
 	dockerConfig := fs.String("docker-config", "", "read registry credentials from this docker config.json (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	var imf imageFlags
+	imf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: kuasar pull [flags] REF\n\nREF is a registry reference (ghcr.io/org/app:tag), an OCI layout directory\nor an OCI archive (.tar), optionally PATH:NAME. Prints the name and manifest digest.\n\nflags:")
 		fs.PrintDefaults()
@@ -31,11 +33,15 @@ func runPull(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "kuasar pull: %v\n", err)
 		return exitImageFailure
 	}
+	limitOpts, err := imf.options()
+	if err != nil {
+		return fail(err)
+	}
 	s, err := openImageStore(env)
 	if err != nil {
 		return fail(err)
 	}
-	opts := []images.Option{images.WithPlainHTTP(*plainHTTP), images.WithProgress(progressWriter(env))}
+	opts := append([]images.Option{images.WithPlainHTTP(*plainHTTP), images.WithProgress(progressWriter(env))}, limitOpts...)
 	if *dockerConfig != "" {
 		opts = append(opts, images.WithDockerConfig(*dockerConfig))
 	}

@@ -66,6 +66,7 @@ type runOptions struct {
 	isolation string
 	engine    string
 	plainHTTP bool
+	images    imageFlags // registry timeouts and layer limits
 	workdir   string
 	target    string
 	args      []string // nil: the image's default args
@@ -94,6 +95,7 @@ func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox kind: auto (the image decides), wasm, vm or quark")
 	fs.StringVar(&o.engine, "engine", wazero.EngineName, "Wasm engine")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "talk plain HTTP to registries (local test registries only)")
+	o.images.register(fs)
 	fs.StringVar(&o.workdir, "workdir", "", "the guest's working directory (default: the image's, else /)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -144,7 +146,7 @@ func runCommand(ctx context.Context, env *cliEnv, args []string) int {
 	if err != nil {
 		return fail(fmt.Errorf("--isolation: %w", err))
 	}
-	wl, err := resolveTarget(ctx, env, o.target, o.plainHTTP)
+	wl, err := resolveTarget(ctx, env, o)
 	if err != nil {
 		return fail(err)
 	}

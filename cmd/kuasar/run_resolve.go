@@ -23,8 +23,10 @@ import (
 // file (recognised by its \0asm header; path#function picks an export), an
 // OCI layout directory, an OCI archive (PATH or PATH:NAME) or a registry
 // reference, the last three through the image store under
-// env.stateDir/images (registry images are pulled when the store lacks them).
-func resolveTarget(ctx context.Context, env *cliEnv, target string, plainHTTP bool) (*images.Workload, error) {
+// env.stateDir/images (registry images are pulled when the store lacks them,
+// under the registry timeouts and layer limits of o).
+func resolveTarget(ctx context.Context, env *cliEnv, o *runOptions) (*images.Workload, error) {
+	target := o.target
 	t, err := images.ParseTarget(target)
 	if err != nil {
 		// path.wasm#function: the file exists without the suffix.
@@ -38,11 +40,16 @@ func resolveTarget(ctx context.Context, env *cliEnv, target string, plainHTTP bo
 	if t.Kind == images.SourceWasmFile {
 		return resolveWasmFile(target)
 	}
+	limitOpts, err := o.images.options()
+	if err != nil {
+		return nil, err
+	}
 	s, err := openImageStore(env)
 	if err != nil {
 		return nil, err
 	}
-	return s.Resolve(ctx, target, images.WithPlainHTTP(plainHTTP), images.WithProgress(progressWriter(env)))
+	opts := append([]images.Option{images.WithPlainHTTP(o.plainHTTP), images.WithProgress(progressWriter(env))}, limitOpts...)
+	return s.Resolve(ctx, target, opts...)
 }
 
 // resolveWasmFile reads a .wasm file named by target ("path" or
