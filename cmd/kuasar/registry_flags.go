@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/bytesize"
 )
 
 // imageFlags are the flags that bound what a registry and an image may cost:
@@ -77,7 +78,7 @@ func (f *imageFlags) options() ([]images.Option, error) {
 	return opts, nil
 }
 
-// byteSize is a size flag (see parseSize) shown in binary units, so its
+// byteSize is a size flag (see bytesize.Parse) shown in binary units, so its
 // default prints as 8Gi rather than 8589934592.
 type byteSize uint64
 
@@ -95,7 +96,7 @@ func (b *byteSize) String() string {
 }
 
 func (b *byteSize) Set(v string) error {
-	n, err := parseSize(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return err
 	}
