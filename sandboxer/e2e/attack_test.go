@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/testenv"
 )
 
@@ -235,5 +236,207 @@ func TestStdoutFloodCRI(t *testing.T) {
 	}
 	e.Crictl("rm", ctr)
 	removePod(t, e, pod)
+	checkNothingLeft(t, e)
+}
+
+// openFileLimit is the soft RLIMIT_NOFILE of pid.
+func openFileLimit(t testing.TB, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			var soft int
+			if _, err := fmt.Sscan(rest, &soft); err != nil {
+				t.Fatalf("/proc/%d/limits: %q: %v", pid, line, err)
+			}
+			return soft
+		}
+	}
+	t.Fatalf("/proc/%d/limits has no Max open files", pid)
+	return 0
+}
+
+// defaultOpenFiles is the per-container open-file limit a CRI container
+// gets: containerd's CRI drops the OCI spec's rlimits, so the sandboxer's
+// default (1,024) applies.
+const defaultOpenFiles = 1024
+
+// TestFDBombCRI runs pods whose containers open files until refused and hold
+// them, next to another tenant. Each bomb must be refused with EMFILE at its
+// container's limit (or ENFILE at the sandboxer's budget when many bombs
+// together reach it, never EIO), and while they hold their files another
+// pod's runp, create, start and logs must work.
+func TestFDBombCRI(t *testing.T) {
+	e := testenv.NewEnv(t)
+	const bombRef, helloRef = "docker.io/kuasar/fdbomb:test", "docker.io/kuasar/hello-tenant:test"
+	importWasm(t, e, fixture(t, "fdbomb"), "fdbomb.wasm", bombRef, false)
+	importWasm(t, e, fixtures.Hello, "hello.wasm", helloRef, false)
+	pid := e.Sandboxer.Pid()
+	limit := openFileLimit(t, pid)
+	if err := runTenant(t, e, "warm", helloRef); err != nil { // warm caches and pools
+		t.Fatal(err)
+	}
+	baseFDs := fds(t, e)
+	t.Logf("sandboxer: %d fds open, limit %d", baseFDs, limit)
+
+	for _, tc := range []struct {
+		name  string
+		bombs int
+	}{
+		{"one bomb", 1},
+		// Together more than the sandboxer's own limit: only its budget
+		// (and reserve) stands between them and the other tenants.
+		{"bombs beyond the sandboxer's limit", limit/defaultOpenFiles + 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			name := "fd-" + strings.ReplaceAll(tc.name, " ", "-")
+			name = name[:min(len(name), 20)]
+			podCfg := podJSON(t, e, name, nil)
+			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+			t.Cleanup(func() { e.CrictlErr("rmp", "-f", pod) })
+			var ctrs []string
+			for i := range tc.bombs {
+				ctr := e.Crictl("create", pod, attackCtrJSON(t, e, fmt.Sprintf("%s-%d", name, i), bombRef, attackCtr{args: []string{"3600"}}), podCfg)
+				ctrs = append(ctrs, ctr)
+				// A bomb that starved the sandboxer fails here already.
+				if _, err := e.CrictlErr("start", ctr); err != nil {
+					t.Fatalf("start of bomb %d failed (earlier bombs starve the sandboxer?): %v\nsandboxer log:\n%s", i, err, tail(e.Sandboxer.Output(), 20))
+				}
+			}
+			total := 0
+			errnos := map[string]int{}
+			for i, ctr := range ctrs {
+				line := waitLogLine(t, e, ctr, "opened=", 120*time.Second)
+				kv := keyValues(line)
+				n := int(intField(t, kv, "opened", line))
+				total += n
+				errnos[kv["errno"]]++
+				if n > defaultOpenFiles {
+					t.Errorf("bomb %d opened %d files, above the container limit %d", i, n, defaultOpenFiles)
+				}
+				switch {
+				case tc.bombs == 1 && (kv["errno"] != "EMFILE" || n < defaultOpenFiles-64):
+					t.Errorf("the bomb got %s after %d files, want EMFILE at about %d", kv["errno"], n, defaultOpenFiles)
+				case kv["errno"] != "EMFILE" && kv["errno"] != "ENFILE":
+					t.Errorf("bomb %d got %s after %d files, want EMFILE (its limit) or ENFILE (the sandboxer's budget)", i, kv["errno"], n)
+				}
+			}
+			held := fds(t, e)
+			t.Logf("%d bombs hold %d files (errnos %v); sandboxer fds %d -> %d of %d", tc.bombs, total, errnos, baseFDs, held, limit)
+
+			// Another tenant, while the bombs hold their files.
+			tenantStart := time.Now()
+			if err := runTenant(t, e, name+"-t", helloRef); err != nil {
+				t.Errorf("another tenant's pod failed while the fd bombs hold %d files: %v\nsandboxer log:\n%s", total, err, tail(e.Sandboxer.Output(), 20))
+			} else {
+				t.Logf("the other tenant's pod ran in %s", time.Since(tenantStart).Round(time.Millisecond))
+			}
+			for _, ctr := range ctrs {
+				if st, _ := containerState(e, ctr); st != "CONTAINER_RUNNING" {
+					t.Errorf("bomb %s is %s while holding its files, want running", ctr, st)
+				}
+				e.Crictl("stop", "--timeout", "2", ctr)
+				e.Crictl("rm", ctr)
+			}
+			removePod(t, e, pod)
+			// The files are closed with the containers.
+			deadline := time.Now().Add(30 * time.Second)
+			for fds(t, e) > baseFDs+8 && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if got := fds(t, e); got > baseFDs+8 {
+				t.Errorf("sandboxer keeps %d fds after the bombs were removed (%d before)", got, baseFDs)
+			}
+			t.Logf("%s took %s", tc.name, time.Since(start).Round(time.Millisecond))
+		})
+	}
+	checkNothingLeft(t, e)
+}
+
+// defaultMemoryCap is [wasm] default_memory_limit's default.
+const defaultMemoryCap = 512 << 20
+
+// TestMemoryBombCRI runs a container that grows its memory until refused,
+// next to a running neighbour pod. The bomb must be refused at its cap (its
+// container's memory limit, else the default cap) with memory.grow failing
+// in the guest, the sandboxer's resident memory must stay within 1.25 × the
+// cap plus a fixed overhead, and the neighbour must keep running and a new
+// pod must still start.
+func TestMemoryBombCRI(t *testing.T) {
+	e := testenv.NewEnv(t)
+	const bombRef, wasiRef, helloRef = "docker.io/kuasar/membomb:test", "docker.io/kuasar/wasi-neighbour:test", "docker.io/kuasar/hello-tenant:test"
+	importWasm(t, e, fixture(t, "membomb"), "membomb.wasm", bombRef, false)
+	importWasm(t, e, fixtures.WASI, "wasi.wasm", wasiRef, false)
+	importWasm(t, e, fixtures.Hello, "hello.wasm", helloRef, false)
+
+	nbCfg := podJSON(t, e, "neighbour", nil)
+	nbPod := e.Crictl("runp", "--runtime", "kuasar", nbCfg)
+	t.Cleanup(func() { e.CrictlErr("rmp", "-f", nbPod) })
+	nb := e.Crictl("create", nbPod, ctrJSON(t, e, "neighbour", wasiRef, []string{"sleep", "3600"}, false), nbCfg)
+	e.Crictl("start", nb)
+	waitState(t, e, nb, "CONTAINER_RUNNING", 30*time.Second)
+	pid := e.Sandboxer.Pid()
+
+	// Host memory allowed beyond 1.25 × the cap: the compiled module, the
+	// runtime's heap growth and CRI's calls.
+	const overhead = 32 << 20
+	for _, tc := range []struct {
+		name     string
+		memLimit int64 // the container's memory limit, 0 for none
+		cap      int64 // where the guest must be refused
+	}{
+		{"container limit 64Mi", 64 << 20, 64 << 20},
+		{"default cap", 0, defaultMemoryCap},
+		{"container limit above the default", 768 << 20, 768 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			name := fmt.Sprintf("mem-%d", tc.memLimit>>20)
+			podCfg := podJSON(t, e, name, nil)
+			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+			t.Cleanup(func() { e.CrictlErr("rmp", "-f", pod) })
+			ctr := e.Crictl("create", pod, attackCtrJSON(t, e, name, bombRef, attackCtr{memLimit: tc.memLimit}), podCfg)
+			base := procStatusBytes(t, pid, "VmRSS")
+			resetPeakRSS(t, pid)
+			e.Crictl("start", ctr)
+			st := waitState(t, e, ctr, "CONTAINER_EXITED", 180*time.Second)
+			peak := procStatusBytes(t, pid, "VmHWM")
+			logs, _ := e.CrictlErr("logs", ctr)
+			line, _ := findLine(logs, "reached=")
+			code, _ := st["exitCode"].(float64)
+			t.Logf("%s: %q exit %v reason %v; sandboxer RSS %d MiB before, peak %d MiB (bound %d MiB); %s",
+				tc.name, line, code, st["reason"], base>>20, peak>>20, (base+uint64(tc.cap)*5/4+overhead)>>20, time.Since(start).Round(time.Millisecond))
+			if line == "" {
+				t.Fatalf("the bomb printed no reached= line (exit %v, reason %v): it was not refused by memory.grow\nlogs:\n%s\nsandboxer log:\n%s", code, st["reason"], tail(logs, 10), tail(e.Sandboxer.Output(), 20))
+			}
+			reached := intField(t, keyValues(line), "reached", line)
+			// membomb grows 1 MiB at a time: refused within 1 MiB of the cap.
+			if reached > tc.cap || reached < tc.cap-(1<<20) {
+				t.Errorf("the bomb reached %d MiB (%d bytes), want refusal at its cap of %d MiB", reached>>20, reached, tc.cap>>20)
+			}
+			// membomb exits 12 (ENOMEM) when memory.grow is refused.
+			if code != 12 {
+				t.Errorf("the bomb exited %v (reason %v), want 12: memory.grow refused in the guest", code, st["reason"])
+			}
+			if peak > base+uint64(tc.cap)*5/4+overhead {
+				t.Errorf("sandboxer RSS peaked at %d MiB for a %d MiB cap (base %d MiB): more than 1.25 × the cap + %d MiB", peak>>20, tc.cap>>20, base>>20, overhead>>20)
+			}
+			if s, _ := containerState(e, nb); s != "CONTAINER_RUNNING" {
+				t.Fatalf("the neighbour is %s after the bomb, want running\nsandboxer log:\n%s", s, tail(e.Sandboxer.Output(), 20))
+			}
+			if err := runTenant(t, e, name+"-t", helloRef); err != nil {
+				t.Errorf("a new pod failed after the memory bomb: %v", err)
+			}
+			e.Crictl("rm", ctr)
+			removePod(t, e, pod)
+		})
+	}
+	e.Crictl("stop", "--timeout", "2", nb)
+	e.Crictl("rm", nb)
+	removePod(t, e, nbPod)
 	checkNothingLeft(t, e)
 }
