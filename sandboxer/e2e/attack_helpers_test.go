@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,6 +73,16 @@ func containerState(e *testenv.Env, ctr string) (string, error) {
 	return strings.TrimSpace(out), err
 }
 
+// crictlLogs returns both streams of a container's CRI log (crictl logs
+// writes the container's stderr to its own stderr).
+func crictlLogs(e *testenv.Env, ctr string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, e.Tools.Crictl, "--runtime-endpoint", "unix://"+e.ContainerdSock,
+		"--image-endpoint", "unix://"+e.ContainerdSock, "--timeout", "60s", "logs", ctr).CombinedOutput()
+	return string(out)
+}
+
 // waitLogLine polls crictl logs of ctr until a line starting with prefix
 // appears and returns that line. It fails t when the container exits
 // without printing it or the deadline passes.
@@ -78,14 +90,14 @@ func waitLogLine(t testing.TB, e *testenv.Env, ctr, prefix string, timeout time.
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		logs, _ := e.CrictlErr("logs", ctr)
+		logs := crictlLogs(e, ctr)
 		if line, ok := findLine(logs, prefix); ok {
 			return line
 		}
 		st, _ := containerState(e, ctr)
 		if st == "CONTAINER_EXITED" {
 			// It may have printed the line just before exiting.
-			logs, _ = e.CrictlErr("logs", ctr)
+			logs = crictlLogs(e, ctr)
 			if line, ok := findLine(logs, prefix); ok {
 				return line
 			}

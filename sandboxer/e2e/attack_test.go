@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,23 +41,33 @@ const (
 // directory in a loop, container A opening and creating files through the
 // swapped name in a loop. No byte of a file outside the mount may be read
 // (no LEAK line, the host secret never in the logs) and nothing outside the
-// mount may be written (the host directory next to the mount is unchanged).
+// mount may be written (the host directory next to the mount is unchanged,
+// nothing created next to the mount).
+//
+// A guest may not create a symlink with an absolute target (EPERM, as WASI
+// asks), so the issue's absolute link (there to /etc) is swapped by a host
+// process writing in the shared directory, which the issue names as the
+// other winner of the race; the guests swap relative links.
 func TestRenameRaceAttackCRI(t *testing.T) {
 	e := testenv.NewEnv(t)
 	const ref = "docker.io/kuasar/race:test"
 	importWasm(t, e, fixture(t, "race"), "race.wasm", ref, false)
 
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name string
-		// linkTarget is the swapper's symlink target given the host
-		// directory outside the mount.
+		// hostSwapper swaps from the host instead of container B.
+		hostSwapper bool
+		// linkTarget is the swapped symlink's target given the host
+		// directory outside the mount (a sibling of the mount).
 		linkTarget func(outside string) string
 	}{
-		// The issue's attack: an absolute link to a host directory (there
-		// /etc). Inside the container the name means a path of its root.
-		{"absolute link", func(outside string) string { return outside }},
-		// A relative link that climbs out of the mount with "..".
-		{"relative link", func(outside string) string { return "../" + filepath.Base(outside) }},
+		{"guest swaps a link to the parent", false, func(outside string) string { return "../" + filepath.Base(outside) }},
+		{"guest swaps a link through the host root", false, func(outside string) string {
+			// From DIR/d: one ".." per component of the mount's host
+			// path reaches the host root, then down to outside.
+			return strings.Repeat("../", strings.Count(filepath.Dir(outside), "/")+1) + strings.TrimPrefix(outside, "/")
+		}},
+		{"host swaps an absolute link", true, func(outside string) string { return outside }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -85,30 +96,40 @@ func TestRenameRaceAttackCRI(t *testing.T) {
 			before := treeSnapshot(t, outside)
 			entriesBefore := dirNames(t, base)
 
-			podName := "race-" + strings.ReplaceAll(tc.name, " ", "-")
+			podName := fmt.Sprintf("race%d", i)
 			podCfg := podJSON(t, e, podName, nil)
 			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
 			t.Cleanup(func() { e.CrictlErr("rmp", "-f", pod) })
 			mounts := []criMount{{ContainerPath: "/data", HostPath: shared}}
-			// The swapper runs until stopped; the reader bounds the attack.
-			swapper := e.Crictl("create", pod, attackCtrJSON(t, e, podName+"-swap", ref, attackCtr{
-				args: []string{"swap", "/data", tc.linkTarget(outside), "3600"}, mounts: mounts}), podCfg)
 			reader := e.Crictl("create", pod, attackCtrJSON(t, e, podName+"-read", ref, attackCtr{
 				args: []string{"read", "/data", fmt.Sprint(raceSeconds), fmt.Sprint(raceAttempts)}, mounts: mounts}), podCfg)
-			e.Crictl("start", swapper)
-			waitLogLine(t, e, swapper, "ready", 60*time.Second)
+			var swapper string
+			var stopHost func() int64
+			if tc.hostSwapper {
+				stopHost = hostSwap(t, shared, tc.linkTarget(outside))
+			} else {
+				// The swapper runs until stopped; the reader bounds the attack.
+				swapper = e.Crictl("create", pod, attackCtrJSON(t, e, podName+"-swap", ref, attackCtr{
+					args: []string{"swap", "/data", tc.linkTarget(outside), "3600"}, mounts: mounts}), podCfg)
+				e.Crictl("start", swapper)
+				waitLogLine(t, e, swapper, "ready", 60*time.Second)
+			}
 			attackStart := time.Now()
 			e.Crictl("start", reader)
 			summary := waitLogLine(t, e, reader, "attempts=", (raceSeconds+120)*time.Second)
 			attackTook := time.Since(attackStart)
-			st, _ := containerState(e, swapper)
-			if st != "CONTAINER_RUNNING" {
-				t.Fatalf("the swapper is %s before the reader ended: the race did not run for the whole attack\nlogs:\n%s", st, e.Crictl("logs", swapper))
+			if tc.hostSwapper {
+				t.Logf("host swaps: %d", stopHost())
+			} else {
+				st, _ := containerState(e, swapper)
+				if st != "CONTAINER_RUNNING" {
+					t.Fatalf("the swapper is %s before the reader ended: the race did not run for the whole attack\nlogs:\n%s", st, crictlLogs(e, swapper))
+				}
+				e.Crictl("stop", "--timeout", "2", swapper)
+				waitState(t, e, swapper, "CONTAINER_EXITED", 60*time.Second)
 			}
-			e.Crictl("stop", "--timeout", "2", swapper)
-			waitState(t, e, swapper, "CONTAINER_EXITED", 60*time.Second)
 
-			logs, _ := e.CrictlErr("logs", reader)
+			logs := crictlLogs(e, reader)
 			kv := keyValues(summary)
 			attempts := intField(t, kv, "attempts", summary)
 			leaks := intField(t, kv, "leaks", summary)
@@ -140,12 +161,61 @@ func TestRenameRaceAttackCRI(t *testing.T) {
 			if attempts < raceAttempts && attackTook < raceSeconds*time.Second {
 				t.Errorf("the reader stopped after %d attempts and %s, before %d attempts or %d s", attempts, attackTook, raceAttempts, raceSeconds)
 			}
-			e.Crictl("rm", swapper)
+			if swapper != "" {
+				e.Crictl("rm", swapper)
+			}
 			e.Crictl("rm", reader)
 			removePod(t, e, pod)
 		})
 	}
 	checkNothingLeft(t, e)
+}
+
+// hostSwap plays the swapper from the host, as any process writing in a
+// shared directory can: it creates dir/DIR/shadow (the inside file) and
+// dir/link -> target, then loops the same renames as the race fixture's
+// swap mode until the returned function is called, which returns the
+// number of swap rounds.
+func hostSwap(t testing.TB, dir, target string) func() int64 {
+	t.Helper()
+	real, d, link := filepath.Join(dir, "dir"), filepath.Join(dir, "d"), filepath.Join(dir, "link")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "shadow"), []byte(fixtures.RaceInside), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan int64)
+	go func() {
+		var n int64
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			for range 64 {
+				os.Rename(real, d)
+				os.Rename(d, real)
+				os.Rename(link, d)
+				os.Rename(d, link)
+			}
+			n += 64
+		}
+	}()
+	var once sync.Once
+	var swaps int64
+	stopFn := func() int64 {
+		once.Do(func() { close(stop); swaps = <-done })
+		return swaps
+	}
+	t.Cleanup(func() { stopFn() })
+	return stopFn
 }
 
 func randHex(t testing.TB) string {
