@@ -62,10 +62,11 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
-	mc, err := m.moduleConfig(ctx, cfg)
+	mc, closeMounts, err := m.moduleConfig(ctx, cfg)
 	if err != nil {
 		return 0, err
 	}
+	defer closeMounts()
 
 	runCtx := ctx
 	var cancel context.CancelFunc
@@ -144,33 +145,50 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %v: %w", dgst, what, err, errdefs.ErrUnknown)
 }
 
-// moduleConfig maps a RunConfig onto a wazero module configuration.
-func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.ModuleConfig, error) {
+// moduleConfig maps a RunConfig onto a wazero module configuration. The
+// returned func closes the mounts' directory fds once the instance is done.
+func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero.ModuleConfig, closeMounts func(), err error) {
+	var roots []*confinedFS
+	closeAll := func() {
+		for _, r := range roots {
+			r.close()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	env, err := splitEnv(cfg.Env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cwd := cfg.Cwd
 	if cwd == "" {
 		cwd = "/"
 	}
 	if !path.IsAbs(cwd) {
-		return nil, fmt.Errorf("working directory %q is not absolute: fix process.cwd / the image's WorkingDir: %w", cfg.Cwd, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("working directory %q is not absolute: fix process.cwd / the image's WorkingDir: %w", cfg.Cwd, errdefs.ErrInvalidArgument)
 	}
 	fsc := wazero.NewFSConfig()
 	for _, mnt := range cfg.Mounts {
 		if !path.IsAbs(mnt.GuestPath) {
-			return nil, fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+			return nil, nil, fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 		}
 		st, err := os.Stat(mnt.HostPath)
 		if err != nil {
-			return nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+			return nil, nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
 		}
 		if !st.IsDir() {
-			return nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 		}
 		guest := path.Clean(mnt.GuestPath)
-		var mfs experimentalsys.FS = newConfinedFS(mnt.HostPath)
+		cfs, err := newConfinedFS(mnt.HostPath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
+		}
+		roots = append(roots, cfs)
+		var mfs experimentalsys.FS = cfs
 		if mnt.ReadOnly {
 			mfs = &sysfs.ReadFS{FS: mfs}
 		}
@@ -200,7 +218,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (wazero.M
 	if cfg.Stderr != nil {
 		mc = mc.WithStderr(cfg.Stderr)
 	}
-	return mc, nil
+	return mc, closeAll, nil
 }
 
 // sleepCtx sleeps ns nanoseconds or until ctx is done, so a guest sleeping
