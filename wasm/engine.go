@@ -108,6 +108,21 @@ type RunConfig struct {
 	// engine's default (4 GiB for wasm32). A module whose minimum memory is
 	// above the limit fails with an error naming both figures.
 	MemoryLimit uint64
+	// MemoryBudget, when set, also bounds the sum of the linear memories of
+	// every instance run with the same budget (a pod's limit shared by its
+	// containers): a grow past it is refused as one past MemoryLimit is.
+	MemoryBudget *MemoryBudget
+	// MemoryRefused, when set, is called (on the guest's goroutine) each
+	// time a memory.grow of the instance is refused by MemoryLimit or
+	// MemoryBudget, with the size in bytes the guest asked to grow to. The
+	// guest sees -1 and keeps running; the task service reports an OOM.
+	MemoryRefused func(size uint64)
+	// OpenFileLimit caps the files the guest holds open at once, counting
+	// stdio and its preopened mounts as RLIMIT_NOFILE counts every fd: an
+	// open past it fails with EMFILE in the guest. 0 means no per-instance
+	// limit (the engine's process-wide budget, if any, still applies and
+	// fails opens with ENFILE).
+	OpenFileLimit int
 	// Timeout stops the instance after this wall-clock time; 0 means none.
 	Timeout time.Duration
 	// Signal, when set, is consulted after the instance was stopped from the

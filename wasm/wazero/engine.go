@@ -73,6 +73,7 @@ type Engine struct {
 	cache   wazero.CompilationCache
 
 	closed atomic.Bool
+	mem    memPool // reusable small linear memories, see memory.go
 
 	unstableOnce sync.Once
 	unstableErr  error
@@ -206,6 +207,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Unlock()
 	// Instances still running stop as killed ones do.
 	err := e.runtime.CloseWithExitCode(ctx, wasm.ExitKilled)
+	e.mem.close()
 	if e.cache != nil {
 		err = errors.Join(err, e.cache.Close(ctx))
 	}

@@ -238,7 +238,7 @@ func TestModuleInfo(t *testing.T) {
 		exports []string
 	}{
 		{fixtures.BigMem, fixtures.BigMemPages * 65536, []string{"_start"}},
-		{fixtures.Reactor, 65536, []string{"fail", "greet", "grow", "trap"}},
+		{fixtures.Reactor, 65536, []string{"fail", "greet", "grow", "grow1k", "trap"}},
 		{fixtures.Loop, 65536, []string{"_start"}},
 	}
 	for _, tc := range tests {

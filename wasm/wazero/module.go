@@ -8,13 +8,13 @@ import (
 	"os"
 	"path"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
@@ -80,20 +80,19 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if cfg.Stdin != nil {
 		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
 	}
-	// The default allocation is fastest; our allocator is needed to cap
-	// memory below 4 GiB, and to let a caller watch the memory size without
-	// racing the guest.
-	var view *instanceView
+	// Every instance gets its memory from a per-run allocator: it caps the
+	// memory, charges the sandbox's budget and lets a caller watch the
+	// size without racing the guest (memory.go).
 	limit := cfg.MemoryLimit
 	if limit >= 1<<32 {
 		limit = 0
 	}
-	if limit > 0 || cfg.Started != nil {
-		view = &instanceView{}
-		runCtx = experimental.WithMemoryAllocator(runCtx, limitAllocator(limit, view))
-	}
+	view := &instanceView{}
+	mem := &runMemory{pool: &m.engine.mem, limit: limit, budget: cfg.MemoryBudget, view: view, refused: cfg.MemoryRefused}
+	defer mem.release()
+	runCtx = experimental.WithMemoryAllocator(runCtx, mem)
 
-	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view)
+	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem)
 	if runCtx.Err() != nil {
 		// Stopped from the outside (cancel or timeout): whatever the guest
 		// was doing, it was killed.
@@ -109,8 +108,8 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView) (int, error) {
-	inst, err := m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory) (int, error) {
+	inst, err := m.instantiate(ctx, mc, mem)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
 	}
@@ -131,10 +130,33 @@ func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig,
 	return 0, nil
 }
 
+// instantiate instantiates the module. When its memory cannot get its
+// initial size (budget exhausted, no address space) the allocator has no
+// way to fail but returning nil, which wazero does not expect at
+// instantiation and panics on: that panic becomes an error of kind
+// errdefs.ErrResourceExhausted here; any other panic is re-raised.
+func (m *Module) instantiate(ctx context.Context, mc wazero.ModuleConfig, mem *runMemory) (inst api.Module, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if mem.startErr == nil {
+				panic(p)
+			}
+			inst, err = nil, nil
+		}
+		if mem.startErr != nil && inst == nil {
+			err = fmt.Errorf("module %s cannot start: %w: %w", m.digest, mem.startErr, errdefs.ErrResourceExhausted)
+		}
+	}()
+	return m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
+}
+
 // exitCode turns an instantiate or call error into the guest's exit code:
 // proc_exit(n) is exit n, anything else is a trap.
 func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 	var exit *sys.ExitError
+	if errdefs.IsResourceExhausted(err) {
+		return wasm.ExitKilled, err
+	}
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
 		case sys.ExitCodeContextCanceled, sys.ExitCodeDeadlineExceeded:
@@ -280,55 +302,4 @@ func (c *cancelReader) Read(p []byte) (int, error) {
 	case <-c.done:
 		return 0, io.EOF
 	}
-}
-
-// instanceView is the wasm.Instance a RunConfig.Started callback gets: the
-// allocator keeps the memory size in it, so that another goroutine can read
-// it while the guest runs.
-type instanceView struct {
-	memBytes atomic.Uint64
-}
-
-// MemoryBytes implements wasm.Instance.
-func (v *instanceView) MemoryBytes() uint64 { return v.memBytes.Load() }
-
-// limitAllocator backs each linear memory with a Go slice that refuses to
-// grow past limit bytes (0: the module's own maximum), so memory.grow beyond
-// the run's limit returns -1 to the guest (malloc returns NULL) instead of
-// taking host memory. The current size is published in view.
-func limitAllocator(limit uint64, view *instanceView) experimental.MemoryAllocator {
-	return experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
-		lim := max
-		if limit > 0 {
-			lim = min(limit, max)
-		}
-		return &limitedMemory{limit: lim, buf: make([]byte, 0, min(capacity, lim)), view: view}
-	})
-}
-
-type limitedMemory struct {
-	limit uint64
-	buf   []byte
-	view  *instanceView
-}
-
-func (l *limitedMemory) Reallocate(size uint64) []byte {
-	if size > l.limit {
-		return nil
-	}
-	if size <= uint64(cap(l.buf)) {
-		l.buf = l.buf[:size]
-	} else {
-		newCap := min(max(size, 2*uint64(cap(l.buf))), l.limit)
-		nb := make([]byte, size, newCap)
-		copy(nb, l.buf)
-		l.buf = nb
-	}
-	l.view.memBytes.Store(size)
-	return l.buf
-}
-
-func (l *limitedMemory) Free() {
-	l.buf = nil
-	l.view.memBytes.Store(0)
 }
