@@ -355,13 +355,17 @@ func TestFDBombCRI(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		bombs int
+		long  bool // skipped with -short
 	}{
-		{"one bomb", 1},
+		{"one bomb", 1, false},
 		// Together more than the sandboxer's own limit: only its budget
 		// (and reserve) stands between them and the other tenants.
-		{"bombs beyond the sandboxer's limit", limit/defaultOpenFiles + 2},
+		{"bombs beyond the sandboxer's limit", limit/defaultOpenFiles + 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long && testing.Short() {
+				t.Skipf("-short: %d bomb containers", tc.bombs)
+			}
 			start := time.Now()
 			name := "fd-" + strings.ReplaceAll(tc.name, " ", "-")
 			name = name[:min(len(name), 20)]
@@ -458,12 +462,16 @@ func TestMemoryBombCRI(t *testing.T) {
 		name     string
 		memLimit int64 // the container's memory limit, 0 for none
 		cap      int64 // where the guest must be refused
+		long     bool  // skipped with -short
 	}{
-		{"container limit 64Mi", 64 << 20, 64 << 20},
-		{"default cap", 0, defaultMemoryCap},
-		{"container limit above the default", 768 << 20, 768 << 20},
+		{"container limit 64Mi", 64 << 20, 64 << 20, false},
+		{"default cap", 0, defaultMemoryCap, true},
+		{"container limit above the default", 768 << 20, 768 << 20, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long && testing.Short() {
+				t.Skipf("-short: the bomb commits %d MiB", tc.cap>>20)
+			}
 			start := time.Now()
 			name := fmt.Sprintf("mem-%d", tc.memLimit>>20)
 			podCfg := podJSON(t, e, name, nil)
