@@ -46,6 +46,7 @@ type Option func(*options)
 type options struct {
 	cacheDir    string
 	interpreter bool
+	fileBudget  int
 }
 
 // WithCacheDir keeps compiled native code in dir (created if missing), so a
@@ -73,7 +74,8 @@ type Engine struct {
 	cache   wazero.CompilationCache
 
 	closed atomic.Bool
-	mem    memPool // reusable small linear memories, see memory.go
+	mem    memPool    // reusable small linear memories, see memory.go
+	files  fileBudget // files open in all instances, see fdlimit.go
 
 	unstableOnce sync.Once
 	unstableErr  error
@@ -108,11 +110,15 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 		cfg = cfg.WithCompilationCache(cache)
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+	wasi, err := wasiHostModule(ctx, r, wasi_snapshot_preview1.ModuleName)
+	if err == nil {
+		_, err = wasi.Instantiate(ctx)
+	}
+	if err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	return &Engine{runtime: r, cache: cache, mods: map[digest.Digest]*Module{}}, nil
+	return &Engine{runtime: r, cache: cache, mods: map[digest.Digest]*Module{}, files: fileBudget{limit: int64(o.fileBudget)}}, nil
 }
 
 // Name implements wasm.Engine.
@@ -185,9 +191,11 @@ func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
 // it off the start-up path of every process.
 func (e *Engine) instantiateWASIUnstable(ctx context.Context) error {
 	e.unstableOnce.Do(func() {
-		b := e.runtime.NewHostModuleBuilder(wasiUnstable)
-		wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-		if _, err := b.Instantiate(context.WithoutCancel(ctx)); err != nil {
+		b, err := wasiHostModule(context.WithoutCancel(ctx), e.runtime, wasiUnstable)
+		if err == nil {
+			_, err = b.Instantiate(context.WithoutCancel(ctx))
+		}
+		if err != nil {
 			e.unstableErr = fmt.Errorf("instantiate %s: %w", wasiUnstable, err)
 		}
 	})

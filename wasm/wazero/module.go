@@ -62,7 +62,12 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
-	mc, closeMounts, err := m.moduleConfig(ctx, cfg)
+	if err := checkOpenFileLimit(cfg.OpenFileLimit, len(cfg.Mounts)); err != nil {
+		return 0, err
+	}
+	files := newOpenFiles(&m.engine.files, cfg.OpenFileLimit)
+	defer files.finish()
+	mc, closeMounts, err := m.moduleConfig(ctx, cfg, files)
 	if err != nil {
 		return 0, err
 	}
@@ -91,8 +96,9 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	mem := &runMemory{pool: &m.engine.mem, limit: limit, budget: cfg.MemoryBudget, view: view, refused: cfg.MemoryRefused}
 	defer mem.release()
 	runCtx = experimental.WithMemoryAllocator(runCtx, mem)
+	runCtx = context.WithValue(runCtx, openFilesKey{}, files)
 
-	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem)
+	code, err := m.instantiateAndCall(runCtx, mc, fn, cfg.Started, view, mem, files)
 	if runCtx.Err() != nil {
 		// Stopped from the outside (cancel or timeout): whatever the guest
 		// was doing, it was killed.
@@ -108,7 +114,7 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory) (int, error) {
+func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory, files *openFiles) (int, error) {
 	inst, err := m.instantiate(ctx, mc, mem)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
@@ -125,7 +131,13 @@ func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig,
 		return 0, fmt.Errorf("function %q of module %s takes %d parameters; only functions without parameters can be an entrypoint: %w", fn, m.digest, len(f.Definition().ParamTypes()), errdefs.ErrInvalidArgument)
 	}
 	if _, err := f.Call(ctx); err != nil {
-		return exitCode(m.digest, "running", err)
+		code, err := exitCode(m.digest, "running", err)
+		if r := files.takeRefusal(); r != 0 && errdefs.IsUnknown(err) {
+			// wazero opens preopened mounts when the guest first asks
+			// about them, and traps when that fails.
+			err = fmt.Errorf("module %s could not open its mounts: %s: %w", m.digest, refusalText(r), errdefs.ErrResourceExhausted)
+		}
+		return code, err
 	}
 	return 0, nil
 }
@@ -169,7 +181,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 
 // moduleConfig maps a RunConfig onto a wazero module configuration. The
 // returned func closes the mounts' directory fds once the instance is done.
-func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero.ModuleConfig, closeMounts func(), err error) {
+func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig, files *openFiles) (_ wazero.ModuleConfig, closeMounts func(), err error) {
 	var roots []*confinedFS
 	closeAll := func() {
 		for _, r := range roots {
@@ -214,6 +226,7 @@ func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig) (_ wazero
 		if mnt.ReadOnly {
 			mfs = &sysfs.ReadFS{FS: mfs}
 		}
+		mfs = files.wrap(mfs) // counts open files (fdlimit.go)
 		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(mfs, guest)
 	}
 	mc := wazero.NewModuleConfig().

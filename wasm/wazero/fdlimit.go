@@ -1,0 +1,271 @@
+package wazero
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"sync"
+	"sync/atomic"
+
+	"github.com/containerd/errdefs"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Open files are limited twice: per instance (RunConfig.OpenFileLimit, the
+// container's RLIMIT_NOFILE), where the guest gets EMFILE, and per engine
+// (WithOpenFileBudget, what the hosting process can spare), where it gets
+// ENFILE, so that one guest cannot take the file descriptors the sandboxer
+// needs for its own API and for other tenants.
+//
+// Counting is done by a file-system wrapper (limitFS) around each mount:
+// a file counts from a successful OpenFile until its Close. wazero's errno
+// type has no EMFILE or ENFILE (it reports both as EIO), so the wrapper
+// fails the open with EIO and records the real reason, and path_open, the
+// only WASI call that opens files, is wrapped to return it instead.
+
+// WASI preview 1 errno values (wasi_snapshot_preview1 "errno" enum).
+const (
+	wasiEMFILE = 33
+	wasiENFILE = 41
+	wasiEIO    = 29
+)
+
+// stdioFiles are the guest's stdin, stdout and stderr, which count against
+// its open-file limit as they do against RLIMIT_NOFILE.
+const stdioFiles = 3
+
+// WithOpenFileBudget bounds the files all instances of the engine hold open
+// together: past it an open fails with ENFILE in the guest. 0 (the default)
+// means no engine-wide bound. The sandboxer sets it to its RLIMIT_NOFILE
+// minus a reserve for its own sockets and files.
+func WithOpenFileBudget(n int) Option {
+	return func(o *options) { o.fileBudget = n }
+}
+
+// fileBudget counts the files every instance of an engine holds open.
+type fileBudget struct {
+	limit int64 // 0: none
+	used  atomic.Int64
+}
+
+func (b *fileBudget) reserve() bool {
+	if b.limit <= 0 {
+		b.used.Add(1)
+		return true
+	}
+	if b.used.Add(1) > b.limit {
+		b.used.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (b *fileBudget) release(n int64) { b.used.Add(-n) }
+
+// OpenFiles is the number of files the engine's instances hold open now
+// (files opened through their mounts, preopened directories included).
+func (e *Engine) OpenFiles() int { return int(e.files.used.Load()) }
+
+// openFiles counts one instance's open files against its limit and the
+// engine's budget.
+type openFiles struct {
+	engine *fileBudget
+	limit  int // including stdio; 0: none
+
+	mu      sync.Mutex
+	open    int    // opened through a mount and not closed yet
+	refused uint64 // WASI errno of the last refused open, 0 if none
+	done    bool
+}
+
+func newOpenFiles(engine *fileBudget, limit int) *openFiles {
+	return &openFiles{engine: engine, limit: limit}
+}
+
+// acquire counts one more open file, or refuses it and records why.
+func (o *openFiles) acquire() experimentalsys.Errno {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.done:
+		return experimentalsys.EBADF
+	case o.limit > 0 && stdioFiles+o.open >= o.limit:
+		o.refused = wasiEMFILE
+		return experimentalsys.EIO
+	case !o.engine.reserve():
+		o.refused = wasiENFILE
+		return experimentalsys.EIO
+	}
+	o.open++
+	return 0
+}
+
+// release uncounts one file. After finish it does nothing: finish already
+// refunded everything.
+func (o *openFiles) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done || o.open == 0 {
+		return
+	}
+	o.open--
+	o.engine.release(1)
+}
+
+// takeRefusal returns and clears the reason of the last refused open.
+func (o *openFiles) takeRefusal() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.refused
+	o.refused = 0
+	return r
+}
+
+// finish refunds whatever the instance still holds, when its run ends: a
+// failed instantiation may never close what it opened.
+func (o *openFiles) finish() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done {
+		return
+	}
+	o.done = true
+	o.engine.release(int64(o.open))
+	o.open = 0
+}
+
+// wrap makes fsys count its opened files.
+func (o *openFiles) wrap(fsys experimentalsys.FS) experimentalsys.FS {
+	return &limitFS{FS: fsys, files: o}
+}
+
+// checkOpenFileLimit refuses a limit that cannot even hold stdio and the
+// preopened mounts.
+func checkOpenFileLimit(limit, mounts int) error {
+	if limit < 0 || (limit > 0 && limit < stdioFiles+mounts) {
+		return fmt.Errorf("open file limit %d cannot hold the guest's stdio and its %d mounts: allow at least %d (process.rlimits RLIMIT_NOFILE, --open-files): %w", limit, mounts, stdioFiles+mounts, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// limitFS is a mount whose opened files are counted.
+type limitFS struct {
+	experimentalsys.FS
+	files *openFiles
+}
+
+// OpenFile implements experimentalsys.FS.
+func (l *limitFS) OpenFile(path string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	if errno := l.files.acquire(); errno != 0 {
+		return nil, errno
+	}
+	f, errno := l.FS.OpenFile(path, flag, perm)
+	if errno != 0 {
+		l.files.release()
+		return nil, errno
+	}
+	lf := &limitFile{File: f, files: l.files}
+	if pf, ok := f.(experimentalsys.PollableFile); ok {
+		return &limitPollableFile{limitFile: lf, p: pf}, 0
+	}
+	return lf, 0
+}
+
+// limitFile is an open file that is uncounted when closed.
+type limitFile struct {
+	experimentalsys.File
+	files  *openFiles
+	closed atomic.Bool
+}
+
+// Close implements experimentalsys.File.
+func (f *limitFile) Close() experimentalsys.Errno {
+	if f.closed.Swap(true) {
+		return 0
+	}
+	errno := f.File.Close()
+	f.files.release()
+	return errno
+}
+
+// limitPollableFile keeps the non-blocking and poll support of the file it
+// wraps visible to wazero.
+type limitPollableFile struct {
+	*limitFile
+	p experimentalsys.PollableFile
+}
+
+// IsNonblock implements experimentalsys.PollableFile.
+func (f *limitPollableFile) IsNonblock() bool { return f.p.IsNonblock() }
+
+// SetNonblock implements experimentalsys.PollableFile.
+func (f *limitPollableFile) SetNonblock(enable bool) experimentalsys.Errno {
+	return f.p.SetNonblock(enable)
+}
+
+// Poll implements experimentalsys.Pollable.
+func (f *limitPollableFile) Poll(flag experimentalsys.Pflag, timeoutMillis int32) (bool, experimentalsys.Errno) {
+	return f.p.Poll(flag, timeoutMillis)
+}
+
+// refusalText explains a refused open.
+func refusalText(errno uint64) string {
+	if errno == wasiEMFILE {
+		return "its open-file limit is reached (EMFILE)"
+	}
+	return "the runtime's open-file budget for all guests is spent (ENFILE): other guests hold too many files, or raise RLIMIT_NOFILE / lower [sandboxer] fd_reserve"
+}
+
+// openFilesKey carries a run's openFiles in the context its host calls get.
+type openFilesKey struct{}
+
+// wasiHostModule builds the WASI preview 1 host module under name, with
+// path_open wrapped so that an open refused by a limit returns EMFILE or
+// ENFILE instead of EIO.
+func wasiHostModule(ctx context.Context, r wazero.Runtime, name string) (wazero.HostModuleBuilder, error) {
+	// The stock path_open, read from a compiled (never instantiated) copy.
+	probe := r.NewHostModuleBuilder(name)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(probe)
+	cm, err := probe.Compile(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile WASI host module: %w", err)
+	}
+	defer cm.Close(ctx)
+	def, ok := cm.ExportedFunctions()["path_open"]
+	if !ok {
+		return nil, fmt.Errorf("wazero's WASI module has no path_open: %w", errdefs.ErrNotImplemented)
+	}
+	orig, ok := def.GoFunction().(api.GoModuleFunction)
+	if !ok {
+		return nil, fmt.Errorf("wazero's path_open is a %T, not a Go module function: %w", def.GoFunction(), errdefs.ErrNotImplemented)
+	}
+	b := r.NewHostModuleBuilder(name)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(limitedPathOpen{orig}, def.ParamTypes(), def.ResultTypes()).
+		WithParameterNames(def.ParamNames()...).
+		WithResultNames(def.ResultNames()...).
+		Export("path_open")
+	return b, nil
+}
+
+// limitedPathOpen is path_open reporting EMFILE/ENFILE for opens a limit
+// refused.
+type limitedPathOpen struct{ orig api.GoModuleFunction }
+
+// Call implements api.GoModuleFunction.
+func (p limitedPathOpen) Call(ctx context.Context, mod api.Module, stack []uint64) {
+	files, _ := ctx.Value(openFilesKey{}).(*openFiles)
+	if files == nil {
+		p.orig.Call(ctx, mod, stack)
+		return
+	}
+	files.takeRefusal()
+	p.orig.Call(ctx, mod, stack)
+	if r := files.takeRefusal(); r != 0 && stack[0] == wasiEIO {
+		stack[0] = r
+	}
+}
