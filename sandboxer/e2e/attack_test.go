@@ -149,6 +149,15 @@ func TestRenameRaceAttackCRI(t *testing.T) {
 			if diff := diffSnapshots(before, treeSnapshot(t, outside)); diff != "" {
 				t.Errorf("the guest wrote outside its mount (%d creates succeeded in all):\n%s", wrote, diff)
 			}
+			// The creates that succeeded landed in the shared directory
+			// (under either of the names the swapper left it at).
+			if wrote > 0 {
+				b1, err1 := os.ReadFile(filepath.Join(shared, "dir", "pwned"))
+				b2, err2 := os.ReadFile(filepath.Join(shared, "d", "pwned"))
+				if (err1 != nil || string(b1) != "pwned") && (err2 != nil || string(b2) != "pwned") {
+					t.Errorf("%d creates succeeded but the shared directory holds no pwned file (%v, %v)", wrote, err1, err2)
+				}
+			}
 			if got := dirNames(t, base); got != entriesBefore {
 				t.Errorf("the entries next to the mount changed: %s, was %s", got, entriesBefore)
 			}
