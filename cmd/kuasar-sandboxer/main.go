@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/internal/version"
 	"github.com/kuasar-go/kuasar/sandboxer"
@@ -72,6 +73,11 @@ func run(args []string) error {
 		cfg.Sandboxer.LogLevel = *logLevel
 	}
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// Guest paths are resolved with openat2(2); without it there is no
+	// safe mode to fall back to.
+	if err := fsroot.Check(); err != nil {
 		return err
 	}
 	if err := log.SetLevel(cfg.Sandboxer.LogLevel); err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/qemu"
@@ -85,6 +86,13 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 	var out []checkResult
 	add := func(area string, status checkStatus, detail, fix string) {
 		out = append(out, checkResult{area, status, detail, fix})
+	}
+
+	// Guest paths: openat2(2) with RESOLVE_IN_ROOT (Linux 5.6+).
+	if err := fsroot.Check(); err != nil {
+		add("path resolution", checkFail, err.Error(), "run on Linux 5.6 or later and let kuasar call openat2 (seccomp)")
+	} else {
+		add("path resolution", checkOK, "openat2(2) with RESOLVE_IN_ROOT", "")
 	}
 
 	// Wasm: the engine compiles and runs a module, and its cache is writable.

@@ -32,7 +32,7 @@ func TestCheck(t *testing.T) {
 			name:     "files present",
 			config:   qemuSection(kernel),
 			wantCode: 0,
-			want:     []string{"ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor"},
+			want:     []string{"ok    path resolution", "ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor"},
 		},
 		{
 			name:     "missing kernel names the key",

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/runspec"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
@@ -127,6 +128,10 @@ func runCommand(ctx context.Context, env *cliEnv, args []string) int {
 	fail := func(err error) int {
 		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
 		return exitKuasarError
+	}
+	// Guest paths are resolved with openat2(2); no unsafe fallback.
+	if err := fsroot.Check(); err != nil {
+		return fail(err)
 	}
 	iso, err := images.ParseIsolation(o.isolation)
 	if err != nil {

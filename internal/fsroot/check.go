@@ -18,15 +18,24 @@ var (
 // confine guest paths race-free and refuses to start; the error names the
 // running kernel and the fix. The result is computed once.
 func Check() error {
-	checkOnce.Do(func() { checkErr = check() })
+	checkOnce.Do(func() { checkErr = checkProbe(probe) })
 	return checkErr
 }
 
-func check() error {
+// probe makes one openat2 call with the flags Root uses.
+func probe() error {
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolveFlags}
 	fd, err := unix.Openat2(unix.AT_FDCWD, "/", &how)
 	if err == nil {
 		unix.Close(fd)
+	}
+	return err
+}
+
+// checkProbe turns the probe's error into Check's.
+func checkProbe(probe func() error) error {
+	err := probe()
+	if err == nil {
 		return nil
 	}
 	release := "unknown"

@@ -5,8 +5,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -388,5 +390,26 @@ func TestOpenRootErrors(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{unix.ENOSYS, "Linux 5.6 or later"},
+		{unix.E2BIG, "Linux 5.6 or later"},
+		{unix.EPERM, "seccomp"},
+		{unix.EIO, "probing openat2"},
+	}
+	for _, tc := range tests {
+		err := checkProbe(func() error { return tc.err })
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "kernel") {
+			t.Errorf("%v: Check error %v, want one mentioning %q and the kernel", tc.err, err, tc.want)
+		}
+		if tc.err != unix.EIO && !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("%v: %v is not FailedPrecondition", tc.err, err)
+		}
 	}
 }

@@ -307,7 +307,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
 		cfg.Function = fn
-		b, err := os.ReadFile(modPath)
+		b, err := runspec.ReadModule(c.rootfs, modPath)
 		if err != nil {
 			return nil, cfg, fmt.Errorf("task %s: read Wasm module %q: %w", c.id, entry, err)
 		}

@@ -10,6 +10,7 @@ package runspec
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -18,9 +19,10 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/wasm"
 )
 
@@ -195,19 +197,50 @@ func ResolveInRoot(root, name string) (string, error) {
 		}
 	}
 	host := filepath.Join(root, filepath.Join(stack...))
-	// Belt and braces: the walk above must agree with securejoin, which
-	// resolves the same way but clamps ".." instead of refusing it.
-	if sj, err := securejoin.SecureJoin(root, name); err != nil || sj != host {
-		return "", fmt.Errorf("module %s: resolves to %s here but %s by securejoin (%v): %w (%w)", name, host, sj, err, ErrEscape, errdefs.ErrInvalidArgument)
+	// The walk above reads names to explain refusals; what the path names
+	// is decided by the kernel, once, inside the root (fsroot): a rename
+	// racing the walk can change the answer but not lead out of root.
+	r, err := fsroot.Open(root)
+	if err != nil {
+		return "", fmt.Errorf("module %s: rootfs: %v: %w", name, err, errdefs.ErrNotFound)
 	}
-	st, err := os.Stat(host)
+	defer r.Close()
+	st, err := r.Stat(name)
 	if err != nil {
 		return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrNotFound)
 	}
-	if !st.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", fmt.Errorf("module %s is not a regular file (it resolves to /%s): point the entrypoint at the .wasm file: %w", name, strings.Join(stack, "/"), errdefs.ErrInvalidArgument)
 	}
 	return host, nil
+}
+
+// ReadModule reads the module at modulePath, a path FromSpec or
+// ResolveInRoot returned inside the host directory root. The file is
+// opened through root's directory fd with openat2(RESOLVE_IN_ROOT)
+// (package fsroot), never by the joined host path, so a container that
+// swaps a directory for a symlink meanwhile cannot make the host read a file
+// outside its rootfs.
+func ReadModule(root, modulePath string) ([]byte, error) {
+	rel, err := filepath.Rel(root, modulePath)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("module %s is not inside the rootfs %s: %w (%w)", modulePath, root, ErrEscape, errdefs.ErrInvalidArgument)
+	}
+	r, err := fsroot.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: rootfs: %v: %w", rel, err, errdefs.ErrNotFound)
+	}
+	defer r.Close()
+	f, err := r.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("module /%s: %v: %w", rel, err, errdefs.ErrNotFound)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("module /%s is not a regular file: point the entrypoint at the .wasm file: %w", rel, errdefs.ErrInvalidArgument)
+	}
+	return io.ReadAll(f)
 }
 
 func splitPath(p string) []string {

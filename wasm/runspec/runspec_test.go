@@ -206,3 +206,46 @@ func ExampleFromSpec() {
 	fmt.Println(filepath.Base(path), fn, cfg.Args, cfg.Env, cfg.Mounts[0].GuestPath, err)
 	// Output: app.wasm serve [/app.wasm --port 80] [MODE=prod] / <nil>
 }
+
+// TestReadModule checks that ReadModule reads through the rootfs's directory
+// fd: a path that has become a symlink out of the root meanwhile is resolved
+// inside the root, and paths outside the root, directories and missing files
+// are refused.
+func TestReadModule(t *testing.T) {
+	root := rootfs(t)
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "m.wasm"), []byte("host file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// /swapped was resolved as a directory; now it is a link to the host.
+	if err := os.Symlink(outside, filepath.Join(root, "swapped")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		path     string
+		want     string
+		wantKind error
+	}{
+		{name: "module", path: filepath.Join(root, "app/m.wasm"), want: "\x00asm"},
+		{name: "absolute link inside", path: filepath.Join(root, "bin/abs.wasm"), want: "\x00asm"},
+		{name: "swapped to a host link", path: filepath.Join(root, "swapped/m.wasm"), wantKind: errdefs.ErrNotFound},
+		{name: "escaping link", path: filepath.Join(root, "app/esc.wasm"), wantKind: errdefs.ErrNotFound},
+		{name: "outside the root", path: filepath.Join(outside, "m.wasm"), wantKind: runspec.ErrEscape},
+		{name: "directory", path: filepath.Join(root, "app/dir"), wantKind: errdefs.ErrInvalidArgument},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := runspec.ReadModule(root, tc.path)
+			if tc.wantKind != nil {
+				if !errors.Is(err, tc.wantKind) {
+					t.Fatalf("ReadModule(%s) = %q, %v, want %v", tc.path, b, err, tc.wantKind)
+				}
+				return
+			}
+			if err != nil || string(b) != tc.want {
+				t.Fatalf("ReadModule(%s) = %q, %v, want %q", tc.path, b, err, tc.want)
+			}
+		})
+	}
+}
