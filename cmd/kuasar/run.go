@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/bytesize"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/runspec"
@@ -60,6 +61,7 @@ type runOptions struct {
 	dirs      dirFlag
 	envs      listFlag
 	memory    sizeFlag
+	openFiles int
 	timeout   time.Duration
 	isolation string
 	engine    string
@@ -86,7 +88,8 @@ func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
 	fs.SetOutput(env.stderr)
 	fs.Var(&o.dirs, "dir", "make host directory HOST visible to the guest at GUEST (default: HOST); HOST[:GUEST][:ro]; repeatable")
 	fs.Var(&o.envs, "env", "set KEY=VALUE in the guest's environment (KEY alone copies it from kuasar's); repeatable")
-	fs.Var(&o.memory, "memory", "cap the guest's linear memory: bytes or a size like 64Mi, 512M, 1G")
+	fs.Var(&o.memory, "memory", "cap the guest's memory: bytes or a size like 64Mi, 512M, 1G; for Wasm guests the default is 512Mi and max means the wasm32 maximum (4Gi)")
+	fs.IntVar(&o.openFiles, "open-files", defaultOpenFiles, "most files the guest may hold open, stdio and --dir mounts included (its RLIMIT_NOFILE); past it opens fail with EMFILE")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (exit code 137), e.g. 500ms, 10s; 0 means never")
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox kind: auto (the image decides), wasm, vm or quark")
 	fs.StringVar(&o.engine, "engine", wazero.EngineName, "Wasm engine")
@@ -112,6 +115,10 @@ func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
 	}
 	if len(rest) > 0 {
 		o.args = rest
+	}
+	if o.openFiles < 1 {
+		fmt.Fprintf(env.stderr, "kuasar run: --open-files %d: give a positive count (default %d)\n", o.openFiles, defaultOpenFiles)
+		return nil, exitKuasarError, false
 	}
 	if o.timeout < 0 {
 		fmt.Fprintf(env.stderr, "kuasar run: --timeout %v is negative\n", o.timeout)
@@ -274,6 +281,13 @@ func runConfig(wl *images.Workload, o *runOptions) (wasm.RunConfig, error) {
 	if cwd != "" && !path.IsAbs(cwd) {
 		return wasm.RunConfig{}, fmt.Errorf("--workdir %q: must be an absolute guest path: %w", cwd, errdefs.ErrInvalidArgument)
 	}
+	memory := uint64(o.memory)
+	switch {
+	case memory == 0:
+		memory = defaultMemoryLimit
+	case memory > wasm32MaxMemory:
+		return wasm.RunConfig{}, fmt.Errorf("--memory %s is more than a wasm32 guest can address: use at most 4Gi (or max): %w", o.memory.String(), errdefs.ErrInvalidArgument)
+	}
 	var mounts []wasm.Mount
 	if wl.Rootfs != "" {
 		// The unpacked image lives in the shared store: never let a run
@@ -282,13 +296,14 @@ func runConfig(wl *images.Workload, o *runOptions) (wasm.RunConfig, error) {
 	}
 	mounts = append(mounts, o.dirs...)
 	return wasm.RunConfig{
-		Function:    function,
-		Args:        args,
-		Env:         envs,
-		Cwd:         cwd,
-		Mounts:      mounts,
-		MemoryLimit: uint64(o.memory),
-		Timeout:     o.timeout,
+		Function:      function,
+		Args:          args,
+		Env:           envs,
+		Cwd:           cwd,
+		Mounts:        mounts,
+		MemoryLimit:   memory,
+		OpenFileLimit: o.openFiles,
+		Timeout:       o.timeout,
 	}, nil
 }
 
@@ -396,13 +411,30 @@ func parseDir(v string) (wasm.Mount, error) {
 	return m, nil
 }
 
-// sizeFlag is a byte count written as a plain number or with a unit suffix.
+// sizeFlag is a byte count written as a plain number or with a unit suffix
+// (see bytesize.Parse), or "max" for the wasm32 maximum (4Gi).
 type sizeFlag uint64
 
-func (s *sizeFlag) String() string { return strconv.FormatUint(uint64(*s), 10) }
+func (s *sizeFlag) String() string {
+	switch n := uint64(*s); {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatUint(n>>30, 10) + "Gi"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatUint(n>>20, 10) + "Mi"
+	default:
+		return strconv.FormatUint(n, 10)
+	}
+}
 
 func (s *sizeFlag) Set(v string) error {
-	n, err := parseSize(v)
+	if v == "max" {
+		*s = wasm32MaxMemory
+		return nil
+	}
+	if v == "0" {
+		return fmt.Errorf("0 would be no bound: give a size, or max for the wasm32 maximum (4Gi)")
+	}
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return err
 	}
@@ -410,33 +442,14 @@ func (s *sizeFlag) Set(v string) error {
 	return nil
 }
 
-// parseSize reads "1048576", "64Ki", "64Mi", "1Gi" (powers of 1024, as
-// Kubernetes), "512M", "1G", "100k" (powers of 1000, as Kubernetes), and
-// docker's lower-case "512m", "1g" (powers of 1024). A trailing "B"/"b" is
-// allowed.
-func parseSize(v string) (uint64, error) {
-	s := strings.TrimSuffix(strings.TrimSuffix(v, "B"), "b")
-	units := []struct {
-		suffix string
-		mult   uint64
-	}{
-		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-		{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40},
-		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
-	}
-	mult := uint64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("%q is not a size: write bytes or a number with Ki, Mi, Gi, K, M or G, e.g. 64Mi", v)
-	}
-	if n > (1<<64-1)/mult {
-		return 0, fmt.Errorf("%q is too large", v)
-	}
-	return n * mult, nil
-}
+// Defaults of `kuasar run`: a guest always runs with bounds, as a container
+// does under a runtime's defaults.
+const (
+	// defaultMemoryLimit is the same as the sandboxer's [wasm]
+	// default_memory_limit.
+	defaultMemoryLimit = 512 << 20
+	// wasm32MaxMemory is all a wasm32 guest can address: --memory max.
+	wasm32MaxMemory = 4 << 30
+	// defaultOpenFiles is the same as [wasm] default_open_file_limit.
+	defaultOpenFiles = 1024
+)

@@ -46,7 +46,8 @@ func SplitFunction(entry string) (modulePath, function string) {
 // root.readonly is set) and every bind mount whose source is a directory at
 // its destination (read-only with the "ro" option). Other mounts (proc,
 // tmpfs, ...) and bind mounts of single files have no WASI equivalent and are
-// left out. linux.resources.memory.limit becomes the memory limit.
+// left out. linux.resources.memory.limit becomes the memory limit, and the
+// soft RLIMIT_NOFILE of process.rlimits the open-file limit.
 //
 // With an empty rootfs (a module held outside any file system, such as an
 // image whose module is a Wasm layer), nothing is preopened at "/" and
@@ -132,8 +133,17 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 			cfg.MemoryLimit = uint64(lim)
 		}
 	}
+	for _, rl := range p.Rlimits {
+		if rl.Type == "RLIMIT_NOFILE" {
+			cfg.OpenFileLimit = int(min(rl.Soft, maxOpenFileLimit))
+		}
+	}
 	return modulePath, function, cfg, nil
 }
+
+// maxOpenFileLimit caps an RLIMIT_NOFILE taken from a spec, as Linux's
+// fs.nr_open default does; the runtime's own budget still applies below it.
+const maxOpenFileLimit = 1 << 20
 
 func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")

@@ -102,10 +102,13 @@ func TestFromSpec(t *testing.T) {
 			wantCfg:  wasm.RunConfig{Args: []string{"/bin/abs.wasm"}, Cwd: "/", Mounts: []wasm.Mount{rootMount}},
 		},
 		{
-			name: "mounts, readonly root, memory",
+			name: "mounts, readonly root, memory, open files",
 			spec: specs.Spec{
-				Process: &specs.Process{Args: []string{"/app/m.wasm"}},
-				Root:    &specs.Root{Path: "rootfs", Readonly: true},
+				Process: &specs.Process{Args: []string{"/app/m.wasm"}, Rlimits: []specs.POSIXRlimit{
+					{Type: "RLIMIT_CORE", Soft: 5, Hard: 5},
+					{Type: "RLIMIT_NOFILE", Soft: 256, Hard: 4096},
+				}},
+				Root: &specs.Root{Path: "rootfs", Readonly: true},
 				Mounts: []specs.Mount{
 					{Destination: "/proc", Type: "proc", Source: "proc"},
 					{Destination: "/data", Type: "bind", Source: data, Options: []string{"rbind", "rw"}},
@@ -117,7 +120,7 @@ func TestFromSpec(t *testing.T) {
 			},
 			rootfs:   root,
 			wantPath: module,
-			wantCfg: wasm.RunConfig{Args: []string{"/app/m.wasm"}, Cwd: "/", MemoryLimit: 64 << 20, Mounts: []wasm.Mount{
+			wantCfg: wasm.RunConfig{Args: []string{"/app/m.wasm"}, Cwd: "/", MemoryLimit: 64 << 20, OpenFileLimit: 256, Mounts: []wasm.Mount{
 				{HostPath: root, GuestPath: "/", ReadOnly: true},
 				{HostPath: data, GuestPath: "/data"},
 				{HostPath: data, GuestPath: "/cfg", ReadOnly: true},

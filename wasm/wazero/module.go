@@ -85,6 +85,12 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	if cfg.Stdin != nil {
 		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
 	}
+	if cfg.Stdout != nil {
+		mc = mc.WithStdout(newCancelWriter(cfg.Stdout, runCtx.Done()))
+	}
+	if cfg.Stderr != nil {
+		mc = mc.WithStderr(newCancelWriter(cfg.Stderr, runCtx.Done()))
+	}
 	// Every instance gets its memory from a per-run allocator: it caps the
 	// memory, charges the sandbox's budget and lets a caller watch the
 	// size without racing the guest (memory.go).
