@@ -22,11 +22,22 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 	if cfg.Wasm.Engine != "" && cfg.Wasm.Engine != "wazero" {
 		return nil, nil, fmt.Errorf("wasm.engine %q is not built into this binary: use \"wazero\"", cfg.Wasm.Engine)
 	}
+	memLimit, err := cfg.Wasm.MemoryLimitBytes()
+	if err != nil {
+		return nil, nil, err
+	}
+	fileBudget, err := openFileBudget(ctx, cfg.Sandboxer.FdReserve)
+	if err != nil {
+		return nil, nil, err
+	}
 	pub, err := events.NewRemotePublisher(cfg.Sandboxer.ContainerdTTRPCAddress)
 	if err != nil {
 		return nil, nil, fmt.Errorf("events publisher for %s: %w", cfg.Sandboxer.ContainerdTTRPCAddress, err)
 	}
 	w, err := wasmsandbox.New(ctx,
+		wasmsandbox.WithDefaultMemoryLimit(memLimit),
+		wasmsandbox.WithDefaultOpenFileLimit(cfg.Wasm.DefaultOpenFileLimit),
+		wasmsandbox.WithOpenFileBudget(fileBudget),
 		wasmsandbox.WithCacheDir(cfg.Wasm.CacheDir),
 		wasmsandbox.WithPublisher(pub),
 		wasmsandbox.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))

@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/configs"
+	"github.com/kuasar-go/kuasar/internal/bytesize"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -57,6 +58,10 @@ type Sandboxer struct {
 	ContainerdTTRPCAddress string `toml:"containerd_ttrpc_address"`
 	// DefaultIsolation is used when nothing else names a sandbox kind.
 	DefaultIsolation string `toml:"default_isolation"`
+	// FdReserve is how many file descriptors of the sandboxer's
+	// RLIMIT_NOFILE guests can never take, kept for its own sockets and
+	// files: Wasm guests together get the rest, then ENFILE.
+	FdReserve int `toml:"fd_reserve"`
 }
 
 // Wasm is the [wasm] section.
@@ -65,6 +70,30 @@ type Wasm struct {
 	Engine string `toml:"engine"`
 	// CacheDir is the compiled-module cache; "" keeps it in memory.
 	CacheDir string `toml:"cache_dir"`
+	// DefaultMemoryLimit caps a container's linear memory when neither the
+	// container nor its pod has a memory limit: a size such as "512Mi"
+	// (Ki/Mi/Gi binary, K/M/G decimal), at most 4Gi (all wasm32 can use).
+	// See MemoryLimitBytes.
+	DefaultMemoryLimit string `toml:"default_memory_limit"`
+	// DefaultOpenFileLimit caps the files a container holds open (stdio
+	// and mounts included) when its spec has no RLIMIT_NOFILE; past it
+	// the guest gets EMFILE.
+	DefaultOpenFileLimit int `toml:"default_open_file_limit"`
+}
+
+// wasm32MaxMemory is all the memory a wasm32 guest can address.
+const wasm32MaxMemory = 4 << 30
+
+// MemoryLimitBytes parses DefaultMemoryLimit.
+func (w Wasm) MemoryLimitBytes() (uint64, error) {
+	n, err := bytesize.Parse(w.DefaultMemoryLimit)
+	if err != nil {
+		return 0, fmt.Errorf("wasm.default_memory_limit: %w", err)
+	}
+	if n > wasm32MaxMemory {
+		return 0, fmt.Errorf("wasm.default_memory_limit %q is more than a wasm32 guest can address: use at most 4Gi: %w", w.DefaultMemoryLimit, errdefs.ErrInvalidArgument)
+	}
+	return n, nil
 }
 
 // RuntimeHandler is one [runtime_handlers.NAME] section.
@@ -182,6 +211,15 @@ func (c *Config) Validate() error {
 		if err := checkIsolation("runtime_handlers."+name+".isolation", h.Isolation, true); err != nil {
 			return err
 		}
+	}
+	if _, err := c.Wasm.MemoryLimitBytes(); err != nil {
+		return err
+	}
+	if c.Wasm.DefaultOpenFileLimit < 8 {
+		return fmt.Errorf("wasm.default_open_file_limit = %d: allow at least 8 (stdio, mounts and a few files; default 1024): %w", c.Wasm.DefaultOpenFileLimit, errdefs.ErrInvalidArgument)
+	}
+	if c.Sandboxer.FdReserve < 64 {
+		return fmt.Errorf("sandboxer.fd_reserve = %d: keep at least 64 file descriptors for the sandboxer itself (default 256): %w", c.Sandboxer.FdReserve, errdefs.ErrInvalidArgument)
 	}
 	switch c.Sandboxer.LogLevel {
 	case "", "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic":

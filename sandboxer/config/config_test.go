@@ -56,6 +56,21 @@ func TestParse(t *testing.T) {
 				t.Fatalf("mode %o", m)
 			}
 		}},
+		{name: "memory and fd defaults", in: "", check: func(t *testing.T, c *Config) {
+			if n, err := c.Wasm.MemoryLimitBytes(); n != 512<<20 || err != nil || c.Wasm.DefaultOpenFileLimit != 1024 || c.Sandboxer.FdReserve != 256 {
+				t.Errorf("defaults: memory %d (%v), open files %d, fd reserve %d", n, err, c.Wasm.DefaultOpenFileLimit, c.Sandboxer.FdReserve)
+			}
+		}},
+		{name: "decimal memory limit", in: "[wasm]\ndefault_memory_limit = \"100M\"\n", check: func(t *testing.T, c *Config) {
+			if n, _ := c.Wasm.MemoryLimitBytes(); n != 100e6 {
+				t.Errorf("100M = %d bytes", n)
+			}
+		}},
+		{name: "memory limit not a size", in: "[wasm]\ndefault_memory_limit = \"lots\"\n", wantErr: "wasm.default_memory_limit"},
+		{name: "memory limit over wasm32", in: "[wasm]\ndefault_memory_limit = \"5Gi\"\n", wantErr: "at most 4Gi"},
+		{name: "memory limit zero", in: "[wasm]\ndefault_memory_limit = \"0\"\n", wantErr: "wasm.default_memory_limit"},
+		{name: "open file limit too low", in: "[wasm]\ndefault_open_file_limit = 2\n", wantErr: "default_open_file_limit"},
+		{name: "fd reserve too low", in: "[sandboxer]\nfd_reserve = 0\n", wantErr: "fd_reserve"},
 		{name: "bad log level", in: "[sandboxer]\nlog_level = \"loud\"\n", wantErr: "log_level"},
 		{name: "syntax error", in: "[sandboxer\n", wantErr: "parse"},
 	}

@@ -208,7 +208,9 @@ func LoadRecords(path string) ([]TaskRecord, error) {
 }
 
 // SetMemoryLimit changes the sandbox-wide memory cap for instances started
-// from now on (creates and execs); 0 removes it.
+// from now on (creates and execs) and the bound on the sum of every
+// instance's memory, for grows from now on; 0 removes both.
 func (s *Service) SetMemoryLimit(bytes uint64) {
 	s.memLimit.Store(bytes)
+	s.budget.SetLimit(bytes)
 }

@@ -39,6 +39,9 @@ type config struct {
 	pid         uint32
 	memoryLimit uint64
 	stateFile   string
+
+	defaultMemoryLimit uint64
+	defaultOpenFiles   int
 }
 
 func defaultConfig() config {
@@ -73,10 +76,26 @@ func WithSandbox(id, namespace string) Option {
 // sandbox's life and names the process that really runs the guests.
 func WithPid(pid uint32) Option { return func(c *config) { c.pid = pid } }
 
-// WithMemoryLimit caps every instance's linear memory (the sandbox's memory
-// limit); a container's own limit from its spec applies when lower. 0 means
-// no cap beyond the engine's default.
+// WithMemoryLimit is the sandbox's memory limit: it caps every instance's
+// linear memory (a container's own limit from its spec applies when lower)
+// and the sum of all of them, so that a grow past what the sandbox's
+// instances hold together is refused. 0 means neither cap; containers
+// without a limit then get WithDefaultMemoryLimit's.
 func WithMemoryLimit(bytes uint64) Option { return func(c *config) { c.memoryLimit = bytes } }
+
+// WithDefaultMemoryLimit caps the linear memory of a container whose spec
+// and sandbox set no memory limit ([wasm] default_memory_limit). 0 leaves
+// such containers to the engine's bound (4 GiB for wasm32).
+func WithDefaultMemoryLimit(bytes uint64) Option {
+	return func(c *config) { c.defaultMemoryLimit = bytes }
+}
+
+// WithDefaultOpenFileLimit caps the open files of a container whose spec has
+// no RLIMIT_NOFILE ([wasm] default_open_file_limit). 0 means no cap beyond
+// the engine's budget.
+func WithDefaultOpenFileLimit(n int) Option {
+	return func(c *config) { c.defaultOpenFiles = n }
+}
 
 // WithStateFile makes the service keep its task records (ids, bundles,
 // mounted rootfs directories) in path, rewritten atomically after every

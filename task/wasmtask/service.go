@@ -67,7 +67,8 @@ type container struct {
 type Service struct {
 	cfg      config
 	events   *events.Queue
-	memLimit atomic.Uint64 // sandbox-wide cap, see WithMemoryLimit
+	memLimit atomic.Uint64      // sandbox-wide cap, see WithMemoryLimit
+	budget   *wasm.MemoryBudget // the sum of the instances' memories, same limit
 
 	mu    sync.Mutex
 	tasks map[string]*container
@@ -99,6 +100,7 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 		changed:  make(chan struct{}),
 	}
 	s.memLimit.Store(cfg.memoryLimit)
+	s.budget = wasm.NewMemoryBudget(cfg.memoryLimit)
 	return s, nil
 }
 
@@ -257,6 +259,7 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
 	c.memLimit = cfg.MemoryLimit
+	s.bound(c, &cfg)
 	if err := checkRunnable(m, cfg, r.ID, spec.Process.Args[0]); err != nil {
 		return nil, err
 	}
@@ -406,12 +409,38 @@ func checkRunnable(m wasm.Module, cfg wasm.RunConfig, id, entry string) error {
 	return nil
 }
 
-// limit applies the sandbox's memory cap to a container's limit.
+// limit applies the sandbox's memory cap to a container's limit, and the
+// default when neither sets one.
 func (s *Service) limit(l uint64) uint64 {
 	if max := s.memLimit.Load(); max > 0 && (l == 0 || l > max) {
 		return max
 	}
+	if l == 0 {
+		return s.cfg.defaultMemoryLimit
+	}
 	return l
+}
+
+// bound gives an instance of c the sandbox's shared memory budget, the
+// default open-file limit when its spec sets none, and an OOM report the
+// first time one of its memory grows is refused: the guest sees -1 from
+// memory.grow (malloc fails) and goes on, and containerd's CRI marks the
+// container OOMKilled when it exits.
+func (s *Service) bound(c *container, cfg *wasm.RunConfig) {
+	cfg.MemoryBudget = s.budget
+	if cfg.OpenFileLimit == 0 {
+		cfg.OpenFileLimit = s.cfg.defaultOpenFiles
+	}
+	var reported atomic.Bool
+	cfg.MemoryRefused = func(size uint64) {
+		if reported.Swap(true) {
+			return
+		}
+		s.logger(context.Background(), c.id).WithField("size", size).
+			WithField("limit", cfg.MemoryLimit).WithField("sandbox_limit", s.budget.Limit()).
+			Warn("wasm memory grow refused: out of memory")
+		s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
+	}
 }
 
 func readSpec(bundle string) (*specs.Spec, error) {
@@ -720,6 +749,7 @@ func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error
 		s.mu.Unlock()
 	}
 	cfg.MemoryLimit = s.limit(cfg.MemoryLimit)
+	s.bound(c, &cfg)
 	if err := checkRunnable(m, cfg, r.ID, proc.Args[0]); err != nil {
 		return err
 	}

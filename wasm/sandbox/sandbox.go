@@ -62,6 +62,23 @@ func WithContainerdAddress(addr string) Option { return func(b *Backend) { b.con
 // WithModuleResolver replaces the containerd content-store lookup (tests).
 func WithModuleResolver(r wasmtask.ModuleResolver) Option { return func(b *Backend) { b.resolver = r } }
 
+// WithDefaultMemoryLimit caps the linear memory of containers whose spec and
+// pod set no memory limit ([wasm] default_memory_limit).
+func WithDefaultMemoryLimit(bytes uint64) Option {
+	return func(b *Backend) { b.defaultMemory = bytes }
+}
+
+// WithDefaultOpenFileLimit caps the open files of containers whose spec has
+// no RLIMIT_NOFILE ([wasm] default_open_file_limit).
+func WithDefaultOpenFileLimit(n int) Option {
+	return func(b *Backend) { b.defaultOpenFiles = n }
+}
+
+// WithOpenFileBudget bounds the files all guests of the wazero engine New
+// creates hold open together (ENFILE past it); see wazero.WithOpenFileBudget.
+// It has no effect with WithEngine.
+func WithOpenFileBudget(n int) Option { return func(b *Backend) { b.fileBudget = n } }
+
 // WithPid sets the pid every Wasm task reports (default: this process's).
 func WithPid(pid uint32) Option { return func(b *Backend) { b.pid = pid } }
 
@@ -75,6 +92,10 @@ type Backend struct {
 	resolver       wasmtask.ModuleResolver
 	cresolver      *wasmtask.ContainerdResolver
 	pid            uint32
+
+	defaultMemory    uint64
+	defaultOpenFiles int
+	fileBudget       int
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -86,7 +107,7 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 		o(b)
 	}
 	if b.engine == nil {
-		var eopts []wazero.Option
+		eopts := []wazero.Option{wazero.WithOpenFileBudget(b.fileBudget)}
 		if b.cacheDir != "" {
 			eopts = append(eopts, wazero.WithCacheDir(b.cacheDir))
 		}
@@ -126,6 +147,8 @@ func (b *Backend) service(ctx context.Context, sb backend.Sandbox) (*wasmtask.Se
 		wasmtask.WithSandbox(sb.ID, sb.Namespace),
 		wasmtask.WithPid(b.pid),
 		wasmtask.WithMemoryLimit(sb.Resources.MemoryLimitBytes),
+		wasmtask.WithDefaultMemoryLimit(b.defaultMemory),
+		wasmtask.WithDefaultOpenFileLimit(b.defaultOpenFiles),
 	}
 	if b.resolver != nil {
 		opts = append(opts, wasmtask.WithModuleResolver(b.resolver))
