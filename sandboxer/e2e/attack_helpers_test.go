@@ -55,6 +55,21 @@ func attackCtrJSON(t testing.TB, e *testenv.Env, name, ref string, c attackCtr) 
 	return writeJSON(t, e.Dir, "ctr-"+name+".json", cfg)
 }
 
+// podJSONMemory writes a crictl pod config with a pod-wide memory limit
+// (linux.resources, the sum kubelet computes from the containers' limits).
+func podJSONMemory(t testing.TB, e *testenv.Env, name string, limit int64) string {
+	t.Helper()
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid"},
+		"log_directory": filepath.Join(e.Dir, "logs", name),
+		"linux": map[string]any{
+			"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}},
+			"resources":        map[string]any{"memory_limit_in_bytes": limit},
+		},
+	}
+	return writeJSON(t, e.Dir, "pod-"+name+".json", cfg)
+}
+
 // fixture returns a committed fixture by name, failing t with the names it
 // has when it is missing.
 func fixture(t testing.TB, name string) []byte {

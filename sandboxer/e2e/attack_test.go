@@ -505,10 +505,7 @@ func TestMemoryBombCRI(t *testing.T) {
 			if reached > tc.cap || reached < tc.cap-(1<<20) {
 				t.Errorf("the bomb reached %d MiB (%d bytes), want refusal at its cap of %d MiB", reached>>20, reached, tc.cap>>20)
 			}
-			// membomb exits 12 (ENOMEM) when memory.grow is refused.
-			if code != 12 {
-				t.Errorf("the bomb exited %v (reason %v), want 12: memory.grow refused in the guest", code, st["reason"])
-			}
+			checkOOM(t, st)
 			if peak > base+uint64(tc.cap)*5/4+overhead {
 				t.Errorf("sandboxer RSS peaked at %d MiB for a %d MiB cap (base %d MiB): more than 1.25 × the cap + %d MiB", peak>>20, tc.cap>>20, base>>20, overhead>>20)
 			}
@@ -522,8 +519,53 @@ func TestMemoryBombCRI(t *testing.T) {
 			removePod(t, e, pod)
 		})
 	}
+	// A pod's memory limit bounds the sum of its containers: a first bomb
+	// holds part of it, a second is refused at what is left.
+	t.Run("pod limit bounds the sum", func(t *testing.T) {
+		start := time.Now()
+		const podLimit, first = 96 << 20, 48 << 20
+		podCfg := podJSONMemory(t, e, "mem-pod", podLimit)
+		pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+		t.Cleanup(func() { e.CrictlErr("rmp", "-f", pod) })
+		holder := e.Crictl("create", pod, attackCtrJSON(t, e, "mem-holder", bombRef, attackCtr{args: []string{fmt.Sprint(first >> 20), "3600"}}), podCfg)
+		bomb := e.Crictl("create", pod, attackCtrJSON(t, e, "mem-bomb", bombRef, attackCtr{}), podCfg)
+		e.Crictl("start", holder)
+		line := waitLogLine(t, e, holder, "reached=", 120*time.Second)
+		held := intField(t, keyValues(line), "reached", line)
+		e.Crictl("start", bomb)
+		st := waitState(t, e, bomb, "CONTAINER_EXITED", 120*time.Second)
+		logs := crictlLogs(e, bomb)
+		bline, ok := findLine(logs, "reached=")
+		if !ok {
+			t.Fatalf("the second bomb printed no reached= line (exit %v, reason %v)\nlogs:\n%s", st["exitCode"], st["reason"], tail(logs, 10))
+		}
+		reached := intField(t, keyValues(bline), "reached", bline)
+		t.Logf("pod limit %d MiB: holder %d MiB, bomb refused at %d MiB, exit %v reason %v; %s",
+			podLimit>>20, held>>20, reached>>20, st["exitCode"], st["reason"], time.Since(start).Round(time.Millisecond))
+		if held+reached > podLimit || held+reached < podLimit-(2<<20) {
+			t.Errorf("holder %d + bomb %d bytes = %d MiB, want refusal within 2 MiB below the pod limit %d MiB", held, reached, (held+reached)>>20, podLimit>>20)
+		}
+		checkOOM(t, st)
+		if s, _ := containerState(e, holder); s != "CONTAINER_RUNNING" {
+			t.Errorf("the holder is %s after its pod mate's bomb, want running", s)
+		}
+		e.Crictl("stop", "--timeout", "2", holder)
+		e.Crictl("rm", holder)
+		e.Crictl("rm", bomb)
+		removePod(t, e, pod)
+	})
 	e.Crictl("stop", "--timeout", "2", nb)
 	e.Crictl("rm", nb)
 	removePod(t, e, nbPod)
 	checkNothingLeft(t, e)
+}
+
+// checkOOM checks how CRI reports a bomb refused by memory.grow: the guest
+// saw the refusal and exited by itself with membomb's code (ENOMEM), and the
+// sandboxer's TaskOOM event made CRI give the reason OOMKilled.
+func checkOOM(t testing.TB, st map[string]any) {
+	t.Helper()
+	if code, _ := st["exitCode"].(float64); code != fixtures.MemBombRefusedExit || st["reason"] != "OOMKilled" {
+		t.Errorf("the bomb exited %v with reason %v, want %d (memory.grow refused in the guest) and OOMKilled", st["exitCode"], st["reason"], fixtures.MemBombRefusedExit)
+	}
 }
