@@ -190,7 +190,8 @@ func runTenant(t testing.TB, e *testenv.Env, name, ref string) error {
 		return fmt.Errorf("logs: %w", err)
 	}
 	if !strings.Contains(logs, fixtures.HelloGreeting) || !strings.Contains(logs, "tenant") {
-		return fmt.Errorf("logs %q lack %q and argv tenant", logs, fixtures.HelloGreeting)
+		status, _ := e.CrictlErr("inspect", "-o", "go-template", "--template", "exit {{.status.exitCode}} reason {{.status.reason}} message {{.status.message}}", ctr)
+		return fmt.Errorf("logs %q lack %q and argv tenant (%s; stderr+stdout %q)", logs, fixtures.HelloGreeting, status, crictlLogs(e, ctr))
 	}
 	if _, err := e.CrictlErr("rm", ctr); err != nil {
 		return fmt.Errorf("rm: %w", err)

@@ -505,7 +505,7 @@ func TestMemoryBombCRI(t *testing.T) {
 			if reached > tc.cap || reached < tc.cap-(1<<20) {
 				t.Errorf("the bomb reached %d MiB (%d bytes), want refusal at its cap of %d MiB", reached>>20, reached, tc.cap>>20)
 			}
-			checkOOM(t, st)
+			checkOOM(t, e, ctr, st)
 			if peak > base+uint64(tc.cap)*5/4+overhead {
 				t.Errorf("sandboxer RSS peaked at %d MiB for a %d MiB cap (base %d MiB): more than 1.25 × the cap + %d MiB", peak>>20, tc.cap>>20, base>>20, overhead>>20)
 			}
@@ -545,7 +545,7 @@ func TestMemoryBombCRI(t *testing.T) {
 		if held+reached > podLimit || held+reached < podLimit-(2<<20) {
 			t.Errorf("holder %d + bomb %d bytes = %d MiB, want refusal within 2 MiB below the pod limit %d MiB", held, reached, (held+reached)>>20, podLimit>>20)
 		}
-		checkOOM(t, st)
+		checkOOM(t, e, bomb, st)
 		if s, _ := containerState(e, holder); s != "CONTAINER_RUNNING" {
 			t.Errorf("the holder is %s after its pod mate's bomb, want running", s)
 		}
@@ -562,9 +562,16 @@ func TestMemoryBombCRI(t *testing.T) {
 
 // checkOOM checks how CRI reports a bomb refused by memory.grow: the guest
 // saw the refusal and exited by itself with membomb's code (ENOMEM), and the
-// sandboxer's TaskOOM event made CRI give the reason OOMKilled.
-func checkOOM(t testing.TB, st map[string]any) {
+// sandboxer's TaskOOM event made CRI give the reason OOMKilled. CRI handles
+// OOM events on their own goroutine, so the exit may show first with reason
+// Error: poll until the reason settles.
+func checkOOM(t testing.TB, e *testenv.Env, ctr string, st map[string]any) {
 	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for st["reason"] != "OOMKilled" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		st = waitState(t, e, ctr, "CONTAINER_EXITED", 10*time.Second)
+	}
 	if code, _ := st["exitCode"].(float64); code != fixtures.MemBombRefusedExit || st["reason"] != "OOMKilled" {
 		t.Errorf("the bomb exited %v with reason %v, want %d (memory.grow refused in the guest) and OOMKilled", st["exitCode"], st["reason"], fixtures.MemBombRefusedExit)
 	}
