@@ -103,20 +103,30 @@ func crictlLogs(e *testenv.Env, ctr string) string {
 // without printing it or the deadline passes.
 func waitLogLine(t testing.TB, e *testenv.Env, ctr, prefix string, timeout time.Duration) string {
 	t.Helper()
+	line, ok := logLineOrExit(t, e, ctr, prefix, timeout)
+	if !ok {
+		status, _ := e.CrictlErr("inspect", "-o", "go-template", "--template", "exit {{.status.exitCode}} reason {{.status.reason}} message {{.status.message}}", ctr)
+		t.Fatalf("container %s exited (%s) without printing %q; logs:\n%s\nsandboxer log:\n%s", ctr, status, prefix, tail(crictlLogs(e, ctr), 20), tail(e.Sandboxer.Output(), 30))
+	}
+	return line
+}
+
+// logLineOrExit polls crictl logs of ctr until a line starting with prefix
+// appears (the line, true) or the container exits without it ("", false).
+// It fails t when neither happens before the deadline.
+func logLineOrExit(t testing.TB, e *testenv.Env, ctr, prefix string, timeout time.Duration) (string, bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		logs := crictlLogs(e, ctr)
 		if line, ok := findLine(logs, prefix); ok {
-			return line
+			return line, true
 		}
 		st, _ := containerState(e, ctr)
 		if st == "CONTAINER_EXITED" {
 			// It may have printed the line just before exiting.
-			logs = crictlLogs(e, ctr)
-			if line, ok := findLine(logs, prefix); ok {
-				return line
-			}
-			t.Fatalf("container %s exited without printing %q; logs:\n%s\nsandboxer log:\n%s", ctr, prefix, tail(logs, 20), tail(e.Sandboxer.Output(), 30))
+			line, ok := findLine(crictlLogs(e, ctr), prefix)
+			return line, ok
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("container %s (%s) printed no %q within %s; logs:\n%s\nsandboxer log:\n%s", ctr, st, prefix, timeout, tail(logs, 20), tail(e.Sandboxer.Output(), 30))

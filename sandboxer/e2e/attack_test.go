@@ -392,8 +392,20 @@ func TestFDBombCRI(t *testing.T) {
 			}
 			total := 0
 			errnos := map[string]int{}
+			var running []string
 			for i, ctr := range ctrs {
-				line := waitLogLine(t, e, ctr, "opened=", 120*time.Second)
+				line, ok := logLineOrExit(t, e, ctr, "opened=", 120*time.Second)
+				if !ok {
+					// A bomb started after the budget was spent cannot
+					// even open its mounts: its run is refused.
+					status, _ := e.CrictlErr("inspect", "-o", "go-template", "--template", "exit {{.status.exitCode}} reason {{.status.reason}}", ctr)
+					errnos["refused ("+status+")"]++
+					if tc.bombs == 1 {
+						t.Fatalf("the only bomb was refused before it ran (%s)\nsandboxer log:\n%s", status, tail(e.Sandboxer.Output(), 20))
+					}
+					continue
+				}
+				running = append(running, ctr)
 				kv := keyValues(line)
 				n := int(intField(t, kv, "opened", line))
 				total += n
@@ -408,6 +420,12 @@ func TestFDBombCRI(t *testing.T) {
 					t.Errorf("bomb %d got %s after %d files, want EMFILE (its limit) or ENFILE (the sandboxer's budget)", i, kv["errno"], n)
 				}
 			}
+			if total >= limit {
+				t.Errorf("the bombs hold %d files, the sandboxer's whole limit %d", total, limit)
+			}
+			if tc.bombs > 1 && errnos["ENFILE"] == 0 && len(running) == len(ctrs) {
+				t.Errorf("%d bombs held %d files and none met the sandboxer's budget (errnos %v): the test did not reach it", tc.bombs, total, errnos)
+			}
 			held := fds(t, e)
 			t.Logf("%d bombs hold %d files (errnos %v); sandboxer fds %d -> %d of %d", tc.bombs, total, errnos, baseFDs, held, limit)
 
@@ -418,10 +436,12 @@ func TestFDBombCRI(t *testing.T) {
 			} else {
 				t.Logf("the other tenant's pod ran in %s", time.Since(tenantStart).Round(time.Millisecond))
 			}
-			for _, ctr := range ctrs {
+			for _, ctr := range running {
 				if st, _ := containerState(e, ctr); st != "CONTAINER_RUNNING" {
 					t.Errorf("bomb %s is %s while holding its files, want running", ctr, st)
 				}
+			}
+			for _, ctr := range ctrs {
 				e.Crictl("stop", "--timeout", "2", ctr)
 				e.Crictl("rm", ctr)
 			}
