@@ -34,7 +34,7 @@ type rig struct {
 	client api.ControllerClient
 }
 
-func newRig(tb testing.TB) *rig {
+func newRig(tb testing.TB, opts ...wasmsandbox.Option) *rig {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (rootfs bind mounts)")
@@ -46,7 +46,7 @@ func newRig(tb testing.TB) *rig {
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	ctx := context.Background()
-	wb, err := wasmsandbox.New(ctx)
+	wb, err := wasmsandbox.New(ctx, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
