@@ -272,10 +272,10 @@ func resetPeakRSS(t testing.TB, pid int) {
 	}
 }
 
-// treeSnapshot maps every path under root (relative) to its type, mode and,
-// for regular files, the SHA-256 of its content, and for symlinks its
-// target: equal snapshots mean nothing under root was read-modified,
-// created, removed or replaced.
+// treeSnapshot maps every path under root (relative) to its type, mode,
+// modification time and, for regular files, the SHA-256 of its content, and
+// for symlinks its target: equal snapshots mean nothing under root was
+// written, created, removed or replaced.
 func treeSnapshot(t testing.TB, root string) map[string]string {
 	t.Helper()
 	snap := map[string]string{}
@@ -288,7 +288,9 @@ func treeSnapshot(t testing.TB, root string) map[string]string {
 		if err != nil {
 			return err
 		}
-		desc := fi.Mode().String()
+		// The modification time catches a rewrite with equal content and,
+		// for directories, an entry created and removed again.
+		desc := fi.Mode().String() + " " + fi.ModTime().UTC().Format(time.RFC3339Nano)
 		switch {
 		case fi.Mode().IsRegular():
 			b, err := os.ReadFile(p)
