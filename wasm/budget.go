@@ -1,6 +1,15 @@
 package wasm
 
-import "sync/atomic"
+import (
+	"errors"
+	"sync/atomic"
+)
+
+// ErrOutOfMemory is wrapped (with errdefs.ErrResourceExhausted) in the
+// error of a run that could not start for lack of memory: its minimum is
+// over the limit, or it does not fit the budget. The task service reports
+// such runs as OOM, unlike runs refused other resources (open files).
+var ErrOutOfMemory = errors.New("out of memory")
 
 // MemoryBudget bounds the sum of the linear memories of many instances: a
 // pod's memory limit shared by its containers. Engines charge it on every

@@ -12,6 +12,7 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/runtime"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
@@ -201,4 +202,33 @@ func ioctlFIONREAD(f *os.File, n *int) error {
 		return err
 	}
 	return ierr
+}
+
+// TestOpenFileLimitFromSpec: a container's RLIMIT_NOFILE (process.rlimits)
+// is its open-file limit, else the service's default; the guest gets
+// EMFILE there, counting stdio and its rootfs as Linux counts fds.
+func TestOpenFileLimitFromSpec(t *testing.T) {
+	h := newHarness(t, wasmtask.WithDefaultOpenFileLimit(100))
+	files := map[string][]byte{"fdbomb.wasm": fixtures.FdBomb}
+	for _, tc := range []struct {
+		name string
+		opts []bundleOpt
+		want string
+	}{
+		{"default", nil, "opened=96 errno=EMFILE"},
+		{"rlimit", []bundleOpt{func(s *specs.Spec, _ *bundle) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 64, Hard: 4096}}
+		}}, "opened=60 errno=EMFILE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := h.bundle(t, "fd-"+tc.name, []string{"/fdbomb.wasm", "0", "/"}, files, tc.opts...)
+			h.startTask(t, b)
+			if code := h.waitTask(t, b.req.ID); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			if got := strings.TrimSpace(b.stdout.wait(t)); got != tc.want {
+				t.Errorf("fdbomb: %q; want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -508,7 +508,7 @@ func (s *Service) exited(c *container, p *process) {
 	l := s.logger(ctx, c.id).WithField("exec", p.execID).WithField("exit", status)
 	if p.runErr != nil {
 		l = l.WithError(p.runErr)
-		if errdefs.IsResourceExhausted(p.runErr) {
+		if errors.Is(p.runErr, wasm.ErrOutOfMemory) {
 			s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
 		}
 	}

@@ -2,6 +2,7 @@ package wazero_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -101,8 +102,8 @@ func TestMemoryBudgetAtStart(t *testing.T) {
 	m := compile(t, e, fixtures.BigMem) // 1000 pages
 	budget := wasm.NewMemoryBudget(32 << 20)
 	r := run(t, m, wasm.RunConfig{MemoryBudget: budget})
-	if !errdefs.IsResourceExhausted(r.err) || !strings.Contains(r.err.Error(), "32 MiB") {
-		t.Fatalf("err = %v; want ResourceExhausted naming the 32 MiB budget", r.err)
+	if !errdefs.IsResourceExhausted(r.err) || !errors.Is(r.err, wasm.ErrOutOfMemory) || !strings.Contains(r.err.Error(), "32 MiB") {
+		t.Fatalf("err = %v; want ResourceExhausted, out of memory, naming the 32 MiB budget", r.err)
 	}
 	if budget.Used() != 0 {
 		t.Errorf("budget used %d after a refused start", budget.Used())

@@ -56,8 +56,8 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 		return 0, fmt.Errorf("module %s exports no function %q (exports: %v): name one of them after '#' in the entrypoint: %w", m.digest, fn, m.exports, errdefs.ErrNotFound)
 	}
 	if cfg.MemoryLimit > 0 && m.minMem > cfg.MemoryLimit {
-		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w",
-			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, errdefs.ErrResourceExhausted)
+		return 0, fmt.Errorf("module %s needs %s (%d bytes) of memory to start but the memory limit is %s (%d bytes): raise the limit (--memory, linux.resources.memory.limit): %w: %w",
+			m.digest, formatBytes(m.minMem), m.minMem, formatBytes(cfg.MemoryLimit), cfg.MemoryLimit, wasm.ErrOutOfMemory, errdefs.ErrResourceExhausted)
 	}
 	if m.engine.closed.Load() {
 		return 0, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
@@ -162,7 +162,7 @@ func (m *Module) instantiate(ctx context.Context, mc wazero.ModuleConfig, mem *r
 			inst, err = nil, nil
 		}
 		if mem.startErr != nil && inst == nil {
-			err = fmt.Errorf("module %s cannot start: %w: %w", m.digest, mem.startErr, errdefs.ErrResourceExhausted)
+			err = fmt.Errorf("module %s cannot start: %w: %w: %w", m.digest, mem.startErr, wasm.ErrOutOfMemory, errdefs.ErrResourceExhausted)
 		}
 	}()
 	return m.engine.runtime.InstantiateModule(ctx, m.compiled, mc)
