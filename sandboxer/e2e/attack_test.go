@@ -403,6 +403,11 @@ func TestFDBombCRI(t *testing.T) {
 					if tc.bombs == 1 {
 						t.Fatalf("the only bomb was refused before it ran (%s)\nsandboxer log:\n%s", status, tail(e.Sandboxer.Output(), 20))
 					}
+					// Refused files, not memory: OOMKilled would send
+					// its owner raising a memory limit.
+					if strings.Contains(status, "OOMKilled") {
+						t.Errorf("bomb %d, refused for open files, is reported %s", i, status)
+					}
 					continue
 				}
 				running = append(running, ctr)
