@@ -240,7 +240,8 @@ func checkNothingLeft(t testing.TB, e *testenv.Env) {
 	}
 }
 
-// procStatusKiB reads a "Key:  N kB" field of /proc/PID/status in bytes.
+// procStatusBytes reads a "Key:  N kB" field of /proc/PID/status (VmRSS,
+// VmHWM) in bytes, failing t when it is missing.
 func procStatusBytes(t testing.TB, pid int, key string) uint64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
