@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -37,6 +38,9 @@ type Env struct {
 
 	Containerd *Process
 	Sandboxer  *Process
+
+	// sandboxerNoFile is the sandboxer's RLIMIT_NOFILE; 0 inherits ours.
+	sandboxerNoFile uint64
 }
 
 // EnvOption configures NewEnv.
@@ -44,12 +48,20 @@ type EnvOption func(*envOptions)
 
 type envOptions struct {
 	sandboxerConfig string
+	sandboxerNoFile uint64
 }
 
 // WithSandboxerConfig appends TOML to the sandboxer's configuration file
 // (for example [hypervisor.qemu] paths).
 func WithSandboxerConfig(toml string) EnvOption {
 	return func(o *envOptions) { o.sandboxerConfig += "\n" + toml }
+}
+
+// WithSandboxerOpenFiles starts the sandboxer with RLIMIT_NOFILE n (soft
+// and hard), so that a test of its open-file budget exhausts a known,
+// small limit rather than whatever the machine allows.
+func WithSandboxerOpenFiles(n uint64) EnvOption {
+	return func(o *envOptions) { o.sandboxerNoFile = n }
 }
 
 // NewEnv starts kuasar-sandboxer and containerd (with the kuasar proxy
@@ -61,7 +73,7 @@ func NewEnv(t testing.TB, opts ...EnvOption) *Env {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	e := &Env{T: t, Tools: FindTools(t), Bin: Binaries(t), Dir: TempDir(t)}
+	e := &Env{T: t, Tools: FindTools(t), Bin: Binaries(t), Dir: TempDir(t), sandboxerNoFile: o.sandboxerNoFile}
 	e.ContainerdSock = filepath.Join(e.Dir, "c.sock")
 	e.ContainerdTTRPC = filepath.Join(e.Dir, "c.sock.ttrpc")
 	e.SandboxerSock = filepath.Join(e.Dir, "k.sock")
@@ -102,9 +114,20 @@ func (e *Env) StartSandboxer() {
 	t := e.T
 	t.Helper()
 	os.Remove(e.SandboxerSock)
-	e.Sandboxer = Start(t, nil, filepath.Join(e.Bin, "kuasar-sandboxer"),
+	bin, args := filepath.Join(e.Bin, "kuasar-sandboxer"), []string(nil)
+	if e.sandboxerNoFile > 0 {
+		// util-linux's prlimit sets the limit and execs the sandboxer
+		// (same pid). Lowering our own limit around the fork would not
+		// do: without CAP_SYS_RESOURCE it cannot be raised back.
+		p, err := exec.LookPath("prlimit")
+		if err != nil {
+			t.Fatalf("WithSandboxerOpenFiles needs prlimit (util-linux): %v", err)
+		}
+		bin, args = p, []string{fmt.Sprintf("--nofile=%d:%d", e.sandboxerNoFile, e.sandboxerNoFile), "--", bin}
+	}
+	e.Sandboxer = Start(t, nil, bin, append(args,
 		"--config", e.SandboxerConfig, "--listen", e.SandboxerSock, "--state-dir", e.SandboxerState,
-		"--debug-listen", e.SandboxerDebug)
+		"--debug-listen", e.SandboxerDebug)...)
 	WaitSocket(t, e.SandboxerSock, 20*time.Second, e.Sandboxer)
 }
 
