@@ -10,8 +10,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// specPath is Cloud Hypervisor's OpenAPI description.
-const specPath = "/work/shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
+// specPath is Cloud Hypervisor's OpenAPI description, in the project's
+// shared reference data beside the repository (../shared), relative to this
+// package's directory, where go test runs.
+const specPath = "../../../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
 
 func specFile() string {
 	if p := os.Getenv("KUASAR_CH_OPENAPI"); p != "" {
