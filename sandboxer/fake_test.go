@@ -28,6 +28,8 @@ type fakeBackend struct {
 	failStart error
 	// gate, when set, holds Start until it is closed.
 	gate chan struct{}
+	// recoverGate, when set, holds Recover until it is closed.
+	recoverGate chan struct{}
 }
 
 func (b *fakeBackend) Name() string { return b.name }
@@ -47,6 +49,9 @@ func (b *fakeBackend) Start(ctx context.Context, sb backend.Sandbox) (backend.In
 }
 
 func (b *fakeBackend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (backend.Instance, error) {
+	if b.recoverGate != nil {
+		<-b.recoverGate
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var c struct{ ID string }

@@ -138,13 +138,27 @@ func (s *Service) Len() int {
 }
 
 // Recover loads every persisted record and re-attaches each sandbox to its
-// backend in parallel. Records are visible (and RPCs on them wait for their
-// own recovery) as soon as they are read, so serving is not held up; Recover
-// returns when every sandbox is re-attached.
+// backend in parallel; it returns when every sandbox is re-attached. It is
+// LoadRecords followed by the wait it returns.
 func (s *Service) Recover(ctx context.Context) error {
+	wait, err := s.LoadRecords(ctx)
+	if err != nil {
+		return err
+	}
+	wait()
+	return nil
+}
+
+// LoadRecords reads every persisted record, registers its sandbox and
+// starts re-attaching them all in the background; it returns once every
+// record is registered, with a func that waits for the re-attaching. Call it
+// before serving: from then on an RPC on a persisted sandbox finds it (and
+// waits for that sandbox's own recovery) instead of being told it does not
+// exist, while new sandboxes are served at once.
+func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 	recs, orphans, err := s.store.load()
 	if err != nil {
-		return fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
+		return nil, fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
 	}
 	orphans = append(orphans, s.store.orphanBackendDirs(recs)...)
 	for _, dir := range orphans {
@@ -169,8 +183,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		}()
 	}
 	s.mu.Unlock()
-	wg.Wait()
-	return nil
+	return wg.Wait, nil
 }
 
 // Close stops serving every Task API socket without shutting sandboxes down:

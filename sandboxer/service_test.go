@@ -399,6 +399,57 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 	}
 }
 
+// TestRecordsVisibleBeforeReattach restarts on a state directory whose
+// sandbox is slow to re-attach: from the moment LoadRecords returns (the
+// daemon serves only after it), a Status on that sandbox waits for its
+// recovery and is never told the sandbox does not exist. Before, recovery
+// read the records in the background after serving had started, and a
+// loaded machine answered NotFound to containerd for a live pod.
+func TestRecordsVisibleBeforeReattach(t *testing.T) {
+	dir := shortTempDir(t)
+	h := newHarness(t, dir)
+	ctx := context.Background()
+	h.createStart(ctx, "slow", map[string]string{AnnotationIsolation: "wasm"})
+	state := h.svc.StateDir()
+	h.stop()
+
+	gate := make(chan struct{})
+	wasm := &fakeBackend{name: "wasm", recoverGate: gate}
+	svc, err := New(ctx, WithStateDir(state), WithBackend(wasm), WithBackend(&fakeBackend{name: "vm"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	wait, err := svc.LoadRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		st  *api.ControllerStatusResponse
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		st, err := svc.Status(ctx, &api.ControllerStatusRequest{SandboxID: "slow"})
+		got <- result{st, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("Status answered before the sandbox was re-attached: %+v %v", r.st, r.err)
+	case <-time.After(100 * time.Millisecond): // still waiting, as it must
+	}
+	close(gate)
+	wait()
+	select {
+	case r := <-got:
+		if r.err != nil || r.st.SandboxID != "slow" {
+			t.Fatalf("status after re-attach: %+v %v", r.st, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Status still blocked after the sandbox was re-attached")
+	}
+}
+
 func TestRecoveryAfterRestart(t *testing.T) {
 	dir := shortTempDir(t)
 	h := newHarness(t, dir)

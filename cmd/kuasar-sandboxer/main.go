@@ -126,14 +126,17 @@ func run(args []string) error {
 		defer hs.Close()
 	}
 
-	// Recover in the background: RPCs on a sandbox wait only for its own
-	// recovery, and new sandboxes are served at once.
+	// Every persisted sandbox is registered before serving, so that no RPC
+	// is told a live sandbox does not exist; re-attaching them runs in the
+	// background: RPCs on a sandbox wait only for its own recovery, and new
+	// sandboxes are served at once.
+	start := time.Now()
+	waitRecovered, err := svc.LoadRecords(ctx)
+	if err != nil {
+		return err
+	}
 	go func() {
-		start := time.Now()
-		if err := svc.Recover(ctx); err != nil {
-			log.G(ctx).WithError(err).Error("recovery failed")
-			return
-		}
+		waitRecovered()
 		log.G(ctx).WithField("sandboxes", svc.Len()).WithField("took", time.Since(start)).Info("recovery done")
 	}()
 
