@@ -98,34 +98,54 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 		return fmt.Errorf("guest agent of sandbox %s did not answer within %v (%v); see the guest console log %s: %w",
 			i.sb.ID, timeout, err, i.hv.ConsoleLog(), errdefs.ErrUnavailable)
 	}
-	// Watch the VMM while waiting: an exited VMM or a guest in
-	// internal-error must not make us wait for the whole timeout.
+	unhealthy := func(err error) error {
+		return fmt.Errorf("VM of sandbox %s failed its health probe while waiting for the guest agent: %w; see the guest console log %s",
+			i.sb.ID, err, i.hv.ConsoleLog())
+	}
+	// Watch the VMM while waiting: an exited VMM, a guest in
+	// internal-error or a monitor that stopped answering must not make us
+	// wait for the whole timeout. Each probe has its own short deadline
+	// (inside Health); probeMisses failed probes in a row end the wait.
 	health := make(chan error, 1)
 	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(probeInterval)
 		defer t.Stop()
+		misses := 0
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
-			var err error
-			if hc, ok := i.hv.(healthChecker); ok {
-				err = hc.Health(ctx)
-			}
-			if err != nil && ctx.Err() == nil {
-				health <- err
-				cancel()
+			hc, ok := i.hv.(healthChecker)
+			if !ok {
 				return
 			}
+			err := hc.Health(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				misses = 0
+				continue
+			}
+			// A probe that timed out may be load; a dead VMM or a
+			// broken guest is final.
+			timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+			if misses++; timedOut && misses < probeMisses {
+				log.G(ctx).WithField("sandbox", i.sb.ID).WithError(err).Warn("vm: health probe failed")
+				continue
+			}
+			health <- err
+			cancel()
+			return
 		}
 	}()
 	conn, err := i.hv.DialAgent(ctx)
 	if err != nil {
 		select {
 		case herr := <-health:
-			return fail(herr)
+			return unhealthy(herr)
 		default:
 		}
 		return fail(err)
@@ -147,7 +167,7 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 			client.Close()
 			select {
 			case herr := <-health:
-				return fail(herr)
+				return unhealthy(herr)
 			default:
 			}
 			return fail(err)
@@ -424,6 +444,15 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// probeInterval is how often the VMM is probed while the agent boots;
+// probeMisses failed probes in a row (each bounded by its own deadline,
+// see qmp.ProbeTimeout) fail the start. A VMM that has exited fails it at
+// once.
+const (
+	probeInterval = 500 * time.Millisecond
+	probeMisses   = 3
+)
 
 // pingAttempt bounds one Ping while waiting for the agent. QEMU buffers
 // what the host writes before the guest opens its port (checked: retried
