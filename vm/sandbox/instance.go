@@ -15,6 +15,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -23,6 +24,7 @@ import (
 	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agentapi"
+	taskevents "github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -52,6 +54,7 @@ type Instance struct {
 	agent    agentapi.AgentService
 	guestRel string
 	tasks    *forwarder
+	events   *taskevents.Queue // the containers' task events, in order
 	stopping bool
 	exit     *backend.Exit
 	exitCh   chan struct{}
@@ -66,15 +69,15 @@ type Instance struct {
 
 var _ backend.Instance = (*Instance)(nil)
 
-func newInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
-	i := &Instance{sb: sb, hvName: name, spec: spec, hv: d, exitCh: make(chan struct{})}
+func newInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver, pub events.Publisher) *Instance {
+	i := &Instance{sb: sb, hvName: name, spec: spec, hv: d, exitCh: make(chan struct{}), events: taskevents.NewQueue(pub)}
 	i.tasks = newForwarder(i)
 	return i
 }
 
 // exitedInstance is a sandbox whose VMM is gone (after Recover).
 func exitedInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
-	i := newInstance(sb, name, spec, d)
+	i := newInstance(sb, name, spec, d, nil)
 	i.markExited(137)
 	return i
 }
@@ -389,6 +392,12 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 		_ = os.Remove(filepath.Join(i.spec.StateDir, s))
 	}
 	i.markExited(0)
+	// Deliver the events already queued (the last exits, deletes).
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := i.events.Close(qctx); err != nil {
+		log.G(ctx).WithField("sandbox", i.sb.ID).WithError(err).Warn("vm: task events not all delivered")
+	}
 	return errors.Join(errs...)
 }
 
