@@ -35,6 +35,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 	id := "stalled-vmm"
 	console := filepath.Join(state, "vm", "console.log")
 	stopped := make(chan int, 1)
+	var stoppedAt time.Time
 	go func() {
 		// Stop QEMU once the guest has printed its marker: by then
 		// Start has connected QMP and is waiting for the agent.
@@ -42,6 +43,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 			if b, _ := os.ReadFile(console); bytes.Contains(b, []byte("kuasar-probe-ready")) {
 				if pids := qemuPids(id); len(pids) == 1 {
 					_ = syscall.Kill(pids[0], syscall.SIGSTOP)
+					stoppedAt = time.Now()
 					stopped <- pids[0]
 					return
 				}
@@ -61,6 +63,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 	select {
 	case pid := <-stopped:
 		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+		t.Logf("Start failed %v after QEMU was stopped", time.Since(stoppedAt))
 	default:
 		t.Fatalf("Start failed before QEMU was stopped: %v", err)
 	}
