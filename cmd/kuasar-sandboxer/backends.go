@@ -51,7 +51,8 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		}
 		pub.Close()
 	}
-	vopts := []vmsandbox.Option{vmsandbox.WithDefaultHypervisor(cfg.Hypervisor.Default)}
+	// Both backends publish task events through the one publisher.
+	vopts := []vmsandbox.Option{vmsandbox.WithDefaultHypervisor(cfg.Hypervisor.Default), vmsandbox.WithPublisher(pub)}
 	for name, h := range map[string]config.Hypervisor{
 		vm.QEMU:            cfg.Hypervisor.QEMU,
 		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,

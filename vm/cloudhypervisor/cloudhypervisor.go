@@ -196,7 +196,11 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	return c, err
 }
 
-// Health reports an error when the VMM is gone or the VM is not running.
+// HealthProbeTimeout bounds one API probe of Health.
+const HealthProbeTimeout = 3 * time.Second
+
+// Health reports an error when the VMM is gone, its API does not answer
+// within HealthProbeTimeout, or the VM is not running.
 func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
 	p, c := v.proc.Load(), v.client
@@ -204,9 +208,13 @@ func (v *VM) Health(ctx context.Context) error {
 	if p.Exited() {
 		return fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
 	}
-	info, err := c.Info(ctx)
+	// One probe, one short deadline: a VMM whose API stopped answering
+	// must not hold the caller for its whole timeout.
+	pctx, cancel := context.WithTimeout(ctx, HealthProbeTimeout)
+	defer cancel()
+	info, err := c.Info(pctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("cloud-hypervisor of VM %s: probe API vm.info (deadline %v): %w: %w", v.spec.ID, HealthProbeTimeout, err, errdefs.ErrUnavailable)
 	}
 	if info.State != "Running" {
 		return fmt.Errorf("cloud-hypervisor reports the VM %s: %w", info.State, errdefs.ErrUnavailable)

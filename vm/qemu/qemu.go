@@ -258,10 +258,13 @@ func (v *VM) Attach(ctx context.Context, pid int) (retErr error) {
 		}
 		v.uid = uint32(uid)
 	}
-	q, err := DialQMP(ctx, v.path(QMPSocketName))
+	pctx, cancel := qmp.Probe(ctx)
+	q, err := DialQMP(pctx, v.path(QMPSocketName))
+	cancel()
 	if err != nil {
 		l.Close()
-		return err
+		v.agentL = nil
+		return fmt.Errorf("qemu of VM %s (pid %d): probe QMP connect: %w", v.spec.ID, pid, err)
 	}
 	v.qmp = q
 	return nil
@@ -330,25 +333,33 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 }
 
 // Health reports an error when the guest cannot make progress: QEMU has
-// exited, or QMP reports internal-error (e.g. KVM emulation failure) or
-// guest-panicked. QEMU does not exit in those states by itself.
+// exited, its monitor does not answer query-status within
+// qmp.ProbeTimeout (QEMU is stopped or wedged), or QMP reports
+// internal-error (e.g. KVM emulation failure) or guest-panicked. QEMU does
+// not exit in those states by itself. Errors name the VM and the probe.
 func (v *VM) Health(ctx context.Context) error {
 	v.mu.Lock()
 	p, q := v.proc.Load(), v.qmp
 	v.mu.Unlock()
 	if p == nil || p.Exited() {
-		return fmt.Errorf("qemu is not running: %w", errdefs.ErrUnavailable)
+		return fmt.Errorf("qemu of VM %s is not running: %w", v.spec.ID, errdefs.ErrUnavailable)
 	}
 	if q == nil {
 		return nil
 	}
-	s, err := q.QueryStatus(ctx)
+	pctx, cancel := qmp.Probe(ctx)
+	defer cancel()
+	s, err := q.QueryStatus(pctx)
 	if err != nil {
-		return err
+		if ctx.Err() == nil && pctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("qemu of VM %s (pid %d): probe QMP query-status on %s did not answer within %v: %w: %w",
+				v.spec.ID, p.Pid(), v.path(QMPSocketName), qmp.ProbeTimeout, err, errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("qemu of VM %s (pid %d): probe QMP query-status: %w", v.spec.ID, p.Pid(), err)
 	}
 	switch s.Status {
 	case "internal-error", "guest-panicked", "shutdown":
-		return fmt.Errorf("qemu reports the guest in state %q (accel %s; set accel = \"tcg\" in [hypervisor.qemu] if KVM is nested): %w", s.Status, v.accel, errdefs.ErrUnavailable)
+		return fmt.Errorf("qemu of VM %s: probe QMP query-status reports the guest in state %q (accel %s; set accel = \"tcg\" in [hypervisor.qemu] if KVM is nested): %w", v.spec.ID, s.Status, v.accel, errdefs.ErrUnavailable)
 	}
 	return nil
 }

@@ -4,15 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 )
 
 // QMP is a client for QEMU's machine protocol on a unix socket: it reads
 // the greeting, negotiates capabilities, and runs one command at a time,
-// skipping the asynchronous events QEMU interleaves with replies.
+// skipping the asynchronous events QEMU interleaves with replies. Every
+// command carries a numeric id that QEMU echoes, so the late reply to a
+// command abandoned at its deadline (a probe of a stalled QEMU) is never
+// taken for the reply to the next one.
 type QMP struct {
-	c *qmp.Conn
+	c    *qmp.Conn
+	next atomic.Int64
 }
 
 // DialQMP connects to the QMP socket at path and negotiates capabilities.
@@ -22,7 +28,14 @@ func DialQMP(ctx context.Context, path string) (*QMP, error) {
 
 // Execute runs one QMP command and returns its "return" value.
 func (q *QMP) Execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
-	ret, err := q.c.Execute(ctx, qmp.Command(command, "", args), nil)
+	id := q.next.Add(1)
+	req := qmp.Command(command, "", args)
+	req["id"] = id
+	ret, err := q.c.Execute(ctx, req, func(m *qmp.Message) (bool, error) {
+		// No id: a reply to a command sent without one (none are).
+		// Another id: the late reply to an abandoned command.
+		return len(m.ID) == 0 || string(m.ID) == strconv.FormatInt(id, 10), nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("QMP %s: %w", command, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
@@ -40,6 +41,7 @@ type Backend struct {
 	configs      map[string]vm.Config
 	defaultHV    string
 	agentTimeout time.Duration
+	publisher    events.Publisher
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -170,7 +172,7 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 			return nil, err
 		}
 	}
-	inst := newInstance(sb, name, spec, d)
+	inst := newInstance(sb, name, spec, d, b.publisher)
 	if len(spec.Disks) > 0 {
 		inst.block = blk
 	}
@@ -230,7 +232,6 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 	if err != nil {
 		return exitedInstance(sb, c.Hypervisor, spec, nil), nil
 	}
-	inst := newInstance(sb, c.Hypervisor, spec, d)
 	a, ok := d.(attacher)
 	if !ok || c.Pid == 0 {
 		return exitedInstance(sb, c.Hypervisor, spec, d), nil
@@ -239,7 +240,9 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 		log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Info("vm: VMM gone, sandbox reported exited")
 		return exitedInstance(sb, c.Hypervisor, spec, d), nil
 	}
+	inst := newInstance(sb, c.Hypervisor, spec, d, b.publisher)
 	if err := inst.connect(ctx, 15*time.Second); err != nil {
+		_ = inst.events.Close(ctx)
 		log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Warn("vm: VMM runs but agent unreachable; stopping it")
 		_ = d.Stop(ctx, time.Second)
 		return exitedInstance(sb, c.Hypervisor, spec, d), nil

@@ -11,9 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/fifo"
@@ -36,6 +38,10 @@ type forwarder struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	// waits bounds the background Waits that publish /tasks/exit;
+	// vmGone cancels it.
+	waits     context.Context
+	stopWaits context.CancelFunc
 }
 
 type container struct {
@@ -45,12 +51,15 @@ type container struct {
 	bundle   string // host bundle containerd gave us
 	procs    map[string]*pumps
 	deleting bool
+	ns       string // containerd namespace its events go to
 }
 
 var _ taskAPI.TTRPCTaskService = (*forwarder)(nil)
 
 func newForwarder(i *Instance) *forwarder {
-	return &forwarder{inst: i, containers: map[string]*container{}}
+	f := &forwarder{inst: i, containers: map[string]*container{}}
+	f.waits, f.stopWaits = context.WithCancel(context.Background())
+	return f
 }
 
 func (f *forwarder) client() (taskAPI.TTRPCTaskService, error) {
@@ -110,7 +119,7 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 		f.mu.Unlock()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists))
 	}
-	c := &container{id: r.ID, dir: filepath.Join(f.inst.spec.SharedDir, r.ID), bundle: r.Bundle, procs: map[string]*pumps{}}
+	c := &container{id: r.ID, dir: filepath.Join(f.inst.spec.SharedDir, r.ID), bundle: r.Bundle, procs: map[string]*pumps{}, ns: f.namespace(ctx)}
 	c.rootfs = filepath.Join(c.dir, "rootfs")
 	f.containers[r.ID] = c
 	f.mu.Unlock()
@@ -174,6 +183,14 @@ func (f *forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, io
 	f.mu.Lock()
 	c.procs[""] = p
 	f.mu.Unlock()
+	f.publish(c.ns, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Checkpoint:  r.Checkpoint,
+		Pid:         resp.GetPid(),
+	})
 	return resp, nil
 }
 
@@ -325,13 +342,38 @@ func (f *forwarder) waitPumps(cid, eid string, d time.Duration) {
 	}
 }
 
-// Start forwards.
+// Start forwards, publishes /tasks/start (or /tasks/exec-started) and
+// watches for the process's exit to publish /tasks/exit.
 func (f *forwarder) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	cl, err := f.client()
 	if err != nil {
 		return nil, err
 	}
-	return cl.Start(ctx, r)
+	resp, err := cl.Start(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	ns := f.containerNamespace(ctx, r.ID)
+	if r.ExecID == "" {
+		f.publish(ns, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: resp.GetPid()})
+	} else {
+		f.publish(ns, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: resp.GetPid()})
+	}
+	// Published after the start event: the queue keeps them in order.
+	f.watchExit(cl, ns, r.ID, r.ExecID, resp.GetPid())
+	return resp, nil
+}
+
+// containerNamespace is the namespace container id's events go to: the
+// one recorded at Create, else the request's.
+func (f *forwarder) containerNamespace(ctx context.Context, id string) string {
+	f.mu.Lock()
+	c := f.containers[id]
+	f.mu.Unlock()
+	if c != nil && c.ns != "" {
+		return c.ns
+	}
+	return f.namespace(ctx)
 }
 
 // Delete forwards, stops the pumps and, for a container, removes its
@@ -373,6 +415,15 @@ func (f *forwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*task
 			log.G(ctx).WithField("sandbox", f.inst.sb.ID).WithField("container", r.ID).WithError(err).Warn("vm: removing container bundle")
 		}
 	}
+	if r.ExecID == "" {
+		ns := f.namespace(ctx)
+		if c != nil && c.ns != "" {
+			ns = c.ns
+		}
+		f.publish(ns, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+			ContainerID: r.ID, Pid: resp.GetPid(), ExitStatus: resp.GetExitStatus(), ExitedAt: resp.GetExitedAt(),
+		})
+	}
 	return resp, nil
 }
 
@@ -402,6 +453,7 @@ func (f *forwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*e
 	f.mu.Lock()
 	c.procs[r.ExecID] = p
 	f.mu.Unlock()
+	f.publish(c.ns, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return resp, nil
 }
 
@@ -586,6 +638,7 @@ func (f *forwarder) killAll(ctx context.Context, timeout time.Duration) {
 // vmGone stops every pump and removes every container's mounts and
 // bundle: the guest is gone.
 func (f *forwarder) vmGone() {
+	f.stopWaits()
 	f.mu.Lock()
 	cs := f.containers
 	f.containers = map[string]*container{}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -23,6 +24,7 @@ import (
 	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agentapi"
+	taskevents "github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -52,6 +54,7 @@ type Instance struct {
 	agent    agentapi.AgentService
 	guestRel string
 	tasks    *forwarder
+	events   *taskevents.Queue // the containers' task events, in order
 	stopping bool
 	exit     *backend.Exit
 	exitCh   chan struct{}
@@ -66,15 +69,15 @@ type Instance struct {
 
 var _ backend.Instance = (*Instance)(nil)
 
-func newInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
-	i := &Instance{sb: sb, hvName: name, spec: spec, hv: d, exitCh: make(chan struct{})}
+func newInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver, pub events.Publisher) *Instance {
+	i := &Instance{sb: sb, hvName: name, spec: spec, hv: d, exitCh: make(chan struct{}), events: taskevents.NewQueue(pub)}
 	i.tasks = newForwarder(i)
 	return i
 }
 
 // exitedInstance is a sandbox whose VMM is gone (after Recover).
 func exitedInstance(sb backend.Sandbox, name string, spec vm.Spec, d driver) *Instance {
-	i := newInstance(sb, name, spec, d)
+	i := newInstance(sb, name, spec, d, nil)
 	i.markExited(137)
 	return i
 }
@@ -98,34 +101,54 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 		return fmt.Errorf("guest agent of sandbox %s did not answer within %v (%v); see the guest console log %s: %w",
 			i.sb.ID, timeout, err, i.hv.ConsoleLog(), errdefs.ErrUnavailable)
 	}
-	// Watch the VMM while waiting: an exited VMM or a guest in
-	// internal-error must not make us wait for the whole timeout.
+	unhealthy := func(err error) error {
+		return fmt.Errorf("VM of sandbox %s failed its health probe while waiting for the guest agent: %w; see the guest console log %s",
+			i.sb.ID, err, i.hv.ConsoleLog())
+	}
+	// Watch the VMM while waiting: an exited VMM, a guest in
+	// internal-error or a monitor that stopped answering must not make us
+	// wait for the whole timeout. Each probe has its own short deadline
+	// (inside Health); probeMisses failed probes in a row end the wait.
 	health := make(chan error, 1)
 	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(probeInterval)
 		defer t.Stop()
+		misses := 0
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
-			var err error
-			if hc, ok := i.hv.(healthChecker); ok {
-				err = hc.Health(ctx)
-			}
-			if err != nil && ctx.Err() == nil {
-				health <- err
-				cancel()
+			hc, ok := i.hv.(healthChecker)
+			if !ok {
 				return
 			}
+			err := hc.Health(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				misses = 0
+				continue
+			}
+			// A probe that timed out may be load; a dead VMM or a
+			// broken guest is final.
+			timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+			if misses++; timedOut && misses < probeMisses {
+				log.G(ctx).WithField("sandbox", i.sb.ID).WithError(err).Warn("vm: health probe failed")
+				continue
+			}
+			health <- err
+			cancel()
+			return
 		}
 	}()
 	conn, err := i.hv.DialAgent(ctx)
 	if err != nil {
 		select {
 		case herr := <-health:
-			return fail(herr)
+			return unhealthy(herr)
 		default:
 		}
 		return fail(err)
@@ -147,7 +170,7 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 			client.Close()
 			select {
 			case herr := <-health:
-				return fail(herr)
+				return unhealthy(herr)
 			default:
 			}
 			return fail(err)
@@ -369,6 +392,12 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 		_ = os.Remove(filepath.Join(i.spec.StateDir, s))
 	}
 	i.markExited(0)
+	// Deliver the events already queued (the last exits, deletes).
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := i.events.Close(qctx); err != nil {
+		log.G(ctx).WithField("sandbox", i.sb.ID).WithError(err).Warn("vm: task events not all delivered")
+	}
 	return errors.Join(errs...)
 }
 
@@ -424,6 +453,15 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// probeInterval is how often the VMM is probed while the agent boots;
+// probeMisses failed probes in a row (each bounded by its own deadline,
+// see qmp.ProbeTimeout) fail the start. A VMM that has exited fails it at
+// once.
+const (
+	probeInterval = 500 * time.Millisecond
+	probeMisses   = 3
+)
 
 // pingAttempt bounds one Ping while waiting for the agent. QEMU buffers
 // what the host writes before the guest opens its port (checked: retried

@@ -189,9 +189,11 @@ func (v *VM) Health(ctx context.Context) error {
 	if p.Exited() {
 		return fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
 	}
-	s, err := q.QueryStatus(ctx)
+	pctx, cancel := qmp.Probe(ctx)
+	defer cancel()
+	s, err := q.QueryStatus(pctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("stratovirt of VM %s: probe QMP query-status (deadline %v): %w: %w", v.spec.ID, qmp.ProbeTimeout, err, errdefs.ErrUnavailable)
 	}
 	if s != "running" {
 		return fmt.Errorf("stratovirt reports the guest %q: %w", s, errdefs.ErrUnavailable)

@@ -23,6 +23,18 @@ import (
 // DefaultTimeout bounds an exchange whose context has no deadline.
 const DefaultTimeout = 10 * time.Second
 
+// ProbeTimeout bounds one health probe of a running VMM: one connect and
+// greeting, or one command and its reply. A monitor that answers nothing
+// within it is counted as not answering, whatever deadline the caller's
+// context carries (the agent timeout at a sandbox start is 60-90 s, far
+// too long to learn that the VMM is stuck).
+const ProbeTimeout = 3 * time.Second
+
+// Probe bounds ctx by ProbeTimeout for one probe.
+func Probe(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, ProbeTimeout)
+}
+
 // maxEvents is how many recent event names a Conn keeps.
 const maxEvents = 32
 
@@ -127,7 +139,11 @@ func Connect[C any](ctx context.Context, p *vmm.Process, name, path, hint string
 	defer cancel()
 	var c C
 	err := vmm.Poll(ctx, p, interval, func() (err error) {
-		c, err = dial(ctx, path)
+		// Each attempt has its own deadline: a VMM that accepted the
+		// connection but never greets is retried, not waited on.
+		pctx, pcancel := Probe(ctx)
+		defer pcancel()
+		c, err = dial(pctx, path)
 		return err
 	}, func(exited bool, last error) error {
 		if exited {
