@@ -11,6 +11,10 @@
 //
 // The harness runs nothing but `go test -bench`: every figure it prints comes
 // from a benchmark that anyone can run by hand with the command it logs.
+//
+// Interrupting it (^C, SIGTERM) stops the running suite and kills every
+// process the suites started, daemonised QEMU and containerd included, and
+// removes their temporary files and, as root, their mounts (see reap.go).
 package main
 
 import (
