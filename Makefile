@@ -10,7 +10,7 @@ FUZZTIME  ?= 5s
 
 BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
 
-.PHONY: help deps build guest guest-minimal fixtures test test-short fuzz bench lint clean install
+.PHONY: help deps build guest guest-minimal fixtures test test-short test-race fuzz bench lint clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: guest ## run every test, integration tests with real containerd, crictl an
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
+
+test-race: ## 1,000 concurrent Wasm sandbox lifecycles, twice, under the race detector; goroutines, fds and RSS back to baseline (root)
+	$(GO) test -race -count=1 -run TestThousandLifecycles ./sandboxer/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 5s); their seed corpora (testdata/fuzz) also run in every `go test`
 	@set -e; for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \

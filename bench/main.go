@@ -11,6 +11,10 @@
 //
 // The harness runs nothing but `go test -bench`: every figure it prints comes
 // from a benchmark that anyone can run by hand with the command it logs.
+//
+// Interrupting it (^C, SIGTERM) stops the running suite and kills every
+// process the suites started, daemonised QEMU and containerd included, and
+// removes their temporary files and, as root, their mounts (see reap.go).
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -69,7 +74,13 @@ func main() {
 		return
 	}
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGINT or SIGTERM stops the running suite and kills everything it
+	// started (see reap.go); becoming a subreaper first is what lets the
+	// harness find the processes that left the suite's process group.
+	if err := becomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: warning:", err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := run(ctx, *out, *count, *filter, *benchtime, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -96,6 +107,19 @@ func run(ctx context.Context, outDir string, count int, filter, benchtime string
 	}
 	defer raw.Close()
 
+	// Every suite's temporary files go under one directory the harness
+	// removes at the end, interrupted or not, once nothing runs any more.
+	scratch, err := os.MkdirTemp("", "kuasar-bench-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if _, err := killDescendants(reapTimeout); err != nil {
+			fmt.Fprintln(log, "bench:", err)
+		}
+		os.RemoveAll(scratch)
+	}()
+
 	var report bytes.Buffer
 	fmt.Fprintf(&report, "# kuasar-go benchmarks, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	writeMachine(&report)
@@ -104,6 +128,9 @@ func run(ctx context.Context, outDir string, count int, filter, benchtime string
 	for _, s := range suites {
 		if !re.MatchString(s.name) {
 			continue
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		ran++
 		bt := s.benchtime
@@ -116,11 +143,16 @@ func run(ctx context.Context, outDir string, count int, filter, benchtime string
 		}
 		args = append(args, s.pkg)
 		fmt.Fprintf(log, "bench: %s: go %s\n", s.name, strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd := suiteCommand(ctx, args, scratch)
 		var buf bytes.Buffer
 		cmd.Stdout = io.MultiWriter(&buf, raw)
 		cmd.Stderr = log
 		runErr := cmd.Run()
+		if n, err := killDescendants(reapTimeout); err != nil {
+			fmt.Fprintf(log, "bench: %s: %v\n", s.name, err)
+		} else if n > 0 {
+			fmt.Fprintf(log, "bench: %s left %d processes running; killed them\n", s.name, n)
+		}
 
 		fmt.Fprintf(&report, "## %s\n\n%s\n\n`go %s`\n\n", s.name, s.what, strings.Join(args, " "))
 		rows, perr := summarize(&buf)
@@ -136,13 +168,43 @@ func run(ctx context.Context, outDir string, count int, filter, benchtime string
 	if ran == 0 {
 		return fmt.Errorf("-suite %q matches no suite; suites are: %s", filter, suiteNames())
 	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(&report, "\n**Interrupted**: the report stops at the suite that was running.\n")
+	}
 	mdPath := filepath.Join(outDir, stamp+".md")
 	if err := os.WriteFile(mdPath, report.Bytes(), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(log, "bench: report %s, raw output for benchstat %s\n", mdPath, rawPath)
-	_, err = log.Write(report.Bytes())
-	return err
+	if _, err := log.Write(report.Bytes()); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted; every process the suites started was killed")
+	}
+	return nil
+}
+
+// reapTimeout bounds how long the harness waits for the processes it kills to
+// be gone.
+const reapTimeout = 30 * time.Second
+
+// suiteCommand returns the `go` command that runs one suite, contained so
+// that the harness can stop all of it: in its own process group, which gets
+// SIGINT when ctx is done (as a terminal's ^C would), then SIGKILL if it has
+// not exited 10 s later; with TMPDIR under scratch; and, as root, in a private
+// mount namespace, so that no mount a benchmark makes outlives the suite even
+// when the benchmark is killed before it can unmount.
+func suiteCommand(ctx context.Context, args []string, scratch string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS // Go makes "/" private (MS_REC) in the child
+	}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
+	cmd.WaitDelay = 10 * time.Second
+	cmd.Env = append(os.Environ(), "TMPDIR="+scratch)
+	return cmd
 }
 
 // summarizeFile prints the table of a raw output file written by an earlier
