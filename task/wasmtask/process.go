@@ -124,9 +124,13 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 		code = wasm.ExitKilled
 	}
 	// The exit is published once containerd has taken the guest's output
-	// (stdio.Pipes.Drain): a fast guest could otherwise lose all of it.
-	if err := p.pipes.Drain(stdio.DrainTimeout); err != nil {
-		log.L.WithField("exec", p.execID).WithError(err).Warn("wasm task output may be lost")
+	// (stdio.Pipes.Drain): a fast guest could otherwise lose all of it. A
+	// killed guest is not held: a kill must end it promptly even when
+	// nobody reads its output, and whoever kills it has long been reading.
+	if p.signal.Load() == 0 {
+		if err := p.pipes.Drain(stdio.DrainTimeout); err != nil {
+			log.L.WithField("exec", p.execID).WithError(err).Warn("wasm task output may be lost")
+		}
 	}
 	p.pipes.Close()
 	p.mu.Lock()
