@@ -35,7 +35,7 @@ func (p *Pipes) Drain(timeout time.Duration) error {
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
+	wait := 50 * time.Microsecond
 	for {
 		pending, name, err := p.unread()
 		if err != nil || pending == 0 {
