@@ -65,7 +65,7 @@ func TestWasmPodCRI(t *testing.T) {
 			}
 			logs := ctrLogs(t, e, ctr)
 			if !strings.Contains(logs, fixtures.HelloGreeting) || !strings.Contains(logs, "a1") {
-				t.Fatalf("logs %q lack %q and argv a1", logs, fixtures.HelloGreeting)
+				t.Fatalf("logs %q lack %q and argv a1\ncontainerd log:\n%s", logs, fixtures.HelloGreeting, tail(e.Containerd.Output(), 20))
 			}
 			e.Crictl("rm", ctr)
 			e.Crictl("stopp", pod)
