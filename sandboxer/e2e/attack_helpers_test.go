@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -88,16 +86,6 @@ func containerState(e *testenv.Env, ctr string) (string, error) {
 	return strings.TrimSpace(out), err
 }
 
-// crictlLogs returns both streams of a container's CRI log (crictl logs
-// writes the container's stderr to its own stderr).
-func crictlLogs(e *testenv.Env, ctr string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, e.Tools.Crictl, "--runtime-endpoint", "unix://"+e.ContainerdSock,
-		"--image-endpoint", "unix://"+e.ContainerdSock, "--timeout", "60s", "logs", ctr).CombinedOutput()
-	return string(out)
-}
-
 // waitLogLine polls crictl logs of ctr until a line starting with prefix
 // appears and returns that line. It fails t when the container exits
 // without printing it or the deadline passes.
@@ -106,7 +94,7 @@ func waitLogLine(t testing.TB, e *testenv.Env, ctr, prefix string, timeout time.
 	line, ok := logLineOrExit(t, e, ctr, prefix, timeout)
 	if !ok {
 		status, _ := e.CrictlErr("inspect", "-o", "go-template", "--template", "exit {{.status.exitCode}} reason {{.status.reason}} message {{.status.message}}", ctr)
-		t.Fatalf("container %s exited (%s) without printing %q; logs:\n%s\nsandboxer log:\n%s", ctr, status, prefix, tail(crictlLogs(e, ctr), 20), tail(e.Sandboxer.Output(), 30))
+		t.Fatalf("container %s exited (%s) without printing %q; logs:\n%s\nsandboxer log:\n%s", ctr, status, prefix, tail(crictlLogs(t, e, ctr), 20), tail(e.Sandboxer.Output(), 30))
 	}
 	return line
 }
@@ -118,14 +106,14 @@ func logLineOrExit(t testing.TB, e *testenv.Env, ctr, prefix string, timeout tim
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		logs := crictlLogs(e, ctr)
+		logs := crictlLogsNow(e, ctr)
 		if line, ok := findLine(logs, prefix); ok {
 			return line, true
 		}
 		st, _ := containerState(e, ctr)
 		if st == "CONTAINER_EXITED" {
 			// It may have printed the line just before exiting.
-			line, ok := findLine(crictlLogs(e, ctr), prefix)
+			line, ok := findLine(crictlLogs(t, e, ctr), prefix)
 			return line, ok
 		}
 		if time.Now().After(deadline) {
@@ -195,13 +183,16 @@ func runTenant(t testing.TB, e *testenv.Env, name, ref string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if err := waitLogComplete(e, ctr, logCompleteTimeout); err != nil {
+		return err
+	}
 	logs, err := e.CrictlErr("logs", ctr)
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)
 	}
 	if !strings.Contains(logs, fixtures.HelloGreeting) || !strings.Contains(logs, "tenant") {
 		status, _ := e.CrictlErr("inspect", "-o", "go-template", "--template", "exit {{.status.exitCode}} reason {{.status.reason}} message {{.status.message}}", ctr)
-		return fmt.Errorf("logs %q lack %q and argv tenant (%s; stderr+stdout %q)", logs, fixtures.HelloGreeting, status, crictlLogs(e, ctr))
+		return fmt.Errorf("logs %q lack %q and argv tenant (%s; stderr+stdout %q)", logs, fixtures.HelloGreeting, status, crictlLogsNow(e, ctr))
 	}
 	if _, err := e.CrictlErr("rm", ctr); err != nil {
 		return fmt.Errorf("rm: %w", err)

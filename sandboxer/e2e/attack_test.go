@@ -123,13 +123,13 @@ func TestRenameRaceAttackCRI(t *testing.T) {
 			} else {
 				st, _ := containerState(e, swapper)
 				if st != "CONTAINER_RUNNING" {
-					t.Fatalf("the swapper is %s before the reader ended: the race did not run for the whole attack\nlogs:\n%s", st, crictlLogs(e, swapper))
+					t.Fatalf("the swapper is %s before the reader ended: the race did not run for the whole attack\nlogs:\n%s", st, crictlLogs(t, e, swapper))
 				}
 				e.Crictl("stop", "--timeout", "2", swapper)
 				waitState(t, e, swapper, "CONTAINER_EXITED", 60*time.Second)
 			}
 
-			logs := crictlLogs(e, reader)
+			logs := crictlLogs(t, e, reader)
 			kv := keyValues(summary)
 			attempts := intField(t, kv, "attempts", summary)
 			leaks := intField(t, kv, "leaks", summary)
@@ -522,7 +522,7 @@ func TestMemoryBombCRI(t *testing.T) {
 			e.Crictl("start", ctr)
 			st := waitState(t, e, ctr, "CONTAINER_EXITED", 180*time.Second)
 			peak := procStatusBytes(t, pid, "VmHWM")
-			logs, _ := e.CrictlErr("logs", ctr)
+			logs := ctrLogs(t, e, ctr)
 			line, _ := findLine(logs, "reached=")
 			code, _ := st["exitCode"].(float64)
 			t.Logf("%s: %q exit %v reason %v; sandboxer RSS %d MiB before, peak %d MiB (bound %d MiB); %s",
@@ -564,7 +564,7 @@ func TestMemoryBombCRI(t *testing.T) {
 		held := intField(t, keyValues(line), "reached", line)
 		e.Crictl("start", bomb)
 		st := waitState(t, e, bomb, "CONTAINER_EXITED", 120*time.Second)
-		logs := crictlLogs(e, bomb)
+		logs := crictlLogs(t, e, bomb)
 		bline, ok := findLine(logs, "reached=")
 		if !ok {
 			t.Fatalf("the second bomb printed no reached= line (exit %v, reason %v)\nlogs:\n%s", st["exitCode"], st["reason"], tail(logs, 10))

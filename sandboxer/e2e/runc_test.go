@@ -25,7 +25,7 @@ func TestRuncBaseline(t *testing.T) {
 	if code, _ := st["exitCode"].(float64); code != 0 {
 		t.Fatalf("exit code %v", st["exitCode"])
 	}
-	if out := e.Crictl("logs", ctr); !strings.Contains(out, "hello from runc") {
+	if out := ctrLogs(t, e, ctr); !strings.Contains(out, "hello from runc") {
 		t.Fatalf("logs: %q", out)
 	}
 	e.Crictl("rm", ctr)

@@ -52,7 +52,7 @@ func TestVMPodCRI(t *testing.T) {
 	if code, _ := st["exitCode"].(float64); code != 7 {
 		t.Fatalf("exit code %v, want 7: %v", st["exitCode"], st)
 	}
-	logs := e.Crictl("logs", once)
+	logs := ctrLogs(t, e, once)
 	if !strings.Contains(logs, "out-from-vm") {
 		t.Fatalf("logs %q lack the container's output", logs)
 	}
@@ -109,7 +109,7 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 	if code, _ := st["exitCode"].(float64); code != 0 {
 		t.Fatalf("exit code %v: %v", st["exitCode"], st)
 	}
-	if logs := e.Crictl("logs", ctr); !strings.Contains(logs, "hello from the vm") {
+	if logs := ctrLogs(t, e, ctr); !strings.Contains(logs, "hello from the vm") {
 		t.Fatalf("logs %q", logs)
 	}
 	info := e.Crictl("inspectp", pod)

@@ -45,6 +45,9 @@ func TestWasmPodCRI(t *testing.T) {
 			importWasm(t, e, fixtures.Hello, "hello.wasm", ref, tc.artifact)
 			podCfg := podJSON(t, e, "hello-"+tc.name, tc.podAnn)
 			pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+			// A failed case must not leave its pod to the next one's
+			// checks (sandboxDirs).
+			t.Cleanup(func() { e.CrictlErr("rmp", "-f", pod) })
 			// A pod that names its kind gets its backend at RunPodSandbox;
 			// the others at their first container.
 			sst, err := sandboxerClient(t, e).Status(context.Background(), &api.ControllerStatusRequest{SandboxID: pod, Verbose: true})
@@ -60,9 +63,9 @@ func TestWasmPodCRI(t *testing.T) {
 			if code, _ := st["exitCode"].(float64); code != 0 {
 				t.Fatalf("exit code %v: %v", st["exitCode"], st)
 			}
-			logs := e.Crictl("logs", ctr)
+			logs := ctrLogs(t, e, ctr)
 			if !strings.Contains(logs, fixtures.HelloGreeting) || !strings.Contains(logs, "a1") {
-				t.Fatalf("logs %q lack %q and argv a1", logs, fixtures.HelloGreeting)
+				t.Fatalf("logs %q lack %q and argv a1\ncontainerd log:\n%s", logs, fixtures.HelloGreeting, tail(e.Containerd.Output(), 20))
 			}
 			e.Crictl("rm", ctr)
 			e.Crictl("stopp", pod)

@@ -44,6 +44,7 @@ type Pipes struct {
 	stdinW     *io.PipeWriter
 	stdinDone  chan struct{}
 	closers    []io.Closer
+	outputs    []output // Stdout and Stderr, for Drain
 	closeOnce  sync.Once
 	stdinClose sync.Once
 }
@@ -67,6 +68,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 			return nil, err
 		}
 		p.closers = append(p.closers, f)
+		p.outputs = append(p.outputs, output{cfg.Stdout, f})
 		p.Stdout = f
 	}
 	if cfg.Stderr != "" {
@@ -78,6 +80,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 				return nil, err
 			}
 			p.closers = append(p.closers, f)
+			p.outputs = append(p.outputs, output{cfg.Stderr, f})
 			p.Stderr = f
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/task/stdio"
@@ -121,6 +122,15 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 	}
 	if err != nil && code == 0 {
 		code = wasm.ExitKilled
+	}
+	// The exit is published once containerd has taken the guest's output
+	// (stdio.Pipes.Drain): a fast guest could otherwise lose all of it. A
+	// killed guest is not held: a kill must end it promptly even when
+	// nobody reads its output, and whoever kills it has long been reading.
+	if p.signal.Load() == 0 {
+		if err := p.pipes.Drain(stdio.DrainTimeout); err != nil {
+			log.L.WithField("exec", p.execID).WithError(err).Warn("wasm task output may be lost")
+		}
 	}
 	p.pipes.Close()
 	p.mu.Lock()
