@@ -59,25 +59,7 @@ func TestGoClient(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := containerd.New(e.ContainerdSock, containerd.WithDefaultNamespace("k8s.io"), containerd.WithDefaultSandboxer("kuasar"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
-	sb, err := c.NewSandbox(ctx, "gosb", containerd.WithSandboxRuntime("io.containerd.kuasar.v1", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Shutdown(context.WithoutCancel(ctx))
-	if err := sb.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// containerd's sandbox service drops the address: ask the sandboxer.
-	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: "gosb"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sb, st := startGoSandbox(ctx, t, e, "gosb")
 	if st.Version != 3 || !strings.HasPrefix(st.Address, "ttrpc+unix://") {
 		t.Fatalf("status %+v", st)
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	api "github.com/containerd/containerd/api/services/sandbox/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -30,23 +29,7 @@ func TestKill9KeepsRecordedExit(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := containerd.New(e.ContainerdSock, containerd.WithDefaultNamespace("k8s.io"), containerd.WithDefaultSandboxer("kuasar"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sb, err := c.NewSandbox(ctx, "exitsb", containerd.WithSandboxRuntime("io.containerd.kuasar.v1", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Shutdown(context.WithoutCancel(ctx))
-	if err := sb.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: "exitsb"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, st := startGoSandbox(ctx, t, e, "exitsb")
 	rec, err := c.ImageService().Get(ctx, ref)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	api "github.com/containerd/containerd/api/services/sandbox/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -31,23 +30,7 @@ func TestVMTaskEventsContainerd(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := containerd.New(e.ContainerdSock, containerd.WithDefaultNamespace("k8s.io"), containerd.WithDefaultSandboxer("kuasar"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sb, err := c.NewSandbox(ctx, "vmevsb", containerd.WithSandboxRuntime("io.containerd.kuasar.v1", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Shutdown(context.WithoutCancel(ctx))
-	if err := sb.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: "vmevsb"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, st := startGoSandbox(ctx, t, e, "vmevsb")
 	img, err := c.GetImage(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
