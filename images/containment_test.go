@@ -32,6 +32,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/testenv"
 )
 
 // testDeadline bounds every pull below: a pull the timeouts fail to stop
@@ -368,37 +369,6 @@ func TestLayerBombs(t *testing.T) {
 	}
 }
 
-// silentRegistry accepts TCP connections and never answers.
-func silentRegistry(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
-}
-
 // stallProxy serves reg, but stops sending a blob named by stallDigest
 // after half its bytes and holds the connection open until the test ends.
 // started is closed once the first half has been sent.
@@ -483,7 +453,7 @@ func TestRegistryTimeouts(t *testing.T) {
 		flag    string
 		timeout time.Duration
 	}{
-		{"silent registry", silentRegistry, images.PhaseResponseHeader, "--registry-timeout", time.Second},
+		{"silent registry", testenv.SilentListener, images.PhaseResponseHeader, "--registry-timeout", time.Second},
 		{"stalls mid-body", func(testing.TB) string { return stall }, images.PhaseBodyRead, "--registry-timeout", 5 * time.Second},
 		{"connect never completes", fullBacklog, images.PhaseConnect, "--registry-connect-timeout", time.Second},
 	}

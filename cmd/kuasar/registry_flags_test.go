@@ -5,12 +5,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,38 +16,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/testenv"
 )
-
-// silentListener accepts TCP connections and never answers them.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
-}
 
 // bombImage is a Linux image whose layer is 64 MiB of zeros, gzipped.
 func bombImage(t *testing.T) *images.MemoryImage {
@@ -79,7 +47,7 @@ func bombImage(t *testing.T) *images.MemoryImage {
 // and a decompression bomb, with the timeout and limit flags.
 func TestRegistryFlags(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no user credentials
-	silent := silentListener(t)
+	silent := testenv.SilentListener(t)
 	host := startRegistry(t)
 	bombRef := host + "/demo/bomb:v1"
 	if err := bombImage(t).Push(context.Background(), bombRef); err != nil {
