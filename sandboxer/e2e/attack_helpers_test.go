@@ -156,8 +156,9 @@ func intField(t testing.TB, kv map[string]string, key, line string) int64 {
 }
 
 // runTenant runs one hello pod as another tenant would, through every CRI
-// call (runp, create, start, logs, stopp, rmp), and returns the first
-// failure; each call has crictl's own deadline.
+// call (runp, create, start, logs, stopp, rmp), checks its output, and
+// returns the first failure; each call has crictl's own deadline. The
+// pod is removed whatever happens.
 func runTenant(t testing.TB, e *testenv.Env, name, ref string) error {
 	podCfg := podJSON(t, e, name, nil)
 	pod, err := e.CrictlErr("runp", "--runtime", "kuasar", podCfg)

@@ -82,25 +82,9 @@ func TestGoClient(t *testing.T) {
 	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
 
 	var out syncBuffer
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(e.Dir)),
-		containerd.WithTaskAPIEndpoint(st.Address, st.Version))
-	if err != nil {
-		t.Fatalf("new task: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
-	}
-	exitc, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ex := <-exitc:
-		if ex.ExitCode() != 0 {
-			t.Fatalf("exit %d", ex.ExitCode())
-		}
-	case <-ctx.Done():
-		t.Fatal("task did not exit")
+	task, code := runGoTask(ctx, t, e, ctr, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(e.Dir)), st)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 	if _, err := task.Delete(ctx); err != nil {
 		t.Fatal(err)

@@ -48,24 +48,9 @@ func TestKill9KeepsRecordedExit(t *testing.T) {
 	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
 
 	events, errs := c.Subscribe(ctx, `topic=="/tasks/exit"`)
-	task, err := ctr.NewTask(ctx, cio.NullIO, containerd.WithTaskAPIEndpoint(st.Address, st.Version))
-	if err != nil {
-		t.Fatalf("new task: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
-	}
-	exitc, err := task.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ex := <-exitc:
-		if ex.ExitCode() != 3 {
-			t.Fatalf("exit %d, want 3", ex.ExitCode())
-		}
-	case <-ctx.Done():
-		t.Fatal("task did not exit")
+	_, code := runGoTask(ctx, t, e, ctr, cio.NullIO, st)
+	if code != 3 {
+		t.Fatalf("exit %d, want 3", code)
 	}
 	// nextExit returns the next /tasks/exit event of the container.
 	nextExit := func(what string) *eventstypes.TaskExit {

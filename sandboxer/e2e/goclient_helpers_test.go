@@ -6,6 +6,7 @@ import (
 
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 
 	"github.com/kuasar-go/kuasar/internal/testenv"
 )
@@ -36,4 +37,29 @@ func startGoSandbox(ctx context.Context, t *testing.T, e *testenv.Env, id string
 		t.Fatal(err)
 	}
 	return c, sb, st
+}
+
+// runGoTask creates ctr's task with io at the sandbox's Task API address
+// (st), starts it, waits for its exit until ctx ends, and returns the task
+// (not yet deleted) and its exit code.
+func runGoTask(ctx context.Context, t *testing.T, e *testenv.Env, ctr containerd.Container, io cio.Creator, st *api.ControllerStatusResponse) (containerd.Task, uint32) {
+	t.Helper()
+	task, err := ctr.NewTask(ctx, io, containerd.WithTaskAPIEndpoint(st.Address, st.Version))
+	if err != nil {
+		t.Fatalf("new task: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
+	}
+	exitc, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-exitc:
+		return task, ex.ExitCode()
+	case <-ctx.Done():
+		t.Fatal("task did not exit")
+	}
+	return nil, 0
 }

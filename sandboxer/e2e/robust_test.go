@@ -53,41 +53,6 @@ func fds(t testing.TB, e *testenv.Env) int {
 	return n
 }
 
-// runHello runs one hello pod to completion and removes it.
-func runHello(t testing.TB, e *testenv.Env, name, ref string) error {
-	podCfg := podJSON(t, e, name, nil)
-	pod, err := e.CrictlErr("runp", "--runtime", "kuasar", podCfg)
-	if err != nil {
-		return fmt.Errorf("runp: %w", err)
-	}
-	defer e.CrictlErr("rmp", "-f", pod)
-	ctr, err := e.CrictlErr("create", pod, ctrJSON(t, e, name, ref, nil, false), podCfg)
-	if err != nil {
-		return fmt.Errorf("create: %w", err)
-	}
-	if _, err := e.CrictlErr("start", ctr); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := e.CrictlErr("inspect", "-o", "go-template", "--template", "{{.status.state}}", ctr)
-		if err == nil && strings.Contains(out, "CONTAINER_EXITED") {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("container %s not exited: %s %v", ctr, out, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := e.CrictlErr("stopp", pod); err != nil {
-		return fmt.Errorf("stopp: %w", err)
-	}
-	if _, err := e.CrictlErr("rmp", pod); err != nil {
-		return fmt.Errorf("rmp: %w", err)
-	}
-	return nil
-}
-
 // TestHundredPodsNoLeak runs 100 hello pods concurrently and checks that the
 // sandboxer's fds, goroutines, sandbox directories and mounts return to
 // their baseline.
@@ -98,7 +63,7 @@ func TestHundredPodsNoLeak(t *testing.T) {
 	e := testenv.NewEnv(t)
 	const ref = "docker.io/kuasar/hello-many:test"
 	importWasm(t, e, fixtures.Hello, "hello.wasm", ref, false)
-	if err := runHello(t, e, "warm", ref); err != nil { // warm caches and pools
+	if err := runTenant(t, e, "warm", ref); err != nil { // warm caches and pools
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -114,7 +79,7 @@ func TestHundredPodsNoLeak(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := runHello(t, e, fmt.Sprintf("p%03d", i), ref); err != nil {
+			if err := runTenant(t, e, fmt.Sprintf("p%03d", i), ref); err != nil {
 				errs <- fmt.Errorf("pod %d: %w", i, err)
 			}
 		}()
