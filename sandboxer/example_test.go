@@ -9,7 +9,7 @@ import (
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
 
 	"github.com/kuasar-go/kuasar/sandboxer"
-	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
 
 // ExampleNew creates a sandboxer with the in-process Wasm backend, then
@@ -21,7 +21,7 @@ func ExampleNew() {
 	dir, _ := os.MkdirTemp("", "kex")
 	defer os.RemoveAll(dir)
 
-	wasm, err := wasmsandbox.New(ctx)
+	wasm, err := wasmbackend.New(ctx)
 	if err != nil {
 		fmt.Println(err)
 		return

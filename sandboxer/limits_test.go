@@ -17,7 +17,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/procfs"
-	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
 
 // TestFdBombOtherTenants: with the sandboxer's RLIMIT_NOFILE at 1600 and
@@ -40,7 +40,7 @@ func TestFdBombOtherTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &old) })
-	r := newRig(t, wasmsandbox.WithOpenFileBudget(soft-reserve), wasmsandbox.WithDefaultOpenFileLimit(perContainer))
+	r := newRig(t, wasmbackend.WithOpenFileBudget(soft-reserve), wasmbackend.WithDefaultOpenFileLimit(perContainer))
 	if _, err := fixtures.WriteFile(r.src, "fdbomb"); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func waitLine(t *testing.T, file string) string {
 // killed the memory goes back to the host.
 func TestMemoryBombOtherTenants(t *testing.T) {
 	const limit = 128 << 20
-	r := newRig(t, wasmsandbox.WithDefaultMemoryLimit(limit))
+	r := newRig(t, wasmbackend.WithDefaultMemoryLimit(limit))
 	if _, err := fixtures.WriteFile(r.src, "membomb"); err != nil {
 		t.Fatal(err)
 	}

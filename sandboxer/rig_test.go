@@ -22,7 +22,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/sandboxer"
-	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
 
 // rig is a sandboxer with the real wasm backend, served on real sockets in
@@ -34,14 +34,14 @@ type rig struct {
 	client api.ControllerClient
 }
 
-func newRig(tb testing.TB, opts ...wasmsandbox.Option) *rig {
+func newRig(tb testing.TB, opts ...wasmbackend.Option) *rig {
 	tb.Helper()
 	return newRigAt(tb, func(dir string) string { return filepath.Join(dir, "s") }, opts...)
 }
 
 // newRigAt is newRig with the state directory state(dir) for the rig's
 // temporary directory dir.
-func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmsandbox.Option) *rig {
+func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmbackend.Option) *rig {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (rootfs bind mounts)")
@@ -53,7 +53,7 @@ func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmsandbox.
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	ctx := context.Background()
-	wb, err := wasmsandbox.New(ctx, opts...)
+	wb, err := wasmbackend.New(ctx, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,7 +4,7 @@
 //
 // The drivers live in sub-packages (vm/qemu, vm/cloudhypervisor,
 // vm/stratovirt); the backend.Backend that boots sandboxes in them is
-// vm/sandbox, and the guest kernel + initramfs builder is vm/guest.
+// vm/vmbackend, and the guest kernel + initramfs builder is vm/guest.
 package vm
 
 import (

@@ -10,8 +10,8 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/vm"
-	vmsandbox "github.com/kuasar-go/kuasar/vm/sandbox"
-	wasmsandbox "github.com/kuasar-go/kuasar/wasm/sandbox"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
 
 // backends builds the sandbox kinds this binary runs ("wasm" in-process,
@@ -34,13 +34,13 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 	if err != nil {
 		return nil, nil, fmt.Errorf("events publisher for %s: %w", cfg.Sandboxer.ContainerdTTRPCAddress, err)
 	}
-	w, err := wasmsandbox.New(ctx,
-		wasmsandbox.WithDefaultMemoryLimit(memLimit),
-		wasmsandbox.WithDefaultOpenFileLimit(cfg.Wasm.DefaultOpenFileLimit),
-		wasmsandbox.WithOpenFileBudget(fileBudget),
-		wasmsandbox.WithCacheDir(cfg.Wasm.CacheDir),
-		wasmsandbox.WithPublisher(pub),
-		wasmsandbox.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))
+	w, err := wasmbackend.New(ctx,
+		wasmbackend.WithDefaultMemoryLimit(memLimit),
+		wasmbackend.WithDefaultOpenFileLimit(cfg.Wasm.DefaultOpenFileLimit),
+		wasmbackend.WithOpenFileBudget(fileBudget),
+		wasmbackend.WithCacheDir(cfg.Wasm.CacheDir),
+		wasmbackend.WithPublisher(pub),
+		wasmbackend.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))
 	if err != nil {
 		pub.Close()
 		return nil, nil, err
@@ -52,15 +52,15 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		pub.Close()
 	}
 	// Both backends publish task events through the one publisher.
-	vopts := []vmsandbox.Option{vmsandbox.WithDefaultHypervisor(cfg.Hypervisor.Default), vmsandbox.WithPublisher(pub)}
+	vopts := []vmbackend.Option{vmbackend.WithDefaultHypervisor(cfg.Hypervisor.Default), vmbackend.WithPublisher(pub)}
 	for name, h := range map[string]config.Hypervisor{
 		vm.QEMU:            cfg.Hypervisor.QEMU,
 		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,
 		vm.StratoVirt:      cfg.Hypervisor.StratoVirt,
 	} {
-		vopts = append(vopts, vmsandbox.WithHypervisor(name, h))
+		vopts = append(vopts, vmbackend.WithHypervisor(name, h))
 	}
-	v, err := vmsandbox.New(ctx, vopts...)
+	v, err := vmbackend.New(ctx, vopts...)
 	if err != nil {
 		closeAll()
 		return nil, nil, err

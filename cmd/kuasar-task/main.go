@@ -27,9 +27,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/unixsock"
-	"github.com/kuasar-go/kuasar/task/agentapi"
-	"github.com/kuasar-go/kuasar/task/guestinit"
-	"github.com/kuasar-go/kuasar/task/linuxtask"
+	"github.com/kuasar-go/kuasar/task/agent"
+	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	"github.com/kuasar-go/kuasar/task/agent/guestinit"
 )
 
 // version is set with -ldflags "-X main.version=...".
@@ -39,8 +39,8 @@ var version = "dev"
 const serialWait = 10 * time.Second
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == linuxtask.HelperInit {
-		linuxtask.RunHelper()
+	if len(os.Args) > 1 && os.Args[1] == agent.HelperInit {
+		agent.RunHelper()
 		return
 	}
 	err := run()
@@ -111,7 +111,7 @@ func run() error {
 	if pid1 {
 		shutdown = func() { _ = guestinit.Poweroff(ctx) }
 	}
-	tasks := linuxtask.New(reaper, linuxtask.WithShutdown(shutdown), linuxtask.WithZygote())
+	tasks := agent.New(reaper, agent.WithShutdown(shutdown), agent.WithZygote())
 	if pid1 {
 		// Fork the first container set-up helper now: its start-up
 		// overlaps finding the channel and the host's Ping and
@@ -121,8 +121,8 @@ func run() error {
 		}
 		go tasks.Prewarm(ctx)
 	}
-	go linuxtask.WarmUp()
-	agent := linuxtask.NewAgentService(tasks, linuxtask.WithVersion(version))
+	go agent.WarmUp()
+	agent := agent.NewAgentService(tasks, agent.WithVersion(version))
 
 	srv, err := ttrpc.NewServer()
 	if err != nil {

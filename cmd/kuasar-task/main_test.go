@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kuasar-go/kuasar/task/agentapi"
+	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 )
 
 // buildAgent builds the binary exactly as the guest builder must:

@@ -11,7 +11,7 @@ import (
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
-	vmsandbox "github.com/kuasar-go/kuasar/vm/sandbox"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 func init() {
@@ -84,12 +84,12 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	code, err := vmsandbox.RunWorkload(ctx, vmsandbox.RunConfig{
+	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{
 		Hypervisor: name,
 		Config:     hv,
 		StateDir:   stateDir,
 		Resources:  res,
-	}, wl.Rootfs, vmsandbox.Process{Args: args, Env: envs, Cwd: cwd, Hostname: "kuasar"}, env.stdin, env.stdout, env.stderr)
+	}, wl.Rootfs, vmbackend.Process{Args: args, Env: envs, Cwd: cwd, Hostname: "kuasar"}, env.stdin, env.stdout, env.stderr)
 	if err != nil {
 		return fail(fmt.Errorf("%s in a %s VM: %w", o.target, name, err))
 	}

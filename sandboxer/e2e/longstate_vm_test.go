@@ -17,7 +17,7 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/vm"
-	vmsandbox "github.com/kuasar-go/kuasar/vm/sandbox"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // TestVMLongStateDir boots a QEMU sandbox through the sandboxer under a
@@ -36,7 +36,7 @@ func TestVMLongStateDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "k8s.io"), 3*time.Minute)
 	defer cancel()
-	vb, err := vmsandbox.New(ctx, vmsandbox.WithHypervisor(vm.QEMU, cfg.Hypervisor.QEMU), vmsandbox.WithDefaultHypervisor(vm.QEMU))
+	vb, err := vmbackend.New(ctx, vmbackend.WithHypervisor(vm.QEMU, cfg.Hypervisor.QEMU), vmbackend.WithDefaultHypervisor(vm.QEMU))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 // line names the sandboxer's state directory): its seccomp filter is in
 // force, no_new_privs is set, it does not run as root and it holds only
 // the 9p rootfs mode's capabilities (docs/vm.md, "Confinement of the
-// VMM"; vm/sandbox TestVMMConfined checks the rest).
+// VMM"; vm/vmbackend TestVMMConfined checks the rest).
 func checkQEMUConfined(t *testing.T, state string) {
 	t.Helper()
 	out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+state).Output()

@@ -15,7 +15,7 @@ import (
 // TestJailSpec checks what a confined QEMU is given per rootfs mode and
 // accelerator: the files it needs and nothing writable beyond its state
 // directory and (9p only) the share; /dev/kvm only under KVM; the
-// capability set of the mode. TestVMMConfined (vm/sandbox) checks the
+// capability set of the mode. TestVMMConfined (vm/vmbackend) checks the
 // running process.
 func TestJailSpec(t *testing.T) {
 	dir := t.TempDir()

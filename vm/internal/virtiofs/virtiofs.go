@@ -48,7 +48,7 @@ func Used(spec vm.Spec) bool {
 // (--sandbox=namespace: new mount, pid and network namespaces with the
 // shared directory pivoted to its root; container rootfs mounts the
 // host makes below it later still reach it, the directory being a shared
-// mount, see vm/sandbox) and its seccomp filter killing on a system call
+// mount, see vm/vmbackend) and its seccomp filter killing on a system call
 // outside its list (--seccomp=kill).
 func Start(spec vm.Spec, section, socket, logPath string) (*vmm.Process, error) {
 	if !Used(spec) {

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+)
+
+// helperZygote is the second argument that makes RunHelper a zygote: it
+// starts with /dev/null as stdio and receives the container's stdio over
+// the control socket (SCM_RIGHTS) together with its config.
+const helperZygote = "zygote"
+
+// defaultZygoteFlags are the namespaces of the first pre-forked helper: what
+// a container asks for when it shares nothing with the pod (containerd's
+// default spec, the VM benchmarks). Later zygotes take the namespaces of the
+// last container created, so a pod whose containers share uts/ipc with the
+// sandbox gets matching zygotes from its second container on.
+const defaultZygoteFlags = uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+
+// zygoteRefillDelay is how long after a container's Start the replacement
+// zygote is forked: on a one-vCPU guest the fork and the new helper's Go
+// runtime start would otherwise compete with sending the Start reply and
+// with the container's own exec.
+const zygoteRefillDelay = 20 * time.Millisecond
+
+// WithZygote keeps one set-up helper pre-forked in fresh namespaces, waiting
+// for its config, so that Create skips the fork, exec and Go runtime start
+// of a helper (tens of milliseconds under emulation). The zygote is forked
+// by Prewarm (AgentService.SetupSandbox calls it once the sandbox mounts are
+// in place) and again after each container start. A Create whose namespaces
+// differ from the zygote's takes the cold path. Shutdown kills it.
+func WithZygote() Option { return func(s *Service) { s.zygoteOn = true } }
+
+// zygote is a pre-forked helper waiting for its config.
+type zygote struct {
+	pid   int
+	flags uintptr
+	ctrl  *os.File
+	exit  <-chan guestinit.Exit
+}
+
+// alive reports whether the zygote has not been reaped.
+func (z *zygote) alive() bool {
+	select {
+	case e := <-z.exit:
+		// Put it back for whoever watches next.
+		ch := make(chan guestinit.Exit, 1)
+		ch <- e
+		z.exit = ch
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends an unused zygote and waits (bounded) for the reaper to collect it.
+func (z *zygote) kill() {
+	_ = unix.Kill(z.pid, unix.SIGKILL)
+	z.ctrl.Close()
+	select {
+	case <-z.exit:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// Prewarm forks a zygote when WithZygote is set and none with the
+// namespaces of the next container is waiting; otherwise it does nothing.
+// The zygote's mount namespace is a copy of the agent's at this moment: it
+// sees later mounts only if the agent's mounts are shared
+// (guestinit.ShareMounts, as the guest agent does at boot).
+func (s *Service) Prewarm(ctx context.Context) {
+	if s == nil || !s.zygoteOn {
+		return
+	}
+	s.refillZygote(ctx)
+}
+
+// afterMounts is called when the agent mounted something new: a waiting
+// zygote whose mount namespace cannot receive it is replaced.
+func (s *Service) afterMounts(ctx context.Context) {
+	if s == nil || !s.zygoteOn {
+		return
+	}
+	if !rootShared() {
+		s.zmu.Lock()
+		if s.zyg != nil {
+			s.zyg.kill()
+			s.zyg = nil
+		}
+		s.zmu.Unlock()
+	}
+	s.refillZygote(ctx)
+}
+
+// rootShared reports whether the agent's / is a shared mount, so that
+// mounts made below it propagate into namespaces copied from it.
+func rootShared() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - ...
+		f := strings.Fields(l)
+		if len(f) < 7 || f[4] != "/" {
+			continue
+		}
+		shared := false
+		for _, o := range f[6:] {
+			if o == "-" {
+				break
+			}
+			shared = shared || strings.HasPrefix(o, "shared:")
+		}
+		return shared
+	}
+	return false
+}
+
+// refillZygote forks a zygote with the namespaces of the last container
+// created unless a matching one is waiting.
+func (s *Service) refillZygote(ctx context.Context) {
+	s.zmu.Lock()
+	defer s.zmu.Unlock()
+	if s.zclosed {
+		return
+	}
+	if s.zyg != nil {
+		if s.zyg.flags == s.zflags && s.zyg.alive() {
+			return
+		}
+		s.zyg.kill()
+		s.zyg = nil
+	}
+	s.spawnZygoteLocked(ctx)
+}
+
+func (s *Service) spawnZygoteLocked(ctx context.Context) {
+	flags := s.zflags
+	t0 := time.Now()
+	pid, exit, ctrl, err := s.spawnHelper(flags, true, nil, nil, nil)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot pre-fork a container set-up helper; containers take the cold path")
+		return
+	}
+	s.zyg = &zygote{pid: pid, flags: flags, ctrl: ctrl, exit: exit}
+	log.G(ctx).WithField("pid", pid).WithField("took", time.Since(t0)).Debug("zygote forked")
+}
+
+// takeZygote hands out the waiting zygote when its namespaces are exactly
+// flags, and remembers flags for the next one.
+func (s *Service) takeZygote(flags uintptr) *zygote {
+	if !s.zygoteOn {
+		return nil
+	}
+	s.zmu.Lock()
+	defer s.zmu.Unlock()
+	s.zflags = flags
+	z := s.zyg
+	if z == nil || z.flags != flags {
+		return nil
+	}
+	s.zyg = nil
+	if !z.alive() {
+		z.ctrl.Close()
+		return nil
+	}
+	return z
+}
+
+// scheduleRefill forks the next zygote shortly (see zygoteRefillDelay).
+func (s *Service) scheduleRefill(ctx context.Context) {
+	if !s.zygoteOn {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	time.AfterFunc(zygoteRefillDelay, func() { s.refillZygote(ctx) })
+}
+
+// closeZygote kills the waiting zygote and forks no more.
+func (s *Service) closeZygote() {
+	s.zmu.Lock()
+	defer s.zmu.Unlock()
+	s.zclosed = true
+	if s.zyg != nil {
+		s.zyg.kill()
+		s.zyg = nil
+	}
+}
+
+// zygotePid returns the pid of the waiting zygote, 0 if none (tests).
+func (s *Service) zygotePid() int {
+	s.zmu.Lock()
+	defer s.zmu.Unlock()
+	if s.zyg == nil {
+		return 0
+	}
+	return s.zyg.pid
+}
+
+// sendToZygote writes the config line with the container's stdio attached
+// (a missing stream becomes /dev/null, as for the cold path).
+func sendToZygote(ctrl *os.File, line []byte, in, out, errw *os.File) error {
+	var fds []int
+	var opened []*os.File
+	defer func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}()
+	for _, f := range []*os.File{in, out, errw} {
+		if f == nil {
+			n, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			opened = append(opened, n)
+			f = n
+		}
+		fds = append(fds, int(f.Fd()))
+	}
+	sc, err := ctrl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = sc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), line[:1], unix.UnixRights(fds...), nil, 0)
+		return serr != unix.EAGAIN
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("pass stdio to the set-up helper: %w", err)
+	}
+	if _, err := ctrl.Write(line[1:]); err != nil {
+		return err
+	}
+	return nil
+}
+
+// receiveStdio runs in a zygote: it waits for the first byte of the config
+// with the container's stdio attached, installs those as fds 0-2 and
+// returns the byte.
+func receiveStdio(ctrlFd int) ([]byte, error) {
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(ctrlFd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("control socket closed")
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			return nil, fmt.Errorf("no stdio with the config")
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 3 {
+			return nil, fmt.Errorf("want 3 stdio descriptors, got %d", len(fds))
+		}
+		for i, fd := range fds {
+			if err := unix.Dup3(fd, i, 0); err != nil {
+				return nil, fmt.Errorf("install stdio %d: %w", i, err)
+			}
+			unix.Close(fd)
+		}
+		return buf[:n], nil
+	}
+}

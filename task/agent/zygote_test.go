@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+)
+
+// zygoteEnv is an env whose Service pre-forks helpers, with one waiting.
+func zygoteEnv(t *testing.T, opts ...Option) (*env, int) {
+	t.Helper()
+	e := newEnv(t, append([]Option{WithZygote()}, opts...)...)
+	t.Cleanup(e.svc.closeZygote)
+	e.svc.Prewarm(ctxT(t))
+	z := e.svc.zygotePid()
+	if z == 0 {
+		t.Fatal("Prewarm left no zygote")
+	}
+	return e, z
+}
+
+func gone(pid int) func() bool {
+	return func() bool {
+		_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+		return os.IsNotExist(err)
+	}
+}
+
+func TestZygoteUsedAndReplaced(t *testing.T) {
+	for _, tc := range rootModes {
+		t.Run(tc.name, func(t *testing.T) {
+			e, z := zygoteEnv(t, tc.opts...)
+			pid := e.run("z", makeBundle(t, []string{"sh", "-c", `echo $$; hostname; cat /marker; echo /proc/[0-9]*; id -u; pwd; echo err >&2; exit 7`},
+				func(s *specs.Spec, _ string) {
+					s.Process.User = specs.User{UID: 1000, GID: 1000}
+					s.Process.Cwd = "/tmp"
+				}), false)
+			if int(pid) != z {
+				t.Fatalf("create returned pid %d, want the zygote's %d", pid, z)
+			}
+			if code := e.wait("z", ""); code != 7 {
+				t.Fatalf("exit %d, stderr %q", code, e.readAll("z", "", 2))
+			}
+			got := strings.Split(strings.TrimSpace(e.readAll("z", "", 1)), "\n")
+			want := []string{"1", "kuasar-ctr", "inside-rootfs", "/proc/1", "1000", "/tmp"}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("inside the container got %q, want %q", got, want)
+			}
+			if errOut := e.readAll("z", "", 2); errOut != "err\n" {
+				t.Fatalf("stderr = %q, want err", errOut)
+			}
+			e.delete("z")
+			var next int
+			eventually(t, "a new zygote after the start", func() bool {
+				next = e.svc.zygotePid()
+				return next != 0 && next != z
+			})
+			// The replacement serves the next container too.
+			if pid := e.run("z2", makeBundle(t, []string{"true"}), false); int(pid) != next {
+				t.Fatalf("second create returned pid %d, want the new zygote's %d", pid, next)
+			}
+			if code := e.wait("z2", ""); code != 0 {
+				t.Fatalf("second container exit %d", code)
+			}
+			e.delete("z2")
+		})
+	}
+}
+
+func TestZygoteHostnameIsTheGuests(t *testing.T) {
+	e, z := zygoteEnv(t)
+	want, _ := os.Hostname()
+	pid := e.run("h", makeBundle(t, []string{"hostname"}, func(s *specs.Spec, _ string) { s.Hostname = "" }), false)
+	if int(pid) != z {
+		t.Fatalf("create returned pid %d, want the zygote's %d", pid, z)
+	}
+	e.wait("h", "")
+	if got := strings.TrimSpace(e.readAll("h", "", 1)); got != want {
+		t.Fatalf("hostname in a uts namespace without spec hostname = %q, want the guest's %q", got, want)
+	}
+	e.delete("h")
+}
+
+func TestZygoteFallbackOnOtherNamespaces(t *testing.T) {
+	e, z := zygoteEnv(t)
+	// Shares uts and ipc with the guest: the zygote has its own, so the
+	// cold path must be taken and the hostname must be the guest's.
+	want, _ := os.Hostname()
+	pid := e.run("f", makeBundle(t, []string{"sh", "-c", "echo $$; hostname"}, func(s *specs.Spec, _ string) {
+		s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}}
+	}), false)
+	if int(pid) == z {
+		t.Fatal("a container without uts/ipc namespaces got the zygote")
+	}
+	if code := e.wait("f", ""); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, e.readAll("f", "", 2))
+	}
+	if got := strings.TrimSpace(e.readAll("f", "", 1)); got != "1\n"+want {
+		t.Fatalf("got %q, want pid 1 and the guest hostname %q", got, want)
+	}
+	e.delete("f")
+	// The next zygote matches the last container's namespaces.
+	eventually(t, "old zygote replaced", gone(z))
+	eventually(t, "new zygote", func() bool { return e.svc.zygotePid() != 0 })
+	e.svc.zmu.Lock()
+	flags := e.svc.zyg.flags
+	e.svc.zmu.Unlock()
+	if flags != unix.CLONE_NEWNS|unix.CLONE_NEWPID {
+		t.Fatalf("new zygote flags %#x, want mount+pid", flags)
+	}
+}
+
+func TestZygoteCreateErrorAndDelete(t *testing.T) {
+	e, z := zygoteEnv(t)
+	ctx := ctxT(t)
+	_, err := e.tasks.Create(ctx, &taskapi.CreateTaskRequest{ID: "bad", Bundle: makeBundle(t, []string{"no-such-command"})})
+	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Fatalf("create with a missing command: %v", err)
+	}
+	eventually(t, "failed zygote reaped", gone(z))
+	var next int
+	eventually(t, "zygote refilled after a failed create", func() bool {
+		next = e.svc.zygotePid()
+		return next != 0
+	})
+	cr, err := e.tasks.Create(ctx, &taskapi.CreateTaskRequest{ID: "c", Bundle: makeBundle(t, []string{"sleep", "1000"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(cr.Pid) != next {
+		t.Fatalf("create pid %d, want zygote %d", cr.Pid, next)
+	}
+	e.delete("c")
+	eventually(t, "created container's helper gone", gone(next))
+}
+
+func TestZygoteKilledByShutdown(t *testing.T) {
+	powered := make(chan struct{}, 1)
+	e, z := zygoteEnv(t, WithShutdown(func() { powered <- struct{}{} }))
+	if _, err := e.tasks.Shutdown(ctxT(t), &taskapi.ShutdownRequest{Now: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "zygote gone after shutdown", gone(z))
+	e.svc.Prewarm(ctxT(t))
+	if p := e.svc.zygotePid(); p != 0 {
+		t.Fatalf("zygote %d forked after shutdown", p)
+	}
+	<-powered
+}
+
+// A zygote forked before SetupSandbox mounts the sandbox share must still
+// set up a container whose bundle is on that share: either the mount
+// propagated into it (the agent's / is shared, as in the guest) or it was
+// replaced by one forked after the mount.
+func TestZygoteSeesSandboxMounts(t *testing.T) {
+	e, z := zygoteEnv(t)
+	target := filepath.Join(t.TempDir(), "shared")
+	a := NewAgentService(e.svc, WithResolvConf(filepath.Join(t.TempDir(), "resolv.conf")), WithPodFilesDir(t.TempDir()))
+	if _, err := a.SetupSandbox(ctxT(t), &agentapi.SetupSandboxRequest{
+		Mounts: []*agentapi.Mount{{Source: "kuasar", Fstype: "tmpfs", Target: target, Options: []string{"size=16m"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	next := e.svc.zygotePid()
+	if rootShared() != (next == z) {
+		t.Fatalf("root shared %v, zygote %d before the mount and %d after", rootShared(), z, next)
+	}
+	bundle := filepath.Join(target, "b")
+	if out, err := exec.Command("cp", "-a", makeBundle(t, []string{"cat", "/marker"}), bundle).CombinedOutput(); err != nil {
+		t.Fatalf("copy bundle onto the share: %v %s", err, out)
+	}
+	if pid := e.run("m", bundle, false); int(pid) != next {
+		t.Fatalf("create pid %d, want zygote %d", pid, next)
+	}
+	if code := e.wait("m", ""); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, e.readAll("m", "", 2))
+	}
+	if out := e.readAll("m", "", 1); out != "inside-rootfs\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	e.delete("m")
+}

@@ -1,0 +1,252 @@
+// Package vmbackend is the "vm" backend.Backend: each sandbox is a micro-VM
+// (QEMU here; Cloud Hypervisor and StratoVirt drivers exist too) whose
+// guest agent (cmd/kuasar-task) runs the containers. The host side shares
+// a per-sandbox directory with the guest (9p tag "kuasar", mounted at
+// /run/kuasar/shared), bind-mounts each container's rootfs into it, and
+// forwards the Task API over the agent's ttrpc connection while pumping the
+// containers' stdio between the host FIFOs and the agent's stream RPCs.
+// RunWorkload can instead hand its one container's rootfs over as an erofs
+// image on virtio-blk (rootfs_mode "block"), overlaid with a tmpfs in the
+// guest.
+package vmbackend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/stratovirt"
+)
+
+// Name is the backend kind.
+const Name = "vm"
+
+// DefaultAgentTimeout bounds how long Start waits for the guest agent to
+// answer: generous because a guest under TCG needs several seconds.
+const DefaultAgentTimeout = 60 * time.Second
+
+// Backend boots one micro-VM per sandbox.
+type Backend struct {
+	configs      map[string]vm.Config
+	defaultHV    string
+	agentTimeout time.Duration
+	publisher    events.Publisher
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithHypervisor sets the configuration of hypervisor name ("qemu",
+// "cloud-hypervisor", "stratovirt"): a [hypervisor.NAME] section.
+func WithHypervisor(name string, c vm.Config) Option {
+	return func(b *Backend) { b.configs[name] = c }
+}
+
+// WithDefaultHypervisor names the hypervisor used when a sandbox names
+// none ([hypervisor] default); "qemu" when not set.
+func WithDefaultHypervisor(name string) Option {
+	return func(b *Backend) { b.defaultHV = name }
+}
+
+// WithAgentTimeout bounds the wait for the guest agent at Start.
+func WithAgentTimeout(d time.Duration) Option {
+	return func(b *Backend) { b.agentTimeout = d }
+}
+
+// New returns the "vm" backend.
+func New(ctx context.Context, opts ...Option) (*Backend, error) {
+	b := &Backend{configs: map[string]vm.Config{}, defaultHV: vm.QEMU, agentTimeout: DefaultAgentTimeout}
+	for _, o := range opts {
+		o(b)
+	}
+	switch b.defaultHV {
+	case vm.QEMU, vm.CloudHypervisor, vm.StratoVirt:
+	default:
+		return nil, fmt.Errorf("default hypervisor %q: use qemu, cloud-hypervisor or stratovirt ([hypervisor] default): %w", b.defaultHV, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
+
+// Name returns "vm".
+func (b *Backend) Name() string { return Name }
+
+// driver is what the backend needs from a hypervisor driver beyond
+// vm.Hypervisor: optional health checks and re-attach.
+type driver interface {
+	vm.Hypervisor
+}
+
+type healthChecker interface {
+	Health(ctx context.Context) error
+}
+
+type attacher interface {
+	Attach(ctx context.Context, pid int) error
+}
+
+func (b *Backend) newDriver(name string, spec vm.Spec) (driver, error) {
+	c, ok := b.configs[name]
+	if !ok {
+		return nil, fmt.Errorf("hypervisor %q has no [hypervisor.%s] section configured: %w", name, name, errdefs.ErrFailedPrecondition)
+	}
+	spec.Config = c
+	switch name {
+	case vm.QEMU:
+		return qemu.New(spec)
+	case vm.CloudHypervisor:
+		return cloudhypervisor.New(spec)
+	case vm.StratoVirt:
+		return stratovirt.New(spec)
+	}
+	return nil, fmt.Errorf("unknown hypervisor %q (kuasar.io/hypervisor): use qemu, cloud-hypervisor or stratovirt: %w", name, errdefs.ErrInvalidArgument)
+}
+
+func (b *Backend) spec(name string, sb backend.Sandbox) (vm.Spec, error) {
+	c, ok := b.configs[name]
+	if !ok {
+		return vm.Spec{}, fmt.Errorf("hypervisor %q has no [hypervisor.%s] section configured: %w", name, name, errdefs.ErrFailedPrecondition)
+	}
+	if sb.StateDir == "" {
+		return vm.Spec{}, fmt.Errorf("sandbox %s has no state directory: %w", sb.ID, errdefs.ErrInvalidArgument)
+	}
+	vcpus, mem := vm.Sizes(c, sb.Resources)
+	return vm.Spec{
+		ID:        sb.ID,
+		StateDir:  filepath.Join(sb.StateDir, "vm"),
+		SharedDir: filepath.Join(sb.StateDir, "shared"),
+		VCPUs:     vcpus,
+		MemoryMB:  mem,
+	}, nil
+}
+
+func (b *Backend) hypervisorName(sb backend.Sandbox) string {
+	if sb.Hypervisor != "" {
+		return sb.Hypervisor
+	}
+	return b.defaultHV
+}
+
+// Start boots the sandbox's VM, waits for its agent and sets the sandbox
+// up. A failure leaves no VMM process, socket, mount or directory it made.
+func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Instance, retErr error) {
+	return b.start(ctx, sb, nil)
+}
+
+// start is Start with, for rootfs_mode "block", the one container rootfs
+// image attached at boot (RunWorkload); blk is nil for pods.
+func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootfs) (_ backend.Instance, retErr error) {
+	name := b.hypervisorName(sb)
+	spec, err := b.spec(name, sb)
+	if err != nil {
+		return nil, err
+	}
+	if b.configs[name].RootfsMode == vm.ShareBlock {
+		switch {
+		case blk == nil:
+			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] works only for `kuasar run --isolation vm`, whose one container is known before the VM boots: "+
+				"a pod's containers arrive after boot and the backend does not hotplug disks (QEMU's microvm machine cannot); use rootfs_mode = \"9p\" (qemu) or \"virtiofs\" for pods: %w", name, errdefs.ErrNotImplemented)
+		case name != vm.QEMU:
+			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is implemented for qemu only: use virtiofs with %s: %w", name, name, errdefs.ErrNotImplemented)
+		}
+		spec.Disks = []vm.Disk{blk.disk()}
+	}
+	d, err := b.newDriver(name, spec)
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{spec.StateDir, spec.SharedDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	inst := newInstance(sb, name, spec, d, b.publisher)
+	if len(spec.Disks) > 0 {
+		inst.block = blk
+	}
+	defer func() {
+		if retErr != nil {
+			_ = inst.Shutdown(context.WithoutCancel(ctx))
+			_ = removeUnmounted(spec.StateDir)
+		}
+	}()
+	if os.Geteuid() == 0 {
+		if err := makeSharedMount(spec.SharedDir); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	inst.started = t0
+	if err := d.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start %s for sandbox %s: %w", name, sb.ID, err)
+	}
+	inst.timings.VMMStarted = time.Since(t0)
+	if err := inst.connect(ctx, b.agentTimeout); err != nil {
+		return nil, err
+	}
+	inst.timings.AgentReady = time.Since(t0)
+	if err := inst.setup(ctx); err != nil {
+		return nil, err
+	}
+	inst.timings.SandboxReady = time.Since(t0)
+	inst.watch()
+	log.G(ctx).WithField("sandbox", sb.ID).WithField("hypervisor", name).WithField("pid", d.Pid()).
+		WithField("agent_ready", inst.timings.AgentReady).Info("vm: sandbox started")
+	return inst, nil
+}
+
+// checkpoint is what Recover needs to find a live VMM again.
+type checkpoint struct {
+	Hypervisor string `json:"hypervisor"`
+	Pid        int    `json:"pid"`
+}
+
+// Recover re-attaches to a sandbox's VMM if it still runs (same pid and
+// command line), reconnecting the agent channel; otherwise it returns an
+// instance reporting the sandbox exited with 137 that can be shut down.
+func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (backend.Instance, error) {
+	var c checkpoint
+	if err := json.Unmarshal(cp, &c); err != nil {
+		return nil, fmt.Errorf("vm checkpoint of sandbox %s: %v: %w", sb.ID, err, errdefs.ErrInvalidArgument)
+	}
+	if c.Hypervisor == "" {
+		c.Hypervisor = b.hypervisorName(sb)
+	}
+	spec, err := b.spec(c.Hypervisor, sb)
+	if err != nil {
+		return nil, err
+	}
+	d, err := b.newDriver(c.Hypervisor, spec)
+	if err != nil {
+		return exitedInstance(sb, c.Hypervisor, spec, nil), nil
+	}
+	a, ok := d.(attacher)
+	if !ok || c.Pid == 0 {
+		return exitedInstance(sb, c.Hypervisor, spec, d), nil
+	}
+	if err := a.Attach(ctx, c.Pid); err != nil {
+		log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Info("vm: VMM gone, sandbox reported exited")
+		return exitedInstance(sb, c.Hypervisor, spec, d), nil
+	}
+	inst := newInstance(sb, c.Hypervisor, spec, d, b.publisher)
+	if err := inst.connect(ctx, 15*time.Second); err != nil {
+		_ = inst.events.Close(ctx)
+		log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Warn("vm: VMM runs but agent unreachable; stopping it")
+		_ = d.Stop(ctx, time.Second)
+		return exitedInstance(sb, c.Hypervisor, spec, d), nil
+	}
+	inst.watch()
+	return inst, nil
+}
