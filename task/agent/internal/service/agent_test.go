@@ -1,4 +1,4 @@
-package agent
+package service
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
 )
 
 func TestPing(t *testing.T) {
