@@ -30,7 +30,7 @@ import (
 var epoch = time.Unix(0, 0).UTC()
 
 // MemoryImage is a built image held in memory: its blobs by digest and the
-// root descriptor (a manifest or an index). It is a Provider and a Fetcher,
+// root descriptor (a manifest or an index). It is a Provider and a fetcher,
 // so it can be inspected with ModuleFromImage, imported into a Store, written
 // as an OCI layout or archive, or pushed.
 type MemoryImage struct {
@@ -78,7 +78,7 @@ func (m *MemoryImage) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (co
 	return bytesReaderAt{b}, nil
 }
 
-// Fetch implements Fetcher.
+// Fetch implements fetcher.
 func (m *MemoryImage) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	b, ok := m.blobs[desc.Digest]
 	if !ok {
@@ -195,7 +195,7 @@ func newBuildOptions(opts []BuildOption) *buildOptions {
 }
 
 func checkModule(module []byte, name string) error {
-	if !IsWasm(module) {
+	if !isWasm(module) {
 		return fmt.Errorf("%s is not a Wasm module (no \\0asm header): build it for wasm32-wasi: %w", name, errdefs.ErrInvalidArgument)
 	}
 	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
@@ -418,9 +418,9 @@ func (m *MemoryImage) indexEntry(name string) (ocispec.Descriptor, error) {
 	if err != nil {
 		return d, fmt.Errorf("image name %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
 	}
-	d.Annotations = map[string]string{AnnotationContainerdImageName: named.String()}
+	d.Annotations = map[string]string{annotationContainerdImageName: named.String()}
 	if t, ok := named.(reference.Tagged); ok {
-		d.Annotations[AnnotationRefName] = t.Tag()
+		d.Annotations[annotationRefName] = t.Tag()
 	}
 	return d, nil
 }
@@ -463,7 +463,7 @@ func (m *MemoryImage) WriteLayout(dir, name string) error {
 		}
 	}
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d ocispec.Descriptor) bool {
-		return d.Digest == entry.Digest && name == "" || name != "" && d.Annotations[AnnotationContainerdImageName] == entry.Annotations[AnnotationContainerdImageName]
+		return d.Digest == entry.Digest && name == "" || name != "" && d.Annotations[annotationContainerdImageName] == entry.Annotations[annotationContainerdImageName]
 	})
 	idx.Manifests = append(idx.Manifests, entry)
 	ib, err := json.Marshal(idx)

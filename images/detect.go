@@ -226,11 +226,11 @@ func MetadataFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor)
 	if err != nil {
 		return Metadata{}, err
 	}
-	return Detect(ctx, p, img)
+	return detect(ctx, p, img)
 }
 
-// Detect gives the routing metadata of an already loaded image.
-func Detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
+// detect gives the routing metadata of an already loaded image.
+func detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
 	kind := KindWasm
 	switch img.Shape {
 	case ShapeLinux:
@@ -242,7 +242,7 @@ func Detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
 			// or corrupt layers) are reported.
 			mod, _, err := moduleFromImage(ctx, p, img, "")
 			switch {
-			case err == nil && IsWasm(mod):
+			case err == nil && isWasm(mod):
 			case err == nil || errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
 				kind = KindLinux
 			default:
@@ -280,14 +280,14 @@ func ModuleFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (
 	if err != nil {
 		return nil, err
 	}
-	return ModuleFromLoaded(ctx, p, img, "")
+	return moduleFromLoaded(ctx, p, img, "")
 }
 
-// ModuleFromLoaded is ModuleFromImage for an image already loaded; when
+// moduleFromLoaded is ModuleFromImage for an image already loaded; when
 // rootfs is not "" the entrypoint file is read from that unpacked root
 // (inside it, symlinks resolved within it) instead of from the layers.
-func ModuleFromLoaded(ctx context.Context, p Provider, img *Image, rootfs string) (*Module, error) {
-	md, err := Detect(ctx, p, img)
+func moduleFromLoaded(ctx context.Context, p Provider, img *Image, rootfs string) (*Module, error) {
+	md, err := detect(ctx, p, img)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +336,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 		if err != nil {
 			return nil, "", fmt.Errorf("wasm layer of image %s: %w", img.Descriptor.Digest, err)
 		}
-		if !IsWasm(b) {
+		if !isWasm(b) {
 			return nil, "", fmt.Errorf("layer %s of image %s has media type %s but does not start with the Wasm magic \\0asm: %w", layer.Digest, img.Descriptor.Digest, layer.MediaType, errdefs.ErrInvalidArgument)
 		}
 		return b, fn, nil
@@ -364,7 +364,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 	if err != nil {
 		return nil, "", fmt.Errorf("entrypoint %s of image %s: %w", modPath, img.Descriptor.Digest, err)
 	}
-	if !IsWasm(b) {
+	if !isWasm(b) {
 		return nil, "", fmt.Errorf("entrypoint %s of image %s is not a Wasm module (no \\0asm header): point Entrypoint at the .wasm file: %w", modPath, img.Descriptor.Digest, errdefs.ErrInvalidArgument)
 	}
 	return b, fn, nil

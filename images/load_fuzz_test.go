@@ -23,11 +23,11 @@ const (
 )
 
 // FuzzLoadImage feeds hostile index, manifest and config JSON to LoadImage
-// and Detect, the parsing every pulled or containerd-held image goes
+// and detect, the parsing every pulled or containerd-held image goes
 // through before anything runs. Properties: no panic; a failure carries an
 // errdefs kind (InvalidArgument, NotFound, NotImplemented or ResourceExhausted: what the
 // caller maps to a clear message); a success has a known shape, the config
-// it read is the blob the manifest names, and Detect's metadata has a known
+// it read is the blob the manifest names, and detect's metadata has a known
 // kind and an isolation ParseIsolation accepts.
 func FuzzLoadImage(f *testing.F) {
 	f.Add([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"@MANIFEST_DIGEST@","size":@MANIFEST_SIZE@,"platform":{"os":"wasi","architecture":"wasm"}}]}`),
@@ -63,9 +63,9 @@ func FuzzLoadImage(f *testing.F) {
 		if img.Shape != classify(img) {
 			t.Fatalf("classify is not stable: %q then %q", img.Shape, classify(img))
 		}
-		md, err := Detect(ctx, m, img)
+		md, err := detect(ctx, m, img)
 		if err != nil {
-			checkKind(t, "Detect", err)
+			checkKind(t, "detect", err)
 			return
 		}
 		if md.Kind != KindWasm && md.Kind != KindLinux {

@@ -20,11 +20,11 @@ const (
 // Annotations containerd and the OCI image layout use to name images in an
 // index.json; kuasar writes both and reads either.
 const (
-	// AnnotationContainerdImageName carries the full image name in archives
+	// annotationContainerdImageName carries the full image name in archives
 	// written by and for containerd (ctr images export/import).
-	AnnotationContainerdImageName = "io.containerd.image.name"
-	// AnnotationRefName is the OCI image layout's reference name.
-	AnnotationRefName = "org.opencontainers.image.ref.name"
+	annotationContainerdImageName = "io.containerd.image.name"
+	// annotationRefName is the OCI image layout's reference name.
+	annotationRefName = "org.opencontainers.image.ref.name"
 	// AnnotationTitle is the OCI title annotation, used as a layer file name.
 	AnnotationTitle = "org.opencontainers.image.title"
 )
@@ -32,9 +32,9 @@ const (
 // wasmMagic is the first four bytes of every Wasm binary (module or component).
 var wasmMagic = []byte("\x00asm")
 
-// IsWasm reports whether b starts with the Wasm binary magic "\0asm". It does
+// isWasm reports whether b starts with the Wasm binary magic "\0asm". It does
 // not validate the module: the engine does that when it compiles it.
-func IsWasm(b []byte) bool {
+func isWasm(b []byte) bool {
 	return len(b) >= 4 && string(b[:4]) == string(wasmMagic)
 }
 
