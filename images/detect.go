@@ -64,11 +64,11 @@ func (img *Image) Args() []string {
 	return append(slices.Clone(img.Config.Config.Entrypoint), img.Config.Config.Cmd...)
 }
 
-// LoadImage reads the manifest (or index) desc names from p, picks the
+// loadImage reads the manifest (or index) desc names from p, picks the
 // platform kuasar runs when desc is an index (wasi/wasm, then wasip1/wasm,
 // then any wasm, then linux/GOARCH), and reads the config. Every blob is
 // verified against its digest.
-func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image, error) {
+func loadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image, error) {
 	parentAnnotations := map[string]string{}
 	for depth := 0; ; depth++ {
 		if depth > 4 {
@@ -81,7 +81,7 @@ func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image
 				return nil, err
 			}
 			maps.Copy(parentAnnotations, idx.Annotations)
-			next, err := SelectPlatform(idx.Manifests)
+			next, err := selectPlatform(idx.Manifests)
 			if err != nil {
 				return nil, fmt.Errorf("image index %s: %w", desc.Digest, err)
 			}
@@ -128,10 +128,10 @@ func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image
 	}
 }
 
-// SelectPlatform picks the manifest kuasar runs from an index's entries:
+// selectPlatform picks the manifest kuasar runs from an index's entries:
 // wasi/wasm first, then wasip1/wasm, then any wasm architecture, then
 // linux/GOARCH; an index with a single entry gives that entry.
-func SelectPlatform(manifests []ocispec.Descriptor) (ocispec.Descriptor, error) {
+func selectPlatform(manifests []ocispec.Descriptor) (ocispec.Descriptor, error) {
 	prefs := []func(p *ocispec.Platform) bool{
 		func(p *ocispec.Platform) bool { return p.OS == "wasi" && p.Architecture == "wasm" },
 		func(p *ocispec.Platform) bool { return p.OS == "wasip1" && p.Architecture == "wasm" },
@@ -222,7 +222,7 @@ func ParseIsolation(s string) (Isolation, error) {
 // hypervisor it asks for. It reads the image's layers only for compat-smart
 // images, whose kind depends on the entrypoint file.
 func MetadataFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (Metadata, error) {
-	img, err := LoadImage(ctx, p, desc)
+	img, err := loadImage(ctx, p, desc)
 	if err != nil {
 		return Metadata{}, err
 	}
@@ -276,7 +276,7 @@ type Module struct {
 // The sandboxer calls it with containerd's content store, because containerd
 // does not unpack non-tar layers into a snapshot.
 func ModuleFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Module, error) {
-	img, err := LoadImage(ctx, p, desc)
+	img, err := loadImage(ctx, p, desc)
 	if err != nil {
 		return nil, err
 	}

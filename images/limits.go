@@ -98,6 +98,7 @@ type LimitError struct {
 	Fix string
 }
 
+// Error names the layer, the limit it crossed and the flag that raises it.
 func (e *LimitError) Error() string {
 	if e.Limit == LimitLayerRatio {
 		return fmt.Sprintf("layer %s exceeds the limit on the %s (%.0f:1, limit %d:1, checked once a layer passes %s uncompressed): %s: %s",

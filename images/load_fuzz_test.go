@@ -22,7 +22,7 @@ const (
 	fuzzConfigSize     = "@CONFIG_SIZE@"
 )
 
-// FuzzLoadImage feeds hostile index, manifest and config JSON to LoadImage
+// FuzzLoadImage feeds hostile index, manifest and config JSON to loadImage
 // and detect, the parsing every pulled or containerd-held image goes
 // through before anything runs. Properties: no panic; a failure carries an
 // errdefs kind (InvalidArgument, NotFound, NotImplemented or ResourceExhausted: what the
@@ -48,9 +48,9 @@ func FuzzLoadImage(f *testing.F) {
 			index = bytes.ReplaceAll(index, []byte(fuzzManifestSize), []byte(strconv.FormatInt(root.Size, 10)))
 			root = m.add(ocispec.MediaTypeImageIndex, index)
 		}
-		img, err := LoadImage(ctx, m, root)
+		img, err := loadImage(ctx, m, root)
 		if err != nil {
-			checkKind(t, "LoadImage", err)
+			checkKind(t, "loadImage", err)
 			return
 		}
 		known := []Shape{ShapeWasmEntrypoint, ShapeWasmLayers, ShapeWasmArtifact, ShapeWasmToOCI, ShapeCompat, ShapeLinux}
@@ -107,10 +107,10 @@ func FuzzSelectPlatform(f *testing.F) {
 		if second {
 			ms = append(ms, ocispec.Descriptor{Digest: "sha256:2", Platform: &ocispec.Platform{OS: os2, Architecture: arch2}})
 		}
-		d, err := SelectPlatform(ms)
+		d, err := selectPlatform(ms)
 		if err != nil {
 			if !errdefs.IsNotFound(err) {
-				t.Fatalf("SelectPlatform: %v is not NotFound", err)
+				t.Fatalf("selectPlatform: %v is not NotFound", err)
 			}
 			return
 		}

@@ -210,7 +210,7 @@ func (s *Store) Resolve(ctx context.Context, target string, opts ...Option) (*Wo
 // rootfs, argv, environment and metadata. Blobs are re-verified as they are
 // read.
 func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
-	img, err := LoadImage(ctx, s, e.Manifest)
+	img, err := loadImage(ctx, s, e.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", e.Name, err)
 	}
@@ -389,7 +389,7 @@ func (s *Store) importImage(ctx context.Context, src fetcher, target ocispec.Des
 		return Entry{}, err
 	}
 	defer t.abort()
-	img, err := LoadImage(ctx, t, target)
+	img, err := loadImage(ctx, t, target)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -530,7 +530,7 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 	if len(names) > 1 {
 		return ocispec.Descriptor{}, "", fmt.Errorf("%s holds several images (%s): pick one with %s:NAME: %w", where, strings.Join(indexNames(idx), ", "), where, errdefs.ErrInvalidArgument)
 	}
-	d, err := SelectPlatform(cands)
+	d, err := selectPlatform(cands)
 	if err != nil {
 		return ocispec.Descriptor{}, "", fmt.Errorf("%s: %w", where, err)
 	}

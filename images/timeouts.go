@@ -84,6 +84,8 @@ type TimeoutError struct {
 	Flag string
 }
 
+// Error names the registry, the phase that timed out and the flag that
+// raises the timeout.
 func (e *TimeoutError) Error() string {
 	what := map[string]string{
 		PhaseConnect:        "could not be connected to",
@@ -109,6 +111,7 @@ type PlainHTTPError struct {
 	Host string
 }
 
+// Error names the registry and says to use --plain-http.
 func (e *PlainHTTPError) Error() string {
 	return fmt.Sprintf("registry %s answered an HTTPS request in plain HTTP: use --plain-http for a registry without TLS: %v", e.Host, errdefs.ErrUnavailable)
 }
