@@ -148,9 +148,9 @@ func BuildImage(spec ImageSpec) (*MemoryImage, error) {
 	return m, nil
 }
 
-// BuildIndex combines single-manifest images into a multi-platform image
+// buildIndex combines single-manifest images into a multi-platform image
 // whose root is an OCI index; each entry keeps its platform.
-func BuildIndex(imgs ...*MemoryImage) (*MemoryImage, error) {
+func buildIndex(imgs ...*MemoryImage) (*MemoryImage, error) {
 	m := newMemoryImage()
 	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	for _, img := range imgs {
@@ -244,10 +244,10 @@ func BuildWasmArtifact(ctx context.Context, module []byte, name string, opts ...
 	o := newBuildOptions(opts)
 	d := digest.FromBytes(module)
 	return BuildImage(ImageSpec{
-		ConfigMediaType: MediaTypeWasmConfigV0,
+		ConfigMediaType: mediaTypeWasmConfigV0,
 		Config:          wasmArtifactConfig{Architecture: "wasm", OS: "wasip1", LayerDigests: []digest.Digest{d}},
-		ArtifactType:    MediaTypeWasmConfigV0,
-		Layers:          []Layer{{MediaType: MediaTypeWasmLayer, Data: module, Annotations: map[string]string{AnnotationTitle: name}}},
+		ArtifactType:    mediaTypeWasmConfigV0,
+		Layers:          []Layer{{MediaType: MediaTypeWasmLayer, Data: module, Annotations: map[string]string{ocispec.AnnotationTitle: name}}},
 		Annotations:     o.annotations,
 	})
 }
@@ -420,7 +420,7 @@ func (m *MemoryImage) indexEntry(name string) (ocispec.Descriptor, error) {
 	}
 	d.Annotations = map[string]string{annotationContainerdImageName: named.String()}
 	if t, ok := named.(reference.Tagged); ok {
-		d.Annotations[annotationRefName] = t.Tag()
+		d.Annotations[ocispec.AnnotationRefName] = t.Tag()
 	}
 	return d, nil
 }

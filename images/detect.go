@@ -166,18 +166,18 @@ func classify(img *Image) Shape {
 	for _, l := range img.Manifest.Layers {
 		if isWasmLayer(l.MediaType) {
 			switch img.Manifest.Config.MediaType {
-			case MediaTypeWasmConfigV0:
+			case mediaTypeWasmConfigV0:
 				return ShapeWasmArtifact
-			case MediaTypeWasmConfigV1:
+			case mediaTypeWasmConfigV1:
 				return ShapeWasmToOCI
 			}
 			return ShapeWasmLayers
 		}
 	}
 	switch img.Manifest.Config.MediaType {
-	case MediaTypeWasmConfigV0:
+	case mediaTypeWasmConfigV0:
 		return ShapeWasmArtifact
-	case MediaTypeWasmConfigV1:
+	case mediaTypeWasmConfigV1:
 		return ShapeWasmToOCI
 	}
 	switch img.Manifest.Annotations[AnnotationWasmVariant] {
@@ -326,7 +326,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 		// Several Wasm layers: the one titled like the entrypoint wins.
 		if base := path.Base(modPath); len(wasmLayers) > 1 && modPath != "" {
 			for _, l := range wasmLayers {
-				if l.Annotations[AnnotationTitle] == base {
+				if l.Annotations[ocispec.AnnotationTitle] == base {
 					layer = l
 					break
 				}

@@ -5,4 +5,13 @@ package images
 var (
 	LoadImage      = loadImage
 	SelectPlatform = selectPlatform
+	BuildIndex     = buildIndex
+)
+
+// The Wasm media types other than application/wasm, for the shape tests.
+const (
+	MediaTypeWasmComponentLayer = mediaTypeWasmComponentLayer
+	MediaTypeWasmContentLayerV1 = mediaTypeWasmContentLayerV1
+	MediaTypeWasmConfigV0       = mediaTypeWasmConfigV0
+	MediaTypeWasmConfigV1       = mediaTypeWasmConfigV1
 )

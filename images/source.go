@@ -250,8 +250,8 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 // moduleName names the module of an image without an entrypoint (artifacts).
 func moduleName(img *Image) string {
 	for _, l := range img.Manifest.Layers {
-		if isWasmLayer(l.MediaType) && l.Annotations[AnnotationTitle] != "" {
-			return path.Base(l.Annotations[AnnotationTitle])
+		if isWasmLayer(l.MediaType) && l.Annotations[ocispec.AnnotationTitle] != "" {
+			return path.Base(l.Annotations[ocispec.AnnotationTitle])
 		}
 	}
 	return "module.wasm"
@@ -487,7 +487,7 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 		if n := d.Annotations[annotationContainerdImageName]; n != "" {
 			return n
 		}
-		if n := d.Annotations[annotationRefName]; strings.Contains(n, "/") {
+		if n := d.Annotations[ocispec.AnnotationRefName]; strings.Contains(n, "/") {
 			if named, err := reference.ParseDockerRef(n); err == nil {
 				return named.String()
 			}
@@ -507,7 +507,7 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 		}
 		for _, d := range idx.Manifests {
 			cn := d.Annotations[annotationContainerdImageName]
-			rn := d.Annotations[annotationRefName]
+			rn := d.Annotations[ocispec.AnnotationRefName]
 			if cn == ref || cn == norm || rn == ref || rn == norm || d.Digest.String() == ref {
 				cands = append(cands, d)
 			}
@@ -525,7 +525,7 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 	// Several entries: platform variants of one image, or several images.
 	names := map[string]bool{}
 	for _, d := range cands {
-		names[d.Annotations[annotationContainerdImageName]+"\x00"+d.Annotations[annotationRefName]] = true
+		names[d.Annotations[annotationContainerdImageName]+"\x00"+d.Annotations[ocispec.AnnotationRefName]] = true
 	}
 	if len(names) > 1 {
 		return ocispec.Descriptor{}, "", fmt.Errorf("%s holds several images (%s): pick one with %s:NAME: %w", where, strings.Join(indexNames(idx), ", "), where, errdefs.ErrInvalidArgument)
@@ -542,7 +542,7 @@ func indexNames(idx *ocispec.Index) []string {
 	for _, d := range idx.Manifests {
 		n := d.Annotations[annotationContainerdImageName]
 		if n == "" {
-			n = d.Annotations[annotationRefName]
+			n = d.Annotations[ocispec.AnnotationRefName]
 		}
 		if n == "" {
 			n = d.Digest.String()
