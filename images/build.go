@@ -212,7 +212,7 @@ func BuildWasmImage(ctx context.Context, module []byte, name string, opts ...Bui
 		return nil, err
 	}
 	o := newBuildOptions(opts)
-	layer, err := TarLayer([]File{{Path: "/" + name, Mode: 0o755, Data: module}})
+	layer, err := tarLayer([]File{{Path: "/" + name, Mode: 0o755, Data: module}})
 	if err != nil {
 		return nil, err
 	}
@@ -267,9 +267,9 @@ type File struct {
 	Hardlink bool
 }
 
-// TarLayer writes files as an uncompressed tar layer, reproducibly: entries
+// tarLayer writes files as an uncompressed tar layer, reproducibly: entries
 // are sorted, parent directories added, owners root and times zero.
-func TarLayer(files []File) ([]byte, error) {
+func tarLayer(files []File) ([]byte, error) {
 	all := map[string]File{}
 	for _, f := range files {
 		p := strings.TrimPrefix(path.Clean("/"+f.Path), "/")
@@ -391,7 +391,7 @@ func BuildLinuxImage(ctx context.Context, files []File, cfg ocispec.ImageConfig,
 	if len(cfg.Env) == 0 {
 		cfg.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	layer, err := TarLayer(files)
+	layer, err := tarLayer(files)
 	if err != nil {
 		return nil, err
 	}

@@ -59,8 +59,8 @@ type Image struct {
 	Shape Shape
 }
 
-// Args returns the image's default argv: Entrypoint followed by Cmd.
-func (img *Image) Args() []string {
+// args returns the image's default argv: Entrypoint followed by Cmd.
+func (img *Image) args() []string {
 	return append(slices.Clone(img.Config.Config.Entrypoint), img.Config.Config.Cmd...)
 }
 
@@ -310,7 +310,7 @@ func splitFunction(arg0 string) (string, string) {
 }
 
 func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string) ([]byte, string, error) {
-	args := img.Args()
+	args := img.args()
 	var modPath, fn string
 	if len(args) > 0 {
 		modPath, fn = splitFunction(args[0])

@@ -6,6 +6,7 @@ var (
 	LoadImage      = loadImage
 	SelectPlatform = selectPlatform
 	BuildIndex     = buildIndex
+	TarLayer       = tarLayer
 )
 
 // The Wasm media types other than application/wasm, for the shape tests.

@@ -222,7 +222,7 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 		Reference:      e.Name,
 		ManifestDigest: e.Manifest.Digest,
 		Metadata:       md,
-		Args:           img.Args(),
+		Args:           img.args(),
 		Entrypoint:     img.Config.Config.Entrypoint,
 		Env:            img.Config.Config.Env,
 		WorkingDir:     img.Config.Config.WorkingDir,
