@@ -30,7 +30,7 @@ import (
 var epoch = time.Unix(0, 0).UTC()
 
 // MemoryImage is a built image held in memory: its blobs by digest and the
-// root descriptor (a manifest or an index). It is a Provider and a Fetcher,
+// root descriptor (a manifest or an index). It is a Provider and a fetcher,
 // so it can be inspected with ModuleFromImage, imported into a Store, written
 // as an OCI layout or archive, or pushed.
 type MemoryImage struct {
@@ -78,7 +78,7 @@ func (m *MemoryImage) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (co
 	return bytesReaderAt{b}, nil
 }
 
-// Fetch implements Fetcher.
+// Fetch implements fetcher.
 func (m *MemoryImage) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	b, ok := m.blobs[desc.Digest]
 	if !ok {
@@ -148,9 +148,9 @@ func BuildImage(spec ImageSpec) (*MemoryImage, error) {
 	return m, nil
 }
 
-// BuildIndex combines single-manifest images into a multi-platform image
+// buildIndex combines single-manifest images into a multi-platform image
 // whose root is an OCI index; each entry keeps its platform.
-func BuildIndex(imgs ...*MemoryImage) (*MemoryImage, error) {
+func buildIndex(imgs ...*MemoryImage) (*MemoryImage, error) {
 	m := newMemoryImage()
 	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	for _, img := range imgs {
@@ -195,7 +195,7 @@ func newBuildOptions(opts []BuildOption) *buildOptions {
 }
 
 func checkModule(module []byte, name string) error {
-	if !IsWasm(module) {
+	if !isWasm(module) {
 		return fmt.Errorf("%s is not a Wasm module (no \\0asm header): build it for wasm32-wasi: %w", name, errdefs.ErrInvalidArgument)
 	}
 	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
@@ -212,7 +212,7 @@ func BuildWasmImage(ctx context.Context, module []byte, name string, opts ...Bui
 		return nil, err
 	}
 	o := newBuildOptions(opts)
-	layer, err := TarLayer([]File{{Path: "/" + name, Mode: 0o755, Data: module}})
+	layer, err := tarLayer([]File{{Path: "/" + name, Mode: 0o755, Data: module}})
 	if err != nil {
 		return nil, err
 	}
@@ -244,10 +244,10 @@ func BuildWasmArtifact(ctx context.Context, module []byte, name string, opts ...
 	o := newBuildOptions(opts)
 	d := digest.FromBytes(module)
 	return BuildImage(ImageSpec{
-		ConfigMediaType: MediaTypeWasmConfigV0,
+		ConfigMediaType: mediaTypeWasmConfigV0,
 		Config:          wasmArtifactConfig{Architecture: "wasm", OS: "wasip1", LayerDigests: []digest.Digest{d}},
-		ArtifactType:    MediaTypeWasmConfigV0,
-		Layers:          []Layer{{MediaType: MediaTypeWasmLayer, Data: module, Annotations: map[string]string{AnnotationTitle: name}}},
+		ArtifactType:    mediaTypeWasmConfigV0,
+		Layers:          []Layer{{MediaType: MediaTypeWasmLayer, Data: module, Annotations: map[string]string{ocispec.AnnotationTitle: name}}},
 		Annotations:     o.annotations,
 	})
 }
@@ -267,9 +267,9 @@ type File struct {
 	Hardlink bool
 }
 
-// TarLayer writes files as an uncompressed tar layer, reproducibly: entries
+// tarLayer writes files as an uncompressed tar layer, reproducibly: entries
 // are sorted, parent directories added, owners root and times zero.
-func TarLayer(files []File) ([]byte, error) {
+func tarLayer(files []File) ([]byte, error) {
 	all := map[string]File{}
 	for _, f := range files {
 		p := strings.TrimPrefix(path.Clean("/"+f.Path), "/")
@@ -391,7 +391,7 @@ func BuildLinuxImage(ctx context.Context, files []File, cfg ocispec.ImageConfig,
 	if len(cfg.Env) == 0 {
 		cfg.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	layer, err := TarLayer(files)
+	layer, err := tarLayer(files)
 	if err != nil {
 		return nil, err
 	}
@@ -418,9 +418,9 @@ func (m *MemoryImage) indexEntry(name string) (ocispec.Descriptor, error) {
 	if err != nil {
 		return d, fmt.Errorf("image name %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
 	}
-	d.Annotations = map[string]string{AnnotationContainerdImageName: named.String()}
+	d.Annotations = map[string]string{annotationContainerdImageName: named.String()}
 	if t, ok := named.(reference.Tagged); ok {
-		d.Annotations[AnnotationRefName] = t.Tag()
+		d.Annotations[ocispec.AnnotationRefName] = t.Tag()
 	}
 	return d, nil
 }
@@ -463,7 +463,7 @@ func (m *MemoryImage) WriteLayout(dir, name string) error {
 		}
 	}
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d ocispec.Descriptor) bool {
-		return d.Digest == entry.Digest && name == "" || name != "" && d.Annotations[AnnotationContainerdImageName] == entry.Annotations[AnnotationContainerdImageName]
+		return d.Digest == entry.Digest && name == "" || name != "" && d.Annotations[annotationContainerdImageName] == entry.Annotations[annotationContainerdImageName]
 	})
 	idx.Manifests = append(idx.Manifests, entry)
 	ib, err := json.Marshal(idx)

@@ -59,16 +59,16 @@ type Image struct {
 	Shape Shape
 }
 
-// Args returns the image's default argv: Entrypoint followed by Cmd.
-func (img *Image) Args() []string {
+// args returns the image's default argv: Entrypoint followed by Cmd.
+func (img *Image) args() []string {
 	return append(slices.Clone(img.Config.Config.Entrypoint), img.Config.Config.Cmd...)
 }
 
-// LoadImage reads the manifest (or index) desc names from p, picks the
+// loadImage reads the manifest (or index) desc names from p, picks the
 // platform kuasar runs when desc is an index (wasi/wasm, then wasip1/wasm,
 // then any wasm, then linux/GOARCH), and reads the config. Every blob is
 // verified against its digest.
-func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image, error) {
+func loadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image, error) {
 	parentAnnotations := map[string]string{}
 	for depth := 0; ; depth++ {
 		if depth > 4 {
@@ -81,7 +81,7 @@ func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image
 				return nil, err
 			}
 			maps.Copy(parentAnnotations, idx.Annotations)
-			next, err := SelectPlatform(idx.Manifests)
+			next, err := selectPlatform(idx.Manifests)
 			if err != nil {
 				return nil, fmt.Errorf("image index %s: %w", desc.Digest, err)
 			}
@@ -128,10 +128,10 @@ func LoadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image
 	}
 }
 
-// SelectPlatform picks the manifest kuasar runs from an index's entries:
+// selectPlatform picks the manifest kuasar runs from an index's entries:
 // wasi/wasm first, then wasip1/wasm, then any wasm architecture, then
 // linux/GOARCH; an index with a single entry gives that entry.
-func SelectPlatform(manifests []ocispec.Descriptor) (ocispec.Descriptor, error) {
+func selectPlatform(manifests []ocispec.Descriptor) (ocispec.Descriptor, error) {
 	prefs := []func(p *ocispec.Platform) bool{
 		func(p *ocispec.Platform) bool { return p.OS == "wasi" && p.Architecture == "wasm" },
 		func(p *ocispec.Platform) bool { return p.OS == "wasip1" && p.Architecture == "wasm" },
@@ -166,18 +166,18 @@ func classify(img *Image) Shape {
 	for _, l := range img.Manifest.Layers {
 		if isWasmLayer(l.MediaType) {
 			switch img.Manifest.Config.MediaType {
-			case MediaTypeWasmConfigV0:
+			case mediaTypeWasmConfigV0:
 				return ShapeWasmArtifact
-			case MediaTypeWasmConfigV1:
+			case mediaTypeWasmConfigV1:
 				return ShapeWasmToOCI
 			}
 			return ShapeWasmLayers
 		}
 	}
 	switch img.Manifest.Config.MediaType {
-	case MediaTypeWasmConfigV0:
+	case mediaTypeWasmConfigV0:
 		return ShapeWasmArtifact
-	case MediaTypeWasmConfigV1:
+	case mediaTypeWasmConfigV1:
 		return ShapeWasmToOCI
 	}
 	switch img.Manifest.Annotations[AnnotationWasmVariant] {
@@ -222,15 +222,15 @@ func ParseIsolation(s string) (Isolation, error) {
 // hypervisor it asks for. It reads the image's layers only for compat-smart
 // images, whose kind depends on the entrypoint file.
 func MetadataFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (Metadata, error) {
-	img, err := LoadImage(ctx, p, desc)
+	img, err := loadImage(ctx, p, desc)
 	if err != nil {
 		return Metadata{}, err
 	}
-	return Detect(ctx, p, img)
+	return detect(ctx, p, img)
 }
 
-// Detect gives the routing metadata of an already loaded image.
-func Detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
+// detect gives the routing metadata of an already loaded image.
+func detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
 	kind := KindWasm
 	switch img.Shape {
 	case ShapeLinux:
@@ -242,7 +242,7 @@ func Detect(ctx context.Context, p Provider, img *Image) (Metadata, error) {
 			// or corrupt layers) are reported.
 			mod, _, err := moduleFromImage(ctx, p, img, "")
 			switch {
-			case err == nil && IsWasm(mod):
+			case err == nil && isWasm(mod):
 			case err == nil || errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
 				kind = KindLinux
 			default:
@@ -276,18 +276,18 @@ type Module struct {
 // The sandboxer calls it with containerd's content store, because containerd
 // does not unpack non-tar layers into a snapshot.
 func ModuleFromImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Module, error) {
-	img, err := LoadImage(ctx, p, desc)
+	img, err := loadImage(ctx, p, desc)
 	if err != nil {
 		return nil, err
 	}
-	return ModuleFromLoaded(ctx, p, img, "")
+	return moduleFromLoaded(ctx, p, img, "")
 }
 
-// ModuleFromLoaded is ModuleFromImage for an image already loaded; when
+// moduleFromLoaded is ModuleFromImage for an image already loaded; when
 // rootfs is not "" the entrypoint file is read from that unpacked root
 // (inside it, symlinks resolved within it) instead of from the layers.
-func ModuleFromLoaded(ctx context.Context, p Provider, img *Image, rootfs string) (*Module, error) {
-	md, err := Detect(ctx, p, img)
+func moduleFromLoaded(ctx context.Context, p Provider, img *Image, rootfs string) (*Module, error) {
+	md, err := detect(ctx, p, img)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +310,7 @@ func splitFunction(arg0 string) (string, string) {
 }
 
 func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string) ([]byte, string, error) {
-	args := img.Args()
+	args := img.args()
 	var modPath, fn string
 	if len(args) > 0 {
 		modPath, fn = splitFunction(args[0])
@@ -326,7 +326,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 		// Several Wasm layers: the one titled like the entrypoint wins.
 		if base := path.Base(modPath); len(wasmLayers) > 1 && modPath != "" {
 			for _, l := range wasmLayers {
-				if l.Annotations[AnnotationTitle] == base {
+				if l.Annotations[ocispec.AnnotationTitle] == base {
 					layer = l
 					break
 				}
@@ -336,7 +336,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 		if err != nil {
 			return nil, "", fmt.Errorf("wasm layer of image %s: %w", img.Descriptor.Digest, err)
 		}
-		if !IsWasm(b) {
+		if !isWasm(b) {
 			return nil, "", fmt.Errorf("layer %s of image %s has media type %s but does not start with the Wasm magic \\0asm: %w", layer.Digest, img.Descriptor.Digest, layer.MediaType, errdefs.ErrInvalidArgument)
 		}
 		return b, fn, nil
@@ -364,7 +364,7 @@ func moduleFromImage(ctx context.Context, p Provider, img *Image, rootfs string)
 	if err != nil {
 		return nil, "", fmt.Errorf("entrypoint %s of image %s: %w", modPath, img.Descriptor.Digest, err)
 	}
-	if !IsWasm(b) {
+	if !isWasm(b) {
 		return nil, "", fmt.Errorf("entrypoint %s of image %s is not a Wasm module (no \\0asm header): point Entrypoint at the .wasm file: %w", modPath, img.Descriptor.Digest, errdefs.ErrInvalidArgument)
 	}
 	return b, fn, nil

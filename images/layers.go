@@ -34,7 +34,7 @@ var ErrUnsafePath = fmt.Errorf("layer entry escapes the image root (the image is
 
 // decompress detects gzip and zstd by their magic numbers (media types lie
 // too often) and returns the plain tar stream of layer. zstd windows are
-// capped at MaxZstdWindow.
+// capped at maxZstdWindow.
 func decompress(r io.Reader, layer digest.Digest) (io.ReadCloser, error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(4)

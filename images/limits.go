@@ -19,11 +19,11 @@ const (
 	DefaultMaxLayerSize = 8 << 30
 	// DefaultMaxLayerEntries bounds the number of tar entries in one layer.
 	DefaultMaxLayerEntries = 1_000_000
-	// MaxZstdWindow is the largest zstd window a layer may ask for (128 MiB,
+	// maxZstdWindow is the largest zstd window a layer may ask for (128 MiB,
 	// zstd's own recommendation for decoders of untrusted input; the
 	// zstd CLI's default level uses 8 MiB). A frame asking for more would
 	// make the decoder allocate that much before producing a byte.
-	MaxZstdWindow = 128 << 20
+	maxZstdWindow = 128 << 20
 	// DefaultMaxLayerRatio bounds how many times larger than its compressed
 	// bytes a layer may expand (100:1). Real content compresses 1.8-3.8:1
 	// with gzip -6 or zstd -3 (binaries, a Go toolchain, /usr/bin, /etc:
@@ -98,6 +98,7 @@ type LimitError struct {
 	Fix string
 }
 
+// Error names the layer, the limit it crossed and the flag that raises it.
 func (e *LimitError) Error() string {
 	if e.Limit == LimitLayerRatio {
 		return fmt.Sprintf("layer %s exceeds the limit on the %s (%.0f:1, limit %d:1, checked once a layer passes %s uncompressed): %s: %s",
@@ -216,10 +217,10 @@ func (r *budgetReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// zstdReader opens a zstd stream with the window capped at MaxZstdWindow
+// zstdReader opens a zstd stream with the window capped at maxZstdWindow
 // and one decoding goroutine (layers are read sequentially).
 func zstdReader(r io.Reader) (*zstd.Decoder, error) {
-	return zstd.NewReader(r, zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	return zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 }
 
 // zstdLimitReader turns the zstd decoder's window errors into a LimitError
@@ -232,7 +233,7 @@ type zstdLimitReader struct {
 func (z zstdLimitReader) Read(p []byte) (int, error) {
 	n, err := z.d.Read(p)
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-		err = &LimitError{Layer: z.layer, Limit: LimitZstdWindow, Max: MaxZstdWindow, Unit: "bytes", Fix: fixZstdWindow}
+		err = &LimitError{Layer: z.layer, Limit: LimitZstdWindow, Max: maxZstdWindow, Unit: "bytes", Fix: fixZstdWindow}
 	}
 	return n, err
 }

@@ -22,12 +22,12 @@ const (
 	fuzzConfigSize     = "@CONFIG_SIZE@"
 )
 
-// FuzzLoadImage feeds hostile index, manifest and config JSON to LoadImage
-// and Detect, the parsing every pulled or containerd-held image goes
+// FuzzLoadImage feeds hostile index, manifest and config JSON to loadImage
+// and detect, the parsing every pulled or containerd-held image goes
 // through before anything runs. Properties: no panic; a failure carries an
 // errdefs kind (InvalidArgument, NotFound, NotImplemented or ResourceExhausted: what the
 // caller maps to a clear message); a success has a known shape, the config
-// it read is the blob the manifest names, and Detect's metadata has a known
+// it read is the blob the manifest names, and detect's metadata has a known
 // kind and an isolation ParseIsolation accepts.
 func FuzzLoadImage(f *testing.F) {
 	f.Add([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"@MANIFEST_DIGEST@","size":@MANIFEST_SIZE@,"platform":{"os":"wasi","architecture":"wasm"}}]}`),
@@ -48,9 +48,9 @@ func FuzzLoadImage(f *testing.F) {
 			index = bytes.ReplaceAll(index, []byte(fuzzManifestSize), []byte(strconv.FormatInt(root.Size, 10)))
 			root = m.add(ocispec.MediaTypeImageIndex, index)
 		}
-		img, err := LoadImage(ctx, m, root)
+		img, err := loadImage(ctx, m, root)
 		if err != nil {
-			checkKind(t, "LoadImage", err)
+			checkKind(t, "loadImage", err)
 			return
 		}
 		known := []Shape{ShapeWasmEntrypoint, ShapeWasmLayers, ShapeWasmArtifact, ShapeWasmToOCI, ShapeCompat, ShapeLinux}
@@ -63,9 +63,9 @@ func FuzzLoadImage(f *testing.F) {
 		if img.Shape != classify(img) {
 			t.Fatalf("classify is not stable: %q then %q", img.Shape, classify(img))
 		}
-		md, err := Detect(ctx, m, img)
+		md, err := detect(ctx, m, img)
 		if err != nil {
-			checkKind(t, "Detect", err)
+			checkKind(t, "detect", err)
 			return
 		}
 		if md.Kind != KindWasm && md.Kind != KindLinux {
@@ -107,10 +107,10 @@ func FuzzSelectPlatform(f *testing.F) {
 		if second {
 			ms = append(ms, ocispec.Descriptor{Digest: "sha256:2", Platform: &ocispec.Platform{OS: os2, Architecture: arch2}})
 		}
-		d, err := SelectPlatform(ms)
+		d, err := selectPlatform(ms)
 		if err != nil {
 			if !errdefs.IsNotFound(err) {
-				t.Fatalf("SelectPlatform: %v is not NotFound", err)
+				t.Fatalf("selectPlatform: %v is not NotFound", err)
 			}
 			return
 		}

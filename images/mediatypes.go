@@ -5,43 +5,36 @@ const (
 	// MediaTypeWasmLayer is the layer media type of a raw Wasm module, used by
 	// the CNCF Wasm artifact and by images with Wasm layers.
 	MediaTypeWasmLayer = "application/wasm"
-	// MediaTypeWasmComponentLayer is the layer media type of a Wasm component
+	// mediaTypeWasmComponentLayer is the layer media type of a Wasm component
 	// (Bytecode Alliance wasm-pkg tooling).
-	MediaTypeWasmComponentLayer = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
-	// MediaTypeWasmContentLayerV1 is the layer media type written by the
+	mediaTypeWasmComponentLayer = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+	// mediaTypeWasmContentLayerV1 is the layer media type written by the
 	// older wasm-to-oci tool.
-	MediaTypeWasmContentLayerV1 = "application/vnd.wasm.content.layer.v1+wasm"
-	// MediaTypeWasmConfigV0 is the config media type of the CNCF Wasm artifact.
-	MediaTypeWasmConfigV0 = "application/vnd.wasm.config.v0+json"
-	// MediaTypeWasmConfigV1 is the config media type written by wasm-to-oci.
-	MediaTypeWasmConfigV1 = "application/vnd.wasm.config.v1+json"
+	mediaTypeWasmContentLayerV1 = "application/vnd.wasm.content.layer.v1+wasm"
+	// mediaTypeWasmConfigV0 is the config media type of the CNCF Wasm artifact.
+	mediaTypeWasmConfigV0 = "application/vnd.wasm.config.v0+json"
+	// mediaTypeWasmConfigV1 is the config media type written by wasm-to-oci.
+	mediaTypeWasmConfigV1 = "application/vnd.wasm.config.v1+json"
 )
 
-// Annotations containerd and the OCI image layout use to name images in an
-// index.json; kuasar writes both and reads either.
-const (
-	// AnnotationContainerdImageName carries the full image name in archives
-	// written by and for containerd (ctr images export/import).
-	AnnotationContainerdImageName = "io.containerd.image.name"
-	// AnnotationRefName is the OCI image layout's reference name.
-	AnnotationRefName = "org.opencontainers.image.ref.name"
-	// AnnotationTitle is the OCI title annotation, used as a layer file name.
-	AnnotationTitle = "org.opencontainers.image.title"
-)
+// annotationContainerdImageName carries the full image name in archives
+// written by and for containerd (ctr images export/import); kuasar writes it
+// next to the OCI layout's ocispec.AnnotationRefName and reads either.
+const annotationContainerdImageName = "io.containerd.image.name"
 
 // wasmMagic is the first four bytes of every Wasm binary (module or component).
 var wasmMagic = []byte("\x00asm")
 
-// IsWasm reports whether b starts with the Wasm binary magic "\0asm". It does
+// isWasm reports whether b starts with the Wasm binary magic "\0asm". It does
 // not validate the module: the engine does that when it compiles it.
-func IsWasm(b []byte) bool {
+func isWasm(b []byte) bool {
 	return len(b) >= 4 && string(b[:4]) == string(wasmMagic)
 }
 
 // isWasmLayer reports whether a layer media type holds a raw Wasm binary.
 func isWasmLayer(mediaType string) bool {
 	switch mediaType {
-	case MediaTypeWasmLayer, MediaTypeWasmComponentLayer, MediaTypeWasmContentLayerV1:
+	case MediaTypeWasmLayer, mediaTypeWasmComponentLayer, mediaTypeWasmContentLayerV1:
 		return true
 	}
 	return false
@@ -49,5 +42,5 @@ func isWasmLayer(mediaType string) bool {
 
 // isWasmConfig reports whether a config media type marks a Wasm artifact.
 func isWasmConfig(mediaType string) bool {
-	return mediaType == MediaTypeWasmConfigV0 || mediaType == MediaTypeWasmConfigV1
+	return mediaType == mediaTypeWasmConfigV0 || mediaType == mediaTypeWasmConfigV1
 }

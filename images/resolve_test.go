@@ -128,8 +128,8 @@ func shapeCases() []shapeCase {
 			build: func(t *testing.T) *images.MemoryImage {
 				cfg := ocispec.Image{Platform: ocispec.Platform{OS: "wasip1", Architecture: "wasm"}, Config: ocispec.ImageConfig{Entrypoint: []string{"/b.wasm#greet"}}}
 				return mi(t)(images.BuildImage(images.ImageSpec{Config: cfg, Layers: []images.Layer{
-					{MediaType: images.MediaTypeWasmComponentLayer, Data: hello, Annotations: map[string]string{images.AnnotationTitle: "a.wasm"}},
-					{MediaType: images.MediaTypeWasmComponentLayer, Data: reactor, Annotations: map[string]string{images.AnnotationTitle: "b.wasm"}}}}))
+					{MediaType: images.MediaTypeWasmComponentLayer, Data: hello, Annotations: map[string]string{ocispec.AnnotationTitle: "a.wasm"}},
+					{MediaType: images.MediaTypeWasmComponentLayer, Data: reactor, Annotations: map[string]string{ocispec.AnnotationTitle: "b.wasm"}}}}))
 			},
 			kind: images.KindWasm, shape: images.ShapeWasmLayers, module: reactor, function: "greet", args0: "/b.wasm#greet",
 		},

@@ -50,8 +50,8 @@ func WithDockerConfig(path string) Option { return func(o *options) { o.dockerCo
 // terminal; nil disables it).
 func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
 
-// WithHTTPClient sets the HTTP client used to reach registries.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+// withHTTPClient sets the HTTP client used to reach registries.
+func withHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
 
 func newOptions(opts []Option) *options {
 	o := &options{}
@@ -143,7 +143,7 @@ func localTarget(p, ref string) (Target, bool, error) {
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	switch {
-	case IsWasm(head):
+	case isWasm(head):
 		if ref != "" {
 			return Target{}, true, fmt.Errorf("%s is a Wasm module: it cannot be followed by :%s: %w", p, ref, errdefs.ErrInvalidArgument)
 		}
@@ -156,14 +156,14 @@ func localTarget(p, ref string) (Target, bool, error) {
 	return Target{}, true, fmt.Errorf("%s is not a WebAssembly module (it does not start with \\0asm) nor an OCI archive (tar): build the module for wasm32-wasi, or export the image with ctr images export: %w", p, errdefs.ErrInvalidArgument)
 }
 
-// LoadWasmFile reads a bare Wasm module file into a Workload. The module is
+// loadWasmFile reads a bare Wasm module file into a Workload. The module is
 // only checked for the "\0asm" magic: the engine validates it on compile.
-func LoadWasmFile(p string) (*Workload, error) {
+func loadWasmFile(p string) (*Workload, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("read wasm module: %w", err)
 	}
-	if !IsWasm(b) {
+	if !isWasm(b) {
 		return nil, fmt.Errorf("%s is not a Wasm module (it does not start with \\0asm): %w", p, errdefs.ErrInvalidArgument)
 	}
 	return &Workload{
@@ -186,7 +186,7 @@ func (s *Store) Resolve(ctx context.Context, target string, opts ...Option) (*Wo
 	var e Entry
 	switch t.Kind {
 	case SourceWasmFile:
-		return LoadWasmFile(t.Path)
+		return loadWasmFile(t.Path)
 	case SourceLayout, SourceArchive:
 		e, err = s.Import(ctx, t.Path, t.Ref, opts...)
 	case SourceRegistry:
@@ -210,11 +210,11 @@ func (s *Store) Resolve(ctx context.Context, target string, opts ...Option) (*Wo
 // rootfs, argv, environment and metadata. Blobs are re-verified as they are
 // read.
 func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
-	img, err := LoadImage(ctx, s, e.Manifest)
+	img, err := loadImage(ctx, s, e.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", e.Name, err)
 	}
-	md, err := Detect(ctx, s, img)
+	md, err := detect(ctx, s, img)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 		Reference:      e.Name,
 		ManifestDigest: e.Manifest.Digest,
 		Metadata:       md,
-		Args:           img.Args(),
+		Args:           img.args(),
 		Entrypoint:     img.Config.Config.Entrypoint,
 		Env:            img.Config.Config.Env,
 		WorkingDir:     img.Config.Config.WorkingDir,
@@ -234,7 +234,7 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 		}
 	}
 	if md.Kind == KindWasm {
-		m, err := ModuleFromLoaded(ctx, s, img, w.Rootfs)
+		m, err := moduleFromLoaded(ctx, s, img, w.Rootfs)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", e.Name, err)
 		}
@@ -250,8 +250,8 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 // moduleName names the module of an image without an entrypoint (artifacts).
 func moduleName(img *Image) string {
 	for _, l := range img.Manifest.Layers {
-		if isWasmLayer(l.MediaType) && l.Annotations[AnnotationTitle] != "" {
-			return path.Base(l.Annotations[AnnotationTitle])
+		if isWasmLayer(l.MediaType) && l.Annotations[ocispec.AnnotationTitle] != "" {
+			return path.Base(l.Annotations[ocispec.AnnotationTitle])
 		}
 	}
 	return "module.wasm"
@@ -383,13 +383,13 @@ func newRepository(named reference.Named, o *options) (*remote.Repository, strin
 // importImage stages the image target names from src (index, manifest,
 // config, layers), unpacks its tar layers, checks a Wasm image has a module,
 // and only then commits it to the store under name.
-func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Descriptor, name string, o *options) (Entry, error) {
+func (s *Store) importImage(ctx context.Context, src fetcher, target ocispec.Descriptor, name string, o *options) (Entry, error) {
 	t, err := s.newTxn(src, newProgress(o.progress))
 	if err != nil {
 		return Entry{}, err
 	}
 	defer t.abort()
-	img, err := LoadImage(ctx, t, target)
+	img, err := loadImage(ctx, t, target)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -410,7 +410,7 @@ func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Des
 			hasTar = true
 		}
 	}
-	md, err := Detect(ctx, t, img)
+	md, err := detect(ctx, t, img)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -429,7 +429,7 @@ func (s *Store) importImage(ctx context.Context, src Fetcher, target ocispec.Des
 		}
 	}
 	if md.Kind == KindWasm {
-		if _, err := ModuleFromLoaded(ctx, t, img, rootfs); err != nil {
+		if _, err := moduleFromLoaded(ctx, t, img, rootfs); err != nil {
 			return Entry{}, err
 		}
 	}
@@ -484,10 +484,10 @@ func (s *Store) Import(ctx context.Context, p, ref string, opts ...Option) (Entr
 // pickFromIndex chooses the image ref names in a layout's index.json.
 func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, string, error) {
 	nameOf := func(d ocispec.Descriptor) string {
-		if n := d.Annotations[AnnotationContainerdImageName]; n != "" {
+		if n := d.Annotations[annotationContainerdImageName]; n != "" {
 			return n
 		}
-		if n := d.Annotations[AnnotationRefName]; strings.Contains(n, "/") {
+		if n := d.Annotations[ocispec.AnnotationRefName]; strings.Contains(n, "/") {
 			if named, err := reference.ParseDockerRef(n); err == nil {
 				return named.String()
 			}
@@ -506,8 +506,8 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 			norm = named.String()
 		}
 		for _, d := range idx.Manifests {
-			cn := d.Annotations[AnnotationContainerdImageName]
-			rn := d.Annotations[AnnotationRefName]
+			cn := d.Annotations[annotationContainerdImageName]
+			rn := d.Annotations[ocispec.AnnotationRefName]
 			if cn == ref || cn == norm || rn == ref || rn == norm || d.Digest.String() == ref {
 				cands = append(cands, d)
 			}
@@ -525,12 +525,12 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 	// Several entries: platform variants of one image, or several images.
 	names := map[string]bool{}
 	for _, d := range cands {
-		names[d.Annotations[AnnotationContainerdImageName]+"\x00"+d.Annotations[AnnotationRefName]] = true
+		names[d.Annotations[annotationContainerdImageName]+"\x00"+d.Annotations[ocispec.AnnotationRefName]] = true
 	}
 	if len(names) > 1 {
 		return ocispec.Descriptor{}, "", fmt.Errorf("%s holds several images (%s): pick one with %s:NAME: %w", where, strings.Join(indexNames(idx), ", "), where, errdefs.ErrInvalidArgument)
 	}
-	d, err := SelectPlatform(cands)
+	d, err := selectPlatform(cands)
 	if err != nil {
 		return ocispec.Descriptor{}, "", fmt.Errorf("%s: %w", where, err)
 	}
@@ -540,9 +540,9 @@ func pickFromIndex(idx *ocispec.Index, ref, where string) (ocispec.Descriptor, s
 func indexNames(idx *ocispec.Index) []string {
 	var out []string
 	for _, d := range idx.Manifests {
-		n := d.Annotations[AnnotationContainerdImageName]
+		n := d.Annotations[annotationContainerdImageName]
 		if n == "" {
-			n = d.Annotations[AnnotationRefName]
+			n = d.Annotations[ocispec.AnnotationRefName]
 		}
 		if n == "" {
 			n = d.Digest.String()
@@ -554,7 +554,7 @@ func indexNames(idx *ocispec.Index) []string {
 
 // localSource is an OCI layout directory or archive.
 type localSource interface {
-	Fetcher
+	fetcher
 	index() (*ocispec.Index, error)
 	Close() error
 }

@@ -258,9 +258,9 @@ func (s *Store) lock(ctx context.Context) (func(), error) {
 	}
 }
 
-// Fetcher reads blobs from an image source (a registry repository, an OCI
+// fetcher reads blobs from an image source (a registry repository, an OCI
 // layout, an OCI archive). oras-go's remote.Repository satisfies it.
-type Fetcher interface {
+type fetcher interface {
 	// Fetch opens the blob desc names; the store verifies what it reads.
 	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
@@ -271,12 +271,12 @@ type txn struct {
 	s        *Store
 	dir      string
 	lockFD   int // flock(2) held on dir while the pull lives
-	src      Fetcher
+	src      fetcher
 	staged   map[digest.Digest]string
 	progress *progress
 }
 
-func (s *Store) newTxn(src Fetcher, pr *progress) (*txn, error) {
+func (s *Store) newTxn(src fetcher, pr *progress) (*txn, error) {
 	for try := 0; ; try++ {
 		if try == 100 {
 			return nil, fmt.Errorf("staging directories under %s keep disappearing before they can be locked: is another program deleting them? %w", filepath.Join(s.root, "ingest"), errdefs.ErrUnavailable)

@@ -42,7 +42,7 @@ type Timeouts struct {
 
 // WithTimeouts sets the registry timeouts of a pull or push (see Timeouts).
 // They apply to the HTTP client kuasar builds, not to one given with
-// WithHTTPClient.
+// withHTTPClient.
 func WithTimeouts(t Timeouts) Option { return func(o *options) { o.timeouts = t } }
 
 func (t Timeouts) withDefaults() Timeouts {
@@ -65,8 +65,8 @@ const (
 
 // The CLI flags that set each timeout, named in TimeoutError messages.
 const (
-	FlagConnectTimeout  = "--registry-connect-timeout"
-	FlagResponseTimeout = "--registry-timeout"
+	flagConnectTimeout  = "--registry-connect-timeout"
+	flagResponseTimeout = "--registry-timeout"
 )
 
 // TimeoutError reports a registry that did not answer in time. It wraps
@@ -84,6 +84,8 @@ type TimeoutError struct {
 	Flag string
 }
 
+// Error names the registry, the phase that timed out and the flag that
+// raises the timeout.
 func (e *TimeoutError) Error() string {
 	what := map[string]string{
 		PhaseConnect:        "could not be connected to",
@@ -109,6 +111,7 @@ type PlainHTTPError struct {
 	Host string
 }
 
+// Error names the registry and says to use --plain-http.
 func (e *PlainHTTPError) Error() string {
 	return fmt.Sprintf("registry %s answered an HTTPS request in plain HTTP: use --plain-http for a registry without TLS: %v", e.Host, errdefs.ErrUnavailable)
 }
@@ -198,15 +201,15 @@ func (tt *timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	trace := &httptrace.ClientTrace{
 		// DNS, TCP connect (and a proxy's CONNECT) run from GetConn to
 		// GotConn; a reused connection gets there at once.
-		GetConn: func(string) { pt.arm(PhaseConnect, tt.t.Connect, FlagConnectTimeout) },
+		GetConn: func(string) { pt.arm(PhaseConnect, tt.t.Connect, flagConnectTimeout) },
 		TLSHandshakeStart: func() {
-			pt.arm(PhaseTLSHandshake, tt.t.Connect, FlagConnectTimeout)
+			pt.arm(PhaseTLSHandshake, tt.t.Connect, flagConnectTimeout)
 		},
 		TLSHandshakeDone: func(tls.ConnectionState, error) { pt.disarm() },
 		GotConn:          func(httptrace.GotConnInfo) { pt.disarm() },
 		// Request bodies (pushes) may take as long as they need to upload.
 		WroteRequest: func(httptrace.WroteRequestInfo) {
-			pt.arm(PhaseResponseHeader, tt.t.Response, FlagResponseTimeout)
+			pt.arm(PhaseResponseHeader, tt.t.Response, flagResponseTimeout)
 		},
 	}
 	req = req.WithContext(httptrace.WithClientTrace(ctx, trace))
@@ -237,7 +240,7 @@ type idleBody struct {
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	b.pt.arm(PhaseBodyRead, b.idle, FlagResponseTimeout)
+	b.pt.arm(PhaseBodyRead, b.idle, flagResponseTimeout)
 	n, err := b.rc.Read(p)
 	b.pt.disarm()
 	if err != nil && err != io.EOF {

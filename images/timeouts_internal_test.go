@@ -27,7 +27,7 @@ func TestRegistryErrorKinds(t *testing.T) {
 		u, _ := url.Parse("http://127.0.0.1:" + port + "/v2/app/manifests/v1")
 		return fmt.Errorf("resolve: %w", &errcode.ErrorResponse{Method: http.MethodGet, URL: u, StatusCode: code})
 	}
-	timeout := &TimeoutError{Host: "127.0.0.1:44011", Phase: PhaseResponseHeader, Limit: time.Second, Flag: FlagResponseTimeout}
+	timeout := &TimeoutError{Host: "127.0.0.1:44011", Phase: PhaseResponseHeader, Limit: time.Second, Flag: flagResponseTimeout}
 	tests := []struct {
 		name string
 		err  error
@@ -113,8 +113,8 @@ func TestTransportPhases(t *testing.T) {
 	var te *TimeoutError
 	if !errors.As(err, &te) || te.Phase != PhaseTLSHandshake || te.Host != silent.Addr().String() || !errdefs.IsDeadlineExceeded(err) {
 		t.Errorf("TLS handshake to a silent server: err = %v, want a TLS handshake TimeoutError", err)
-	} else if !strings.Contains(err.Error(), FlagConnectTimeout) {
-		t.Errorf("error does not name %s: %v", FlagConnectTimeout, err)
+	} else if !strings.Contains(err.Error(), flagConnectTimeout) {
+		t.Errorf("error does not name %s: %v", flagConnectTimeout, err)
 	}
 
 	err = get("https://" + plainHost + "/v2/")

@@ -127,7 +127,7 @@ func TestUnpackHostileEntries(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			loaded, err := LoadImage(context.Background(), img, img.Root)
+			loaded, err := loadImage(context.Background(), img, img.Root)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -28,8 +28,8 @@ import (
 // Shutdown succeeds instead of returning NotFound.
 const maxGone = 4096
 
-// SpecTypeURL is the type URL containerd expects on the spec Start returns.
-const SpecTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+// specTypeURL is the type URL containerd expects on the spec Start returns.
+const specTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
 // Create records a new sandbox. Nothing runs until Start.
 func (s *Service) Create(ctx context.Context, req *api.ControllerCreateRequest) (_ *api.ControllerCreateResponse, retErr error) {
@@ -78,7 +78,7 @@ func (s *Service) Create(ctx context.Context, req *api.ControllerCreateRequest) 
 	for k, v := range req.GetAnnotations() {
 		r.Annot[k] = v
 	}
-	if h := r.Annot[AnnotationRuntimeHandler]; h != "" && r.Handler == "" {
+	if h := r.Annot[annotationRuntimeHandler]; h != "" && r.Handler == "" {
 		r.Handler = h
 	}
 	if iso := r.Annot[AnnotationIsolation]; iso != "" {
@@ -164,7 +164,7 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s has already exited: remove it and create a new one: %w", sb.rec.ID, errdefs.ErrFailedPrecondition))
 	}
 	needStart := sb.rec.State != stateReady
-	iso, hv := sb.rec.Annot[AnnotationIsolation], sb.rec.Annot[AnnotationHypervisor]
+	iso, hv := sb.rec.Annot[AnnotationIsolation], sb.rec.Annot[annotationHypervisor]
 	if hv == "" {
 		_, hv = s.cfg.HandlerIsolation(sb.rec.Handler)
 	}
@@ -209,7 +209,7 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 		CreatedAt: timestamppb.New(sb.rec.CreatedAt),
 		Labels:    sb.rec.Labels,
 		Address:   sb.address(),
-		Version:   TaskAPIVersion,
+		Version:   taskAPIVersion,
 		Spec:      spec,
 	}, nil
 }
@@ -249,7 +249,7 @@ func (sb *sandbox) specAnyLocked() (*anypb.Any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &anypb.Any{TypeUrl: SpecTypeURL, Value: b}, nil
+	return &anypb.Any{TypeUrl: specTypeURL, Value: b}, nil
 }
 
 // Platform reports linux on the host architecture: CRI generates Linux
@@ -308,7 +308,7 @@ func (s *Service) Status(ctx context.Context, req *api.ControllerStatusRequest) 
 		State:     sb.rec.State,
 		CreatedAt: timestamppb.New(sb.rec.CreatedAt),
 		Address:   sb.address(),
-		Version:   TaskAPIVersion,
+		Version:   taskAPIVersion,
 	}
 	if sb.rec.Exited {
 		resp.ExitedAt = timestamppb.New(sb.rec.ExitedAt)

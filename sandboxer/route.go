@@ -41,13 +41,13 @@ func (s *Service) route(ctx context.Context, handler, namespace, bundle string) 
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return kind, hypervisor, why
 	}
-	if hv := sp.Annotations[AnnotationHypervisor]; hv != "" {
+	if hv := sp.Annotations[annotationHypervisor]; hv != "" {
 		hypervisor = hv
 	}
 	if iso := sp.Annotations[AnnotationIsolation]; iso != "" {
 		return iso, hypervisor, "container annotation"
 	}
-	ref := sp.Annotations[AnnotationImageName]
+	ref := sp.Annotations[annotationImageName]
 	if ref == "" || s.resolver == nil {
 		return kind, hypervisor, why
 	}

@@ -67,7 +67,7 @@ func FuzzRoute(f *testing.F) {
 			return
 		}
 		wantHV := defHV
-		if a := sp.Annotations[AnnotationHypervisor]; a != "" {
+		if a := sp.Annotations[annotationHypervisor]; a != "" {
 			wantHV = a
 		}
 		if iso := sp.Annotations[AnnotationIsolation]; iso != "" {
@@ -77,7 +77,7 @@ func FuzzRoute(f *testing.F) {
 			return
 		}
 		wantKind := defKind
-		if sp.Annotations[AnnotationImageName] != "" && !resolverFails {
+		if sp.Annotations[annotationImageName] != "" && !resolverFails {
 			if imageHV != "" {
 				wantHV = imageHV
 			}
@@ -106,7 +106,7 @@ func FuzzPodOptions(f *testing.F) {
 	good, err := proto.Marshal(&runtimeapi.PodSandboxConfig{
 		Metadata:    &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default", Uid: "u"},
 		Hostname:    "h",
-		Annotations: map[string]string{AnnotationIsolation: "wasm", AnnotationHypervisor: "qemu"},
+		Annotations: map[string]string{AnnotationIsolation: "wasm", annotationHypervisor: "qemu"},
 		Linux:       &runtimeapi.LinuxPodSandboxConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}},
 	})
 	if err != nil {

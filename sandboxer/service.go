@@ -34,15 +34,15 @@ import (
 const (
 	// AnnotationIsolation on a pod asks for a sandbox kind ("wasm", "vm").
 	AnnotationIsolation = "kuasar.io/isolation"
-	// AnnotationHypervisor on a pod names the hypervisor of a "vm" sandbox.
-	AnnotationHypervisor = "kuasar.io/hypervisor"
-	// AnnotationRuntimeHandler is where CRI writes the pod's runtime handler.
-	AnnotationRuntimeHandler = "io.kubernetes.cri.runtime-handler"
-	// AnnotationImageName is where CRI writes a container's image name.
-	AnnotationImageName = "io.kubernetes.cri.image-name"
-	// TaskAPIVersion is the Task API version Start and Status report; containerd
+	// annotationHypervisor on a pod names the hypervisor of a "vm" sandbox.
+	annotationHypervisor = "kuasar.io/hypervisor"
+	// annotationRuntimeHandler is where CRI writes the pod's runtime handler.
+	annotationRuntimeHandler = "io.kubernetes.cri.runtime-handler"
+	// annotationImageName is where CRI writes a container's image name.
+	annotationImageName = "io.kubernetes.cri.image-name"
+	// taskAPIVersion is the Task API version Start and Status report; containerd
 	// dials the returned address directly only for version 3.
-	TaskAPIVersion = 3
+	taskAPIVersion = 3
 )
 
 // Service is the Sandbox API controller and the owner of every sandbox's

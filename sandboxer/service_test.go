@@ -207,7 +207,7 @@ func TestLifecycle(t *testing.T) {
 	if st.Version != 3 || !strings.HasPrefix(st.Address, "ttrpc+unix:///") || st.Pid != 4242 {
 		t.Fatalf("start response: %+v", st)
 	}
-	if st.Spec.GetTypeUrl() != SpecTypeURL {
+	if st.Spec.GetTypeUrl() != specTypeURL {
 		t.Fatalf("spec type %q", st.Spec.GetTypeUrl())
 	}
 	var sp specs.Spec
@@ -336,7 +336,7 @@ func TestLazyRouting(t *testing.T) {
 			id := "lazy" + string(rune('a'+i))
 			ann := map[string]string{}
 			if tt.handler != "" {
-				ann[AnnotationRuntimeHandler] = tt.handler
+				ann[annotationRuntimeHandler] = tt.handler
 			}
 			if _, err := h.client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id, Annotations: ann}); err != nil {
 				t.Fatal(err)

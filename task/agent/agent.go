@@ -1,222 +1,187 @@
+// Package agent is the kuasar guest agent: the code of the static binary
+// kuasar-task that is /init in a micro-VM's initramfs. It serves
+// containerd's Task API v3 and the kuasar.agent.v1.Agent service
+// (package agentapi, the wire contract with the host) over ttrpc on the
+// VM's host channel.
+//
+// Everything the agent compiles lives under task/agent: this package is
+// the entry point (Main, Run, the re-exec helper), internal/service is the
+// Task API and agent service (containers as namespaced Linux processes),
+// internal/guestinit the PID-1 duties (base mounts, kernel modules, the
+// host channel, the reaper, power-off). Nothing here runs on the host.
 package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
-	"path/filepath"
-	"strings"
+	"os/signal"
 	"time"
 
-	"github.com/containerd/errdefs"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
+	"github.com/kuasar-go/kuasar/task/agent/internal/service"
 )
 
-// DefaultReadLen is how many bytes ReadStdout/ReadStderr return at most
-// when the request's len is 0.
-const DefaultReadLen = 32 << 10
+// serialWait bounds how long the agent waits for the virtio-serial port.
+const serialWait = 10 * time.Second
 
-// MaxReadLen caps the len of one ReadStdout/ReadStderr call, well under
-// ttrpc's 4 MiB message limit.
-const MaxReadLen = 1 << 20
-
-// AgentService implements kuasar.agent.v1.Agent on top of a Service.
-type AgentService struct {
-	tasks       *Service
-	version     string
-	resolvPaths []string
-	podDir      string
-	sethostname func(string) error
-	setClock    func(time.Time) error
-	mount       func(source, target, fstype string, flags uintptr, data string) error
+// Options configure one run of the agent. The zero value serves on the VM
+// channel named by the kernel command line, which is what /init does.
+type Options struct {
+	// Listen serves on this unix socket instead of the VM channel, so the
+	// agent can be run and tested outside a VM (development).
+	Listen string
+	// Debug logs at debug level (the kernel command line can ask for it
+	// too, with kuasar.debug).
+	Debug bool
+	// Version is what the agent reports in Ping, so the host can tell
+	// which agent an initramfs carries.
+	Version string
 }
 
-var _ agentapi.AgentService = (*AgentService)(nil)
-
-// AgentOption configures an AgentService.
-type AgentOption func(*AgentService)
-
-// WithVersion sets the agent_version Ping reports.
-func WithVersion(v string) AgentOption { return func(a *AgentService) { a.version = v } }
-
-// WithResolvConf sets the files SetupSandbox writes the DNS settings to
-// (default /run/kuasar/resolv.conf and /etc/resolv.conf).
-func WithResolvConf(paths ...string) AgentOption {
-	return func(a *AgentService) { a.resolvPaths = paths }
+// IsHelper reports whether this process is the agent re-executed as a
+// container set-up helper. The agent starts each container through a
+// re-exec of its own binary, so main must call IsHelper first, before it
+// parses flags, and hand over to RunHelper when it returns true.
+func IsHelper() bool {
+	return len(os.Args) > 1 && os.Args[1] == service.HelperInit
 }
 
-// WithPodFilesDir sets where SetupSandbox writes the pod's hostname and
-// hosts files (default /run/kuasar), which containers get instead of CRI's
-// host-side files (see DefaultGuestFiles).
-func WithPodFilesDir(dir string) AgentOption { return func(a *AgentService) { a.podDir = dir } }
+// RunHelper runs the container set-up helper (namespaces, root file system,
+// then exec of the container's process). It does not return.
+func RunHelper() {
+	service.RunHelper()
+	os.Exit(0)
+}
 
-// WithSystemHooks replaces the calls that change the whole guest (hostname,
-// clock, mount), so SetupSandbox can be tested on a host. A nil argument
-// keeps the real call.
-func WithSystemHooks(sethostname func(string) error, setClock func(time.Time) error, mount func(source, target, fstype string, flags uintptr, data string) error) AgentOption {
-	return func(a *AgentService) {
-		if sethostname != nil {
-			a.sethostname = sethostname
-		}
-		if setClock != nil {
-			a.setClock = setClock
-		}
-		if mount != nil {
-			a.mount = mount
-		}
+// Main runs the agent process with o and never returns. An error is
+// printed to stderr; as PID 1, where exiting would panic the kernel, the
+// agent powers the VM off instead so the host sees the VM end and reads
+// the console.
+func Main(o Options) {
+	err := Run(context.Background(), o)
+	if err == nil {
+		os.Exit(0)
 	}
+	fmt.Fprintf(os.Stderr, "kuasar-task: %v\n", err)
+	if os.Getpid() == 1 {
+		_ = guestinit.Poweroff(context.Background())
+		select {}
+	}
+	os.Exit(1)
 }
 
-// NewAgentService returns the agent service serving stdio of tasks.
-func NewAgentService(tasks *Service, opts ...AgentOption) *AgentService {
-	a := &AgentService{
-		tasks:       tasks,
-		version:     "dev",
-		resolvPaths: []string{"/run/kuasar/resolv.conf", "/etc/resolv.conf"},
-		podDir:      "/run/kuasar",
-		sethostname: func(h string) error { return unix.Sethostname([]byte(h)) },
-		setClock: func(t time.Time) error {
-			tv := unix.NsecToTimeval(t.UnixNano())
-			return unix.Settimeofday(&tv)
-		},
-		mount: unix.Mount,
-	}
-	for _, o := range opts {
-		o(a)
-	}
-	return a
-}
+// Run serves the Task API and the agent service until ctx is cancelled or
+// the listener closes. As PID 1 it first does the init duties (base mounts,
+// console, kernel modules, shared mount propagation) and reads its
+// configuration from the kernel command line; as an ordinary process it
+// serves on o.Listen and stops on SIGINT or SIGTERM too.
+func Run(ctx context.Context, o Options) error {
+	pid1 := os.Getpid() == 1
 
-// Ping implements agentapi.AgentService.
-func (a *AgentService) Ping(ctx context.Context, _ *agentapi.PingRequest) (*agentapi.PingResponse, error) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return nil, grpcErr(fmt.Errorf("uname: %w", err))
-	}
-	return &agentapi.PingResponse{KernelRelease: unix.ByteSliceToString(u.Release[:]), AgentVersion: a.version}, nil
-}
-
-// SetupSandbox implements agentapi.AgentService: clock, hostname, DNS, then
-// mounts, stopping at the first failure.
-func (a *AgentService) SetupSandbox(ctx context.Context, r *agentapi.SetupSandboxRequest) (*emptypb.Empty, error) {
-	return &emptypb.Empty{}, grpcErr(a.setup(ctx, r))
-}
-
-func (a *AgentService) setup(ctx context.Context, r *agentapi.SetupSandboxRequest) error {
-	if r.ClockUnixNano != 0 {
-		if err := a.setClock(time.Unix(0, r.ClockUnixNano)); err != nil {
-			return fmt.Errorf("set guest clock: %w", err)
+	if pid1 {
+		if err := guestinit.MountBase(ctx); err != nil {
+			return err
 		}
-	}
-	if r.Hostname != "" {
-		if len(r.Hostname) > 64 {
-			return fmt.Errorf("hostname %q is longer than 64 bytes: %w", r.Hostname, errdefs.ErrInvalidArgument)
-		}
-		if err := a.sethostname(r.Hostname); err != nil {
-			return fmt.Errorf("set hostname %q: %w", r.Hostname, err)
-		}
-		if err := os.MkdirAll(a.podDir, 0o755); err != nil {
-			return fmt.Errorf("create %s: %w", a.podDir, err)
-		}
-		hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", r.Hostname)
-		for name, content := range map[string]string{"hostname": r.Hostname + "\n", "hosts": hosts} {
-			if err := os.WriteFile(filepath.Join(a.podDir, name), []byte(content), 0o644); err != nil {
-				return fmt.Errorf("write pod %s file: %w", name, err)
+		// The kernel gives init /dev/console as fds 0-2 only if the
+		// initramfs has the node; make sure they are open so no pipe or
+		// socket ever lands on them.
+		if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+			for fd := 0; fd <= 2; fd++ {
+				_ = unix.Dup3(int(c.Fd()), fd, 0)
 			}
+			c.Close()
+		}
+		logrus.SetOutput(os.Stderr)
+	}
+	cfg := guestinit.Config{Debug: o.Debug}
+	if pid1 {
+		var err error
+		if cfg, err = guestinit.ReadCmdline(); err != nil {
+			return err
 		}
 	}
-	if len(r.DnsServers) > 0 || len(r.DnsSearches) > 0 {
-		var b strings.Builder
-		for _, s := range r.DnsServers {
-			if strings.ContainsAny(s, " \t\n") || s == "" {
-				return fmt.Errorf("dns server %q is not an address: %w", s, errdefs.ErrInvalidArgument)
-			}
-			fmt.Fprintf(&b, "nameserver %s\n", s)
-		}
-		if len(r.DnsSearches) > 0 {
-			for _, s := range r.DnsSearches {
-				if strings.ContainsAny(s, " \t\n") || s == "" {
-					return fmt.Errorf("dns search domain %q is not a domain: %w", s, errdefs.ErrInvalidArgument)
-				}
-			}
-			fmt.Fprintf(&b, "search %s\n", strings.Join(r.DnsSearches, " "))
-		}
-		for _, p := range a.resolvPaths {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return fmt.Errorf("write %s: %w", p, err)
-			}
-			if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
-				return fmt.Errorf("write %s: %w", p, err)
-			}
-		}
+	logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+	if cfg.Debug || o.Debug {
+		logrus.SetLevel(logrus.DebugLevel)
+	} else if pid1 {
+		logrus.SetLevel(logrus.ErrorLevel)
 	}
-	for i, m := range r.Mounts {
-		if m.Target == "" || !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
-			return fmt.Errorf("mounts[%d]: target %q must be an absolute path other than /: %w", i, m.Target, errdefs.ErrInvalidArgument)
+	if pid1 {
+		start := time.Now()
+		loaded, err := guestinit.LoadModules(ctx, "/", guestinit.FinitModule)
+		if err != nil {
+			return err
 		}
-		if m.Fstype == "" {
-			return fmt.Errorf("mounts[%d]: fstype is empty; set e.g. 9p, virtiofs or tmpfs: %w", i, errdefs.ErrInvalidArgument)
-		}
-		if err := os.MkdirAll(m.Target, 0o755); err != nil {
-			return fmt.Errorf("mounts[%d]: create %s: %w", i, m.Target, err)
-		}
-		flags, _, data, _ := parseMountOptions(m.Options)
-		if err := a.mount(m.Source, m.Target, m.Fstype, flags, data); err != nil {
-			return fmt.Errorf("mounts[%d]: mount %s (%s) on %s with %q: %w; is the file-system module loaded in the guest?", i, m.Source, m.Fstype, m.Target, data, err)
-		}
-		log.G(ctx).WithField("target", m.Target).WithField("fstype", m.Fstype).Debug("sandbox mount")
+		log.G(ctx).WithField("modules", len(loaded)).WithField("took", time.Since(start)).Debug("modules loaded")
 	}
-	// Make sure a pre-forked helper that can see these mounts waits.
-	if len(r.Mounts) > 0 {
-		a.tasks.afterMounts(ctx)
-	} else {
-		a.tasks.Prewarm(ctx)
-	}
-	return nil
-}
 
-func readLen(n uint32) int {
-	switch {
-	case n == 0:
-		return DefaultReadLen
-	case n > MaxReadLen:
-		return MaxReadLen
+	reaper := guestinit.GlobalReaper(ctx)
+	var shutdown func()
+	if pid1 {
+		shutdown = func() { _ = guestinit.Poweroff(ctx) }
 	}
-	return int(n)
-}
+	tasks := service.New(reaper, service.WithShutdown(shutdown), service.WithZygote())
+	if pid1 {
+		// Fork the first container set-up helper now: its start-up
+		// overlaps finding the channel and the host's Ping and
+		// SetupSandbox, whose mounts reach it because the tree is shared.
+		if err := guestinit.ShareMounts(); err != nil {
+			log.G(ctx).WithError(err).Warn("pre-forked helpers will be replaced after sandbox mounts")
+		}
+		go tasks.Prewarm(ctx)
+	}
+	go service.WarmUp()
+	agentSvc := service.NewAgentService(tasks, service.WithVersion(o.Version))
 
-// ReadStdout implements agentapi.AgentService.
-func (a *AgentService) ReadStdout(ctx context.Context, r *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error) {
-	b, err := a.tasks.ReadOutput(ctx, r.ContainerId, r.ExecId, 1, readLen(r.Len))
+	srv, err := ttrpc.NewServer()
 	if err != nil {
-		return nil, grpcErr(err)
+		return fmt.Errorf("ttrpc server: %w", err)
 	}
-	return &agentapi.ReadStreamResponse{Data: b}, nil
-}
+	taskapi.RegisterTTRPCTaskService(srv, tasks)
+	agentapi.RegisterAgentService(srv, agentSvc)
 
-// ReadStderr implements agentapi.AgentService.
-func (a *AgentService) ReadStderr(ctx context.Context, r *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error) {
-	b, err := a.tasks.ReadOutput(ctx, r.ContainerId, r.ExecId, 2, readLen(r.Len))
-	if err != nil {
-		return nil, grpcErr(err)
+	var l net.Listener
+	stop := make(chan os.Signal, 1)
+	if o.Listen != "" {
+		if l, err = unixsock.Listen(o.Listen, 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(o.Listen)
+		signal.Notify(stop, unix.SIGINT, unix.SIGTERM)
+		defer signal.Stop(stop)
+	} else if l, err = guestinit.Listen(ctx, cfg, serialWait); err != nil {
+		return err
 	}
-	return &agentapi.ReadStreamResponse{Data: b}, nil
-}
-
-// WriteStdin implements agentapi.AgentService.
-func (a *AgentService) WriteStdin(ctx context.Context, r *agentapi.WriteStreamRequest) (*agentapi.WriteStreamResponse, error) {
-	n, err := a.tasks.WriteInput(ctx, r.ContainerId, r.ExecId, r.Data)
-	if err != nil {
-		return nil, grpcErr(err)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		srv.Close()
+	}()
+	log.G(ctx).WithField("addr", l.Addr().String()).WithField("version", o.Version).Info("kuasar-task serving")
+	if pid1 {
+		fmt.Fprintf(os.Stderr, "kuasar-task %s: serving on %s\n", o.Version, l.Addr())
 	}
-	return &agentapi.WriteStreamResponse{Len: uint32(n)}, nil
-}
-
-// CloseStdin implements agentapi.AgentService.
-func (a *AgentService) CloseStdin(ctx context.Context, r *agentapi.CloseStdinRequest) (*emptypb.Empty, error) {
-	return &emptypb.Empty{}, grpcErr(a.tasks.CloseInput(ctx, r.ContainerId, r.ExecId))
+	err = srv.Serve(ctx, l)
+	if errors.Is(err, ttrpc.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }

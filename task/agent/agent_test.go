@@ -1,95 +1,92 @@
-package agent
+package agent_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
+	"github.com/containerd/ttrpc"
 
+	"github.com/kuasar-go/kuasar/task/agent"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
 )
 
-func TestPing(t *testing.T) {
-	e := newEnv(t)
-	r, err := e.agent.Ping(ctxT(t), &agentapi.PingRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	if r.KernelRelease != unix.ByteSliceToString(u.Release[:]) || r.AgentVersion != "test" {
-		t.Fatalf("ping = %v", r)
+// dial polls for the agent's socket until it answers or the deadline
+// passes (Run creates it asynchronously).
+func dial(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent socket %s never answered: %v", sock, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func TestSetupSandbox(t *testing.T) {
-	requireRoot(t)
+// Run serves until its context is cancelled, then returns nil and removes
+// its socket.
+func TestRunStopsOnCancel(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, agent.Options{Listen: sock, Version: "test"}) }()
+
+	client := ttrpc.NewClient(dial(t, sock))
+	defer client.Close()
+	r, err := agentapi.NewAgentClient(client).Ping(ctx, &agentapi.PingRequest{})
+	if err != nil || r.AgentVersion != "test" {
+		t.Fatalf("Ping = %v, %v; want version test", r, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its context was cancelled")
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket %s left behind after Run returned: %v", sock, err)
+	}
+}
+
+// Run refuses a listen path it cannot use, and never removes a file that
+// is not its socket.
+func TestRunListenErrors(t *testing.T) {
 	dir := t.TempDir()
-	var gotHost string
-	var gotClock time.Time
-	a := NewAgentService(New(guestinit.GlobalReaper(context.Background())),
-		WithResolvConf(filepath.Join(dir, "run/kuasar/resolv.conf"), filepath.Join(dir, "etc/resolv.conf")),
-		WithPodFilesDir(filepath.Join(dir, "run/kuasar")),
-		// Hostname and clock are machine-wide: record them instead. The
-		// mount is real.
-		WithSystemHooks(func(h string) error { gotHost = h; return nil }, func(c time.Time) error { gotClock = c; return nil }, nil))
-	target := filepath.Join(dir, "run/kuasar/shared")
-	clock := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	_, err := a.SetupSandbox(ctxT(t), &agentapi.SetupSandboxRequest{
-		Hostname:      "pod-a",
-		DnsServers:    []string{"10.0.0.10", "8.8.8.8"},
-		DnsSearches:   []string{"default.svc.cluster.local", "svc.cluster.local"},
-		Mounts:        []*agentapi.Mount{{Source: "kuasar", Fstype: "tmpfs", Target: target, Options: []string{"size=1m", "nodev"}}},
-		ClockUnixNano: clock.UnixNano(),
-	})
-	if err != nil {
+	file := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(file, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
-	if gotHost != "pod-a" || !gotClock.Equal(clock) {
-		t.Fatalf("hostname %q clock %v", gotHost, gotClock)
-	}
-	want := "nameserver 10.0.0.10\nnameserver 8.8.8.8\nsearch default.svc.cluster.local svc.cluster.local\n"
-	for _, p := range []string{"run/kuasar/resolv.conf", "etc/resolv.conf"} {
-		b, err := os.ReadFile(filepath.Join(dir, p))
-		if err != nil || string(b) != want {
-			t.Fatalf("%s = %q, %v", p, b, err)
-		}
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "run/kuasar/hostname")); string(b) != "pod-a\n" {
-		t.Fatalf("hostname file %q", b)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "run/kuasar/hosts")); !strings.Contains(string(b), "127.0.1.1\tpod-a\n") {
-		t.Fatalf("hosts file %q", b)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(target, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		t.Fatalf("%s is not a tmpfs mount: %v (type %x)", target, err, st.Type)
-	}
-
-	for name, req := range map[string]*agentapi.SetupSandboxRequest{
-		"relative target": {Mounts: []*agentapi.Mount{{Source: "x", Fstype: "tmpfs", Target: "rel"}}},
-		"root target":     {Mounts: []*agentapi.Mount{{Source: "x", Fstype: "tmpfs", Target: "/"}}},
-		"no fstype":       {Mounts: []*agentapi.Mount{{Source: "x", Target: filepath.Join(dir, "m")}}},
-		"bad dns server":  {DnsServers: []string{"1.1.1.1 evil"}},
-		"long hostname":   {Hostname: strings.Repeat("h", 65)},
-		"unknown fs":      {Mounts: []*agentapi.Mount{{Source: "x", Fstype: "nosuchfs", Target: filepath.Join(dir, "n")}}},
+	for _, tc := range []struct {
+		name, listen string
+		kind         func(error) bool
+	}{
+		{"regular file in the way", file, errdefs.IsAlreadyExists},
+		{"missing parent directory", filepath.Join(dir, "missing", "agent.sock"), func(err error) bool { return err != nil }},
 	} {
-		_, err := a.SetupSandbox(ctxT(t), req)
-		if err == nil {
-			t.Errorf("%s: accepted", name)
-			continue
-		}
-		if name != "unknown fs" && !isKind(err, errdefs.ErrInvalidArgument) {
-			t.Errorf("%s: %v, want InvalidArgument", name, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := agent.Run(ctx, agent.Options{Listen: tc.listen})
+			if err == nil || !tc.kind(err) {
+				t.Fatalf("Run(Listen: %s) = %v, want an error of the right kind", tc.listen, err)
+			}
+		})
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Errorf("the file in the way was changed: %q, %v", b, err)
 	}
 }

@@ -6,37 +6,51 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/ttrpc"
 
 	"github.com/kuasar-go/kuasar/task/agent"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
 )
 
-// Example serves the Task API and the agent service on one ttrpc server, as
-// kuasar-task does on the VM channel, and pings it over a unix socket.
+// Example runs the agent outside a VM on a unix socket, as
+// `kuasar-task --listen` does for development, and pings it the way the
+// host's VM backend does over the VM channel.
 func Example() {
-	ctx := context.Background()
-	tasks := agent.New(guestinit.GlobalReaper(ctx))
-	srv, _ := ttrpc.NewServer()
-	taskapi.RegisterTTRPCTaskService(srv, tasks)
-	agentapi.RegisterAgentService(srv, agent.NewAgentService(tasks, agent.WithVersion("v0.1.0")))
-	dir, _ := os.MkdirTemp("", "agent")
+	dir, err := os.MkdirTemp("", "agent")
+	if err != nil {
+		panic(err)
+	}
 	defer os.RemoveAll(dir)
-	l, _ := net.Listen("unix", filepath.Join(dir, "agent.sock"))
-	go srv.Serve(ctx, l)
-	defer srv.Close()
+	sock := filepath.Join(dir, "agent.sock")
 
-	conn, _ := net.Dial("unix", filepath.Join(dir, "agent.sock"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, agent.Options{Listen: sock, Version: "v0.1.0"}) }()
+
+	// The socket appears once Run listens: poll for it with a deadline.
+	var conn net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if conn, err = net.Dial("unix", sock); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		panic(err)
+	}
 	client := ttrpc.NewClient(conn)
-	defer client.Close()
 	r, err := agentapi.NewAgentClient(client).Ping(ctx, &agentapi.PingRequest{})
 	if err != nil {
-		fmt.Println(err)
-		return
+		panic(err)
 	}
 	fmt.Println(r.AgentVersion)
-	// Output: v0.1.0
+	client.Close()
+
+	cancel()
+	fmt.Println(<-done)
+	// Output:
+	// v0.1.0
+	// <nil>
 }

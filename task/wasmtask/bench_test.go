@@ -19,6 +19,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/procfs"
+	"github.com/kuasar-go/kuasar/task/wasmtask"
 )
 
 // BenchmarkCreateStartExit measures one container of the hello module from
@@ -184,7 +185,7 @@ func BenchmarkIdleInstanceMemory(b *testing.B) {
 	b.ReportMetric(float64(after-before)/float64(b.N), "rss-bytes/instance")
 	b.ReportMetric(float64(u.MemoryBytes)/float64(b.N), "linear-bytes/instance")
 	h.svc.KillAll(h.ctx, syscall.SIGKILL)
-	h.svc.WaitIdle(h.ctx)
+	wasmtask.WaitIdle(h.ctx, h.svc)
 	for _, w := range writers {
 		w.Close()
 	}

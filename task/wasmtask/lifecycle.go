@@ -62,8 +62,8 @@ func (s *Service) KillAll(ctx context.Context, sig syscall.Signal) {
 	}
 }
 
-// WaitIdle blocks until no process of any task runs, or ctx is done.
-func (s *Service) WaitIdle(ctx context.Context) error {
+// waitIdle blocks until no process of any task runs, or ctx is done.
+func (s *Service) waitIdle(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch := s.changed
@@ -84,13 +84,13 @@ func (s *Service) WaitIdle(ctx context.Context) error {
 func (s *Service) Stop(ctx context.Context, sig syscall.Signal, timeout time.Duration) error {
 	s.KillAll(ctx, sig)
 	gctx, cancel := context.WithTimeout(ctx, timeout)
-	err := s.WaitIdle(gctx)
+	err := s.waitIdle(gctx)
 	cancel()
 	if err == nil {
 		return nil
 	}
 	s.KillAll(ctx, syscall.SIGKILL)
-	if err := s.WaitIdle(ctx); err != nil {
+	if err := s.waitIdle(ctx); err != nil {
 		return fmt.Errorf("wasm tasks did not stop after SIGKILL: %w", err)
 	}
 	return nil
@@ -107,8 +107,8 @@ type TaskRecord struct {
 	Rootfs string `json:"rootfs,omitempty"`
 }
 
-// Records lists the service's tasks for a checkpoint.
-func (s *Service) Records() []TaskRecord {
+// records lists the service's tasks for a checkpoint.
+func (s *Service) records() []TaskRecord {
 	s.mu.Lock()
 	out := make([]TaskRecord, 0, len(s.mounting))
 	for _, r := range s.mounting {
@@ -150,7 +150,7 @@ func (s *Service) Close(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	s.KillAll(ctx, syscall.SIGKILL)
-	if err := s.WaitIdle(ctx); err != nil {
+	if err := s.waitIdle(ctx); err != nil {
 		return err
 	}
 	var firstErr error
@@ -177,7 +177,7 @@ func (s *Service) saveState(ctx context.Context) {
 	if s.cfg.stateFile == "" {
 		return
 	}
-	if err := writeRecords(s.cfg.stateFile, s.Records()); err != nil {
+	if err := writeRecords(s.cfg.stateFile, s.records()); err != nil {
 		log.G(ctx).WithField("sandbox", s.cfg.sandboxID).WithError(err).Warn("save wasm task records")
 	}
 }

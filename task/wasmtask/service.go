@@ -76,7 +76,7 @@ type Service struct {
 	// registered; they are in the records so a crash cannot lose a mount.
 	mounting map[string]TaskRecord
 	// changed is closed and replaced whenever a task is added or removed,
-	// or a process exits, for WaitIdle.
+	// or a process exits, for waitIdle.
 	changed chan struct{}
 	closed  bool
 }

@@ -548,7 +548,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	h := newHarness(t)
 	b := h.bundle(t, "old", []string{"/hello.wasm"}, map[string][]byte{"hello.wasm": fixtures.Hello})
 	r(h.client.Create(h.ctx, b.req)).get(t)
-	recs := h.svc.Records()
+	recs := wasmtask.Records(h.svc)
 	raw, _ := json.Marshal(recs)
 	var back []wasmtask.TaskRecord
 	json.Unmarshal(raw, &back)
@@ -558,7 +558,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	h2.svc.Restore(back, 137, time.Now())
 	// A second restart before containerd deleted the task must still know
 	// its mount.
-	if recs := h2.svc.Records(); len(recs) != 1 || recs[0].Rootfs != filepath.Join(b.dir, "rootfs") {
+	if recs := wasmtask.Records(h2.svc); len(recs) != 1 || recs[0].Rootfs != filepath.Join(b.dir, "rootfs") {
 		t.Errorf("records after restore: %+v", recs)
 	}
 	w := r(h2.client.Wait(h2.ctx, &taskAPI.WaitRequest{ID: "old"})).get(t)

@@ -2,7 +2,7 @@
 // runtime, so that Wasm workloads run inside the kuasar process with no cgo
 // and no external engine.
 //
-// One Engine holds one wazero runtime with WASI preview 1 instantiated (under
+// One engine (New) holds one wazero runtime with WASI preview 1 instantiated (under
 // both wasi_snapshot_preview1 and the older wasi_unstable name). Modules are
 // compiled once per content digest and then instantiated anonymously per run,
 // so thousands of instances of the same module can run concurrently. Per-run
@@ -34,7 +34,8 @@ import (
 	"github.com/kuasar-go/kuasar/wasm/internal/wasmbin"
 )
 
-// EngineName is what Engine.Name returns.
+// EngineName is what the engine's Name returns (and what --engine and
+// the [wasm] engine setting select).
 const EngineName = "wazero"
 
 // wasmMagic is the header every WebAssembly binary starts with.
@@ -68,8 +69,8 @@ func WithInterpreter() Option {
 	return func(o *options) { o.interpreter = true }
 }
 
-// Engine is the wazero implementation of wasm.Engine.
-type Engine struct {
+// engine is the wazero implementation of wasm.Engine.
+type engine struct {
 	runtime wazero.Runtime
 	cache   wazero.CompilationCache
 
@@ -82,10 +83,10 @@ type Engine struct {
 
 	group singleflight.Group
 	mu    sync.Mutex
-	mods  map[digest.Digest]*Module
+	mods  map[digest.Digest]*compiledModule
 }
 
-var _ wasm.Engine = (*Engine)(nil)
+var _ wasm.Engine = (*engine)(nil)
 
 // New creates an engine with its own wazero runtime and WASI host modules.
 func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
@@ -118,15 +119,15 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 		r.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	return &Engine{runtime: r, cache: cache, mods: map[digest.Digest]*Module{}, files: fileBudget{limit: int64(o.fileBudget)}}, nil
+	return &engine{runtime: r, cache: cache, mods: map[digest.Digest]*compiledModule{}, files: fileBudget{limit: int64(o.fileBudget)}}, nil
 }
 
 // Name implements wasm.Engine.
-func (e *Engine) Name() string { return EngineName }
+func (e *engine) Name() string { return EngineName }
 
 // Compile implements wasm.Engine. Concurrent compiles of the same bytes
 // compile once; later compiles return the module from memory.
-func (e *Engine) Compile(ctx context.Context, module []byte) (wasm.Module, error) {
+func (e *engine) Compile(ctx context.Context, module []byte) (wasm.Module, error) {
 	m, err := e.compile(ctx, module)
 	if err != nil {
 		return nil, err
@@ -134,7 +135,7 @@ func (e *Engine) Compile(ctx context.Context, module []byte) (wasm.Module, error
 	return m, nil
 }
 
-func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
+func (e *engine) compile(ctx context.Context, module []byte) (*compiledModule, error) {
 	if e.closed.Load() {
 		return nil, fmt.Errorf("wazero engine is closed: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -183,13 +184,13 @@ func (e *Engine) compile(ctx context.Context, module []byte) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(*Module), nil
+	return v.(*compiledModule), nil
 }
 
 // instantiateWASIUnstable provides WASI under its pre-snapshot name, which
 // modules built by older toolchains import. It is done on first need, keeping
 // it off the start-up path of every process.
-func (e *Engine) instantiateWASIUnstable(ctx context.Context) error {
+func (e *engine) instantiateWASIUnstable(ctx context.Context) error {
 	e.unstableOnce.Do(func() {
 		b, err := wasiHostModule(context.WithoutCancel(ctx), e.runtime, wasiUnstable)
 		if err == nil {
@@ -206,12 +207,12 @@ const wasiUnstable = "wasi_unstable"
 
 // Close implements wasm.Engine: it closes the runtime (stopping every running
 // instance), releases every compiled module and closes the disk cache.
-func (e *Engine) Close(ctx context.Context) error {
+func (e *engine) Close(ctx context.Context) error {
 	if e.closed.Swap(true) {
 		return nil
 	}
 	e.mu.Lock()
-	e.mods = map[digest.Digest]*Module{}
+	e.mods = map[digest.Digest]*compiledModule{}
 	e.mu.Unlock()
 	// Instances still running stop as killed ones do.
 	err := e.runtime.CloseWithExitCode(ctx, wasm.ExitKilled)
@@ -228,7 +229,7 @@ var supportedImports = map[string]bool{
 	wasiUnstable:                      true,
 }
 
-func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Module, error) {
+func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*compiledModule, error) {
 	unstable := false
 	for _, f := range cm.ImportedFunctions() {
 		mod, name, _ := f.Import()
@@ -250,7 +251,7 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*Modul
 		exports = append(exports, name)
 	}
 	sort.Strings(exports)
-	return &Module{
+	return &compiledModule{
 		digest:   dgst,
 		compiled: cm,
 		minMem:   uint64(pages) * wasmbin.PageSize,

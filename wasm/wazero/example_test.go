@@ -39,7 +39,7 @@ func Example() {
 }
 
 // A module whose minimum memory is above the run's limit does not start.
-func ExampleModule_Run_memoryLimit() {
+func Example_memoryLimit() {
 	ctx := context.Background()
 	engine, _ := wazero.New(ctx)
 	defer engine.Close(ctx)

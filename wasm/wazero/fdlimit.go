@@ -72,7 +72,7 @@ func (b *fileBudget) release(n int64) { b.used.Add(-n) }
 
 // OpenFiles is the number of files the engine's instances hold open now
 // (files opened through their mounts, preopened directories included).
-func (e *Engine) OpenFiles() int { return int(e.files.used.Load()) }
+func (e *engine) OpenFiles() int { return int(e.files.used.Load()) }
 
 // openFiles counts one instance's open files against its limit and the
 // engine's budget.

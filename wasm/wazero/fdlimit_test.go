@@ -44,7 +44,7 @@ func TestOpenFileLimits(t *testing.T) {
 			if r.err != nil || r.code != 0 || strings.TrimSpace(r.stdout) != want {
 				t.Fatalf("fdbomb: exit %d, %v, stdout %q; want %q", r.code, r.err, r.stdout, want)
 			}
-			if n := e.(*wazero.Engine).OpenFiles(); n != 0 {
+			if n := wazero.OpenFiles(e); n != 0 {
 				t.Errorf("engine counts %d open files after the run; want 0", n)
 			}
 		})

@@ -23,9 +23,9 @@ import (
 	"github.com/kuasar-go/kuasar/wasm"
 )
 
-// Module is a module compiled by Engine; see wasm.Module.
-type Module struct {
-	engine   *Engine
+// compiledModule is a module compiled by engine; see wasm.Module.
+type compiledModule struct {
+	engine   *engine
 	digest   digest.Digest
 	compiled wazero.CompiledModule
 	minMem   uint64
@@ -35,19 +35,19 @@ type Module struct {
 	wasiUnstable bool
 }
 
-var _ wasm.Module = (*Module)(nil)
+var _ wasm.Module = (*compiledModule)(nil)
 
 // Digest implements wasm.Module.
-func (m *Module) Digest() digest.Digest { return m.digest }
+func (m *compiledModule) Digest() digest.Digest { return m.digest }
 
 // MinMemoryBytes implements wasm.Module.
-func (m *Module) MinMemoryBytes() uint64 { return m.minMem }
+func (m *compiledModule) MinMemoryBytes() uint64 { return m.minMem }
 
 // Exports implements wasm.Module; the names are sorted.
-func (m *Module) Exports() []string { return slices.Clone(m.exports) }
+func (m *compiledModule) Exports() []string { return slices.Clone(m.exports) }
 
 // Run implements wasm.Module.
-func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
+func (m *compiledModule) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	fn := cfg.Function
 	if fn == "" {
 		fn = wasm.DefaultFunction
@@ -120,7 +120,7 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	return code, err
 }
 
-func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory, files *openFiles) (int, error) {
+func (m *compiledModule) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig, fn string, started func(wasm.Instance), view *instanceView, mem *runMemory, files *openFiles) (int, error) {
 	inst, err := m.instantiate(ctx, mc, mem)
 	if err != nil {
 		return exitCode(m.digest, "instantiating", err)
@@ -153,7 +153,7 @@ func (m *Module) instantiateAndCall(ctx context.Context, mc wazero.ModuleConfig,
 // way to fail but returning nil, which wazero does not expect at
 // instantiation and panics on: that panic becomes an error of kind
 // errdefs.ErrResourceExhausted here; any other panic is re-raised.
-func (m *Module) instantiate(ctx context.Context, mc wazero.ModuleConfig, mem *runMemory) (inst api.Module, err error) {
+func (m *compiledModule) instantiate(ctx context.Context, mc wazero.ModuleConfig, mem *runMemory) (inst api.Module, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if mem.startErr == nil {
@@ -187,7 +187,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 
 // moduleConfig maps a RunConfig onto a wazero module configuration. The
 // returned func closes the mounts' directory fds once the instance is done.
-func (m *Module) moduleConfig(ctx context.Context, cfg wasm.RunConfig, files *openFiles) (_ wazero.ModuleConfig, closeMounts func(), err error) {
+func (m *compiledModule) moduleConfig(ctx context.Context, cfg wasm.RunConfig, files *openFiles) (_ wazero.ModuleConfig, closeMounts func(), err error) {
 	var roots []*confinedFS
 	closeAll := func() {
 		for _, r := range roots {

@@ -9,3 +9,8 @@
 package agentapi
 
 //go:generate protoc -I . -I /usr/include --go_out=. --go_opt=paths=source_relative --go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative agent.proto
+
+// protoc-gen-go-ttrpc puts its header right above the package clause, which
+// makes it this package's doc comment; a blank line after it keeps the doc
+// above.
+//go:generate sed -i "s|^// source: agent.proto$|&\\n|" agent_ttrpc.pb.go

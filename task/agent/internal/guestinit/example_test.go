@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
 )
 
 func ExampleParseCmdline() {

@@ -1,4 +1,4 @@
-package agent
+package service
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
 )
 
 // helperZygote is the second argument that makes RunHelper a zygote: it

@@ -1,4 +1,4 @@
-package agent
+package service
 
 import (
 	"bufio"
@@ -30,7 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
 )
 
 // Service implements containerd's task.v3 TTRPCTaskService for Linux

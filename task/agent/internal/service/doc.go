@@ -1,4 +1,4 @@
-// Package agent is the containerd Task API v3 service (and the stdio part
+// Package service is the containerd Task API v3 service (and the stdio part
 // of the kuasar agent service) that the guest agent serves inside a micro-VM:
 // it runs each container as ordinary Linux processes in their own mount, pid,
 // uts and ipc namespaces, chrooted (pivot_root) into the bundle's rootfs.
@@ -13,4 +13,4 @@
 //
 // Every child is started through a guestinit.Reaper, which owns wait4 for the
 // whole agent and routes exit statuses to process records by pid.
-package agent
+package service

@@ -1,0 +1,11 @@
+package wasmtask
+
+import "context"
+
+// WaitIdle and Records give the external tests what no other package
+// needs: waiting for every process to end, and the records a checkpoint
+// would hold.
+func WaitIdle(ctx context.Context, s *Service) error { return s.waitIdle(ctx) }
+
+// Records returns s's task records.
+func Records(s *Service) []TaskRecord { return s.records() }
