@@ -149,7 +149,7 @@ func Connect[C any](ctx context.Context, p *vmm.Process, name, path, hint string
 		if exited {
 			return fmt.Errorf("%s exited during start-up: %s%s: %w", name, p.Tail(2000), hint, errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("%s QMP socket did not come up: %v: %w", name, last, errdefs.ErrUnavailable)
+		return fmt.Errorf("%s QMP socket did not come up: %w: %w", name, errdefs.ErrUnavailable, last)
 	})
 	if err != nil {
 		return c, err
