@@ -57,9 +57,14 @@ func ToolsDir() string {
 	return filepath.Join(home, ".cache", "kuasar-tools")
 }
 
-// FindTools returns the tool paths, failing t when one is missing.
+// FindTools returns the tool paths, failing t when one is missing. Under
+// -short (make test-short: unit tests only) it skips t instead: every
+// caller goes on to run containerd or crictl.
 func FindTools(t testing.TB) Tools {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs containerd and crictl; -short runs unit tests only")
+	}
 	d := ToolsDir()
 	tl := Tools{
 		Containerd: filepath.Join(d, "containerd-"+ContainerdVersion, "containerd"),
