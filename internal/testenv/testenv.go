@@ -57,9 +57,14 @@ func ToolsDir() string {
 	return filepath.Join(home, ".cache", "kuasar-tools")
 }
 
-// FindTools returns the tool paths, failing t when one is missing.
+// FindTools returns the tool paths, failing t when one is missing. Under
+// -short (make test-short: unit tests only) it skips t instead: every
+// caller goes on to run containerd or crictl.
 func FindTools(t testing.TB) Tools {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs containerd and crictl; -short runs unit tests only")
+	}
 	d := ToolsDir()
 	tl := Tools{
 		Containerd: filepath.Join(d, "containerd-"+ContainerdVersion, "containerd"),
@@ -155,7 +160,7 @@ func Binaries(t testing.TB) string {
 		cmd.Dir = RepoRoot()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

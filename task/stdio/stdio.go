@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 func openOutput(ctx context.Context, name, target string) (io.WriteCloser, error) {
 	u, err := url.Parse(target)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q is neither a path nor a URI: %v: %w", name, target, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s %q is neither a path nor a URI: %w: %w", name, target, err, errdefs.ErrInvalidArgument)
 	}
 	switch u.Scheme {
 	case "", "fifo":

@@ -217,7 +217,7 @@ func (f *forwarder) mountRootfs(r *taskAPI.CreateTaskRequest, spec *specs.Spec, 
 	}
 	srcFd, err := openBundleDir(r.Bundle, src)
 	if err != nil {
-		return fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %v: %w", r.ID, src, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("container %s: rootfs %s is not a directory (no rootfs mounts in the request and no root.path in the bundle): %w: %w", r.ID, src, err, errdefs.ErrInvalidArgument)
 	}
 	defer unix.Close(srcFd)
 	if err := unix.Mount(procFd(srcFd), procFd(target), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
@@ -236,21 +236,21 @@ func marker(ok bool, s string) string {
 func readSpec(bundle string) (*specs.Spec, error) {
 	r, err := fsroot.Open(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("opening the bundle: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("opening the bundle: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer r.Close()
 	fl, err := r.Open("config.json")
 	if err != nil {
-		return nil, fmt.Errorf("reading the bundle's config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("reading the bundle's config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer fl.Close()
 	b, err := io.ReadAll(fl)
 	if err != nil {
-		return nil, fmt.Errorf("reading the bundle's config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("reading the bundle's config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	var s specs.Spec
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("bundle config.json %s: %v: %w", filepath.Join(bundle, "config.json"), err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle config.json %s: %w: %w", filepath.Join(bundle, "config.json"), err, errdefs.ErrInvalidArgument)
 	}
 	return &s, nil
 }

@@ -98,8 +98,8 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fail := func(err error) error {
-		return fmt.Errorf("guest agent of sandbox %s did not answer within %v (%v); see the guest console log %s: %w",
-			i.sb.ID, timeout, err, i.hv.ConsoleLog(), errdefs.ErrUnavailable)
+		return fmt.Errorf("guest agent of sandbox %s is %w: it did not answer within %v (%w); see the guest console log %s",
+			i.sb.ID, errdefs.ErrUnavailable, timeout, err, i.hv.ConsoleLog())
 	}
 	unhealthy := func(err error) error {
 		return fmt.Errorf("VM of sandbox %s failed its health probe while waiting for the guest agent: %w; see the guest console log %s",

@@ -105,7 +105,7 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 	if o.cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(o.cacheDir)
 		if err != nil {
-			return nil, fmt.Errorf("wazero compilation cache in %s: %v: %w", o.cacheDir, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("wazero compilation cache in %s: %w: %w", o.cacheDir, err, errdefs.ErrInvalidArgument)
 		}
 		cache = c
 		cfg = cfg.WithCompilationCache(cache)
@@ -162,7 +162,7 @@ func (e *engine) compile(ctx context.Context, module []byte) (*compiledModule, e
 		cctx := experimental.WithCompilationWorkers(context.WithoutCancel(ctx), runtime.GOMAXPROCS(0))
 		cm, err := e.runtime.CompileModule(cctx, module)
 		if err != nil {
-			return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("invalid WebAssembly module %s: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 		}
 		nm, err := newModule(dgst, module, cm)
 		if err != nil {
@@ -244,7 +244,7 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*compi
 	}
 	pages, _, err := wasmbin.MinMemoryPages(bin)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: reading memory section: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("module %s: reading memory section: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	exports := make([]string, 0, len(cm.ExportedFunctions()))
 	for name := range cm.ExportedFunctions() {

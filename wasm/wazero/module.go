@@ -182,7 +182,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 		}
 		return int(exit.ExitCode()), nil
 	}
-	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %v: %w", dgst, what, err, errdefs.ErrUnknown)
+	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %w: %w", dgst, what, err, errdefs.ErrUnknown)
 }
 
 // moduleConfig maps a RunConfig onto a wazero module configuration. The
@@ -217,7 +217,7 @@ func (m *compiledModule) moduleConfig(ctx context.Context, cfg wasm.RunConfig, f
 		}
 		st, err := os.Stat(mnt.HostPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+			return nil, nil, fmt.Errorf("mount %s at %s: %w: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
 		}
 		if !st.IsDir() {
 			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
