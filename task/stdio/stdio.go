@@ -50,6 +50,8 @@ type Pipes struct {
 	outputs    []output // Stdout and Stderr, for Drain
 	closeOnce  sync.Once
 	stdinClose sync.Once
+	outOnce    sync.Once
+	outErr     error
 }
 
 // Open opens the streams in cfg (see OpenInput and OpenOutput): stdin for
@@ -265,11 +267,28 @@ func (p *Pipes) Close() error {
 		if p.stdinDone != nil {
 			<-p.stdinDone
 		}
+		if err := p.CloseOutputs(); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// CloseOutputs closes Stdout and Stderr only, so that their readers see end
+// of file while stdin stays open (a forwarder whose remote output streams
+// ended). It is safe to call more than once, and before or after Close.
+func (p *Pipes) CloseOutputs() error {
+	if p == nil {
+		return nil
+	}
+	p.outOnce.Do(func() {
+		var errs []error
 		for _, c := range p.closers {
 			if err := c.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		p.outErr = errors.Join(errs...)
 	})
-	return errors.Join(errs...)
+	return p.outErr
 }

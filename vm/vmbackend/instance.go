@@ -25,6 +25,7 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	taskevents "github.com/kuasar-go/kuasar/task/events"
+	"github.com/kuasar-go/kuasar/task/forward"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -53,7 +54,7 @@ type Instance struct {
 	task     taskAPI.TTRPCTaskService
 	agent    agentapi.AgentService
 	guestRel string
-	tasks    *forwarder
+	tasks    *forward.Forwarder
 	events   *taskevents.Queue // the containers' task events, in order
 	stopping bool
 	exit     *backend.Exit
@@ -224,7 +225,7 @@ func (i *Instance) watch() {
 			status = 0
 		}
 		i.mu.Unlock()
-		i.tasks.vmGone()
+		i.tasks.Gone()
 		// The shared directory's own mount (see makeSharedMount) goes
 		// with the VMM too: no mount outlives it.
 		if err := unmountUnder(i.spec.SharedDir); err != nil {
@@ -299,12 +300,12 @@ func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
 		return nil
 	}
 	if !i.hasExited() {
-		i.tasks.killAll(ctx, timeout)
+		i.tasks.KillAll(ctx, timeout)
 	}
 	if err := i.hv.Stop(ctx, timeout); err != nil {
 		return err
 	}
-	i.tasks.vmGone()
+	i.tasks.Gone()
 	if i.hv.Pid() == 0 {
 		i.markExited(0)
 	}
@@ -335,7 +336,7 @@ func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 // Metrics reports the VMM's resident memory and CPU time and the live
 // task count.
 func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
-	m := backend.Metrics{Tasks: i.tasks.count()}
+	m := backend.Metrics{Tasks: i.tasks.Count()}
 	pid := int(i.Pid())
 	if pid == 0 || i.hasExited() {
 		return m, nil
@@ -381,7 +382,7 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 		i.client = nil
 	}
 	i.mu.Unlock()
-	i.tasks.vmGone()
+	i.tasks.Gone()
 	if err := unmountUnder(i.spec.SharedDir); err != nil {
 		errs = append(errs, err)
 	}
