@@ -143,7 +143,11 @@ func cleanupDir(dir string) error {
 
 // removeUnmounted removes dir unless something is still mounted below it.
 func removeUnmounted(dir string) error {
-	if left := mountPoints(dir); len(left) > 0 {
+	left, err := mountPoints(dir)
+	if err != nil {
+		return fmt.Errorf("not removing %s: %w", dir, err)
+	}
+	if len(left) > 0 {
 		return fmt.Errorf("not removing %s: still mounted: %v: %w", dir, left, errdefs.ErrFailedPrecondition)
 	}
 	return os.RemoveAll(dir)
