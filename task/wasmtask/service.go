@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kuasar-go/kuasar/internal/bundle"
 	"github.com/kuasar-go/kuasar/internal/version"
 	"github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/task/stdio"
@@ -443,26 +444,21 @@ func (s *Service) bound(c *container, cfg *wasm.RunConfig) {
 	}
 }
 
-func readSpec(bundle string) (*specs.Spec, error) {
-	p := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(p)
+// readSpec reads the bundle's spec (internal/bundle) and checks what a Wasm
+// task needs of it.
+func readSpec(dir string) (*specs.Spec, error) {
+	spec, err := bundle.ReadSpec(dir)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrNotFound)
-		}
-		return nil, fmt.Errorf("read %s: %w", p, err)
+		return nil, err
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("parse %s: %w: %w", p, err, errdefs.ErrInvalidArgument)
-	}
+	p := filepath.Join(dir, bundle.ConfigFile)
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, fmt.Errorf("%s has no process.args: set the image entrypoint (or the container command) to the Wasm module path, e.g. /app.wasm: %w", p, errdefs.ErrInvalidArgument)
 	}
 	if spec.Process.Terminal {
 		return nil, fmt.Errorf("%s asks for a terminal (process.terminal): Wasm tasks have no pseudo terminal; create the container with tty=false: %w", p, errdefs.ErrNotImplemented)
 	}
-	return &spec, nil
+	return spec, nil
 }
 
 func (c *container) unmount() error {
