@@ -1,0 +1,109 @@
+package wasip1
+
+import "io"
+
+// stdinBuf is how much one read of the guest's stdin asks the caller's
+// reader for.
+const stdinBuf = 32 << 10
+
+// stdinReader is the guest's fd 0 over any io.Reader (a FIFO, a terminal,
+// a pipe, a string). A read of the caller's reader runs on a goroutine of
+// its own, so that the guest can wait for input, poll it, read it without
+// blocking (fdflags nonblock) and be stopped while waiting. Nothing is read
+// ahead of the guest asking for input; what one read brings is kept until
+// the guest consumed it.
+type stdinReader struct {
+	r io.Reader
+
+	buf  []byte // data read and not yet given to the guest
+	err  error  // the reader's error once it failed (io.EOF at the end)
+	rbuf []byte // the buffer of reads
+
+	pending chan readResult // set while a read runs
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+func newStdinReader(r io.Reader) *stdinReader {
+	return &stdinReader{r: r}
+}
+
+// ready reports whether a read would not block: data or an error is there.
+func (s *stdinReader) ready() bool { return len(s.buf) > 0 || s.err != nil }
+
+// start begins a read of the caller's reader unless one runs or its
+// result is there. It returns the channel the result comes on (nil when
+// ready).
+func (s *stdinReader) start() chan readResult {
+	if s.ready() {
+		return nil
+	}
+	if s.r == nil {
+		s.err = io.EOF
+		return nil
+	}
+	if s.pending == nil {
+		if s.rbuf == nil {
+			s.rbuf = make([]byte, stdinBuf)
+		}
+		ch := make(chan readResult, 1)
+		s.pending = ch
+		go func(buf []byte) {
+			n, err := s.r.Read(buf)
+			ch <- readResult{n, err}
+		}(s.rbuf)
+	}
+	return s.pending
+}
+
+// finish takes a read's result.
+func (s *stdinReader) finish(res readResult) {
+	s.pending = nil
+	s.buf = s.rbuf[:res.n]
+	if res.err != nil && res.n == 0 {
+		s.err = res.err
+	}
+}
+
+// wait blocks until input is there or done is closed; it reports whether
+// input (or an error) is there. With block unset it only looks.
+func (s *stdinReader) wait(done <-chan struct{}, block bool) bool {
+	ch := s.start()
+	if ch == nil {
+		return true
+	}
+	if !block {
+		select {
+		case res := <-ch:
+			s.finish(res)
+			return true
+		default:
+			return false
+		}
+	}
+	select {
+	case res := <-ch:
+		s.finish(res)
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// read copies buffered input into the guest's buffers; at the end of the
+// input it returns 0 bytes.
+func (s *stdinReader) read(bufs [][]byte) int {
+	n := 0
+	for _, b := range bufs {
+		c := copy(b, s.buf)
+		s.buf = s.buf[c:]
+		n += c
+		if len(s.buf) == 0 {
+			break
+		}
+	}
+	return n
+}

@@ -1,0 +1,61 @@
+package wazero
+
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	"github.com/tetratelabs/wazero"
+
+	"github.com/kuasar-go/kuasar/internal/fsroot"
+	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/internal/wasip1"
+)
+
+// anonymousModule is the module configuration of every run with kuasar's
+// WASI host: the host keeps arguments, environment, stdio and files itself
+// (wasip1.Instance), so wazero's own system context stays empty and one
+// configuration serves every run.
+var anonymousModule = wazero.NewModuleConfig().WithName("").WithStartFunctions()
+
+// wasiInstance builds the WASI state of one run: the mounts opened as
+// confined roots (each counted as an open file, as the guest's preopened
+// fd), stdio that a stopped run (done) no longer blocks on, arguments and
+// environment. On error nothing stays open or counted.
+func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan struct{}) (_ *wasip1.Instance, err error) {
+	env, err := guestEnv(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var preopens []wasip1.Preopen
+	defer func() {
+		if err != nil {
+			for _, p := range preopens {
+				p.Root.Close()
+				files.release()
+			}
+		}
+	}()
+	for _, mnt := range cfg.Mounts {
+		guest, err := checkMount(mnt)
+		if err != nil {
+			return nil, err
+		}
+		if r := files.take(); r != 0 {
+			return nil, fmt.Errorf("module %s could not open its mounts: %s: %w", m.digest, refusalText(r), errdefs.ErrResourceExhausted)
+		}
+		root, err := fsroot.Open(mnt.HostPath)
+		if err != nil {
+			files.release()
+			return nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
+		}
+		preopens = append(preopens, wasip1.Preopen{Root: root, GuestPath: guest, ReadOnly: mnt.ReadOnly})
+	}
+	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource}
+	if cfg.Stdout != nil {
+		wc.Stdout = newCancelWriter(cfg.Stdout, done)
+	}
+	if cfg.Stderr != nil {
+		wc.Stderr = newCancelWriter(cfg.Stderr, done)
+	}
+	return wasip1.New(wc), nil
+}
