@@ -28,6 +28,21 @@ func BenchmarkRunHello(b *testing.B) {
 	}
 }
 
+// BenchmarkRunHelloWazeroWASI is BenchmarkRunHello with wazero's own WASI
+// host instead of kuasar's, for comparison.
+func BenchmarkRunHelloWazeroWASI(b *testing.B) {
+	e := newEngine(b, wazero.WithWazeroWASI())
+	m := compile(b, e, fixtures.Hello)
+	cfg := wasm.RunConfig{Args: []string{"hello"}, Stdout: io.Discard}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if code, err := m.Run(ctx, cfg); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
+	}
+}
+
 // BenchmarkRunHelloParallel is BenchmarkRunHello from GOMAXPROCS goroutines.
 func BenchmarkRunHelloParallel(b *testing.B) {
 	e := newEngine(b)

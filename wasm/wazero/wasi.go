@@ -14,8 +14,11 @@ import (
 // anonymousModule is the module configuration of every run with kuasar's
 // WASI host: the host keeps arguments, environment, stdio and files itself
 // (wasip1.Instance), so wazero's own system context stays empty and one
-// configuration serves every run.
-var anonymousModule = wazero.NewModuleConfig().WithName("").WithStartFunctions()
+// configuration serves every run. Its clocks and random source are set
+// only because wazero's defaults (deterministic fakes) cost a seeded
+// math/rand source per instance, a quarter of a short run.
+var anonymousModule = wazero.NewModuleConfig().WithName("").WithStartFunctions().
+	WithRandSource(randSource).WithSysWalltime().WithSysNanotime()
 
 // wasiInstance builds the WASI state of one run: the mounts opened as
 // confined roots (each counted as an open file, as the guest's preopened
