@@ -89,8 +89,8 @@ type Engine struct {
 	// ownWASI is set when guests get kuasar's WASI host (wasip1) rather
 	// than wazero's.
 	ownWASI bool
-	mem    memPool    // reusable small linear memories, see memory.go
-	files  fileBudget // files open in all instances, see fdlimit.go
+	mem     memPool    // reusable small linear memories, see memory.go
+	files   fileBudget // files open in all instances, see fdlimit.go
 
 	unstableOnce sync.Once
 	unstableErr  error

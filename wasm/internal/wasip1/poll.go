@@ -97,12 +97,16 @@ func pollOneoff(in *Instance, ctx context.Context, mod api.Module, s []uint64) E
 			case e.kind == kindDir:
 				ev.errno = ErrnoBadf
 			case e.kind == kindStdin && ev.typ == eventFdRead:
-				if !e.in.wait(nil, false) {
+				ok, n, hup := e.in.peek()
+				if !ok {
 					stdin = e.in
 					waitIn = append(waitIn, ev)
 					continue
 				}
-				ev.nbytes, ev.flags = stdinState(e.in)
+				ev.nbytes = n
+				if hup {
+					ev.flags = eventrwHangup
+				}
 			case e.kind == kindStdin || (e.kind == kindStdout && ev.typ == eventFdRead):
 				ev.errno = ErrnoBadf
 			case e.kind == kindFile && ev.typ == eventFdRead:

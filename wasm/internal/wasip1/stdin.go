@@ -1,6 +1,12 @@
 package wasip1
 
-import "io"
+import (
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // stdinBuf is how much one read of the guest's stdin asks the caller's
 // reader for.
@@ -14,6 +20,9 @@ const stdinBuf = 32 << 10
 // the guest consumed it.
 type stdinReader struct {
 	r io.Reader
+	// raw is the descriptor of r when it is a file (a FIFO, a pipe, a
+	// terminal), whose readiness poll(2) tells at once.
+	raw syscall.RawConn
 
 	buf  []byte // data read and not yet given to the guest
 	err  error  // the reader's error once it failed (io.EOF at the end)
@@ -28,7 +37,48 @@ type readResult struct {
 }
 
 func newStdinReader(r io.Reader) *stdinReader {
-	return &stdinReader{r: r}
+	s := &stdinReader{r: r}
+	if f, ok := r.(*os.File); ok {
+		if rc, err := f.SyscallConn(); err == nil {
+			s.raw = rc
+		}
+	}
+	return s
+}
+
+// peek reports, without blocking, whether a read would return at once, with
+// the bytes known to be there and whether the input ended.
+func (s *stdinReader) peek() (ready bool, nbytes uint64, hangup bool) {
+	if len(s.buf) > 0 {
+		return true, uint64(len(s.buf)), false
+	}
+	if s.err != nil {
+		return true, 0, true
+	}
+	if s.pending == nil && s.raw != nil {
+		var revents int16
+		var avail int
+		s.raw.Control(func(fd uintptr) {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
+				revents = pfd[0].Revents
+				avail, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+			}
+		})
+		switch {
+		case avail > 0:
+			return true, uint64(avail), false
+		case revents&(unix.POLLHUP|unix.POLLERR) != 0:
+			return true, 0, true
+		case revents&unix.POLLIN != 0:
+			return true, 0, false
+		}
+		return false, 0, false
+	}
+	if !s.wait(nil, false) {
+		return false, 0, false
+	}
+	return s.peek()
 }
 
 // ready reports whether a read would not block: data or an error is there.
