@@ -84,7 +84,14 @@ func (in *Instance) getReadable(fd uint32) (*fdEntry, Errno) {
 // readStdin reads the guest's stdin: blocking until input comes (or the
 // run is stopped: EINTR), or EAGAIN at once when the guest set nonblock.
 func (e *fdEntry) readStdin(ctx context.Context, bufs [][]byte) (int, Errno) {
-	if !e.in.wait(ctx.Done(), e.flags&fdflagNonblock == 0) {
+	size := 0
+	for _, b := range bufs {
+		size += len(b)
+	}
+	if size == 0 {
+		return 0, 0 // as read(2) of 0 bytes: no wait
+	}
+	if !e.in.wait(ctx.Done(), e.flags&fdflagNonblock == 0, size) {
 		if e.flags&fdflagNonblock != 0 {
 			return 0, ErrnoAgain
 		}

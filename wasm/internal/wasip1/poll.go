@@ -127,7 +127,7 @@ func pollOneoff(in *Instance, ctx context.Context, mod api.Module, s []uint64) E
 		}
 		var inCh chan readResult
 		if stdin != nil {
-			inCh = stdin.start()
+			inCh = stdin.start(stdinPollRead)
 		}
 		select {
 		case res := <-inCh:

@@ -8,9 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stdinBuf is how much one read of the guest's stdin asks the caller's
-// reader for.
-const stdinBuf = 32 << 10
+// A read of the caller's reader asks for what the guest's fd_read asks
+// for, up to stdinMaxRead; one started by poll_oneoff for stdinPollRead.
+// An instance blocked on stdin holds no more than the guest's request.
+const (
+	stdinMaxRead  = 64 << 10
+	stdinPollRead = 4 << 10
+)
 
 // stdinReader is the guest's fd 0 over any io.Reader (a FIFO, a terminal,
 // a pipe, a string). A read of the caller's reader runs on a goroutine of
@@ -75,7 +79,7 @@ func (s *stdinReader) peek() (ready bool, nbytes uint64, hangup bool) {
 		}
 		return false, 0, false
 	}
-	if !s.wait(nil, false) {
+	if !s.wait(nil, false, stdinPollRead) {
 		return false, 0, false
 	}
 	return s.peek()
@@ -87,7 +91,7 @@ func (s *stdinReader) ready() bool { return len(s.buf) > 0 || s.err != nil }
 // start begins a read of the caller's reader unless one runs or its
 // result is there. It returns the channel the result comes on (nil when
 // ready).
-func (s *stdinReader) start() chan readResult {
+func (s *stdinReader) start(size int) chan readResult {
 	if s.ready() {
 		return nil
 	}
@@ -96,9 +100,11 @@ func (s *stdinReader) start() chan readResult {
 		return nil
 	}
 	if s.pending == nil {
-		if s.rbuf == nil {
-			s.rbuf = make([]byte, stdinBuf)
+		size = min(max(size, 1), stdinMaxRead)
+		if cap(s.rbuf) < size {
+			s.rbuf = make([]byte, size)
 		}
+		s.rbuf = s.rbuf[:size]
 		ch := make(chan readResult, 1)
 		s.pending = ch
 		go func(buf []byte) {
@@ -119,9 +125,10 @@ func (s *stdinReader) finish(res readResult) {
 }
 
 // wait blocks until input is there or done is closed; it reports whether
-// input (or an error) is there. With block unset it only looks.
-func (s *stdinReader) wait(done <-chan struct{}, block bool) bool {
-	ch := s.start()
+// input (or an error) is there. With block unset it only looks. size is
+// what a read started here asks for.
+func (s *stdinReader) wait(done <-chan struct{}, block bool, size int) bool {
+	ch := s.start(size)
 	if ch == nil {
 		return true
 	}
