@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
@@ -68,5 +70,17 @@ func TestWASISpec(t *testing.T) {
 				t.Errorf("report differs from %s:\n%s\nwant:\n%s", golden, out.String(), want)
 			}
 		})
+	}
+}
+
+// TestNULInArgs: WASI passes arguments and environment as NUL-terminated
+// strings, so one holding a NUL byte is refused before the guest starts.
+func TestNULInArgs(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.Hello)
+	for _, cfg := range []wasm.RunConfig{{Args: []string{"a\x00b"}}, {Env: []string{"K=a\x00b"}}} {
+		if _, err := m.Run(context.Background(), cfg); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%+v: %v, want InvalidArgument", cfg, err)
+		}
 	}
 }

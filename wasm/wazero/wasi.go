@@ -2,6 +2,7 @@ package wazero
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/tetratelabs/wazero"
@@ -28,6 +29,13 @@ func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan 
 	env, err := guestEnv(cfg)
 	if err != nil {
 		return nil, err
+	}
+	for _, list := range [][]string{cfg.Args, env} {
+		for _, a := range list {
+			if strings.IndexByte(a, 0) >= 0 {
+				return nil, fmt.Errorf("argument or environment entry %q holds a NUL byte, which WASI strings cannot: fix process.args / process.env: %w", a, errdefs.ErrInvalidArgument)
+			}
+		}
 	}
 	var preopens []wasip1.Preopen
 	defer func() {

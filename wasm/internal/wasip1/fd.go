@@ -13,10 +13,15 @@ import (
 
 // iovecs reads the guest's iovec (or ciovec) array of n entries at iovs as
 // views of its memory.
+// More than iovMax entries is EINVAL, as for readv(2) (wasi-libc's
+// IOV_MAX).
 func (in *Instance) iovecs(mod api.Module, iovs, n uint32) ([][]byte, Errno) {
+	if n > iovMax {
+		return nil, ErrnoInval
+	}
 	arr, e := read(mod, iovs, n*sizeIovec)
-	if e != 0 || n > 1<<20 {
-		return nil, ErrnoFault
+	if e != 0 {
+		return nil, e
 	}
 	bufs := in.iov[:0]
 	for i := uint32(0); i < n; i++ {
@@ -31,6 +36,8 @@ func (in *Instance) iovecs(mod api.Module, iovs, n uint32) ([][]byte, Errno) {
 	in.iov = bufs
 	return bufs, 0
 }
+
+const iovMax = 1024
 
 // retry calls f until it does not fail with EINTR.
 func retry[T any](f func() (T, error)) (T, error) {

@@ -119,7 +119,10 @@ func pathOpen(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno
 			return errno
 		}
 	}
-	fd, err := d.root.OpenFd(p, flags, 0o666)
+	// Opened non-blocking: opening a FIFO would otherwise wait, in the
+	// kernel where no kill reaches, for its other end. The flag is
+	// dropped again below unless the guest asked for it.
+	fd, err := d.root.OpenFd(p, flags|unix.O_NONBLOCK, 0o666)
 	if err != nil {
 		if in.files != nil {
 			in.files.Release()
@@ -133,6 +136,11 @@ func pathOpen(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno
 			in.files.Release()
 		}
 		return toErrno(err)
+	}
+	if fdflags&fdflagNonblock == 0 && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+		}
 	}
 	e := &fdEntry{flags: uint16(fdflags), filetype: filetypeOf(st.Mode), readOnly: d.readOnly, counted: in.files != nil, hostFd: -1, readFd: -1, inh: inh}
 	if e.filetype == FiletypeDirectory {

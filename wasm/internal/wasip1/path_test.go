@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPathOpen: path_open's oflags, lookup flags and path rules. Paths are
@@ -76,6 +78,31 @@ func TestPathOpen(t *testing.T) {
 			_, errno = e.open(fd, 0, "../f", 0, RightFdRead, 0, 0)
 			return errno
 		}, want: ErrnoNotcapable},
+		// A FIFO opens at once (the host never waits in the kernel for its
+		// other end, where no kill would reach it): for reading it is
+		// empty, for writing with no reader ENXIO, as open(2) with
+		// O_NONBLOCK says.
+		{name: "fifo for reading", do: func(e *env) Errno {
+			if err := unix.Mkfifo(filepath.Join(e.dir, "fifo"), 0o644); err != nil {
+				e.t.Fatal(err)
+			}
+			fd, errno := e.open(3, 0, "fifo", 0, RightFdRead|RightFdFilestatGet, 0, 0)
+			if errno != 0 {
+				return errno
+			}
+			e.call("fd_filestat_get", uint64(fd), resPtr)
+			if e.bytes(resPtr+16, 1)[0] != FiletypeUnknown {
+				e.t.Errorf("fifo filetype %d", e.bytes(resPtr+16, 1)[0])
+			}
+			return 0
+		}},
+		{name: "fifo for writing without a reader", do: func(e *env) Errno {
+			if err := unix.Mkfifo(filepath.Join(e.dir, "fifo"), 0o644); err != nil {
+				e.t.Fatal(err)
+			}
+			_, errno := e.open(3, 0, "fifo", 0, RightFdWrite, 0, 0)
+			return errno
+		}, want: ErrnoNxio},
 		{name: "read-only mount refuses create", do: func(e *env) Errno { _, errno := e.open(4, 0, "x", oflagCreat, RightFdWrite, 0, 0); return errno }, want: ErrnoRofs},
 		{name: "read-only mount refuses write", do: func(e *env) Errno {
 			os.WriteFile(filepath.Join(e.rodir, "r"), []byte("r"), 0o644)

@@ -31,8 +31,8 @@ func pollOneoff(in *Instance, ctx context.Context, mod api.Module, s []uint64) E
 	if nsubs == 0 {
 		return ErrnoInval
 	}
-	if nsubs > 1<<16 {
-		return ErrnoFault
+	if uint64(nsubs)*sizeSubscription > 1<<32-1 {
+		return ErrnoFault // cannot be in a 32-bit memory
 	}
 	subs, errno := read(mod, subPtr, nsubs*sizeSubscription)
 	if errno != 0 {

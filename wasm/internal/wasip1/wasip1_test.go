@@ -227,6 +227,8 @@ func TestFdErrnos(t *testing.T) {
 			e.mod.Memory().WriteUint32Le(iovPtr+4, 100)
 			return e.call("fd_read", uint64(fd), iovPtr, 1, resPtr)
 		}, want: ErrnoFault},
+		{name: "fd_read more iovecs than IOV_MAX", setup: withFile, do: func(e *env) Errno { return e.call("fd_read", uint64(readFd(e)), iovPtr, 1025, resPtr) }, want: ErrnoInval},
+		{name: "fd_write iovec count overflowing", do: func(e *env) Errno { return e.call("fd_write", 1, iovPtr, 1<<29+1, resPtr) }, want: ErrnoInval},
 		{name: "fd_write read-only fd", setup: withFile, do: func(e *env) Errno { a, n := e.iov("x", 0); return e.call("fd_write", uint64(readFd(e)), a, n, resPtr) }, want: ErrnoNotcapable},
 		{name: "fd_pread file", setup: withFile, do: func(e *env) Errno { a, n := iov(e); return e.call("fd_pread", uint64(readFd(e)), a, n, 6, resPtr) }, check: func(t *testing.T, e *env) {
 			if string(e.bytes(bufPtr, e.u32(resPtr))) != "6789" {
