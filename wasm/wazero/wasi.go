@@ -2,10 +2,12 @@ package wazero
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/tetratelabs/wazero"
+	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/wasm"
@@ -61,7 +63,8 @@ func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan 
 		}
 		preopens = append(preopens, wasip1.Preopen{Root: root, GuestPath: guest, ReadOnly: mnt.ReadOnly})
 	}
-	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource}
+	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource,
+		Terminal: [3]bool{isTerminal(cfg.Stdin), isTerminal(cfg.Stdout), isTerminal(cfg.Stderr)}}
 	if cfg.Stdout != nil {
 		wc.Stdout = newCancelWriter(cfg.Stdout, done)
 	}
@@ -69,4 +72,22 @@ func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan 
 		wc.Stderr = newCancelWriter(cfg.Stderr, done)
 	}
 	return wasip1.New(wc), nil
+}
+
+// isTerminal reports whether v is an *os.File open on a terminal.
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	if !ok {
+		return false
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	tty := false
+	rc.Control(func(fd uintptr) {
+		_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		tty = err == nil
+	})
+	return tty
 }

@@ -70,6 +70,13 @@ type Config struct {
 	Stdin io.Reader
 	// Stdout and Stderr get fd 1 and 2; nil discards.
 	Stdout, Stderr io.Writer
+	// Terminal tells which of stdin, stdout and stderr are terminals.
+	// All three are character devices to the guest; a terminal's fd has
+	// no seek or tell rights, the others have both (seeking them is
+	// ESPIPE), which is how wasi-libc's isatty() tells them apart: a
+	// guest writing to a pipe or a log buffers fully and prints no
+	// terminal colours.
+	Terminal [3]bool
 	// Preopens become fds 3, 4, ... in this order.
 	Preopens []Preopen
 	// Files, when set, counts every file the guest opens. The caller
@@ -145,9 +152,15 @@ func New(cfg Config) *Instance {
 	if stderr == nil {
 		stderr = io.Discard
 	}
-	in.fds[0] = &fdEntry{kind: kindStdin, base: rightsStdin, filetype: FiletypeCharacterDevice, in: newStdinReader(cfg.Stdin), hostFd: -1, readFd: -1}
-	in.fds[1] = &fdEntry{kind: kindStdout, base: rightsStdout, filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1}
-	in.fds[2] = &fdEntry{kind: kindStdout, base: rightsStdout, filetype: FiletypeCharacterDevice, out: stderr, hostFd: -1, readFd: -1}
+	stdio := func(fd int, base uint64) uint64 {
+		if cfg.Terminal[fd] {
+			return base
+		}
+		return base | RightFdSeek | RightFdTell
+	}
+	in.fds[0] = &fdEntry{kind: kindStdin, base: stdio(0, rightsStdin), filetype: FiletypeCharacterDevice, in: newStdinReader(cfg.Stdin), hostFd: -1, readFd: -1}
+	in.fds[1] = &fdEntry{kind: kindStdout, base: stdio(1, rightsStdout), filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1}
+	in.fds[2] = &fdEntry{kind: kindStdout, base: stdio(2, rightsStdout), filetype: FiletypeCharacterDevice, out: stderr, hostFd: -1, readFd: -1}
 	for i, p := range cfg.Preopens {
 		in.fds[uint32(3+i)] = &fdEntry{
 			kind: kindDir, base: rightsDir, inh: rightsDirInheriting, filetype: FiletypeDirectory,

@@ -82,15 +82,16 @@ func pathOpen(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno
 	read := base&(RightFdRead|RightFdReaddir) != 0
 	write := base&rightsWriting != 0
 	var flags int
+	if oflags&oflagDirectory != 0 {
+		flags = unix.O_DIRECTORY // with write rights, EISDIR from the kernel
+	}
 	switch {
-	case oflags&oflagDirectory != 0:
-		flags = unix.O_RDONLY | unix.O_DIRECTORY
 	case read && write:
-		flags = unix.O_RDWR
+		flags |= unix.O_RDWR
 	case write:
-		flags = unix.O_WRONLY
+		flags |= unix.O_WRONLY
 	default:
-		flags = unix.O_RDONLY
+		flags |= unix.O_RDONLY
 	}
 	if d.readOnly && (write || oflags&(oflagCreat|oflagTrunc) != 0) {
 		return ErrnoRofs

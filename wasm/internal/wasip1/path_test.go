@@ -52,6 +52,12 @@ func TestPathOpen(t *testing.T) {
 			}
 		}},
 		{name: "write to a directory", setup: tree, do: open("dir", 0, 0, RightFdWrite), want: ErrnoIsdir},
+		{name: "directory flag with write rights", setup: tree, do: open(".", 0, oflagDirectory, RightFdRead|RightFdWrite), want: ErrnoIsdir},
+		{name: "directory with no rights", setup: tree, do: open(".", 0, oflagDirectory, 0)},
+		{name: "preopen again with its own rights", setup: tree, do: func(e *env) Errno {
+			_, errno := e.open(3, 0, ".", oflagDirectory, rightsDir, rightsDirInheriting, 0)
+			return errno
+		}},
 		{name: "symlink followed", setup: tree, do: open("link", follow, 0, RightFdRead)},
 		{name: "symlink not followed", setup: tree, do: open("link", 0, 0, RightFdRead), want: ErrnoLoop},
 		{name: "dir symlink not followed as a directory", setup: tree, do: open("dirlink", 0, oflagDirectory, 0), want: ErrnoNotdir},

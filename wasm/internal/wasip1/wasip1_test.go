@@ -129,10 +129,13 @@ func TestStdio(t *testing.T) {
 			}
 		}}
 	}
+	// Not terminals: seek and tell rights (seeking is still ESPIPE), so
+	// that wasi-libc's isatty() says no.
+	const notTTY = RightFdSeek | RightFdTell
 	runCases(t, []errnoCase{
-		fdstat(0, FiletypeCharacterDevice, rightsStdin),
-		fdstat(1, FiletypeCharacterDevice, rightsStdout),
-		fdstat(2, FiletypeCharacterDevice, rightsStdout),
+		fdstat(0, FiletypeCharacterDevice, rightsStdin|notTTY),
+		fdstat(1, FiletypeCharacterDevice, rightsStdout|notTTY),
+		fdstat(2, FiletypeCharacterDevice, rightsStdout|notTTY),
 		{name: "filestat of stdout", do: func(e *env) Errno { return e.call("fd_filestat_get", 1, resPtr) }, check: func(t *testing.T, e *env) {
 			if e.bytes(resPtr+16, 1)[0] != FiletypeCharacterDevice {
 				t.Errorf("filetype %d", e.bytes(resPtr+16, 1)[0])
@@ -165,6 +168,17 @@ func TestStdio(t *testing.T) {
 		{name: "stdio readdir", do: func(e *env) Errno { return e.call("fd_readdir", 0, bufPtr, 128, 0, resPtr) }, want: ErrnoNotdir},
 		{name: "stdio is no preopen", do: func(e *env) Errno { return e.call("fd_prestat_get", 1, resPtr) }, want: ErrnoBadf},
 	})
+}
+
+// TestStdioTerminal: a terminal's fd is a character device without seek
+// and tell rights, which wasi-libc's isatty() takes for a terminal.
+func TestStdioTerminal(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Terminal = [3]bool{false, true, false} })
+	for fd, want := range map[uint64]uint64{1: rightsStdout, 2: rightsStdout | RightFdSeek | RightFdTell} {
+		if errno := e.call("fd_fdstat_get", fd, resPtr); errno != 0 || e.u64(resPtr+8) != want {
+			t.Errorf("fd %d: errno %d rights %#x, want %#x", fd, errno, e.u64(resPtr+8), want)
+		}
+	}
 }
 
 // TestStdinNonblockAndRead: a nonblocking stdin with nothing to read is
