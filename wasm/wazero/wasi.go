@@ -25,7 +25,7 @@ var anonymousModule = wazero.NewModuleConfig().WithName("").WithStartFunctions()
 
 // wasiInstance builds the WASI state of one run: the mounts opened as
 // confined roots (each counted as an open file, as the guest's preopened
-// fd), stdio that a stopped run (done) no longer blocks on, arguments and
+// fd, once the guest first uses it), stdio that a stopped run (done) no longer blocks on, arguments and
 // environment. On error nothing stays open or counted.
 func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan struct{}) (_ *wasip1.Instance, err error) {
 	env, err := guestEnv(cfg)
@@ -44,7 +44,6 @@ func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan 
 		if err != nil {
 			for _, p := range preopens {
 				p.Root.Close()
-				files.release()
 			}
 		}
 	}()
@@ -53,12 +52,8 @@ func (m *Module) wasiInstance(cfg wasm.RunConfig, files *openFiles, done <-chan 
 		if err != nil {
 			return nil, err
 		}
-		if r := files.take(); r != 0 {
-			return nil, fmt.Errorf("module %s could not open its mounts: %s: %w", m.digest, refusalText(r), errdefs.ErrResourceExhausted)
-		}
 		root, err := fsroot.Open(mnt.HostPath)
 		if err != nil {
-			files.release()
 			return nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
 		}
 		preopens = append(preopens, wasip1.Preopen{Root: root, GuestPath: guest, ReadOnly: mnt.ReadOnly})

@@ -29,6 +29,7 @@ package wasip1
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"path"
 	"sync"
@@ -79,9 +80,12 @@ type Config struct {
 	Terminal [3]bool
 	// Preopens become fds 3, 4, ... in this order.
 	Preopens []Preopen
-	// Files, when set, counts every file the guest opens. The caller
-	// acquires the preopens' counts; the Instance releases them when the
-	// guest closes a preopen, or in Close.
+	// Files, when set, counts every file the guest opens. A preopen is
+	// counted when the guest first uses its fd (wasi-libc looks at the
+	// preopens only in programs that use files, so one that uses none
+	// still runs when the budget is spent); when that count is refused
+	// the guest traps, with the refusal recorded by Files for the caller
+	// to report: the program cannot run without its mounts.
 	Files Files
 	// Random fills random_get; nil is crypto/rand.
 	Random io.Reader
@@ -124,6 +128,7 @@ type fdEntry struct {
 	readOnly  bool
 	preopen   string // guest path of a preopen, "" otherwise
 	counted   bool   // counted in Files
+	lazyCount bool   // a preopen to be counted in Files at its first use
 	hostFd    int    // kindFile: the open file
 	root      *fsroot.Root
 	readFd    int // kindDir: a readable fd of root for getdents (-1 until needed; root's own when it is one)
@@ -165,7 +170,7 @@ func New(cfg Config) *Instance {
 		in.fds[uint32(3+i)] = &fdEntry{
 			kind: kindDir, base: rightsDir, inh: rightsDirInheriting, filetype: FiletypeDirectory,
 			readOnly: p.ReadOnly, preopen: path.Clean(p.GuestPath), root: p.Root, hostFd: -1, readFd: -1,
-			counted: cfg.Files != nil,
+			lazyCount: cfg.Files != nil,
 		}
 	}
 	return in
@@ -206,14 +211,25 @@ func (in *Instance) get(fd uint32) (*fdEntry, Errno) {
 	if !ok {
 		return nil, ErrnoBadf
 	}
+	if e.lazyCount {
+		in.countPreopen(e)
+	}
 	return e, 0
+}
+
+// countPreopen counts a preopen at its first use, or traps.
+func (in *Instance) countPreopen(e *fdEntry) {
+	if errno := in.files.Acquire(); errno != 0 {
+		panic(fmt.Errorf("the preopened directory %s cannot be counted as an open file (WASI errno %d)", e.preopen, errno))
+	}
+	e.lazyCount, e.counted = false, true
 }
 
 // getRights returns fd's entry when it holds every right in need.
 func (in *Instance) getRights(fd uint32, need uint64) (*fdEntry, Errno) {
-	e, ok := in.fds[fd]
-	if !ok {
-		return nil, ErrnoBadf
+	e, errno := in.get(fd)
+	if errno != 0 {
+		return nil, errno
 	}
 	if e.base&need != need {
 		return nil, ErrnoNotcapable
@@ -225,9 +241,9 @@ func (in *Instance) getRights(fd uint32, need uint64) (*fdEntry, Errno) {
 // rights in need. A directory is EBADF (it is no file to read, write or
 // seek), stdio ESPIPE for positioned operations (spipe set) else EBADF.
 func (in *Instance) getFile(fd uint32, need uint64, spipe bool) (*fdEntry, Errno) {
-	e, ok := in.fds[fd]
-	if !ok {
-		return nil, ErrnoBadf
+	e, errno := in.get(fd)
+	if errno != 0 {
+		return nil, errno
 	}
 	switch e.kind {
 	case kindDir:
@@ -247,9 +263,9 @@ func (in *Instance) getFile(fd uint32, need uint64, spipe bool) (*fdEntry, Errno
 // getDir returns fd's entry when it is a directory with the rights in
 // need; anything else is ENOTDIR.
 func (in *Instance) getDir(fd uint32, need uint64) (*fdEntry, Errno) {
-	e, ok := in.fds[fd]
-	if !ok {
-		return nil, ErrnoBadf
+	e, errno := in.get(fd)
+	if errno != 0 {
+		return nil, errno
 	}
 	if e.kind != kindDir {
 		return nil, ErrnoNotdir

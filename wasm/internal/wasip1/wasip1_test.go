@@ -464,3 +464,50 @@ func TestPrestat(t *testing.T) {
 		}, want: ErrnoBadf},
 	})
 }
+
+// counter is a Files with a limit.
+type counter struct{ open, limit int }
+
+func (c *counter) Acquire() Errno {
+	if c.open >= c.limit {
+		return ErrnoMfile
+	}
+	c.open++
+	return 0
+}
+
+func (c *counter) Release() { c.open-- }
+
+// TestFilesCounted: every path_open counts a file until closed, a refused
+// count is the guest's errno, and a preopen is counted at its first use
+// (a guest that never touches it runs with no file to spare); when that
+// count is refused the guest traps.
+func TestFilesCounted(t *testing.T) {
+	c := &counter{limit: 2}
+	e := newEnv(t, func(cfg *Config) { cfg.Files = c })
+	if c.open != 0 {
+		t.Fatalf("%d counted before any use", c.open)
+	}
+	e.write("f", "x")
+	fd := e.mustOpen("f", 0, RightFdRead, 0) // preopen 3 counted, then f
+	if c.open != 2 {
+		t.Fatalf("%d counted after one open, want 2 (the preopen and the file)", c.open)
+	}
+	if _, errno := e.open(3, 0, "f", 0, RightFdRead, 0, 0); errno != ErrnoMfile {
+		t.Errorf("open past the limit: errno %d, want EMFILE", errno)
+	}
+	e.call("fd_close", uint64(fd))
+	if c.open != 1 {
+		t.Errorf("%d counted after close, want 1", c.open)
+	}
+	// fd 4 (the read-only preopen) cannot be counted any more: a trap.
+	c.limit = 1
+	_, err := e.mod.ExportedFunction("fd_prestat_get").Call(e.ctx, 4, resPtr)
+	if err == nil || !strings.Contains(err.Error(), "cannot be counted") {
+		t.Errorf("first use of a preopen past the limit: %v, want a trap", err)
+	}
+	e.in.Close()
+	if c.open != 0 {
+		t.Errorf("%d counted after Close", c.open)
+	}
+}
