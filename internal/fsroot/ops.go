@@ -228,17 +228,13 @@ func rename(r *Root, from string, dst *Root, to string, flags uint) error {
 // Link creates the hard link newname to the existing oldname, both inside
 // r. A final symlink in oldname is linked itself, not followed.
 func (r *Root) Link(oldname, newname string) error {
-	return r.LinkTo(oldname, r, newname, false)
+	return r.LinkTo(oldname, r, newname)
 }
 
 // LinkTo creates the hard link newname inside dst (another Root, or r) to
-// the existing oldname inside r. With follow, a final symlink in oldname is
-// followed (inside r) and its target linked; otherwise the symlink itself
-// is linked.
-func (r *Root) LinkTo(oldname string, dst *Root, newname string, follow bool) error {
-	if follow {
-		return r.linkFollow(oldname, dst, newname)
-	}
+// the existing oldname inside r. A final symlink in oldname is linked
+// itself, not followed.
+func (r *Root) LinkTo(oldname string, dst *Root, newname string) error {
 	po, err := r.openParent("link", oldname)
 	if err != nil {
 		return err
@@ -265,36 +261,6 @@ func (r *Root) LinkTo(oldname string, dst *Root, newname string, follow bool) er
 		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: unix.EEXIST}
 	}
 	if err := unix.Linkat(po.fd, po.base, pn.fd, pn.withSlash(), 0); err != nil {
-		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: err}
-	}
-	return nil
-}
-
-// linkFollow links the object oldname resolves to (inside r), found once
-// by openat2 and linked through its /proc/self/fd name, which the kernel
-// resolves to the open file itself.
-func (r *Root) linkFollow(oldname string, dst *Root, newname string) error {
-	fd, err := r.openat2("link", oldname, unix.O_PATH, 0, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: err}
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: unix.EPERM}
-	}
-	pn, err := dst.openParent("link", newname)
-	if err != nil {
-		return err
-	}
-	defer pn.close()
-	if pn.dot {
-		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: unix.EEXIST}
-	}
-	if err := unix.Linkat(unix.AT_FDCWD, procPath(fd), pn.fd, pn.withSlash(), unix.AT_SYMLINK_FOLLOW); err != nil {
 		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: err}
 	}
 	return nil

@@ -237,6 +237,19 @@ func TestPathOps(t *testing.T) {
 		{name: "link existing target", setup: tree, do: two("path_link", "f", "link"), want: ErrnoExist},
 		{name: "link a directory", setup: tree, do: two("path_link", "dir", "dir2"), want: ErrnoPerm},
 		{name: "link missing source", setup: tree, do: two("path_link", "nope", "x"), want: ErrnoNoent},
+		// The witx allows old_flags to follow; the public test suite
+		// expects EINVAL, as wasmtime answers.
+		{name: "link with symlink_follow", setup: tree, do: func(e *env) Errno {
+			p, n := e.str(strPtr, "link")
+			q, m := e.str(str2Ptr, "x")
+			return e.call("path_link", 3, lookupflagSymlinkFollow, p, n, 3, q, m)
+		}, want: ErrnoInval},
+		{name: "link to itself", setup: tree, do: two("path_link", "f", "f"), want: ErrnoExist},
+		{name: "link with a trailing slash on the new name", setup: tree, do: two("path_link", "f", "new/"), want: ErrnoNoent},
+		{name: "link a dangling symlink", setup: tree, do: func(e *env) Errno {
+			os.Symlink("missing", filepath.Join(e.dir, "dangling"))
+			return two("path_link", "dangling", "l2")(e)
+		}},
 		{name: "link the symlink itself", setup: tree, do: two("path_link", "link", "link2"), check: func(t *testing.T, e *env) {
 			if st, err := os.Lstat(filepath.Join(e.dir, "link2")); err != nil || st.Mode()&os.ModeSymlink == 0 {
 				t.Errorf("link2 is not a symlink: %v", err)
