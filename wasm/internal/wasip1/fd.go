@@ -257,22 +257,23 @@ func fdClose(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno {
 	return 0
 }
 
-// fdRenumber moves fd from to number to, closing what to held. to need not
-// be open: the public WASI test suite renumbers stdio to free numbers, and
-// the engines that pass it allow that (the witx text speaks only of
-// replacing an fd).
+// fdRenumber moves fd from over fd to, closing what to held: any open fd
+// over any other, a preopen or stdio included. to must be open (EBADF
+// otherwise): the witx offers no dup2() to arbitrary numbers.
 func fdRenumber(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno {
 	from, to := uint32(s[0]), uint32(s[1])
 	e, errno := in.get(from)
 	if errno != 0 {
 		return errno
 	}
+	old, errno := in.get(to)
+	if errno != 0 {
+		return errno
+	}
 	if from == to {
 		return 0
 	}
-	if old, ok := in.fds[to]; ok {
-		in.closeEntry(old)
-	}
+	in.closeEntry(old)
 	in.fds[to] = e
 	delete(in.fds, from)
 	return 0
