@@ -128,18 +128,9 @@ func fdWrite(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno 
 	}
 	n := 0
 	if e.kind == kindStdout {
-		for _, b := range bufs {
-			if len(b) == 0 {
-				continue
-			}
-			w, err := e.out.Write(b)
-			n += w
-			if err != nil {
-				if n > 0 {
-					break
-				}
-				return toErrno(err)
-			}
+		var err error
+		if n, err = in.writeOut(e.out, bufs); err != nil && n == 0 {
+			return toErrno(err)
 		}
 	} else {
 		var err error
@@ -148,6 +139,35 @@ func fdWrite(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno 
 		}
 	}
 	return putU32(mod, uint32(s[3]), uint32(n))
+}
+
+// writeOut writes the iovecs of one fd_write to stdout or stderr in one
+// Write: wasi-libc's stdio hands over its buffer and the new data as two
+// iovecs, and one write keeps a line whole for whoever reads the stream.
+func (in *Instance) writeOut(w io.Writer, bufs [][]byte) (int, error) {
+	var one []byte
+	joined := false
+	for _, b := range bufs {
+		switch {
+		case len(b) == 0:
+		case one == nil:
+			one = b
+		default:
+			if !joined {
+				in.out, joined = append(in.out[:0], one...), true
+			}
+			in.out = append(in.out, b...)
+			one = in.out
+		}
+	}
+	if len(one) == 0 {
+		return 0, nil
+	}
+	n, err := w.Write(one)
+	if cap(in.out) > 64<<10 {
+		in.out = nil // keep no large buffer for the rest of the run
+	}
+	return n, err
 }
 
 func fdPread(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {

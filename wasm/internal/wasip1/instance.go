@@ -92,8 +92,8 @@ type Config struct {
 }
 
 // Instance is the WASI state of one guest: its fd table, arguments,
-// environment and stdio. It is used by one guest goroutine at a time (as
-// WASI preview 1 has no threads), except Close.
+// environment and stdio. It is used by the guest's goroutine only (WASI
+// preview 1 has no threads); Close it once the guest has returned.
 type Instance struct {
 	args, env []byte // NUL-terminated strings, concatenated
 	nargs     int
@@ -103,6 +103,7 @@ type Instance struct {
 
 	fds map[uint32]*fdEntry
 	iov [][]byte // scratch for iovec arrays
+	out []byte   // scratch joining the iovecs of one stdout write
 
 	closeOnce sync.Once
 	// exitCode is set by proc_exit.

@@ -170,6 +170,35 @@ func TestStdio(t *testing.T) {
 	})
 }
 
+// writes records each Write it gets.
+type writes struct{ calls []string }
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.calls = append(w.calls, string(p))
+	return len(p), nil
+}
+
+// TestStdoutOneWrite: the iovecs of one fd_write reach stdout in one Write
+// (wasi-libc hands over its buffer and the new data as two iovecs).
+func TestStdoutOneWrite(t *testing.T) {
+	w := &writes{}
+	e := newEnv(t, func(c *Config) { c.Stdout = w })
+	mem := e.mod.Memory()
+	mem.WriteString(bufPtr, "hello ")
+	mem.WriteString(bufPtr+100, "world\n")
+	for i, v := range []uint32{bufPtr, 6, bufPtr + 200, 0, bufPtr + 100, 6} {
+		mem.WriteUint32Le(iovPtr+uint32(4*i), v)
+	}
+	for range 2 {
+		if errno := e.call("fd_write", 1, iovPtr, 3, resPtr); errno != 0 || e.u32(resPtr) != 12 {
+			t.Fatalf("fd_write: errno %d nwritten %d", errno, e.u32(resPtr))
+		}
+	}
+	if len(w.calls) != 2 || w.calls[0] != "hello world\n" || w.calls[1] != w.calls[0] {
+		t.Errorf("writes %q, want two of %q", w.calls, "hello world\n")
+	}
+}
+
 // TestStdioTerminal: a terminal's fd is a character device without seek
 // and tell rights, which wasi-libc's isatty() takes for a terminal.
 func TestStdioTerminal(t *testing.T) {
