@@ -272,7 +272,7 @@ func fdClose(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno {
 	if errno != 0 {
 		return errno
 	}
-	delete(in.fds, uint32(s[0]))
+	in.fds[uint32(s[0])] = nil
 	in.closeEntry(e)
 	return 0
 }
@@ -295,7 +295,7 @@ func fdRenumber(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno
 	}
 	in.closeEntry(old)
 	in.fds[to] = e
-	delete(in.fds, from)
+	in.fds[from] = nil
 	return 0
 }
 

@@ -101,9 +101,17 @@ type Instance struct {
 	random    io.Reader
 	files     Files
 
-	fds map[uint32]*fdEntry
+	// fds is the fd table: fds[n] is fd n, nil when closed. New fds take
+	// the lowest free number from 3 and fd_renumber only moves onto open
+	// ones, so the table stays as long as the most fds held at once.
+	fds []*fdEntry
 	iov [][]byte // scratch for iovec arrays
-	out []byte   // scratch joining the iovecs of one stdout write
+
+	// stdio and stdin hold fds 0-2 and the stdin reader, allocated with
+	// the Instance (one allocation less per entry on every run).
+	stdio [3]fdEntry
+	stdin stdinReader
+	out   []byte // scratch joining the iovecs of one stdout write
 
 	closeOnce sync.Once
 	// exitCode is set by proc_exit.
@@ -142,7 +150,7 @@ type fdEntry struct {
 // New creates the state of one instance. It takes ownership of the
 // preopens' Roots.
 func New(cfg Config) *Instance {
-	in := &Instance{random: cfg.Random, files: cfg.Files, fds: make(map[uint32]*fdEntry, 3+len(cfg.Preopens))}
+	in := &Instance{random: cfg.Random, files: cfg.Files, fds: make([]*fdEntry, 3+len(cfg.Preopens))}
 	for _, a := range cfg.Args {
 		in.args = append(append(in.args, a...), 0)
 	}
@@ -164,9 +172,15 @@ func New(cfg Config) *Instance {
 		}
 		return base | RightFdSeek | RightFdTell
 	}
-	in.fds[0] = &fdEntry{kind: kindStdin, base: stdio(0, rightsStdin), filetype: FiletypeCharacterDevice, in: newStdinReader(cfg.Stdin), hostFd: -1, readFd: -1}
-	in.fds[1] = &fdEntry{kind: kindStdout, base: stdio(1, rightsStdout), filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1}
-	in.fds[2] = &fdEntry{kind: kindStdout, base: stdio(2, rightsStdout), filetype: FiletypeCharacterDevice, out: stderr, hostFd: -1, readFd: -1}
+	in.stdin.init(cfg.Stdin)
+	in.stdio = [3]fdEntry{
+		{kind: kindStdin, base: stdio(0, rightsStdin), filetype: FiletypeCharacterDevice, in: &in.stdin, hostFd: -1, readFd: -1},
+		{kind: kindStdout, base: stdio(1, rightsStdout), filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1},
+		{kind: kindStdout, base: stdio(2, rightsStdout), filetype: FiletypeCharacterDevice, out: stderr, hostFd: -1, readFd: -1},
+	}
+	for i := range in.stdio {
+		in.fds[i] = &in.stdio[i]
+	}
 	for i, p := range cfg.Preopens {
 		in.fds[uint32(3+i)] = &fdEntry{
 			kind: kindDir, base: rightsDir, inh: rightsDirInheriting, filetype: FiletypeDirectory,
@@ -181,8 +195,10 @@ func New(cfg Config) *Instance {
 func (in *Instance) Close() {
 	in.closeOnce.Do(func() {
 		for n, e := range in.fds {
-			in.closeEntry(e)
-			delete(in.fds, n)
+			if e != nil {
+				in.closeEntry(e)
+				in.fds[n] = nil
+			}
 		}
 	})
 }
@@ -208,10 +224,10 @@ func (in *Instance) closeEntry(e *fdEntry) {
 
 // get returns the entry of fd, or EBADF.
 func (in *Instance) get(fd uint32) (*fdEntry, Errno) {
-	e, ok := in.fds[fd]
-	if !ok {
+	if fd >= uint32(len(in.fds)) || in.fds[fd] == nil {
 		return nil, ErrnoBadf
 	}
+	e := in.fds[fd]
 	if e.lazyCount {
 		in.countPreopen(e)
 	}
@@ -279,12 +295,14 @@ func (in *Instance) getDir(fd uint32, need uint64) (*fdEntry, Errno) {
 
 // add puts e at the lowest free fd number.
 func (in *Instance) add(e *fdEntry) uint32 {
-	for n := uint32(3); ; n++ {
-		if _, used := in.fds[n]; !used {
+	for n := 3; n < len(in.fds); n++ {
+		if in.fds[n] == nil {
 			in.fds[n] = e
-			return n
+			return uint32(n)
 		}
 	}
+	in.fds = append(in.fds, e)
+	return uint32(len(in.fds) - 1)
 }
 
 // dirReadFd returns a descriptor of the directory that getdents and fsync

@@ -40,14 +40,14 @@ type readResult struct {
 	err error
 }
 
-func newStdinReader(r io.Reader) *stdinReader {
-	s := &stdinReader{r: r}
+// init makes s read r.
+func (s *stdinReader) init(r io.Reader) {
+	s.r = r
 	if f, ok := r.(*os.File); ok {
 		if rc, err := f.SyscallConn(); err == nil {
 			s.raw = rc
 		}
 	}
-	return s
 }
 
 // peek reports, without blocking, whether a read would return at once, with
