@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -492,5 +493,53 @@ func TestPollOneoff(t *testing.T) {
 	e.subscription(0, 1, eventFdRead, 1, 0, 0)
 	if evs, _ := e.poll(1); len(evs) != 1 || evs[0].errno != ErrnoBadf {
 		t.Errorf("read poll on stdout: %+v", evs)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair, or skips the test where there is
+// none (no devpts in the container).
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("ptsname: %v", err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open the pty's slave: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestPollStdinTerminal: stdin on a terminal is polled and read as a pipe
+// is: not ready until a line is typed, then ready with it.
+func TestPollStdinTerminal(t *testing.T) {
+	master, slave := openPTY(t)
+	e := newEnv(t, func(c *Config) { c.Stdin = slave; c.Terminal[0] = true })
+	e.subscription(0, 1, eventFdRead, 0, 0, 0)
+	e.subscription(1, 2, eventClock, clockMonotonic, uint64(10*time.Millisecond), 0)
+	if evs, errno := e.poll(2); errno != 0 || len(evs) != 1 || evs[0].userdata != 2 {
+		t.Fatalf("terminal with nothing typed: %+v %d, want the clock", evs, errno)
+	}
+	master.WriteString("typed\n")
+	e.subscription(1, 2, eventClock, clockMonotonic, uint64(time.Minute), 0)
+	if evs, errno := e.poll(2); errno != 0 || len(evs) != 1 || evs[0].userdata != 1 {
+		t.Fatalf("terminal with a line typed: %+v %d, want stdin", evs, errno)
+	}
+	a, n := e.iov("", 64)
+	if e.call("fd_read", 0, a, n, resPtr) != 0 || string(e.bytes(bufPtr, e.u32(resPtr))) != "typed\n" {
+		t.Errorf("read %q", e.bytes(bufPtr, e.u32(resPtr)))
+	}
+	if e.call("fd_fdstat_get", 0, resPtr) != 0 || e.u64(resPtr+8)&(RightFdSeek|RightFdTell) != 0 {
+		t.Errorf("terminal stdin rights %#x: seek or tell would make isatty() false", e.u64(resPtr+8))
 	}
 }
