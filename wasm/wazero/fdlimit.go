@@ -25,7 +25,13 @@ import (
 // ENFILE, so that one guest cannot take the file descriptors the sandboxer
 // needs for its own API and for other tenants.
 //
-// Counting is done by a file-system wrapper (limitFS) around each mount:
+// With kuasar's WASI host (the default) the host counts itself: openFiles
+// is its wasip1.Files, every path_open and every preopen (from the guest's
+// first use of it) counts until closed, and EMFILE/ENFILE are errnos the
+// host returns as they are.
+//
+// With wazero's WASI host (WithWazeroWASI), counting is done by a
+// file-system wrapper (limitFS) around each mount:
 // a file counts from a successful OpenFile until its Close. wazero's errno
 // type has no EMFILE or ENFILE (it reports both as EIO), so the wrapper
 // fails the open with EIO and records the real reason, and the WASI path_*
