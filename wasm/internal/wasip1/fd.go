@@ -612,7 +612,16 @@ func (e *fdEntry) listDir() Errno {
 					break
 				}
 			}
-			e.dirents = append(e.dirents, dirent{ino: binary.LittleEndian.Uint64(b), typ: filetypeOfDirent(b[18]), name: string(name)})
+			d := dirent{ino: binary.LittleEndian.Uint64(b), typ: filetypeOfDirent(b[18]), name: string(name)}
+			if b[18] == unix.DT_UNKNOWN {
+				// Some file systems leave the type out: ask for it, by
+				// this one name in this directory, never following it.
+				var st unix.Stat_t
+				if unix.Fstatat(fd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+					d.typ = filetypeOf(st.Mode)
+				}
+			}
+			e.dirents = append(e.dirents, d)
 			b = b[reclen:]
 		}
 	}
