@@ -65,7 +65,16 @@ func fdRead(in *Instance, ctx context.Context, mod api.Module, s []uint64) Errno
 		}
 	} else {
 		var err error
-		if n, err = retry(func() (int, error) { return unix.Readv(e.hostFd, bufs) }); err != nil {
+		for {
+			n, err = retry(func() (int, error) { return unix.Readv(e.hostFd, bufs) })
+			if err != unix.EAGAIN || !e.blocking() {
+				break
+			}
+			if errno := in.waitFd(ctx, e.hostFd, unix.POLLIN); errno != 0 {
+				return errno
+			}
+		}
+		if err != nil {
 			return toErrno(err)
 		}
 	}
@@ -111,7 +120,14 @@ func (e *fdEntry) readStdin(ctx context.Context, bufs [][]byte) (int, Errno) {
 	return n, 0
 }
 
-func fdWrite(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
+// blocking reports whether a read or write of e that would block must
+// wait (in waitFd) rather than fail with EAGAIN: the guest did not ask
+// for nonblock but the host fd is non-blocking.
+func (e *fdEntry) blocking() bool {
+	return e.hostNonblock && e.flags&fdflagNonblock == 0
+}
+
+func fdWrite(in *Instance, ctx context.Context, mod api.Module, s []uint64) Errno {
 	e, errno := in.get(uint32(s[0]))
 	if errno != 0 {
 		return errno
@@ -134,7 +150,16 @@ func fdWrite(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno 
 		}
 	} else {
 		var err error
-		if n, err = retry(func() (int, error) { return unix.Writev(e.hostFd, bufs) }); err != nil {
+		for {
+			n, err = retry(func() (int, error) { return unix.Writev(e.hostFd, bufs) })
+			if err != unix.EAGAIN || !e.blocking() {
+				break
+			}
+			if errno := in.waitFd(ctx, e.hostFd, unix.POLLOUT); errno != 0 {
+				return errno
+			}
+		}
+		if err != nil {
 			return toErrno(err)
 		}
 	}
@@ -366,7 +391,7 @@ func fdFdstatSetFlags(in *Instance, _ context.Context, _ api.Module, s []uint64)
 		if flags&fdflagAppend != 0 {
 			fl |= unix.O_APPEND
 		}
-		if flags&fdflagNonblock != 0 {
+		if flags&fdflagNonblock != 0 || e.hostNonblock {
 			fl |= unix.O_NONBLOCK
 		}
 		if _, err := unix.FcntlInt(uintptr(e.hostFd), unix.F_SETFL, fl); err != nil {

@@ -113,6 +113,13 @@ type Instance struct {
 	stdin stdinReader
 	out   []byte // scratch joining the iovecs of one stdout write
 
+	// stopFd is an eventfd made readable when the run is stopped, so that
+	// a wait in poll(2) (waitFd) ends with it; -1 until first needed.
+	stopMu   sync.Mutex
+	stopFd   int
+	stopOff  func() bool
+	stopDone bool
+
 	closeOnce sync.Once
 	// exitCode is set by proc_exit.
 	exitCode uint32
@@ -139,18 +146,21 @@ type fdEntry struct {
 	counted   bool   // counted in Files
 	lazyCount bool   // a preopen to be counted in Files at its first use
 	hostFd    int    // kindFile: the open file
-	root      *fsroot.Root
-	readFd    int // kindDir: a readable fd of root for getdents (-1 until needed; root's own when it is one)
-	ownReadFd bool
-	dirents   []dirent // kindDir: the listing fd_readdir serves cookies from
-	in        *stdinReader
-	out       io.Writer
+	// hostNonblock is set for a FIFO, device or socket: its host fd stays
+	// O_NONBLOCK and a guest's blocking read or write waits in waitFd.
+	hostNonblock bool
+	root         *fsroot.Root
+	readFd       int // kindDir: a readable fd of root for getdents (-1 until needed; root's own when it is one)
+	ownReadFd    bool
+	dirents      []dirent // kindDir: the listing fd_readdir serves cookies from
+	in           *stdinReader
+	out          io.Writer
 }
 
 // New creates the state of one instance. It takes ownership of the
 // preopens' Roots.
 func New(cfg Config) *Instance {
-	in := &Instance{random: cfg.Random, files: cfg.Files, fds: make([]*fdEntry, 3+len(cfg.Preopens))}
+	in := &Instance{random: cfg.Random, files: cfg.Files, stopFd: -1, fds: make([]*fdEntry, 3+len(cfg.Preopens))}
 	for _, a := range cfg.Args {
 		in.args = append(append(in.args, a...), 0)
 	}
@@ -194,6 +204,15 @@ func New(cfg Config) *Instance {
 // Close closes every descriptor the guest still holds.
 func (in *Instance) Close() {
 	in.closeOnce.Do(func() {
+		in.stopMu.Lock()
+		if in.stopOff != nil {
+			in.stopOff()
+		}
+		if in.stopFd >= 0 {
+			unix.Close(in.stopFd)
+		}
+		in.stopFd, in.stopDone = -1, true
+		in.stopMu.Unlock()
 		for n, e := range in.fds {
 			if e != nil {
 				in.closeEntry(e)
@@ -337,4 +356,45 @@ func WithInstance(ctx context.Context, in *Instance) context.Context {
 func fromContext(ctx context.Context) *Instance {
 	in, _ := ctx.Value(instanceKey{}).(*Instance)
 	return in
+}
+
+// waitFd waits until fd is ready for events (unix.POLLIN or POLLOUT) or
+// the run (ctx) is stopped, which is EINTR. It serves the blocking reads
+// and writes of FIFOs, devices and sockets, whose host fds are
+// non-blocking: a read blocked in the kernel could not be interrupted by
+// a kill.
+func (in *Instance) waitFd(ctx context.Context, fd int, events int16) Errno {
+	in.stopMu.Lock()
+	if in.stopFd < 0 && !in.stopDone {
+		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			in.stopMu.Unlock()
+			return toErrno(err)
+		}
+		in.stopFd = efd
+		in.stopOff = context.AfterFunc(ctx, func() {
+			in.stopMu.Lock()
+			defer in.stopMu.Unlock()
+			if in.stopFd >= 0 {
+				unix.Write(in.stopFd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			}
+		})
+	}
+	stop := in.stopFd
+	in.stopMu.Unlock()
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: events}, {Fd: int32(stop), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return toErrno(err)
+		}
+		if pfd[1].Revents != 0 || ctx.Err() != nil {
+			return ErrnoIntr
+		}
+		if pfd[0].Revents != 0 {
+			return 0
+		}
+	}
 }

@@ -121,8 +121,10 @@ func pathOpen(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno
 		}
 	}
 	// Opened non-blocking: opening a FIFO would otherwise wait, in the
-	// kernel where no kill reaches, for its other end. The flag is
-	// dropped again below unless the guest asked for it.
+	// kernel where no kill reaches, for its other end. A FIFO, device or
+	// socket keeps the flag on the host (its reads and writes then wait
+	// in waitFd, which a stopped run interrupts); a file or directory
+	// has no use for it and loses it unless the guest asked for it.
 	fd, err := d.root.OpenFd(p, flags|unix.O_NONBLOCK, 0o666)
 	if err != nil {
 		if in.files != nil {
@@ -138,12 +140,13 @@ func pathOpen(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno
 		}
 		return toErrno(err)
 	}
-	if fdflags&fdflagNonblock == 0 && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	stream := st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFDIR
+	if fdflags&fdflagNonblock == 0 && !stream {
 		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil {
 			unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
 		}
 	}
-	e := &fdEntry{flags: uint16(fdflags), filetype: filetypeOf(st.Mode), readOnly: d.readOnly, counted: in.files != nil, hostFd: -1, readFd: -1, inh: inh}
+	e := &fdEntry{flags: uint16(fdflags), hostNonblock: stream, filetype: filetypeOf(st.Mode), readOnly: d.readOnly, counted: in.files != nil, hostFd: -1, readFd: -1, inh: inh}
 	if e.filetype == FiletypeDirectory {
 		e.kind, e.base, e.root = kindDir, base&rightsDir, d.root.Adopt(fd, p)
 		e.readFd = fd // opened O_RDONLY: getdents and fsync take it

@@ -1,6 +1,7 @@
 package wasip1
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -541,5 +542,57 @@ func TestPollStdinTerminal(t *testing.T) {
 	}
 	if e.call("fd_fdstat_get", 0, resPtr) != 0 || e.u64(resPtr+8)&(RightFdSeek|RightFdTell) != 0 {
 		t.Errorf("terminal stdin rights %#x: seek or tell would make isatty() false", e.u64(resPtr+8))
+	}
+}
+
+// TestFIFOReadInterruptible: a guest blocked reading a FIFO from its mount
+// gets the data written to it, and when its run is stopped the read ends
+// with EINTR instead of holding the guest in the kernel, unkillable.
+func TestFIFOReadInterruptible(t *testing.T) {
+	e := newEnv(t)
+	name := filepath.Join(e.dir, "fifo")
+	if err := unix.Mkfifo(name, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The host end, opened read-write so that neither open waits.
+	host, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	fd := e.mustOpen("fifo", 0, RightFdRead, 0)
+	a, n := e.iov("", 16)
+	read := func(ctx context.Context) chan Errno {
+		done := make(chan Errno, 1)
+		go func() {
+			res, err := e.mod.ExportedFunction("fd_read").Call(ctx, uint64(fd), a, n, resPtr)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- Errno(res[0])
+		}()
+		return done
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	done := read(ctx)
+	host.WriteString("data")
+	select {
+	case errno := <-done:
+		if errno != 0 || string(e.bytes(bufPtr, e.u32(resPtr))) != "data" {
+			t.Fatalf("read: errno %d, %q", errno, e.bytes(bufPtr, e.u32(resPtr)))
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the read did not return the data written")
+	}
+	done = read(ctx)
+	cancel()
+	select {
+	case errno := <-done:
+		if errno != ErrnoIntr {
+			t.Fatalf("read of a stopped run: errno %d, want EINTR", errno)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the read was not interrupted by the stop")
 	}
 }
