@@ -270,8 +270,11 @@ const (
 	sizeDirent       = 24
 	sizePrestat      = 8
 	sizeSubscription = 48
-	sizeEvent        = 32
-	maxInt64         = 1<<63 - 1
+	// snapshot 0 (wasi_unstable) layouts where they differ
+	sizeFilestatUnstable     = 56
+	sizeSubscriptionUnstable = 56
+	sizeEvent                = 32
+	maxInt64                 = 1<<63 - 1
 )
 
 // filetypeOf maps a stat mode to the WASI file type.

@@ -280,6 +280,22 @@ func fdSeek(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
 	return putU64(mod, uint32(s[3]), uint64(pos))
 }
 
+// fdSeekUnstable is fd_seek of snapshot 0, whose whence values are
+// ordered cur, end, set (preview 1: set, cur, end).
+func fdSeekUnstable(in *Instance, ctx context.Context, mod api.Module, s []uint64) Errno {
+	switch uint32(s[2]) {
+	case 0:
+		s[2] = whenceCur
+	case 1:
+		s[2] = whenceEnd
+	case 2:
+		s[2] = whenceSet
+	default:
+		return ErrnoInval
+	}
+	return fdSeek(in, ctx, mod, s)
+}
+
 func fdTell(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
 	e, errno := in.getFile(uint32(s[0]), RightFdTell, true)
 	if errno != 0 {
@@ -417,29 +433,48 @@ func fdFdstatSetRights(in *Instance, _ context.Context, _ api.Module, s []uint64
 	return 0
 }
 
-// putFilestat writes a filestat (witx layout) of st at ptr.
-func putFilestat(mod api.Module, ptr uint32, st *unix.Stat_t) Errno {
+// putFilestat writes a filestat of st at ptr (nil: a character device),
+// in preview 1's layout or, with unstable, in snapshot 0's (nlink is a
+// u32 there, and the struct 56 bytes long instead of 64).
+func putFilestat(mod api.Module, ptr uint32, st *unix.Stat_t, unstable bool) Errno {
 	var b [sizeFilestat]byte
+	n := sizeFilestat
+	b[16] = FiletypeCharacterDevice
 	if st != nil {
 		le := binary.LittleEndian
 		le.PutUint64(b[0:], st.Dev)
 		le.PutUint64(b[8:], st.Ino)
 		b[16] = filetypeOf(st.Mode)
-		le.PutUint64(b[24:], uint64(st.Nlink))
-		le.PutUint64(b[32:], uint64(st.Size))
-		le.PutUint64(b[40:], uint64(st.Atim.Nano()))
-		le.PutUint64(b[48:], uint64(st.Mtim.Nano()))
-		le.PutUint64(b[56:], uint64(st.Ctim.Nano()))
-	} else {
-		b[16] = FiletypeCharacterDevice
+		rest := b[24:]
+		if unstable {
+			le.PutUint32(b[20:], uint32(st.Nlink))
+		} else {
+			le.PutUint64(b[24:], uint64(st.Nlink))
+			rest = b[32:]
+		}
+		le.PutUint64(rest[0:], uint64(st.Size))
+		le.PutUint64(rest[8:], uint64(st.Atim.Nano()))
+		le.PutUint64(rest[16:], uint64(st.Mtim.Nano()))
+		le.PutUint64(rest[24:], uint64(st.Ctim.Nano()))
 	}
-	if !mod.Memory().Write(ptr, b[:]) {
+	if unstable {
+		n = sizeFilestatUnstable
+	}
+	if !mod.Memory().Write(ptr, b[:n]) {
 		return ErrnoFault
 	}
 	return 0
 }
 
 func fdFilestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
+	return in.fdFilestatGet(mod, s, false)
+}
+
+func fdFilestatGetUnstable(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
+	return in.fdFilestatGet(mod, s, true)
+}
+
+func (in *Instance) fdFilestatGet(mod api.Module, s []uint64, unstable bool) Errno {
 	e, errno := in.getRights(uint32(s[0]), RightFdFilestatGet)
 	if errno != 0 {
 		return errno
@@ -456,9 +491,9 @@ func fdFilestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) 
 		}
 	default:
 		// stdio: a character device with nothing more to say.
-		return putFilestat(mod, uint32(s[1]), nil)
+		return putFilestat(mod, uint32(s[1]), nil, unstable)
 	}
-	return putFilestat(mod, uint32(s[1]), &st)
+	return putFilestat(mod, uint32(s[1]), &st, unstable)
 }
 
 func fdFilestatSetSize(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno {

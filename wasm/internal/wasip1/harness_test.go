@@ -22,9 +22,10 @@ import (
 
 var (
 	shared struct {
-		r   wazero.Runtime
-		cm  wazero.CompiledModule
-		err error
+		r        wazero.Runtime
+		cm       wazero.CompiledModule
+		unstable wazero.CompiledModule
+		err      error
 	}
 	sharedOnce sync.Once
 )
@@ -37,8 +38,14 @@ func runtimeForTests(t *testing.T) (wazero.Runtime, wazero.CompiledModule) {
 			shared.err = err
 			return
 		}
+		if err := Instantiate(ctx, r, UnstableModuleName); err != nil {
+			shared.err = err
+			return
+		}
 		shared.r = r
-		shared.cm, shared.err = r.CompileModule(ctx, fixtures.WASIP1)
+		if shared.cm, shared.err = r.CompileModule(ctx, fixtures.WASIP1); shared.err == nil {
+			shared.unstable, shared.err = r.CompileModule(ctx, fixtures.WASIUnstable)
+		}
 	})
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -91,6 +98,9 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	}
 	in := New(cfg)
 	ctx := WithInstance(context.Background(), in)
+	if len(cfg.Args) > 0 && cfg.Args[0] == "unstable" { // the snapshot-0 fixture
+		cm = shared.unstable
+	}
 	mod, err := r.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName("").WithStartFunctions())
 	if err != nil {
 		t.Fatal(err)

@@ -101,15 +101,33 @@ func (f call) Call(ctx context.Context, mod api.Module, stack []uint64) {
 	stack[0] = uint64(f(in, ctx, mod, stack))
 }
 
-// NewHostModule returns a builder of the WASI host module under name
-// (ModuleName, or "wasi_unstable" for modules of older toolchains, which
-// then get preview-1 semantics): instantiate it in a runtime before the
-// guests that import it.
+// UnstableModuleName is the import module of WASI snapshot 0, which
+// toolchains used before preview 1.
+const UnstableModuleName = "wasi_unstable"
+
+// unstableFunctions are the functions whose snapshot-0 form differs from
+// preview 1's: filestat has a u32 nlink, clock subscriptions an extra
+// identifier, whence another order. Every other function is the same.
+var unstableFunctions = map[string]hostFunc{
+	"fd_filestat_get":   fdFilestatGetUnstable,
+	"path_filestat_get": pathFilestatGetUnstable,
+	"poll_oneoff":       pollOneoffUnstable,
+	"fd_seek":           fdSeekUnstable,
+}
+
+// NewHostModule returns a builder of the WASI host module under name:
+// ModuleName, or UnstableModuleName for modules of older toolchains (with
+// snapshot 0's layouts where they differ). Instantiate it in a runtime
+// before the guests that import it.
 func NewHostModule(r wazero.Runtime, name string) wazero.HostModuleBuilder {
 	b := r.NewHostModuleBuilder(name)
 	for _, f := range functions {
+		fn := f.fn
+		if u, ok := unstableFunctions[f.name]; ok && name == UnstableModuleName {
+			fn = u
+		}
 		b.NewFunctionBuilder().
-			WithGoModuleFunction(call(f.fn), f.params, []api.ValueType{i32}).
+			WithGoModuleFunction(call(fn), f.params, []api.ValueType{i32}).
 			Export(f.name)
 	}
 	b.NewFunctionBuilder().

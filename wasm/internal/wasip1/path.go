@@ -168,6 +168,14 @@ func pathCreateDirectory(in *Instance, _ context.Context, mod api.Module, s []ui
 }
 
 func pathFilestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
+	return in.pathFilestatGet(mod, s, false)
+}
+
+func pathFilestatGetUnstable(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
+	return in.pathFilestatGet(mod, s, true)
+}
+
+func (in *Instance) pathFilestatGet(mod api.Module, s []uint64, unstable bool) Errno {
 	d, p, errno := in.dirPath(mod, uint32(s[0]), RightPathFilestatGet, uint32(s[2]), uint32(s[3]))
 	if errno != 0 {
 		return errno
@@ -182,7 +190,7 @@ func pathFilestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64
 	if err != nil {
 		return toErrno(err)
 	}
-	return putFilestat(mod, uint32(s[4]), &st)
+	return putFilestat(mod, uint32(s[4]), &st, unstable)
 }
 
 func pathFilestatSetTimes(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {

@@ -596,3 +596,44 @@ func TestFIFOReadInterruptible(t *testing.T) {
 		t.Fatal("the read was not interrupted by the stop")
 	}
 }
+
+// TestUnstableLayouts: a module importing wasi_unstable (snapshot 0) gets
+// that snapshot's layouts: a 56-byte filestat with a u32 nlink, whence
+// ordered cur, end, set, 56-byte subscriptions whose clock fields follow
+// an extra identifier. Writing preview 1's 64-byte filestat would
+// overwrite 8 bytes of the guest's memory past its struct.
+func TestUnstableLayouts(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Args = []string{"unstable"} })
+	e.write("f", "0123456789")
+	fd := e.mustOpen("f", 0, rRead, 0)
+	mem := e.mod.Memory()
+	mem.WriteUint64Le(resPtr+56, 0xfeedfacecafebeef) // just past a snapshot-0 filestat
+	if errno := e.call("fd_filestat_get", uint64(fd), resPtr); errno != 0 {
+		t.Fatal(errno)
+	}
+	if e.bytes(resPtr+16, 1)[0] != FiletypeRegularFile || e.u32(resPtr+20) != 1 || e.u64(resPtr+24) != 10 || e.u64(resPtr+56) != 0xfeedfacecafebeef {
+		t.Errorf("fd_filestat_get: type %d nlink %d size %d, after it %#x", e.bytes(resPtr+16, 1)[0], e.u32(resPtr+20), e.u64(resPtr+24), e.u64(resPtr+56))
+	}
+	p, n := e.str(strPtr, "f")
+	if errno := e.call("path_filestat_get", 3, 0, p, n, resPtr); errno != 0 || e.u64(resPtr+24) != 10 || e.u64(resPtr+56) != 0xfeedfacecafebeef {
+		t.Errorf("path_filestat_get: errno %d size %d, after it %#x", errno, e.u64(resPtr+24), e.u64(resPtr+56))
+	}
+	for _, tc := range []struct {
+		off    int64
+		whence uint64
+		want   uint64
+	}{{3, 2, 3}, {2, 0, 5}, {-1, 1, 9}} { // set, cur, end in snapshot 0's order
+		if errno := e.call("fd_seek", uint64(fd), uint64(tc.off), tc.whence, resPtr); errno != 0 || e.u64(resPtr) != tc.want {
+			t.Errorf("fd_seek(%d, whence %d): errno %d offset %d, want %d", tc.off, tc.whence, errno, e.u64(resPtr), tc.want)
+		}
+	}
+	b := make([]byte, sizeSubscriptionUnstable)
+	binary.LittleEndian.PutUint64(b, 42)
+	b[8] = eventClock
+	binary.LittleEndian.PutUint32(b[24:], clockMonotonic)
+	binary.LittleEndian.PutUint64(b[32:], uint64(time.Millisecond))
+	mem.Write(bufPtr, b)
+	if errno := e.call("poll_oneoff", bufPtr, bufPtr+4096, 1, resPtr); errno != 0 || e.u32(resPtr) != 1 || e.u64(bufPtr+4096) != 42 || e.u32(bufPtr+4096+8)&0xffff != 0 {
+		t.Errorf("poll_oneoff: errno %d, %d events, userdata %d, error %d", errno, e.u32(resPtr), e.u64(bufPtr+4096), e.u32(bufPtr+4096+8)&0xffff)
+	}
+}

@@ -27,14 +27,30 @@ type event struct {
 // at once with its error. The wait ends early, with EINTR, when the run is
 // stopped.
 func pollOneoff(in *Instance, ctx context.Context, mod api.Module, s []uint64) Errno {
+	return in.pollOneoff(ctx, mod, s, subscriptionLayout{size: sizeSubscription, clock: 16})
+}
+
+// pollOneoffUnstable is poll_oneoff of snapshot 0, whose clock
+// subscriptions start with an extra u64 (56-byte subscriptions).
+func pollOneoffUnstable(in *Instance, ctx context.Context, mod api.Module, s []uint64) Errno {
+	return in.pollOneoff(ctx, mod, s, subscriptionLayout{size: sizeSubscriptionUnstable, clock: 24})
+}
+
+// subscriptionLayout is where a subscription's fields are.
+type subscriptionLayout struct {
+	size  uint32 // bytes per subscription
+	clock uint32 // offset of the clock id; timeout, precision, flags follow
+}
+
+func (in *Instance) pollOneoff(ctx context.Context, mod api.Module, s []uint64, lay subscriptionLayout) Errno {
 	subPtr, outPtr, nsubs := uint32(s[0]), uint32(s[1]), uint32(s[2])
 	if nsubs == 0 {
 		return ErrnoInval
 	}
-	if uint64(nsubs)*sizeSubscription > 1<<32-1 {
+	if uint64(nsubs)*uint64(lay.size) > 1<<32-1 {
 		return ErrnoFault // cannot be in a 32-bit memory
 	}
-	subs, errno := read(mod, subPtr, nsubs*sizeSubscription)
+	subs, errno := read(mod, subPtr, nsubs*lay.size)
 	if errno != 0 {
 		return errno
 	}
@@ -51,11 +67,12 @@ func pollOneoff(in *Instance, ctx context.Context, mod api.Module, s []uint64) E
 		timeout = int64(-1)
 	)
 	for i := uint32(0); i < nsubs; i++ {
-		sub := subs[i*sizeSubscription : (i+1)*sizeSubscription]
+		sub := subs[i*lay.size : (i+1)*lay.size]
 		ev := event{userdata: le.Uint64(sub), typ: sub[8]}
 		switch ev.typ {
 		case eventClock:
-			id, t, flags := le.Uint32(sub[16:]), le.Uint64(sub[24:]), le.Uint16(sub[40:])
+			c := sub[lay.clock:]
+			id, t, flags := le.Uint32(c), le.Uint64(c[8:]), le.Uint16(c[24:])
 			if flags&^subclockAbstime != 0 {
 				ev.errno = ErrnoInval
 				break
