@@ -267,7 +267,11 @@ func TestRenameRace(t *testing.T) {
 				go func() { defer wg.Done(); f.swap(stop, &swaps) }()
 				deadline := time.Now().Add(raceDeadline)
 				attempts, acted, leaks := 0, 0, 0
-				for attempts < raceAttempts && time.Now().Before(deadline) {
+				// raceAttempts, and beyond them until the swapper has been
+				// seen on both sides (d a directory and d the link): under
+				// load it may hardly run during the first attempts.
+				exercised := func() bool { return acted > 0 && attempts > acted }
+				for (attempts < raceAttempts || !exercised()) && time.Now().Before(deadline) {
 					if testing.Short() && acted >= raceShortEnough && attempts-acted >= raceShortEnough {
 						break
 					}
