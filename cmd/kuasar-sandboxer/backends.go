@@ -12,6 +12,7 @@ import (
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
+	"github.com/kuasar-go/kuasar/wasm/wasmedge"
 )
 
 // backends builds the sandbox kinds this binary runs ("wasm" in-process,
@@ -19,8 +20,8 @@ import (
 // only checks its hypervisor files when a VM sandbox starts, so a host
 // without QEMU or a guest kernel still serves Wasm pods.
 func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func(), error) {
-	if cfg.Wasm.Engine != "" && cfg.Wasm.Engine != "wazero" {
-		return nil, nil, fmt.Errorf("wasm.engine %q is not built into this binary: use \"wazero\"", cfg.Wasm.Engine)
+	if cfg.Wasm.Engine == wasmedge.EngineName && !wasmedge.Built {
+		return nil, nil, fmt.Errorf("wasm.engine %q: %w", cfg.Wasm.Engine, wasmedge.ErrNotBuilt)
 	}
 	memLimit, err := cfg.Wasm.MemoryLimitBytes()
 	if err != nil {
@@ -39,6 +40,7 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		wasmbackend.WithDefaultOpenFileLimit(cfg.Wasm.DefaultOpenFileLimit),
 		wasmbackend.WithOpenFileBudget(fileBudget),
 		wasmbackend.WithCacheDir(cfg.Wasm.CacheDir),
+		wasmbackend.WithDefaultEngine(cfg.Wasm.Engine),
 		wasmbackend.WithPublisher(pub),
 		wasmbackend.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))
 	if err != nil {

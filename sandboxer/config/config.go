@@ -66,7 +66,8 @@ type Sandboxer struct {
 
 // Wasm is the [wasm] section.
 type Wasm struct {
-	// Engine names the Wasm engine ("wazero").
+	// Engine names the default Wasm engine: "wazero" (default) or
+	// "wasmedge" (a `make wasmedge` build only).
 	Engine string `toml:"engine"`
 	// CacheDir is the compiled-module cache; "" keeps it in memory.
 	CacheDir string `toml:"cache_dir"`
@@ -102,6 +103,9 @@ type RuntimeHandler struct {
 	Isolation string `toml:"isolation"`
 	// Hypervisor is the handler's default hypervisor for "vm" sandboxes.
 	Hypervisor string `toml:"hypervisor"`
+	// WasmEngine is the handler's Wasm engine ("wazero", "wasmedge") for
+	// "wasm" sandboxes whose pod has no kuasar.io/wasm-engine annotation.
+	WasmEngine string `toml:"wasm_engine"`
 }
 
 // Hypervisors is the [hypervisor] section.

@@ -74,11 +74,14 @@ func (c *Config) validateKeys() error {
 	absDir("sandboxer.state_dir", sb.StateDir, true)
 	isolation("sandboxer.default_isolation", sb.DefaultIsolation, false, bad)
 
-	switch c.Wasm.Engine {
-	case "", "wazero":
-	default:
-		bad("wasm.engine", "%q is not built into kuasar-sandboxer: use \"wazero\" (WasmEdge is for `kuasar run --engine wasmedge` in a -tags wasmedge build only)", c.Wasm.Engine)
+	wasmEngine := func(key, v string) {
+		switch v {
+		case "", "wazero", "wasmedge":
+		default:
+			bad(key, "%q is not a Wasm engine: use \"wazero\" or \"wasmedge\" (the latter in a `make wasmedge` build)", v)
+		}
 	}
+	wasmEngine("wasm.engine", c.Wasm.Engine)
 	absDir("wasm.cache_dir", c.Wasm.CacheDir, false)
 
 	names := make([]string, 0, len(c.RuntimeHandlers))
@@ -93,6 +96,10 @@ func (c *Config) validateKeys() error {
 			bad("runtime_handlers", "a handler has an empty name: name it as its RuntimeClass handler")
 		}
 		isolation(key+".isolation", h.Isolation, true, bad)
+		wasmEngine(key+".wasm_engine", h.WasmEngine)
+		if h.WasmEngine != "" && h.Isolation == "vm" {
+			bad(key+".wasm_engine", "is set, but isolation is \"vm\", which runs no Wasm engine: remove it or set isolation = \"wasm\"")
+		}
 		if h.Hypervisor != "" {
 			if _, ok := hypervisorCaps[h.Hypervisor]; !ok {
 				bad(key+".hypervisor", "%q is not a hypervisor: use qemu, cloud-hypervisor or stratovirt", h.Hypervisor)

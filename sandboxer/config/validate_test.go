@@ -40,6 +40,8 @@ func TestValidateEveryKey(t *testing.T) {
 		{"socket mode not octal", "[sandboxer]\nsocket_mode = \"rw-------\"\n", "sandboxer.socket_mode", `"0600" or "0660"`},
 		{"log level", "[sandboxer]\nlog_level = \"verbose\"\n", "sandboxer.log_level", "trace, debug, info"},
 		{"wasm engine not built in", "[wasm]\nengine = \"wasmtime\"\n", "wasm.engine", `use "wazero"`},
+		{"handler wasm engine unknown", "[runtime_handlers.x]\nisolation = \"wasm\"\nwasm_engine = \"wasmtime\"\n", "runtime_handlers.x.wasm_engine", `"wazero" or "wasmedge"`},
+		{"handler wasm engine on vm", "[runtime_handlers.x]\nisolation = \"vm\"\nwasm_engine = \"wasmedge\"\n", "runtime_handlers.x.wasm_engine", `set isolation = "wasm"`},
 		{"wasm cache dir relative", "[wasm]\ncache_dir = \"cache\"\n", "wasm.cache_dir", "not an absolute path"},
 		{"default hypervisor unknown", "[hypervisor]\ndefault = \"kvmtool\"\n", "hypervisor.default", "use qemu, cloud-hypervisor or stratovirt"},
 		{"vcpus = 0", "[hypervisor.qemu]\nvcpus = 0\n", "hypervisor.qemu.vcpus", "use 1 to 32"},
@@ -90,6 +92,7 @@ func TestValidateGoodValues(t *testing.T) {
 		"[hypervisor.cloud-hypervisor]\nvcpus = 1\nmemory_mb = 1048576\naccel = \"kvm\"\n",
 		"[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"stratovirt\"\n[runtime_handlers.plain]\n",
 		"[wasm]\ncache_dir = \"\"\n",
+		"[wasm]\nengine = \"wasmedge\"\n[runtime_handlers.we]\nisolation = \"wasm\"\nwasm_engine = \"wasmedge\"\n[runtime_handlers.wz]\nwasm_engine = \"wazero\"\n",
 	} {
 		if _, err := Parse([]byte(in)); err != nil {
 			t.Errorf("refused %q: %v", in, err)

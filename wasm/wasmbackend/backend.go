@@ -96,6 +96,11 @@ type Backend struct {
 	defaultMemory    uint64
 	defaultOpenFiles int
 	fileBudget       int
+
+	// defaultEngine and engines: see engines.go.
+	defaultEngine string
+	enginesMu     sync.Mutex
+	engines       map[string]wasm.Engine
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -134,6 +139,7 @@ func (b *Backend) Close(ctx context.Context) error {
 	if b.cresolver != nil {
 		errs = append(errs, b.cresolver.Close())
 	}
+	errs = append(errs, b.closeEngines(ctx)...)
 	if b.ownEngine {
 		errs = append(errs, b.engine.Close(ctx))
 	}
@@ -141,8 +147,16 @@ func (b *Backend) Close(ctx context.Context) error {
 }
 
 func (b *Backend) service(ctx context.Context, sb backend.Sandbox) (*wasmtask.Service, error) {
+	name := sb.WasmEngine
+	if name == "" {
+		name = sb.Annotations[AnnotationEngine]
+	}
+	engine, err := b.engineFor(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("wasm sandbox %s: %w", sb.ID, err)
+	}
 	opts := []wasmtask.Option{
-		wasmtask.WithEngine(b.engine),
+		wasmtask.WithEngine(engine),
 		wasmtask.WithPublisher(b.publisher),
 		wasmtask.WithSandbox(sb.ID, sb.Namespace),
 		wasmtask.WithPid(b.pid),
