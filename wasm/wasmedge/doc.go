@@ -18,5 +18,15 @@
 // sandboxer's [wasm] engine.
 package wasmedge
 
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+)
+
+// ErrNotBuilt is New's error in builds without the "wasmedge" tag, and what
+// callers answer a request for WasmEdge with in such builds.
+var ErrNotBuilt = fmt.Errorf("this binary was built without the WasmEdge engine: build it with `make wasmedge` (go build -tags wasmedge; needs libwasmedge 0.14, which `make wasmedge` takes from a Debian 13 root when the host has none) or use the wazero engine: %w", errdefs.ErrNotImplemented)
+
 // EngineName is the engine's Name and the value that selects it.
 const EngineName = "wasmedge"

@@ -4,9 +4,6 @@ package wasmedge
 
 import (
 	"context"
-	"fmt"
-
-	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/wasm"
 )
@@ -28,6 +25,3 @@ func WithInterpreter() Option { return func() {} }
 func New(context.Context, ...Option) (wasm.Engine, error) {
 	return nil, ErrNotBuilt
 }
-
-// ErrNotBuilt is New's error in builds without the "wasmedge" tag.
-var ErrNotBuilt = fmt.Errorf("this binary was built without the WasmEdge engine: build it with `make wasmedge` (go build -tags wasmedge; needs libwasmedge 0.14, which `make wasmedge` takes from a Debian 13 root when the host has none) or use the wazero engine: %w", errdefs.ErrNotImplemented)
