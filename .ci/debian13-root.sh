@@ -11,8 +11,10 @@
 # built in a temporary directory beside it and renamed into place only when
 # complete, under a lock, so an interrupted or concurrent run never leaves or
 # uses a half root. The wasmedge package is WasmEdge's own CLI, which the
-# CLI parity test compares `kuasar run --engine wasmedge` with. Older roots (other keys) are removed: the cache stays at
-# one root (~400 MB). Cold: about a minute and a half; warm: instant.
+# CLI parity test compares `kuasar run --engine wasmedge` with. Older roots
+# (other keys) are removed: the cache stays at one root (500 MB). Cold:
+# 3.5-4 minutes here (debootstrap and apt from Debian's mirror); warm:
+# instant.
 set -euo pipefail
 
 SUITE=trixie
