@@ -55,9 +55,9 @@ const AgentVsockPort = 1024
 // AgentSerialName is the virtio-serial port name the guest agent serves on.
 const AgentSerialName = "kuasar.agent"
 
-// Config is one [hypervisor.NAME] section of the sandboxer configuration.
-// The toml keys match sandboxer/config.Hypervisor; Machine, Accel,
-// KernelParams and Debug are VM-backend extras that default sensibly.
+// Config is one [hypervisor.NAME] section of the sandboxer configuration
+// (the [hypervisor] section itself is vm/vmbackend.Config). Machine, Accel,
+// KernelParams and Debug default sensibly when left out.
 type Config struct {
 	// Path is the hypervisor binary.
 	Path string `toml:"path"`

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
@@ -49,15 +50,15 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	if cfgPath == "" {
 		cfgPath = config.DefaultPath
 	}
-	cfg, err := config.Load(cfgPath, mustExist)
+	cfg, err := backends.Load(cfgPath, mustExist)
 	if err != nil {
 		return fail(err)
 	}
-	name := cfg.Hypervisor.Default
+	name := cfg.VM.Default
 	if wl.Metadata.Hypervisor != "" {
 		name = wl.Metadata.Hypervisor
 	}
-	hv, err := cfg.Hypervisor.Get(name)
+	hv, err := cfg.VM.Get(name)
 	if err != nil {
 		return fail(err)
 	}

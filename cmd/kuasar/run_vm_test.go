@@ -11,8 +11,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/images"
-	"github.com/kuasar-go/kuasar/sandboxer/config"
 )
 
 // TestRunLinuxImageInVM boots a real micro-VM (QEMU, TCG here) from the
@@ -26,11 +26,11 @@ func TestRunLinuxImageInVM(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mounts, QEMU)")
 	}
-	cfg, err := config.Default()
+	cfg, err := backends.Parse(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Hypervisor.QEMU.Validate("qemu"); err != nil {
+	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
 		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
 	}
 	files, err := images.BusyboxFiles("/bin/busybox", "sh", "uname", "echo", "cat", "hostname")
