@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
 // Names of the hypervisors the VM backend knows.
@@ -165,11 +163,24 @@ const (
 	MaxVCPUs = 32
 )
 
+// Resources are the sizes a pod asks for, zero when it sets none. The
+// fields are those of sandboxer/backend.Resources, so a backend converts
+// with vm.Resources(sb.Resources): this package depends on no sandboxer
+// code.
+type Resources struct {
+	// MemoryLimitBytes caps the pod's memory; 0 means none.
+	MemoryLimitBytes uint64
+	// CPUQuota and CPUPeriod (microseconds) express a CPU limit; both 0
+	// means none.
+	CPUQuota  int64
+	CPUPeriod uint64
+}
+
 // Sizes turns the config's defaults and a pod's resources into the VM's
 // vCPU count and memory in MiB: the pod's CPU limit rounded up to whole
 // vCPUs (at least the default), its memory limit plus GuestOverheadMB (at
 // least the default).
-func Sizes(c Config, r backend.Resources) (vcpus uint32, memoryMB uint64) {
+func Sizes(c Config, r Resources) (vcpus uint32, memoryMB uint64) {
 	vcpus, memoryMB = c.VCPUs, c.MemoryMB
 	if vcpus == 0 {
 		vcpus = DefaultVCPUs

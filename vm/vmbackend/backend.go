@@ -122,7 +122,7 @@ func (b *Backend) spec(name string, sb backend.Sandbox) (vm.Spec, error) {
 	if sb.StateDir == "" {
 		return vm.Spec{}, fmt.Errorf("sandbox %s has no state directory: %w", sb.ID, errdefs.ErrInvalidArgument)
 	}
-	vcpus, mem := vm.Sizes(c, sb.Resources)
+	vcpus, mem := vm.Sizes(c, vm.Resources(sb.Resources))
 	return vm.Spec{
 		ID:        sb.ID,
 		StateDir:  filepath.Join(sb.StateDir, "vm"),
