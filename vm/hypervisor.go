@@ -35,7 +35,7 @@ const (
 	// ShareVirtioFS exports it with virtio-fs (needs virtiofsd).
 	ShareVirtioFS = "virtiofs"
 	// ShareBlock hands a container's rootfs over as a read-only erofs
-	// image on virtio-blk (QEMU: RunWorkload only, where the container is
+	// image on virtio-blk (QEMU: `kuasar run` only, where the container is
 	// known before boot); bundles still travel through the 9p share.
 	ShareBlock = "block"
 )

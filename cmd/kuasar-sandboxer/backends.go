@@ -9,6 +9,7 @@ import (
 	kbackends "github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/task/events"
+	"github.com/kuasar-go/kuasar/task/wasmtask/contentstore"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
@@ -30,10 +31,13 @@ func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, f
 	if err != nil {
 		return nil, nil, fmt.Errorf("events publisher for %s: %w", cfg.Sandboxer.ContainerdTTRPCAddress, err)
 	}
+	// Modules that are no file of their rootfs come from their image's
+	// wasm layers in containerd's content store.
+	modules := contentstore.New(cfg.Sandboxer.ContainerdAddress)
 	w, err := wasmbackend.New(ctx, append(wopts,
 		wasmbackend.WithOpenFileBudget(fileBudget),
 		wasmbackend.WithPublisher(pub),
-		wasmbackend.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))...)
+		wasmbackend.WithModuleResolver(modules))...)
 	if err != nil {
 		pub.Close()
 		return nil, nil, err
@@ -41,6 +45,9 @@ func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, f
 	closeAll := func() {
 		if err := w.Close(context.WithoutCancel(ctx)); err != nil {
 			log.G(ctx).WithError(err).Warn("close wasm backend")
+		}
+		if err := modules.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close the containerd connection of the wasm module resolver")
 		}
 		pub.Close()
 	}

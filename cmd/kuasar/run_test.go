@@ -158,7 +158,7 @@ func TestRunCLI(t *testing.T) {
 		{name: "dir ro read", args: []string{"--dir", ro + ":/ro:ro", wasi, "read", "/ro/f.txt"}, wantOut: "ro data"},
 		{name: "dir ro write fails", args: []string{"--dir", ro + ":/ro:ro", wasi, "write", "/ro/new", "x"}, wantCode: 1, wantErr: "/ro/new"},
 		{name: "workdir sets PWD", args: []string{"--workdir", "/data", "--dir", data + ":/data", wasi, "getenv", "PWD"}, wantOut: "/data\n"},
-		{name: "memory limit", args: []string{"--memory", "32Mi", fixture(t, "bigmem")}, wantCode: 125, wantErr: "32 MiB"},
+		{name: "memory limit", args: []string{"--memory", "32Mi", fixture(t, "bigmem")}, wantCode: 125, wantErr: "memory limit is 33554432 bytes"},
 		{name: "memory ok", args: []string{"--memory", "64Mi", fixture(t, "bigmem")}},
 		{name: "memory grow refused", args: []string{"--memory", "100M", fixture(t, "reactor") + "#grow"}, wantCode: 1},
 		{name: "timeout", args: []string{"--timeout", "100ms", fixture(t, "loop")}, wantCode: 137, wantErr: "--timeout 100ms"},

@@ -63,7 +63,7 @@ type Instance struct {
 	started  time.Time
 	detached bool
 	// block is the container rootfs attached as a disk at boot
-	// (rootfs_mode "block", RunWorkload only); nil otherwise.
+	// (rootfs_mode "block", WithBootRootfs only); nil otherwise.
 	block *blockRootfs
 }
 

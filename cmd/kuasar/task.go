@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+)
+
+// cliNamespace is the containerd namespace the CLI's sandboxes report in
+// their events and logs (no containerd is involved).
+const cliNamespace = "kuasar-run"
+
+// containerID is the id of the one container of a `kuasar run` sandbox.
+const containerID = "workload"
+
+// errCreate marks a failure of the container's Create: the workload never
+// ran, so kuasar itself failed (exit code 125, or 127 for NotFound).
+var errCreate = errors.New("create the container")
+
+// runResult is how a container run through a backend ended.
+type runResult struct {
+	// code is the container's exit status.
+	code int
+	// signal is the signal (SIGINT, SIGTERM) that stopped kuasar and was
+	// passed on to the container; 0 when none.
+	signal syscall.Signal
+	// timedOut reports that the container was killed at its --timeout.
+	timedOut bool
+}
+
+// runInSandbox runs the container spec describes in a fresh sandbox of b
+// through the backend contract, as kuasar-sandboxer does for containerd:
+// Backend.Start, then the Instance's Task API Create, Start, Wait and
+// Delete, then Shutdown. It is all in-process: no socket is served.
+//
+// Everything it creates (the sandbox's state directory, the bundle, the
+// stdio FIFOs) lives in one private (0700) directory under parent, removed
+// at the end. stateless gives the sandbox no state directory, for a
+// backend that needs none and mounts nothing (Wasm keeps only records for
+// a restarted daemon there, and mounts only rootfs mounts a Create
+// request carries, which kuasar sends none of). The FIFOs are pumped to and from env's streams, so the
+// container reads kuasar's stdin and writes to its stdout and stderr.
+// SIGINT and SIGTERM received meanwhile are passed on to the container
+// (ending a Wasm guest at once; a second signal, or the first one when
+// the process outlives killGrace, sends SIGKILL); timeout > 0 kills it with
+// SIGKILL after that long.
+func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backend.Sandbox, spec *specs.Spec, parent string, timeout time.Duration, stateless bool) (_ runResult, retErr error) {
+	// Which signal stops us decides the exit code (128+signal): learn it
+	// before anything runs, so a signal during a long boot counts too.
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+
+	ctx = namespaces.WithNamespace(ctx, cliNamespace)
+	dir, err := os.MkdirTemp(parent, "kuasar-run-")
+	if err != nil {
+		return runResult{}, fmt.Errorf("private run directory: %w", err)
+	}
+	defer func() {
+		remove := removeUnmounted
+		if stateless {
+			remove = os.RemoveAll // nothing mounts below dir
+		}
+		if err := remove(dir); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	bundle := filepath.Join(dir, "bundle")
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		return runResult{}, err
+	}
+	if spec.Root != nil && !filepath.IsAbs(spec.Root.Path) {
+		// A root inside the bundle starts empty (a bare Wasm module).
+		if err := os.Mkdir(filepath.Join(bundle, spec.Root.Path), 0o700); err != nil {
+			return runResult{}, err
+		}
+	}
+	sj, err := json.Marshal(spec)
+	if err != nil {
+		return runResult{}, err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), sj, 0o600); err != nil {
+		return runResult{}, err
+	}
+	sb.ID = filepath.Base(dir)
+	sb.Namespace = cliNamespace
+	if !stateless {
+		sb.StateDir = filepath.Join(dir, "sandbox")
+		if err := os.Mkdir(sb.StateDir, 0o700); err != nil {
+			return runResult{}, err
+		}
+	}
+
+	// Not bound to ctx: Shutdown and Delete must run after a signal too.
+	bg := context.WithoutCancel(ctx)
+	inst, err := b.Start(ctx, sb)
+	if err != nil {
+		if r, ok := signalled(sigc); ok { // the boot was interrupted
+			return r, nil
+		}
+		return runResult{}, err
+	}
+	defer func() {
+		if err := inst.Shutdown(bg); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+
+	stdio, err := newFIFOs(dir, env)
+	if err != nil {
+		return runResult{}, err
+	}
+	defer stdio.close()
+	tasks := inst.Tasks()
+	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: containerID, Bundle: bundle, Stdin: stdio.paths[0], Stdout: stdio.paths[1], Stderr: stdio.paths[2]}); err != nil {
+		return runResult{}, fmt.Errorf("%w: %w", errCreate, errgrpc.ToNative(err))
+	}
+	// The backend opened its ends in Create: from now on EOF on an output
+	// means the container closed it.
+	stdio.pump(env)
+	deleted := false
+	defer func() {
+		if !deleted {
+			_, _ = tasks.Delete(bg, &taskAPI.DeleteRequest{ID: containerID})
+		}
+	}()
+	if r, ok := signalled(sigc); ok { // before Start: the container never runs
+		return r, nil
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: containerID}); err != nil {
+		return runResult{}, fmt.Errorf("start the container: %w", errgrpc.ToNative(err))
+	}
+
+	waited := make(chan struct{})
+	stopped := make(chan runResult, 1) // how the watcher stopped the container
+	go func() {
+		var r runResult
+		defer func() { stopped <- r }()
+		var timer, grace <-chan time.Time
+		if timeout > 0 {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			timer = t.C
+		}
+		kill := func(sig syscall.Signal) {
+			kctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			defer cancel()
+			if _, err := tasks.Kill(kctx, &taskAPI.KillRequest{ID: containerID, Signal: uint32(sig), All: true}); err != nil {
+				log.G(ctx).WithError(err).Debug("kill the container")
+			}
+		}
+		for {
+			select {
+			case s := <-sigc:
+				if r.signal != 0 {
+					kill(syscall.SIGKILL)
+					continue
+				}
+				r.signal = s.(syscall.Signal)
+				kill(r.signal)
+				g := time.NewTimer(killGrace)
+				defer g.Stop()
+				grace = g.C
+			case <-grace:
+				kill(syscall.SIGKILL)
+			case <-timer:
+				r.timedOut = true
+				kill(syscall.SIGKILL)
+			case <-waited:
+				return
+			}
+		}
+	}()
+	w, err := tasks.Wait(bg, &taskAPI.WaitRequest{ID: containerID})
+	close(waited)
+	res := <-stopped
+	if err != nil {
+		return runResult{}, fmt.Errorf("wait for the container: %w", errgrpc.ToNative(err))
+	}
+	res.code = int(w.ExitStatus)
+	// The container's output is complete once its FIFOs reach EOF.
+	dctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	_, err = tasks.Delete(dctx, &taskAPI.DeleteRequest{ID: containerID})
+	cancel()
+	deleted = err == nil
+	stdio.wait()
+	return res, nil
+}
+
+// fifos are the stdio FIFOs of the container, in the run's private
+// directory, and kuasar's ends of them, opened before Create (so the
+// backend's opens never wait) as plain nonblocking files on Go's poller.
+// Copying starts after Create: an output FIFO whose writer has not opened
+// yet would read as end of file.
+type fifos struct {
+	paths  [3]string   // stdin, stdout, stderr ("" when env has none)
+	files  [3]*os.File // kuasar's ends
+	copies sync.WaitGroup
+}
+
+func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
+	f := &fifos{}
+	defer func() {
+		if retErr != nil {
+			f.close()
+		}
+	}()
+	for i, name := range []string{"stdin", "stdout", "stderr"} {
+		if (i == 0 && env.stdin == nil) || (i == 1 && env.stdout == nil) || (i == 2 && env.stderr == nil) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			return nil, fmt.Errorf("make the %s FIFO %s: %w", name, p, err)
+		}
+		f.paths[i] = p
+		// stdin is opened read-write: such an open of a FIFO never waits
+		// for a peer, and the backend may open its reader asynchronously
+		// (github.com/containerd/fifo). Input written before it does
+		// waits in the FIFO; closing this, the only writer, is the EOF.
+		flag := os.O_RDONLY
+		if i == 0 {
+			flag = os.O_RDWR
+		}
+		file, err := os.OpenFile(p, flag|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open the %s FIFO %s: %w", name, p, err)
+		}
+		f.files[i] = file
+	}
+	return f, nil
+}
+
+// pump copies between the FIFOs and env's streams until the container
+// closes its outputs.
+func (f *fifos) pump(env *cliEnv) {
+	if w := f.files[0]; w != nil {
+		// Not waited for: kuasar's stdin may never end.
+		go func() {
+			_, _ = io.Copy(w, env.stdin)
+			w.Close()
+		}()
+	}
+	for i, dst := range []io.Writer{nil, env.stdout, env.stderr} {
+		if src := f.files[i]; i > 0 && src != nil {
+			f.copies.Go(func() { _, _ = io.Copy(dst, src) })
+		}
+	}
+}
+
+// wait returns once the container's outputs reached end of file and were
+// copied.
+func (f *fifos) wait() { f.copies.Wait() }
+
+// close closes kuasar's ends; the FIFOs go with the run's directory.
+func (f *fifos) close() {
+	for _, file := range f.files {
+		if file != nil {
+			file.Close()
+		}
+	}
+}
+
+// signalled reports a signal already received: the container never ran,
+// and kuasar exits as if it had been killed by that signal.
+func signalled(sigc <-chan os.Signal) (runResult, bool) {
+	select {
+	case s := <-sigc:
+		sig := s.(syscall.Signal)
+		return runResult{code: 128 + int(sig), signal: sig}, true
+	default:
+		return runResult{}, false
+	}
+}
+
+// runtimeDir is a parent for short-lived private directories, on tmpfs
+// where the host has one ($XDG_RUNTIME_DIR, else /dev/shm): a Wasm run's
+// bundle and FIFOs then cost no disk metadata writes.
+func runtimeDir() string {
+	for _, d := range []string{os.Getenv("XDG_RUNTIME_DIR"), "/dev/shm"} {
+		if d == "" {
+			continue
+		}
+		if st, err := os.Stat(d); err == nil && st.IsDir() && unix.Access(d, unix.W_OK|unix.X_OK) == nil {
+			return d
+		}
+	}
+	return os.TempDir()
+}
+
+// killGrace is how long a container may outlive the signal kuasar passed
+// on before it is killed with SIGKILL (a Linux process may ignore SIGINT).
+const killGrace = 5 * time.Second
+
+// removeUnmounted removes dir, but never through a mount left behind: a
+// container rootfs bind-mounted below it is the user's image.
+func removeUnmounted(dir string) error {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return fmt.Errorf("read mountinfo before removing %s: %w", dir, err)
+	}
+	if len(mounts) > 0 {
+		return fmt.Errorf("not removing %s: %s is still mounted: unmount it, then remove the directory: %w", dir, mounts[0].Mountpoint, errdefs.ErrFailedPrecondition)
+	}
+	return os.RemoveAll(dir)
+}
