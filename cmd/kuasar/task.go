@@ -225,8 +225,8 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 		}
 	}()
 	for i, name := range []string{"stdin", "stdout", "stderr"} {
-		if (i == 0 && env.stdin == nil) || (i == 1 && env.stdout == nil) || (i == 2 && env.stderr == nil) {
-			continue
+		if (i == 0 && (env.stdin == nil || isDevNull(env.stdin))) || (i == 1 && env.stdout == nil) || (i == 2 && env.stderr == nil) {
+			continue // no stream: the container's reads see EOF, as from /dev/null
 		}
 		p := filepath.Join(dir, name)
 		if err := unix.Mkfifo(p, 0o600); err != nil {
@@ -256,15 +256,36 @@ func (f *fifos) pump(env *cliEnv) {
 	if w := f.files[0]; w != nil {
 		// Not waited for: kuasar's stdin may never end.
 		go func() {
-			_, _ = io.Copy(w, env.stdin)
+			_, _ = copyPlain(w, env.stdin)
 			w.Close()
 		}()
 	}
 	for i, dst := range []io.Writer{nil, env.stdout, env.stderr} {
 		if src := f.files[i]; i > 0 && src != nil {
-			f.copies.Go(func() { _, _ = io.Copy(dst, src) })
+			f.copies.Go(func() { _, _ = copyPlain(dst, src) })
 		}
 	}
+}
+
+// copyPlain is io.Copy through a buffer: between a FIFO and a terminal or
+// pipe, the copy_file_range and splice attempts *os.File's ReadFrom and
+// WriteTo make first only cost system calls.
+func copyPlain(dst io.Writer, src io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
+}
+
+// isDevNull reports whether r is the null device, which has no input to
+// pass on.
+func isDevNull(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	var st, null unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || unix.Stat(os.DevNull, &null) != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
 
 // wait returns once the container's outputs reached end of file and were
