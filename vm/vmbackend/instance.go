@@ -36,9 +36,6 @@ type Timings struct {
 	AgentReady time.Duration
 	// SandboxReady is when SetupSandbox had returned.
 	SandboxReady time.Duration
-	// ContainerStarted is when the first container's Start returned
-	// (RunWorkload only).
-	ContainerStarted time.Duration
 }
 
 // Instance is one VM sandbox.
