@@ -239,8 +239,8 @@ func (w workloadModule) ResolveModule(context.Context, string, string) ([]byte, 
 // wasmSpec is the OCI runtime spec of a Wasm container that runs as cfg
 // says: what containerd would hand the backend for the same container.
 // Its root is the image's unpacked layers, read-only (the shared image
-// store must never change: --dir gives writable space), or an empty
-// directory of the bundle for a bare module.
+// store must never change: --dir gives writable space); a bare module has
+// none, and sees only its --dir mounts.
 func wasmSpec(cfg wasm.RunConfig, rootfs string) *specs.Spec {
 	argv0 := cfg.Args[0]
 	if cfg.Function != "" {
@@ -259,11 +259,10 @@ func wasmSpec(cfg wasm.RunConfig, rootfs string) *specs.Spec {
 			Cwd:     cwd,
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: uint64(cfg.OpenFileLimit), Soft: uint64(cfg.OpenFileLimit)}},
 		},
-		Root:  &specs.Root{Path: "rootfs", Readonly: true},
 		Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}},
 	}
 	if rootfs != "" {
-		spec.Root.Path = rootfs
+		spec.Root = &specs.Root{Path: rootfs, Readonly: true}
 	}
 	for _, m := range cfg.Mounts {
 		if m.GuestPath == "/" && m.HostPath == rootfs {

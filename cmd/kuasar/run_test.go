@@ -130,6 +130,9 @@ func TestRunCLI(t *testing.T) {
 	os.WriteFile(filepath.Join(ro, "f.txt"), []byte("ro data"), 0o644)
 	hello, wasi := fixture(t, "hello"), fixture(t, "wasi")
 	t.Setenv("KUASAR_TEST_INHERIT", "inherited")
+	// Each run's bundle and FIFOs go to a private directory here.
+	runtime := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", runtime)
 
 	tests := []struct {
 		name      string
@@ -199,6 +202,9 @@ func TestRunCLI(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(ro, "new")); !os.IsNotExist(err) {
 		t.Errorf("a write went through the read-only --dir: %v", err)
+	}
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("runs left their private directories (bundle, FIFOs) behind: %v", left)
 	}
 	entries, _ := os.ReadDir(filepath.Join(state, "cache", "wazero"))
 	if len(entries) == 0 {

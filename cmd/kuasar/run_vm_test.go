@@ -60,6 +60,9 @@ func TestRunLinuxImageInVM(t *testing.T) {
 		{"default command", []string{"run", archive}, 0, "default\n"},
 		{"args replace cmd, entrypoint kept", []string{"run", "--isolation", "vm", archive, "--", "uname -r; echo hi from $(hostname); exit 3"}, 3, "hi from kuasar\n"},
 		{"stdin reaches the guest", []string{"run", archive, "--", "cat"}, 0, "piped\n"},
+		// Killed through the Task API's Kill after the deadline (counted
+		// from the container's start, not the boot): 128+SIGKILL.
+		{"timeout kills the guest", []string{"run", "--timeout", "2s", archive, "--", "echo up; sleep 100"}, 137, "up\n"},
 	}
 	state := t.TempDir()
 	for _, tt := range tests {
@@ -69,6 +72,9 @@ func TestRunLinuxImageInVM(t *testing.T) {
 			code := runCLI(context.Background(), env, tt.args)
 			if code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			if tt.wantCode == 137 && !strings.Contains(stderr.String(), "stopped after --timeout 2s") {
+				t.Errorf("stderr %q does not say the --timeout stopped it", stderr.String())
 			}
 			if !strings.HasSuffix(stdout.String(), tt.wantOut) {
 				t.Errorf("stdout %q, want it to end with %q (stderr: %s)", stdout.String(), tt.wantOut, stderr.String())

@@ -88,12 +88,6 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		return runResult{}, err
 	}
-	if spec.Root != nil && !filepath.IsAbs(spec.Root.Path) {
-		// A root inside the bundle starts empty (a bare Wasm module).
-		if err := os.Mkdir(filepath.Join(bundle, spec.Root.Path), 0o700); err != nil {
-			return runResult{}, err
-		}
-	}
 	sj, err := json.Marshal(spec)
 	if err != nil {
 		return runResult{}, err
@@ -197,24 +191,33 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 		return runResult{}, fmt.Errorf("wait for the container: %w", errgrpc.ToNative(err))
 	}
 	res.code = int(w.ExitStatus)
-	// The container's output is complete once its FIFOs reach EOF.
 	dctx, cancel := context.WithTimeout(bg, 10*time.Second)
 	_, err = tasks.Delete(dctx, &taskAPI.DeleteRequest{ID: containerID})
 	cancel()
 	deleted = err == nil
-	stdio.wait()
+	// The container's output is complete once its FIFOs reach EOF and
+	// the copies wrote it out. Not after a kill: kuasar's own stdout may
+	// be what nobody reads (the reason it was stopped).
+	if !res.timedOut && res.signal == 0 {
+		stdio.wait()
+	}
 	return res, nil
 }
 
 // fifos are the stdio FIFOs of the container, in the run's private
-// directory, and kuasar's ends of them, opened before Create (so the
-// backend's opens never wait) as plain nonblocking files on Go's poller.
-// Copying starts after Create: an output FIFO whose writer has not opened
-// yet would read as end of file.
+// directory, and kuasar's ends of them. The readers of the outputs are
+// opened before Create (so the backend's writers open at once), as plain
+// nonblocking files on Go's poller, and copied from after it: an output
+// FIFO whose writer has not opened yet would read as end of file. The
+// writer of stdin is opened after Create, blocking until the backend's
+// reader opens (which may happen asynchronously, github.com/containerd/fifo):
+// only then can its close be the container's end of input.
 type fifos struct {
 	paths  [3]string   // stdin, stdout, stderr ("" when env has none)
-	files  [3]*os.File // kuasar's ends
+	files  [3]*os.File // kuasar's ends of stdout and stderr
 	copies sync.WaitGroup
+
+	stdinOpen chan struct{} // closed once the stdin writer's open returned
 }
 
 func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
@@ -233,19 +236,14 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 			return nil, fmt.Errorf("make the %s FIFO %s: %w", name, p, err)
 		}
 		f.paths[i] = p
-		// stdin is opened read-write: such an open of a FIFO never waits
-		// for a peer, and the backend may open its reader asynchronously
-		// (github.com/containerd/fifo). Input written before it does
-		// waits in the FIFO; closing this, the only writer, is the EOF.
-		flag := os.O_RDONLY
 		if i == 0 {
-			flag = os.O_RDWR
+			continue
 		}
-		file, err := os.OpenFile(p, flag|unix.O_NONBLOCK, 0)
+		r, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open the %s FIFO %s: %w", name, p, err)
 		}
-		f.files[i] = file
+		f.files[i] = r
 	}
 	return f, nil
 }
@@ -253,9 +251,15 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 // pump copies between the FIFOs and env's streams until the container
 // closes its outputs.
 func (f *fifos) pump(env *cliEnv) {
-	if w := f.files[0]; w != nil {
+	if p := f.paths[0]; p != "" {
+		f.stdinOpen = make(chan struct{})
 		// Not waited for: kuasar's stdin may never end.
 		go func() {
+			w, err := os.OpenFile(p, os.O_WRONLY, 0)
+			close(f.stdinOpen)
+			if err != nil {
+				return
+			}
 			_, _ = copyPlain(w, env.stdin)
 			w.Close()
 		}()
@@ -263,6 +267,30 @@ func (f *fifos) pump(env *cliEnv) {
 	for i, dst := range []io.Writer{nil, env.stdout, env.stderr} {
 		if src := f.files[i]; i > 0 && src != nil {
 			f.copies.Go(func() { _, _ = copyPlain(dst, src) })
+		}
+	}
+}
+
+// wait returns once the container's outputs reached end of file and were
+// copied.
+func (f *fifos) wait() { f.copies.Wait() }
+
+// close closes kuasar's ends; the FIFOs go with the run's directory. A
+// stdin open still waiting for a reader that never came is released.
+func (f *fifos) close() {
+	if f.stdinOpen != nil {
+		select {
+		case <-f.stdinOpen:
+		default:
+			if r, err := os.OpenFile(f.paths[0], os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+				<-f.stdinOpen
+				r.Close()
+			}
+		}
+	}
+	for _, file := range f.files {
+		if file != nil {
+			file.Close()
 		}
 	}
 }
@@ -286,19 +314,6 @@ func isDevNull(r io.Reader) bool {
 		return false
 	}
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
-}
-
-// wait returns once the container's outputs reached end of file and were
-// copied.
-func (f *fifos) wait() { f.copies.Wait() }
-
-// close closes kuasar's ends; the FIFOs go with the run's directory.
-func (f *fifos) close() {
-	for _, file := range f.files {
-		if file != nil {
-			file.Close()
-		}
-	}
 }
 
 // signalled reports a signal already received: the container never ran,
