@@ -20,7 +20,6 @@ import (
 	"os/signal"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
@@ -30,6 +29,7 @@ import (
 	"github.com/kuasar-go/kuasar/task/agent"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // version is set with -ldflags "-X main.version=...".

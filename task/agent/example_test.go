@@ -7,12 +7,12 @@ import (
 	"os"
 	"path/filepath"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/ttrpc"
 
 	"github.com/kuasar-go/kuasar/task/agent"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // Example serves the Task API and the agent service on one ttrpc server, as

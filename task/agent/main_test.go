@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/guestinit"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // TestMain lets the test binary act as the agent's set-up helper: the
