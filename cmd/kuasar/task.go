@@ -125,7 +125,12 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	}
 	defer stdio.close()
 	tasks := inst.Tasks()
-	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: containerID, Bundle: bundle, Stdin: stdio.paths[0], Stdout: stdio.paths[1], Stderr: stdio.paths[2]}); err != nil {
+	// Create and Start run to their end (bg): a signal meanwhile is
+	// handled below, ending the run with 128+signal.
+	if _, err := tasks.Create(bg, &taskAPI.CreateTaskRequest{ID: containerID, Bundle: bundle, Stdin: stdio.paths[0], Stdout: stdio.paths[1], Stderr: stdio.paths[2]}); err != nil {
+		if r, ok := signalled(sigc); ok {
+			return r, nil
+		}
 		return runResult{}, fmt.Errorf("%w: %w", errCreate, errgrpc.ToNative(err))
 	}
 	// The backend opened its ends in Create: from now on EOF on an output
@@ -140,7 +145,10 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	if r, ok := signalled(sigc); ok { // before Start: the container never runs
 		return r, nil
 	}
-	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: containerID}); err != nil {
+	if _, err := tasks.Start(bg, &taskAPI.StartRequest{ID: containerID}); err != nil {
+		if r, ok := signalled(sigc); ok {
+			return r, nil
+		}
 		return runResult{}, fmt.Errorf("start the container: %w", errgrpc.ToNative(err))
 	}
 
