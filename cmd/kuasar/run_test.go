@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -315,4 +316,42 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
+}
+
+// TestRunKilledLeavesNothing: a Wasm run's private directory (bundle,
+// FIFOs) is gone as soon as the guest runs, so even a SIGKILL of kuasar,
+// which no defer survives, leaves nothing in the runtime directory.
+func TestRunKilledLeavesNothing(t *testing.T) {
+	bin := binary(t)
+	runtime := t.TempDir()
+	cmd := exec.Command(bin, "run", fixture(t, "loop"))
+	cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+t.TempDir(), "XDG_RUNTIME_DIR="+runtime)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	// The guest runs (it loops until killed) once kuasar holds its stdout
+	// FIFO, which lived in the run's directory and is unlinked by then.
+	fds := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "fd")
+	waitFor(t, func() bool {
+		ents, _ := os.ReadDir(fds)
+		for _, e := range ents {
+			if l, _ := os.Readlink(filepath.Join(fds, e.Name())); strings.HasPrefix(l, runtime+"/") && strings.HasSuffix(l, "/stdout (deleted)") {
+				return true
+			}
+		}
+		return false
+	})
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("the running guest's run directory is still there: %v", left)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("kuasar exited before it was killed: %v", err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("a killed run left %v behind", left)
+	}
 }

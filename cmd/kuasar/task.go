@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -136,6 +137,13 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	// The backend opened its ends in Create: from now on EOF on an output
 	// means the container closed it.
 	stdio.pump(env)
+	if stateless {
+		// The backend holds the FIFOs and read the bundle: the directory
+		// can go now, so that not even a SIGKILL of kuasar leaves it.
+		if err := os.RemoveAll(dir); err != nil {
+			log.G(ctx).WithError(err).Warn("remove the run directory early")
+		}
+	}
 	deleted := false
 	defer func() {
 		if !deleted {
@@ -226,6 +234,10 @@ type fifos struct {
 	copies sync.WaitGroup
 
 	stdinOpen chan struct{} // closed once the stdin writer's open returned
+	// stdinPath is an O_PATH handle on the stdin FIFO: the writer is
+	// opened through it (/proc/self/fd), so the FIFO's name can go once
+	// the backend holds its end.
+	stdinPath *os.File
 }
 
 func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
@@ -245,6 +257,11 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 		}
 		f.paths[i] = p
 		if i == 0 {
+			fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open the stdin FIFO %s: %w", p, err)
+			}
+			f.stdinPath = os.NewFile(uintptr(fd), p)
 			continue
 		}
 		r, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
@@ -259,7 +276,8 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 // pump copies between the FIFOs and env's streams until the container
 // closes its outputs.
 func (f *fifos) pump(env *cliEnv) {
-	if p := f.paths[0]; p != "" {
+	if f.stdinPath != nil {
+		p := f.procPath()
 		f.stdinOpen = make(chan struct{})
 		// Not waited for: kuasar's stdin may never end.
 		go func() {
@@ -290,17 +308,25 @@ func (f *fifos) close() {
 		select {
 		case <-f.stdinOpen:
 		default:
-			if r, err := os.OpenFile(f.paths[0], os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			if r, err := os.OpenFile(f.procPath(), os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
 				<-f.stdinOpen
 				r.Close()
 			}
 		}
+	}
+	if f.stdinPath != nil {
+		f.stdinPath.Close()
 	}
 	for _, file := range f.files {
 		if file != nil {
 			file.Close()
 		}
 	}
+}
+
+// procPath names the stdin FIFO through its O_PATH handle.
+func (f *fifos) procPath() string {
+	return "/proc/self/fd/" + strconv.Itoa(int(f.stdinPath.Fd()))
 }
 
 // copyPlain is io.Copy through a buffer: between a FIFO and a terminal or
