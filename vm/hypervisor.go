@@ -2,8 +2,8 @@
 // Hypervisor interface the VM backend drives, the per-hypervisor
 // configuration, and how a pod's resources become VM sizes.
 //
-// The drivers live in sub-packages (vm/qemu, vm/cloudhypervisor,
-// vm/stratovirt); the backend.Backend that boots sandboxes in them is
+// The drivers live in sub-packages (vm/internal/qemu, vm/internal/cloudhypervisor,
+// vm/internal/stratovirt); the backend.Backend that boots sandboxes in them is
 // vm/vmbackend, and the guest kernel + initramfs builder is vm/guest.
 package vm
 
@@ -19,11 +19,11 @@ import (
 
 // Names of the hypervisors the VM backend knows.
 const (
-	// QEMU is driven through its command line and QMP (vm/qemu).
+	// QEMU is driven through its command line and QMP (vm/internal/qemu).
 	QEMU = "qemu"
-	// CloudHypervisor is driven through its REST API (vm/cloudhypervisor).
+	// CloudHypervisor is driven through its REST API (vm/internal/cloudhypervisor).
 	CloudHypervisor = "cloud-hypervisor"
-	// StratoVirt is driven through its command line and QMP dialect (vm/stratovirt).
+	// StratoVirt is driven through its command line and QMP dialect (vm/internal/stratovirt).
 	StratoVirt = "stratovirt"
 )
 

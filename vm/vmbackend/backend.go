@@ -24,9 +24,9 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/cloudhypervisor"
-	"github.com/kuasar-go/kuasar/vm/qemu"
-	"github.com/kuasar-go/kuasar/vm/stratovirt"
+	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
 )
 
 // Name is the backend kind.

@@ -11,7 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 )
 
 // ConfigSection is the top-level table of kuasar-sandboxer's configuration

@@ -8,9 +8,9 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/cloudhypervisor"
-	"github.com/kuasar-go/kuasar/vm/qemu"
-	"github.com/kuasar-go/kuasar/vm/stratovirt"
+	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
 )
 
 // TestHypervisorCapsMatchDrivers keeps the rootfs modes validation accepts

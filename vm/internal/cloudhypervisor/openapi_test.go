@@ -13,7 +13,7 @@ import (
 // specPath is Cloud Hypervisor's OpenAPI description, in the project's
 // shared reference data beside the repository (../shared), relative to this
 // package's directory, where go test runs.
-const specPath = "../../../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
+const specPath = "../../../../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
 
 func specFile() string {
 	if p := os.Getenv("KUASAR_CH_OPENAPI"); p != "" {

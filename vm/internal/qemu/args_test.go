@@ -12,7 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 )
 
 func TestArgs(t *testing.T) {
