@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +92,80 @@ func TestWasmEdgeLongRunningStop(t *testing.T) {
 	e.Crictl("rm", ctr)
 	e.Crictl("stopp", pod)
 	e.Crictl("rmp", pod)
+}
+
+// TestWasmEdgeKill9Recovery kills the sandboxer with SIGKILL under a
+// running WasmEdge container: the container's child process dies with it
+// (PR_SET_PDEATHSIG), and the restarted sandboxer reports the pod exited
+// 137 and removes it without leaving anything behind.
+func TestWasmEdgeKill9Recovery(t *testing.T) {
+	e := testenv.NewEnv(t)
+	const ref = "docker.io/kuasar/wasi-kill-wasmedge:test"
+	importWasm(t, e, fixtures.WASI, "wasi.wasm", ref, false)
+	podCfg := podJSON(t, e, "victim-wasmedge", map[string]string{"kuasar.io/wasm-engine": "wasmedge"})
+	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
+	ctr := e.Crictl("create", pod, ctrJSON(t, e, "victim", ref, []string{"sleep", "3600"}, false), podCfg)
+	e.Crictl("start", ctr)
+	waitState(t, e, ctr, "CONTAINER_RUNNING", 30*time.Second)
+	children := childPids(e.Sandboxer.Cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("the sandboxer runs no child process for the WasmEdge container")
+	}
+
+	e.Sandboxer.Kill9()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, pid := range children {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("WasmEdge child %d outlived its SIGKILLed sandboxer", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	e.StartSandboxer()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: pod, Verbose: true})
+	if err != nil {
+		t.Fatalf("status after restart: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
+	}
+	if st.State != "SANDBOX_NOTREADY" || st.Info["exit_status"] != "137" {
+		t.Fatalf("recovered status %+v", st)
+	}
+	waitState(t, e, ctr, "CONTAINER_EXITED", 30*time.Second)
+	if out, err := e.CrictlErr("rm", "-f", ctr); err != nil {
+		t.Fatalf("rm: %s %v", out, err)
+	}
+	e.Crictl("stopp", pod)
+	e.Crictl("rmp", pod)
+	if dirs := sandboxDirs(e); len(dirs) != 0 {
+		t.Fatalf("left after rmp: %v", dirs)
+	}
+}
+
+// childPids lists the children of pid (of all its threads).
+func childPids(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, s := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(s); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
