@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmedge"
 )
 
@@ -58,5 +59,26 @@ func TestEngineSelection(t *testing.T) {
 				t.Fatalf("Start = %v, want %v naming %s", err, tc.wantKind, tc.wantMsg)
 			}
 		})
+	}
+}
+
+// TestConfigEngine: [wasm] engine accepts both engines; a build without
+// WasmEdge refuses to start with it, naming how to get one.
+func TestConfigEngine(t *testing.T) {
+	c := wasmbackend.DefaultConfig()
+	c.Engine = wasmedge.EngineName
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate(engine = wasmedge) = %v", err)
+	}
+	_, err := c.Options()
+	switch {
+	case wasmedge.Built && err != nil:
+		t.Fatalf("Options in a wasmedge build = %v", err)
+	case !wasmedge.Built && (!errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "make wasmedge")):
+		t.Fatalf("Options without WasmEdge = %v, want ErrNotImplemented naming make wasmedge", err)
+	}
+	c.Engine = "wasmtime"
+	if err := c.Validate(); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "wasm.engine") {
+		t.Fatalf("Validate(engine = wasmtime) = %v, want ErrInvalidArgument naming wasm.engine", err)
 	}
 }
