@@ -196,4 +196,4 @@ loop:
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, string, events.Event) error { return nil }
-func (nopPublisher) Close() error                                      { return nil }
+func (nopPublisher) Close() error                                        { return nil }
