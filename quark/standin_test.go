@@ -74,7 +74,9 @@ type buildError struct {
 	out []byte
 }
 
-func (e *buildError) Error() string { return "building the stand-in quark: " + e.err.Error() + "\n" + string(e.out) }
+func (e *buildError) Error() string {
+	return "building the stand-in quark: " + e.err.Error() + "\n" + string(e.out)
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/configs"
 	"github.com/kuasar-go/kuasar/internal/bytesize"
+	"github.com/kuasar-go/kuasar/quark"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -40,7 +41,13 @@ type Config struct {
 	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`
 	// Hypervisor configures the VM backend's hypervisors.
 	Hypervisor Hypervisors `toml:"hypervisor"`
+	// Quark configures the Quark backend.
+	Quark Quark `toml:"quark"`
 }
+
+// Quark is the [quark] section: the Quark backend's own configuration
+// type, like Hypervisor.
+type Quark = quark.Config
 
 // Sandboxer is the [sandboxer] section.
 type Sandboxer struct {
@@ -98,7 +105,8 @@ func (w Wasm) MemoryLimitBytes() (uint64, error) {
 
 // RuntimeHandler is one [runtime_handlers.NAME] section.
 type RuntimeHandler struct {
-	// Isolation is the handler's default sandbox kind ("wasm", "vm").
+	// Isolation is the handler's default sandbox kind ("wasm", "vm",
+	// "quark").
 	Isolation string `toml:"isolation"`
 	// Hypervisor is the handler's default hypervisor for "vm" sandboxes.
 	Hypervisor string `toml:"hypervisor"`
@@ -235,14 +243,14 @@ func (c *Config) Validate() error {
 
 func checkIsolation(where, v string, emptyOK bool) error {
 	switch v {
-	case "wasm", "vm":
+	case "wasm", "vm", "quark":
 		return nil
 	case "":
 		if emptyOK {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s = %q: use \"wasm\" or \"vm\": %w", where, v, errdefs.ErrInvalidArgument)
+	return fmt.Errorf("%s = %q: use \"wasm\", \"vm\" or \"quark\": %w", where, v, errdefs.ErrInvalidArgument)
 }
 
 // SocketFileMode parses sandboxer.socket_mode; only 0600 and 0660 are allowed
