@@ -41,13 +41,16 @@ type Instance struct {
 	tasks  taskAPI.TTRPCTaskService // the v2 bridge; nil once gone
 	exit   *backend.Exit
 	done   chan struct{}
-	closed bool
+	// released is closed once the forwarder has released every container
+	// after the exit (unmounted their rootfs and stdio).
+	released chan struct{}
+	closed   bool
 }
 
 var _ backend.Instance = (*Instance)(nil)
 
 func newInstance(sb backend.Sandbox, p *process, client *ttrpc.Client, pub events.Publisher) *Instance {
-	i := &Instance{sb: sb, proc: p, client: client, tasks: NewV2Bridge(client), done: make(chan struct{}), events: taskevents.NewQueue(pub)}
+	i := &Instance{sb: sb, proc: p, client: client, tasks: NewV2Bridge(client), done: make(chan struct{}), released: make(chan struct{}), events: taskevents.NewQueue(pub)}
 	i.fwd = forward.New(forward.Config{Sandbox: sb.ID, Namespace: sb.Namespace, Host: host{i}, Events: i.events})
 	go func() {
 		<-p.done
@@ -59,7 +62,7 @@ func newInstance(sb backend.Sandbox, p *process, client *ttrpc.Client, pub event
 // exitedInstance is a sandbox whose Quark process is gone: it reports the
 // exit and can be shut down.
 func exitedInstance(sb backend.Sandbox, pub events.Publisher) *Instance {
-	i := &Instance{sb: sb, done: make(chan struct{}), events: taskevents.NewQueue(pub)}
+	i := &Instance{sb: sb, done: make(chan struct{}), released: make(chan struct{}), events: taskevents.NewQueue(pub)}
 	i.fwd = forward.New(forward.Config{Sandbox: sb.ID, Namespace: sb.Namespace, Host: host{i}, Events: i.events})
 	i.markExited()
 	return i
@@ -69,11 +72,13 @@ func exitedInstance(sb backend.Sandbox, pub events.Publisher) *Instance {
 func (i *Instance) bundle() string { return filepath.Join(i.sb.StateDir, bundleDir) }
 
 // markExited records the exit once, drops the connection and lets the
-// forwarder release every container.
+// forwarder release every container; a later call returns once that is
+// done.
 func (i *Instance) markExited() {
 	i.mu.Lock()
 	if i.exit != nil {
 		i.mu.Unlock()
+		<-i.released
 		return
 	}
 	i.exit = &backend.Exit{Status: exitKilled, ExitedAt: time.Now()}
@@ -86,6 +91,7 @@ func (i *Instance) markExited() {
 		c.Close()
 	}
 	i.fwd.Gone()
+	close(i.released)
 }
 
 // Tasks is the sandbox's Task API (v3), forwarded to Quark's (v2).

@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
@@ -105,6 +106,10 @@ func sandbox(t *testing.T, id string) backend.Sandbox {
 // start starts sb on b and shuts it down at the end of the test.
 func start(t *testing.T, b *Backend, sb backend.Sandbox) *Instance {
 	t.Helper()
+	// The stand-in's runc containers outlive it when a test fails midway
+	// (Quark's die with it): remove them.
+	t.Cleanup(func() { exec.Command("runc", "--root", "/run/containerd/runc/quark-test", "delete", "-f", "c1").Run() })
+	t.Cleanup(func() { exec.Command("runc", "--root", "/run/containerd/runc/quark-test", "delete", "-f", "c2").Run() })
 	inst, err := b.Start(context.Background(), sb)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -285,6 +290,61 @@ func TestContainerThroughStandin(t *testing.T) {
 	}
 	if cr.Pid == 0 {
 		t.Error("Create reported pid 0")
+	}
+}
+
+// TestExecThroughStandin runs an exec in a running container: its stdio is
+// bind-mounted into the container's bundle for the exec alone and released
+// at its Delete; Stop then kills the container and Quark.
+func TestExecThroughStandin(t *testing.T) {
+	cfg, _ := standin(t)
+	sb := sandbox(t, "sb-exec")
+	inst := start(t, New(cfg), sb)
+	ctx := namespaces.WithNamespace(context.Background(), "quark-test")
+	dir := t.TempDir()
+	bundle := busyboxBundle(t, dir, "sh", "-c", "exec /bin/busybox sleep 600")
+	tasks := inst.Tasks()
+	// containerd's runc task service, behind the stand-in, wants both
+	// outputs or neither, as CRI always gives.
+	logOut, logErr := newFifo(t, filepath.Join(dir, "stdout")), newFifo(t, filepath.Join(dir, "stderr"))
+	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c2", Bundle: bundle, Stdout: logOut.path, Stderr: logErr.path}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c2"}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	out, outErr := newFifo(t, filepath.Join(dir, "exec-out")), newFifo(t, filepath.Join(dir, "exec-err"))
+	spec, _ := json.Marshal(specs.Process{Args: []string{"/bin/busybox", "echo", "exec-through-quark"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	if _, err := tasks.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c2", ExecID: "e1", Stdout: out.path, Stderr: outErr.path, Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: spec}}); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	execOut := filepath.Join(sb.StateDir, "sandbox", "c2", "e1-stdout")
+	if ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(execOut)); len(ms) != 1 {
+		t.Errorf("the exec's stdout is not bind-mounted at %s", execOut)
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c2", ExecID: "e1"}); err != nil {
+		t.Fatalf("Start exec: %v", err)
+	}
+	if wr, err := tasks.Wait(ctx, &taskAPI.WaitRequest{ID: "c2", ExecID: "e1"}); err != nil || wr.ExitStatus != 0 {
+		t.Fatalf("Wait exec: %v, %v", wr, err)
+	}
+	if got := out.String(); got != "exec-through-quark\n" {
+		t.Errorf("exec output %q", got)
+	}
+	if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: "c2", ExecID: "e1"}); err != nil {
+		t.Fatalf("Delete exec: %v", err)
+	}
+	if _, err := os.Stat(execOut); err == nil {
+		t.Errorf("the exec's stdout %s is left after its Delete", execOut)
+	}
+	if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Join(sb.StateDir, "sandbox", "c2"))); len(ms) != 3 { // rootfs, stdout, stderr
+		t.Errorf("mounts in the container's bundle after the exec's Delete: %d, want 3", len(ms))
+	}
+	if err := inst.Stop(ctx, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Join(sb.StateDir, "sandbox"))); len(ms) != 0 {
+		t.Errorf("mounts left after Stop: %d", len(ms))
 	}
 }
 
