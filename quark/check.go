@@ -2,16 +2,24 @@ package quark
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
 )
 
-// Config is the [quark] section of the sandboxer's configuration.
+// ConfigSection is the top-level table of kuasar-sandboxer's configuration
+// this backend owns: [quark].
+const ConfigSection = "quark"
+
+// Config is the [quark] section of the sandboxer's configuration. The
+// backend owns it: its keys, defaults and checks live here, and the
+// sandboxer's configuration hands the section over undecoded.
 type Config struct {
 	// Binary is the quark executable: a path, or a name looked up in
 	// $PATH. "" means "quark".
@@ -23,6 +31,24 @@ type Config struct {
 
 // DefaultConfigFile is where Quark reads its configuration.
 const DefaultConfigFile = "/etc/quark/config.json"
+
+// DefaultConfig is the [quark] section when the file sets none of it.
+func DefaultConfig() Config {
+	return Config{Binary: "quark", ConfigFile: DefaultConfigFile}
+}
+
+// Validate checks the section's values (not the host: see Backend.Check),
+// reporting every bad key at once, each naming the key and the fix.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Binary == "" {
+		errs = append(errs, fmt.Errorf("quark.binary: is empty: set the quark executable (a path, or a name in $PATH): %w", errdefs.ErrInvalidArgument))
+	}
+	if c.ConfigFile != "" && !filepath.IsAbs(c.ConfigFile) {
+		errs = append(errs, fmt.Errorf("quark.config_file: %q is not an absolute path: the daemon's working directory is not part of its configuration: %w", c.ConfigFile, errdefs.ErrInvalidArgument))
+	}
+	return errors.Join(errs...)
+}
 
 // MinKernel is the oldest host kernel Quark's sandbox mode supports.
 var MinKernel = [2]int{5, 15}
