@@ -348,6 +348,49 @@ func TestExecThroughStandin(t *testing.T) {
 	}
 }
 
+// TestStdinThroughStandin: a container's stdin FIFO, bind-mounted like
+// its outputs, reaches the process; closing it ends the process's input.
+func TestStdinThroughStandin(t *testing.T) {
+	cfg, _ := standin(t)
+	sb := sandbox(t, "sb-stdin")
+	inst := start(t, New(cfg), sb)
+	ctx := namespaces.WithNamespace(context.Background(), "quark-test")
+	dir := t.TempDir()
+	bundle := busyboxBundle(t, dir, "sh", "-c", "while read l; do echo got-$l; done")
+	stdin := filepath.Join(dir, "stdin")
+	if err := syscall.Mkfifo(stdin, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := fifo.OpenFifo(ctx, stdin, syscall.O_RDWR|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut := newFifo(t, filepath.Join(dir, "stdout")), newFifo(t, filepath.Join(dir, "stderr"))
+	tasks := inst.Tasks()
+	if _, err := tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle, Stdin: stdin, Stdout: out.path, Stderr: errOut.path}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if _, err := w.Write([]byte("a\nb\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if _, err := tasks.CloseIO(ctx, &taskAPI.CloseIORequest{ID: "c1", Stdin: true}); err != nil {
+		t.Fatalf("CloseIO: %v", err)
+	}
+	if wr, err := tasks.Wait(ctx, &taskAPI.WaitRequest{ID: "c1"}); err != nil || wr.ExitStatus != 0 {
+		t.Fatalf("Wait: %v, %v", wr, err)
+	}
+	if got := out.String(); got != "got-a\ngot-b\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}
+
 // TestRecover re-attaches to a running Quark after a "sandboxer restart"
 // (a new Backend, from the checkpoint), and reports a sandbox whose
 // process is gone, or whose pid now names another process, as exited.
