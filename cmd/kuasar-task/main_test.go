@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 )
 
 // buildAgent builds the binary exactly as the guest builder must:

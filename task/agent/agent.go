@@ -23,7 +23,7 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
