@@ -25,6 +25,7 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/qemu"
 	"github.com/kuasar-go/kuasar/vm/stratovirt"
 )
@@ -42,6 +43,7 @@ type Backend struct {
 	defaultHV    string
 	agentTimeout time.Duration
 	publisher    events.Publisher
+	templates    *template.Store // nil: no templates
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -71,6 +73,11 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	b := &Backend{configs: map[string]vm.Config{}, defaultHV: vm.QEMU, agentTimeout: DefaultAgentTimeout}
 	for _, o := range opts {
 		o(b)
+	}
+	for name, c := range b.configs {
+		if err := checkTemplateSetting(name, c); err != nil {
+			return nil, err
+		}
 	}
 	switch b.defaultHV {
 	case vm.QEMU, vm.CloudHypervisor, vm.StratoVirt:
@@ -189,7 +196,11 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 	}
 	t0 := time.Now()
 	inst.started = t0
-	if err := d.Start(ctx); err != nil {
+	d, err = b.startVM(ctx, inst, name, d)
+	if d != nil {
+		inst.hv = d
+	}
+	if err != nil {
 		return nil, fmt.Errorf("start %s for sandbox %s: %w", name, sb.ID, err)
 	}
 	inst.timings.VMMStarted = time.Since(t0)

@@ -32,6 +32,10 @@ type RunConfig struct {
 	AgentTimeout time.Duration
 	// Resources size the VM.
 	Resources backend.Resources
+	// TemplateDir keeps the VM templates runs restore from (see
+	// WithTemplateDir); empty: every run boots cold. Config.Template =
+	// "off" turns them off too.
+	TemplateDir string
 	// MkfsErofs is the mkfs.erofs binary used when Config.RootfsMode is
 	// "block" (looked up in PATH when empty).
 	MkfsErofs string
@@ -81,6 +85,7 @@ func RunWorkload(ctx context.Context, cfg RunConfig, rootfs string, p Process, s
 	if cfg.AgentTimeout > 0 {
 		opts = append(opts, WithAgentTimeout(cfg.AgentTimeout))
 	}
+	opts = append(opts, WithTemplateDir(cfg.TemplateDir))
 	b, err := New(ctx, opts...)
 	if err != nil {
 		return -1, err

@@ -100,12 +100,12 @@ func (k Key) Digest() string {
 // meta is MetaName's content: the key and the files' identities as they
 // were when the template was made.
 type meta struct {
-	Key       Key    `json:"key"`
-	MemSize   int64  `json:"mem_size"`
-	MemInode  uint64 `json:"mem_inode"`
-	MemCtime  int64  `json:"mem_ctime_ns"`
+	Key      Key    `json:"key"`
+	MemSize  int64  `json:"mem_size"`
+	MemInode uint64 `json:"mem_inode"`
+	MemCtime int64  `json:"mem_ctime_ns"`
 	// Build tells one build of a key from another.
-	Build string `json:"build"`
+	Build     string `json:"build"`
 	StateSize int64  `json:"state_size"`
 }
 
