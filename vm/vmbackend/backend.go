@@ -44,6 +44,8 @@ type Backend struct {
 	agentTimeout time.Duration
 	publisher    events.Publisher
 	templates    *template.Store // nil: no templates
+	// templateMemDir is where templates' memory files are (a tmpfs).
+	templateMemDir string
 }
 
 var _ backend.Backend = (*Backend)(nil)

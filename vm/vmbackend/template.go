@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -53,7 +54,8 @@ func WithTemplateDir(dir string) Option {
 			return
 		}
 		h := sha256.Sum256([]byte(dir))
-		b.templates = template.NewStore(dir, template.DefaultMemDir(filepath.Join("kuasar-vm-templates", hex.EncodeToString(h[:8]))))
+		b.templateMemDir = template.DefaultMemDir(filepath.Join("kuasar-vm-templates", hex.EncodeToString(h[:8])))
+		b.templates = template.NewStore(dir, b.templateMemDir)
 	}
 }
 
@@ -63,7 +65,11 @@ func (b *Backend) RemoveTemplates(ctx context.Context) error {
 	if b.templates == nil {
 		return nil
 	}
-	return b.templates.RemoveAll(ctx)
+	err := b.templates.RemoveAll(ctx)
+	if b.templateMemDir != "" {
+		_ = os.Remove(filepath.Dir(b.templateMemDir)) // only once empty
+	}
+	return err
 }
 
 // Templates lists the usable VM templates: their directories.
@@ -150,7 +156,12 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
 	}
 	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
-		return q.BuildTemplate(ctx, filepath.Join(filepath.Dir(state), "build"), b.agentTimeout, mem, state)
+		// Short: the VM's unix sockets go in it (108-byte limit).
+		work, err := os.MkdirTemp("", "kuasar-tpl-")
+		if err != nil {
+			return err
+		}
+		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)
 	})
 	if err != nil {
 		if ctx.Err() != nil {

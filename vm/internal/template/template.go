@@ -400,6 +400,9 @@ func (s *Store) RemoveAll(ctx context.Context) error {
 			s.removeLocked(e.Name())
 		}
 	}
+	if s.memDir != s.dir {
+		_ = os.Remove(s.memDir) // only once empty
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,7 @@
+package vmbackend
+
+import "github.com/kuasar-go/kuasar/vm/internal/template"
+
+// TemplateStore is b's template store, for tests that restore from a
+// template by hand.
+func TemplateStore(b *Backend) *template.Store { return b.templates }
