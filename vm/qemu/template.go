@@ -403,3 +403,10 @@ func send(ctx context.Context, sock, state string) error {
 	_, err = io.Copy(c, f)
 	return err
 }
+
+// RestoreArgs is the command line StartFromTemplate runs QEMU with for
+// t and accel (benchmarks compare the driver with QEMU started by hand).
+func (v *VM) RestoreArgs(accel string, t *template.Template) []string {
+	c := &VM{spec: v.spec, tpl: &tplMode{mem: t.MemPath, incoming: true}}
+	return c.Args(accel)
+}

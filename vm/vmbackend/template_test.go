@@ -29,6 +29,11 @@ func templateBackend(t testing.TB, ctx context.Context, cfg vm.Config) *vmbacken
 		if err := b.RemoveTemplates(context.Background()); err != nil {
 			t.Error(err)
 		}
+		if d := vmbackend.TemplateMemDir(b); d != "" {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("template memory directory %s left: %v", d, err)
+			}
+		}
 	})
 	return b
 }
