@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/log"
 
@@ -53,6 +54,10 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 	}
 	// Both backends publish task events through the one publisher.
 	vopts := []vmbackend.Option{vmbackend.WithDefaultHypervisor(cfg.Hypervisor.Default), vmbackend.WithPublisher(pub)}
+	if cfg.Sandboxer.StateDir != "" {
+		// VM templates live with the sandboxer's state (docs/vm.md).
+		vopts = append(vopts, vmbackend.WithTemplateDir(filepath.Join(cfg.Sandboxer.StateDir, "vm-templates")))
+	}
 	for name, h := range map[string]config.Hypervisor{
 		vm.QEMU:            cfg.Hypervisor.QEMU,
 		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,

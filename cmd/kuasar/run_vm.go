@@ -71,6 +71,13 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	if o.workdir != "" {
 		cwd = o.workdir
 	}
+	switch o.vmTmpl {
+	case "":
+	case vmbackend.TemplateAuto, vmbackend.TemplateOff:
+		hv.Template = o.vmTmpl
+	default:
+		return fail(fmt.Errorf("--vm-template %q: use auto or off: %w", o.vmTmpl, errdefs.ErrInvalidArgument))
+	}
 	stateDir := filepath.Join(env.stateDir, "run")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fail(err)
@@ -85,10 +92,11 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 		defer cancel()
 	}
 	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{
-		Hypervisor: name,
-		Config:     hv,
-		StateDir:   stateDir,
-		Resources:  res,
+		Hypervisor:  name,
+		Config:      hv,
+		StateDir:    stateDir,
+		Resources:   res,
+		TemplateDir: filepath.Join(env.stateDir, "vm-templates"),
 	}, wl.Rootfs, vmbackend.Process{Args: args, Env: envs, Cwd: cwd, Hostname: "kuasar"}, env.stdin, env.stdout, env.stderr)
 	if err != nil {
 		return fail(fmt.Errorf("%s in a %s VM: %w", o.target, name, err))

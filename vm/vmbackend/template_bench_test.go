@@ -200,4 +200,3 @@ func bareRestore(b *testing.B, cfg vm.Config, be *vmbackend.Backend) time.Durati
 	}
 	return time.Since(t0)
 }
-
