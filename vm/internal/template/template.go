@@ -315,6 +315,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 		return nil, err
 	}
 	log.G(ctx).WithField("template", d).WithField("memory_mb", key.MemoryMB).WithField("state_bytes", sst.Size).Info("vm: template built")
+	s.pruneStale(ctx, d)
 	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build}, nil
 }
 
@@ -406,8 +407,45 @@ func (s *Store) RemoveAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// List returns the usable templates in the store.
-func (s *Store) List() []Template {
+// Stale reports whether a file the key names has changed since (another
+// kernel after `make guest`, another QEMU): no VM will ask for it again.
+func (k Key) Stale() bool {
+	for _, f := range []FileID{k.Binary, k.Kernel, k.Initramfs} {
+		if f.Path == "" {
+			continue
+		}
+		if now, err := Identify(f.Path); err != nil || now != f {
+			return true
+		}
+	}
+	return false
+}
+
+// pruneStale removes the templates other than digest keep whose files
+// changed: their memory would otherwise stay on the tmpfs for good. A
+// template being built or used holds or waits for its own lock.
+func (s *Store) pruneStale(ctx context.Context, keep string) {
+	for _, t := range s.all() {
+		d := t.Key.Digest()
+		if d == keep || !t.Key.Stale() {
+			continue
+		}
+		// Never wait here: another builder holds that lock.
+		f, err := os.OpenFile(filepath.Join(s.dir, d+".lock"), os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			log.G(ctx).WithField("template", d).Info("vm: removing a template whose kernel, initramfs or VMM changed")
+			s.removeLocked(d)
+			os.Remove(f.Name())
+		}
+		f.Close()
+	}
+}
+
+// all lists the templates whose meta can be read, usable or not.
+func (s *Store) all() []Template {
 	ents, _ := os.ReadDir(s.dir)
 	var out []Template
 	for _, e := range ents {
@@ -419,11 +457,20 @@ func (s *Store) List() []Template {
 			continue
 		}
 		var m meta
-		if json.Unmarshal(b, &m) != nil {
+		if json.Unmarshal(b, &m) != nil || m.Key.Digest() != e.Name() {
 			continue
 		}
-		if t, err := s.lookup(m.Key); err == nil {
-			out = append(out, *t)
+		out = append(out, Template{Key: m.Key, Dir: filepath.Join(s.dir, e.Name())})
+	}
+	return out
+}
+
+// List returns the usable templates in the store.
+func (s *Store) List() []Template {
+	var out []Template
+	for _, t := range s.all() {
+		if u, err := s.lookup(t.Key); err == nil {
+			out = append(out, *u)
 		}
 	}
 	return out

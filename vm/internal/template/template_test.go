@@ -138,6 +138,44 @@ func TestRebuild(t *testing.T) {
 	}
 }
 
+// TestPruneStale: building a template for a new kernel removes the one
+// for the kernel it replaced, memory file included.
+func TestPruneStale(t *testing.T) {
+	dir, mem := t.TempDir(), t.TempDir()
+	s := NewStore(dir, mem)
+	key := testKey(t)
+	var calls atomic.Int32
+	old, err := s.Get(context.Background(), key, fakeBuild(&calls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := key
+	other.Cmdline = "another command line, same files"
+	if _, err := s.Get(context.Background(), other, fakeBuild(&calls)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.List()); n != 2 {
+		t.Fatalf("%d templates, want 2 (both current)", n)
+	}
+	if err := os.WriteFile(key.Kernel.Path, []byte("new kernel"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := key
+	if fresh.Kernel, err = Identify(key.Kernel.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(context.Background(), fresh, fakeBuild(&calls)); err != nil {
+		t.Fatal(err)
+	}
+	got := s.List()
+	if len(got) != 1 || got[0].Key.Digest() != fresh.Digest() {
+		t.Fatalf("templates after the kernel changed: %+v, want only the new one", got)
+	}
+	if _, err := os.Stat(old.MemPath); !os.IsNotExist(err) {
+		t.Fatalf("stale memory file %s left: %v", old.MemPath, err)
+	}
+}
+
 func TestFailedBuildLeavesNothing(t *testing.T) {
 	dir, mem := t.TempDir(), t.TempDir()
 	s := NewStore(dir, mem)
