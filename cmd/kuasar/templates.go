@@ -51,3 +51,20 @@ func templatesCommand(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	return 0
 }
+
+// templateCheck is `kuasar check`'s line on VM templates: the setting,
+// and the templates `kuasar run` and the sandboxer keep.
+func templateCheck(ctx context.Context, setting string, dirs ...string) (string, checkStatus, string, string) {
+	if setting == vmbackend.TemplateOff {
+		return "vm templates", checkOK, "off ([hypervisor.qemu] template): every VM boots", ""
+	}
+	detail := "auto: QEMU VMs of the default sizes are restored from a template"
+	for _, d := range dirs {
+		b, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(d))
+		if err != nil {
+			return "vm templates", checkWarn, err.Error(), "correct [hypervisor.qemu] template"
+		}
+		detail += fmt.Sprintf("; %d in %s", len(b.Templates()), d)
+	}
+	return "vm templates", checkOK, detail, ""
+}
