@@ -319,6 +319,12 @@ func (e *TemplateError) Unwrap() error { return e.Err }
 func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retErr error) {
 	v.tpl = &tplMode{mem: t.MemPath, incoming: true}
 	if err := v.Start(ctx); err != nil {
+		// A QEMU that exited by itself before QMP answered could not use
+		// the template (its memory file gone, say); one that was killed
+		// or never ran is a plain failure.
+		if p := v.proc.Load(); p != nil && p.Exited() {
+			return v.restoreFailed(p, err)
+		}
 		return err
 	}
 	defer func() {

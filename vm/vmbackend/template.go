@@ -170,7 +170,9 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
 	}
 	t0 := time.Now()
-	err = q.StartFromTemplate(ctx, t)
+	rctx, cancel := context.WithTimeout(ctx, b.agentTimeout)
+	defer cancel()
+	err = q.StartFromTemplate(rctx, t)
 	var te *qemu.TemplateError
 	if errors.As(err, &te) {
 		_ = b.templates.Invalidate(context.WithoutCancel(ctx), t, err)
