@@ -308,7 +308,9 @@ func (v *VM) waitMigration(ctx context.Context, what string) error {
 // cold.
 type TemplateError struct{ Err error }
 
+// Error says the template is unusable and why.
 func (e *TemplateError) Error() string { return "VM template unusable: " + e.Err.Error() }
+// Unwrap returns the cause.
 func (e *TemplateError) Unwrap() error { return e.Err }
 
 // StartFromTemplate is Start for a VM restored from t: QEMU maps t's

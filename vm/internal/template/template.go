@@ -74,7 +74,9 @@ type Key struct {
 
 // FileID identifies one version of a file without reading it.
 type FileID struct {
-	Path    string `json:"path"`
+	// Path is the file as configured.
+	Path string `json:"path"`
+	// Size, MtimeNs, Inode and Dev are what stat(2) reports for it.
 	Size    int64  `json:"size"`
 	MtimeNs int64  `json:"mtime_ns"`
 	Inode   uint64 `json:"inode"`
