@@ -310,6 +310,7 @@ type TemplateError struct{ Err error }
 
 // Error says the template is unusable and why.
 func (e *TemplateError) Error() string { return "VM template unusable: " + e.Err.Error() }
+
 // Unwrap returns the cause.
 func (e *TemplateError) Unwrap() error { return e.Err }
 
