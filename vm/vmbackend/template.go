@@ -17,14 +17,14 @@ import (
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
-	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 )
 
 // VM templates: a QEMU sandbox whose sizes are the configured defaults is
 // restored from a template (a guest booted once and saved when its agent
 // served, see vm/internal/template) instead of booting, unless the
 // config ([hypervisor.qemu] template = "off"), the pod
-// (TemplateAnnotation) or the run (RunConfig) says otherwise. Whenever no
+// (TemplateAnnotation) or `kuasar run --vm-template off` says otherwise. Whenever no
 // template fits or restoring fails because of the template, the sandbox
 // boots cold and the reason is logged.
 
@@ -109,7 +109,7 @@ func (b *Backend) noTemplate(sb backend.Sandbox, name string, spec vm.Spec, d dr
 	if why := q.Templatable(); why != "" {
 		return why
 	}
-	if vcpus, mem := vm.Sizes(c, backend.Resources{}); spec.VCPUs != vcpus || spec.MemoryMB != mem {
+	if vcpus, mem := vm.Sizes(c, vm.Resources{}); spec.VCPUs != vcpus || spec.MemoryMB != mem {
 		return fmt.Sprintf("the pod's sizes (%d vCPUs, %d MiB) differ from the template's defaults (%d, %d)", spec.VCPUs, spec.MemoryMB, vcpus, mem)
 	}
 	return ""

@@ -21,7 +21,6 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kuasar-go/kuasar/internal/unixsock"
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
@@ -122,7 +121,7 @@ func (v *VM) TemplateKey(ctx context.Context) (template.Key, error) {
 
 func (v *VM) sizes() (uint32, uint64) {
 	if v.spec.VCPUs == 0 || v.spec.MemoryMB == 0 {
-		return vm.Sizes(v.spec.Config, backend.Resources{})
+		return vm.Sizes(v.spec.Config, vm.Resources{})
 	}
 	return v.spec.VCPUs, v.spec.MemoryMB
 }
