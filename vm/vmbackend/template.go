@@ -16,8 +16,8 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/template"
 )
 
 // VM templates: a QEMU sandbox whose sizes are the configured defaults is
