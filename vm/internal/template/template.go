@@ -252,6 +252,7 @@ func (s *Store) lock(ctx context.Context, d string) (func(), error) {
 func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *Template, retErr error) {
 	d := key.Digest()
 	dir, mem := s.paths(d)
+	s.removeLeftovers(d)
 	tmpDir, err := os.MkdirTemp(s.dir, tmpPrefix+d+"-")
 	if err != nil {
 		return nil, err
@@ -319,6 +320,17 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 	log.G(ctx).WithField("template", d).WithField("memory_mb", key.MemoryMB).WithField("state_bytes", sst.Size).Info("vm: template built")
 	s.pruneStale(ctx, d)
 	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build}, nil
+}
+
+// removeLeftovers removes what a builder of digest d that died left
+// (its lock is ours now, so no builder of d runs).
+func (s *Store) removeLeftovers(d string) {
+	for _, p := range []string{filepath.Join(s.dir, tmpPrefix+d+"-*"), filepath.Join(s.memDir, tmpPrefix+tmpPrefix+d+"-*"+memSuffix)} {
+		old, _ := filepath.Glob(p)
+		for _, o := range old {
+			_ = os.RemoveAll(o)
+		}
+	}
 }
 
 func syncPath(dir string) error {

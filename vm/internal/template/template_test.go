@@ -176,6 +176,45 @@ func TestPruneStale(t *testing.T) {
 	}
 }
 
+// TestLeftoversOfADeadBuilder: what a builder killed mid-way left is
+// removed by the next build of the same key.
+func TestLeftoversOfADeadBuilder(t *testing.T) {
+	dir, mem := t.TempDir(), t.TempDir()
+	s := NewStore(dir, mem)
+	key := testKey(t)
+	died := errors.New("killed")
+	var leftDir, leftMem string
+	_, err := s.Get(context.Background(), key, func(ctx context.Context, key Key, m, state string) error {
+		// Keep copies of the temporary files as a killed process would.
+		leftDir, leftMem = filepath.Dir(state)+"-copy", m+"-copy"
+		os.Mkdir(leftDir, 0o700)
+		os.WriteFile(leftMem, nil, 0o600)
+		return died
+	})
+	if !errors.Is(err, died) {
+		t.Fatal(err)
+	}
+	// Name them as a dead builder's: .tmp-<digest>-N and .tmp-.tmp-<digest>-N.mem.
+	d := key.Digest()
+	dead := filepath.Join(dir, tmpPrefix+d+"-999")
+	deadMem := filepath.Join(mem, tmpPrefix+tmpPrefix+d+"-999"+memSuffix)
+	if err := os.Rename(leftDir, dead); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(leftMem, deadMem); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	if _, err := s.Get(context.Background(), key, fakeBuild(&calls)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dead, deadMem} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("leftover %s still there: %v", p, err)
+		}
+	}
+}
+
 func TestFailedBuildLeavesNothing(t *testing.T) {
 	dir, mem := t.TempDir(), t.TempDir()
 	s := NewStore(dir, mem)
