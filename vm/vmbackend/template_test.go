@@ -295,7 +295,9 @@ func TestTemplateRestoreKilled(t *testing.T) {
 				return
 			default:
 			}
-			if pids := qemuPids(sb.ID); len(pids) > 0 {
+			// Once QEMU listens for the template's state: mid-restore.
+			_, err := os.Stat(filepath.Join(sb.StateDir, "vm", "migrate.sock"))
+			if pids := qemuPids(sb.ID); len(pids) > 0 && err == nil {
 				syscall.Kill(pids[0], syscall.SIGKILL)
 				killed <- pids[0]
 				return

@@ -386,7 +386,7 @@ func (v *VM) restoreFailed(p *vmm.Process, cause error) error {
 	var ee *exec.ExitError
 	if errors.As(p.ExitError(), &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return fmt.Errorf("qemu of VM %s was killed (%v) while restoring from a template: %w", v.spec.ID, ws.Signal(), errdefs.ErrUnavailable)
+			return fmt.Errorf("qemu of VM %s was killed by signal %d (%v) while restoring from a template: %w", v.spec.ID, int(ws.Signal()), ws.Signal(), errdefs.ErrUnavailable)
 		}
 	}
 	return &TemplateError{Err: fmt.Errorf("qemu exited while loading the state (%v): %s", cause, p.Tail(2000))}
