@@ -1,6 +1,6 @@
 // Package forward is the host side of the Task API for sandboxes whose
-// containers run under a guest agent (task/agent): the VM backend today, a
-// Quark backend later. A Forwarder serves containerd's Task API v3 for one
+// containers run under a guest agent (task/agent: the VM backend) or a Task
+// API server of their own (Quark: the quark backend). A Forwarder serves containerd's Task API v3 for one
 // sandbox by forwarding each call to the agent's TTRPCTaskService, and
 // intercepts only what the host must do itself:
 //
