@@ -45,6 +45,9 @@ var (
 // Quark configuration in sandbox mode. It skips without root or runc.
 func standin(t *testing.T) (Config, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the stand-in quark and runs containers with runc")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the stand-in runs containers with runc: needs root")
 	}
