@@ -75,19 +75,16 @@ func (c *Config) validateKeys() error {
 	return errors.Join(errs...)
 }
 
-// isolation checks a sandbox kind: "wasm" or "vm" ("" only where the key
-// may be left unset). "quark" gets its own reason: it is a kind kuasar
-// knows of but does not implement.
+// isolation checks a sandbox kind: "wasm", "vm" or "quark" ("" only where
+// the key may be left unset).
 func isolation(key, v string, emptyOK bool, bad func(string, string, ...any)) {
 	switch v {
-	case "wasm", "vm":
+	case "wasm", "vm", "quark":
 	case "":
 		if !emptyOK {
-			bad(key, "is empty: use \"wasm\" or \"vm\"")
+			bad(key, "is empty: use \"wasm\", \"vm\" or \"quark\"")
 		}
-	case "quark":
-		bad(key, "\"quark\" is not available: this build has no Quark backend (see quark/doc.go); use \"wasm\" or \"vm\"")
 	default:
-		bad(key, "%q is not a sandbox kind: use \"wasm\" or \"vm\"", v)
+		bad(key, "%q is not a sandbox kind: use \"wasm\", \"vm\" or \"quark\"", v)
 	}
 }
