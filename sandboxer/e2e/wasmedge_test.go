@@ -126,12 +126,23 @@ func TestWasmEdgeKill9Recovery(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: pod, Verbose: true})
-	if err != nil {
-		t.Fatalf("status after restart: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
-	}
-	if st.State != "SANDBOX_NOTREADY" || st.Info["exit_status"] != "137" {
-		t.Fatalf("recovered status %+v", st)
+	// The recovered instance's exit reaches the record through the
+	// sandbox's watcher goroutine: poll until it has.
+	for {
+		st, err := sandboxerClient(t, e).Status(ctx, &api.ControllerStatusRequest{SandboxID: pod, Verbose: true})
+		if err != nil {
+			t.Fatalf("status after restart: %v\n%s", err, tail(e.Sandboxer.Output(), 30))
+		}
+		if st.State == "SANDBOX_NOTREADY" {
+			if st.Info["exit_status"] != "137" {
+				t.Fatalf("recovered status %+v, want exit status 137", st)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("recovered status %+v, want SANDBOX_NOTREADY", st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	waitState(t, e, ctr, "CONTAINER_EXITED", 30*time.Second)
 	if out, err := e.CrictlErr("rm", "-f", ctr); err != nil {
