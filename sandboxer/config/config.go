@@ -83,6 +83,9 @@ type RuntimeHandler struct {
 	// Hypervisor is the handler's default hypervisor for "vm" sandboxes;
 	// the VM backend checks the name ("" lets it use its default).
 	Hypervisor string `toml:"hypervisor"`
+	// WasmEngine is the handler's Wasm engine ("wazero", "wasmedge") for
+	// "wasm" sandboxes whose pod has no kuasar.io/wasm-engine annotation.
+	WasmEngine string `toml:"wasm_engine"`
 }
 
 // Default returns the embedded defaults (configs/config.toml).

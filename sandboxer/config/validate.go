@@ -61,6 +61,11 @@ func (c *Config) validateKeys() error {
 			bad("runtime_handlers", "a handler has an empty name: name it as its RuntimeClass handler")
 		}
 		isolation(key+".isolation", h.Isolation, true, bad)
+		// Whether the name is a Wasm engine is the wasm backend's to say
+		// (its CheckEngine).
+		if h.WasmEngine != "" && h.Isolation == "vm" {
+			bad(key+".wasm_engine", "is set, but isolation is \"vm\", which runs no Wasm engine: remove it or set isolation = \"wasm\"")
+		}
 		// Whether the name is a hypervisor is the VM backend's to say
 		// (its section's CheckHypervisor).
 		if h.Hypervisor != "" && h.Isolation == "wasm" {

@@ -31,6 +31,7 @@ func TestValidateEveryKey(t *testing.T) {
 		{"world-writable socket mode", "[sandboxer]\nsocket_mode = \"0666\"\n", "sandboxer.socket_mode", `"0600" or "0660"`},
 		{"socket mode not octal", "[sandboxer]\nsocket_mode = \"rw-------\"\n", "sandboxer.socket_mode", `"0600" or "0660"`},
 		{"log level", "[sandboxer]\nlog_level = \"verbose\"\n", "sandboxer.log_level", "trace, debug, info"},
+		{"handler wasm engine on vm", "[runtime_handlers.x]\nisolation = \"vm\"\nwasm_engine = \"wasmedge\"\n", "runtime_handlers.x.wasm_engine", `set isolation = "wasm"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,6 +56,7 @@ func TestValidateGoodValues(t *testing.T) {
 		"",
 		"[sandboxer]\ndefault_isolation = \"vm\"\nsocket_mode = \"0660\"\n",
 		"[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"stratovirt\"\n[runtime_handlers.plain]\n",
+		"[runtime_handlers.we]\nisolation = \"wasm\"\nwasm_engine = \"wasmedge\"\n[runtime_handlers.wz]\nwasm_engine = \"wazero\"\n",
 	} {
 		if _, err := Parse([]byte(in)); err != nil {
 			t.Errorf("refused %q: %v", in, err)

@@ -55,7 +55,7 @@ func Parse(data []byte) (*Config, error) {
 // Decode checks the sandboxer's sections of c (config.Validate), decodes
 // and checks the backends' sections, refuses tables no backend owns, and
 // checks that every hypervisor a runtime handler names is one the VM
-// backend drives. Every problem is reported at once.
+// backend drives and every Wasm engine one the wasm backend knows. Every problem is reported at once.
 func Decode(c *config.Config) (*Config, error) {
 	out := &Config{Config: c, Wasm: wasmbackend.DefaultConfig(), VM: vmbackend.DefaultConfig(), Quark: quark.DefaultConfig()}
 	if err := c.Unowned(wasmbackend.ConfigSection, vmbackend.ConfigSection, quark.ConfigSection); err != nil {
@@ -79,6 +79,9 @@ func Decode(c *config.Config) (*Config, error) {
 	for _, n := range names {
 		if hv := c.RuntimeHandlers[n].Hypervisor; hv != "" {
 			errs = append(errs, vmbackend.CheckHypervisor("runtime_handlers."+n+".hypervisor", hv))
+		}
+		if e := c.RuntimeHandlers[n].WasmEngine; e != "" {
+			errs = append(errs, wasmbackend.CheckEngine("runtime_handlers."+n+".wasm_engine", e))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
