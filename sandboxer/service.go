@@ -160,10 +160,15 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
 	}
-	orphans = append(orphans, s.store.orphanBackendDirs(recs)...)
 	for _, dir := range orphans {
 		log.G(ctx).WithField("dir", dir).Warn("removing sandbox directory without a record (interrupted create)")
 		os.RemoveAll(dir)
+	}
+	for _, dir := range s.store.orphanBackendDirs(recs) {
+		log.G(ctx).WithField("dir", dir).Warn("reaping backend directory without a record (interrupted create or shutdown)")
+		if err := reapDir(ctx, dir); err != nil {
+			log.G(ctx).WithField("dir", dir).WithError(err).Warn("reap backend directory")
+		}
 	}
 	for _, p := range s.store.orphanSockets(recs) {
 		log.G(ctx).WithField("socket", p).Warn("removing task socket without a record")
@@ -183,7 +188,15 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 		}()
 	}
 	s.mu.Unlock()
-	return wg.Wait, nil
+	// Once every record is re-attached (or found exited), no marked
+	// process may run without a live sandbox.
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		wg.Wait()
+		s.reconcileProcs(ctx)
+	}()
+	return func() { <-reconciled }, nil
 }
 
 // Close stops serving every Task API socket without shutting sandboxes down:
