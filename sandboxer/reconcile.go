@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
@@ -153,4 +155,61 @@ func (sb *sandbox) resetUnstartedLocked(ctx context.Context) {
 		}
 	}
 	sb.rec.Backend, sb.rec.Checkpoint = "", nil
+}
+
+// SandboxStore is containerd's sandbox store as the sandboxer asks it after
+// a restart (ContainerdImages implements it).
+type SandboxStore interface {
+	// SandboxExists reports whether containerd still holds sandbox id in
+	// namespace ns. An error means containerd could not say.
+	SandboxExists(ctx context.Context, ns, id string) (bool, error)
+}
+
+// WithSandboxStore lets the sandboxer ask containerd, after a restart,
+// which of its sandboxes containerd still knows (see dropForgotten).
+func WithSandboxStore(st SandboxStore) Option { return func(s *Service) { s.containerd = st } }
+
+// storeProbeTimeout bounds one question to containerd's sandbox store.
+const storeProbeTimeout = 5 * time.Second
+
+// dropForgotten shuts down every recovered sandbox that containerd no
+// longer knows. containerd records a sandbox in its store before it calls
+// Create, and when the sandboxer dies during a pod's Create or Start, CRI's
+// clean-up of the failed RunPodSandbox cannot reach the sandboxer but does
+// delete the sandbox from its store: nobody would ever call Shutdown for
+// it. Only a definite NotFound counts: when containerd cannot be asked, the
+// records stay (and containerd shuts them down as usual).
+func (s *Service) dropForgotten(ctx context.Context, recovered []string) {
+	if s.containerd == nil {
+		return
+	}
+	for _, id := range recovered {
+		s.mu.Lock()
+		sb := s.sandboxes[id]
+		s.mu.Unlock()
+		if sb == nil {
+			continue
+		}
+		sb.mu.Lock()
+		ns := sb.rec.Namespace
+		sb.mu.Unlock()
+		if ns == "" {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, storeProbeTimeout)
+		known, err := s.containerd.SandboxExists(pctx, ns, id)
+		cancel()
+		if err != nil {
+			log.G(ctx).WithError(err).Info("containerd's sandbox store cannot be asked; keeping every recovered sandbox")
+			return
+		}
+		if known {
+			continue
+		}
+		if _, err := s.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: id}); err != nil {
+			log.G(ctx).WithField("sandbox", id).WithError(err).Warn("shut down a sandbox containerd no longer knows")
+			continue
+		}
+		log.G(ctx).WithField("sandbox", id).Warn("shut down a sandbox containerd no longer knows (the sandboxer was killed while containerd created or started it)")
+	}
 }

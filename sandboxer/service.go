@@ -54,8 +54,11 @@ type Service struct {
 	cfg      *config.Config
 	backends map[string]backend.Backend
 	resolver ImageResolver
-	store    store
-	sockMode os.FileMode
+	// containerd answers which sandboxes containerd still knows (nil:
+	// not asked).
+	containerd SandboxStore
+	store      store
+	sockMode   os.FileMode
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
@@ -175,8 +178,10 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 		removeSocket(p)
 	}
 	var wg sync.WaitGroup
+	ids := make([]string, 0, len(recs))
 	s.mu.Lock()
 	for _, r := range recs {
+		ids = append(ids, r.ID)
 		sb := newSandbox(s, r)
 		sb.recovering = make(chan struct{})
 		s.sandboxes[r.ID] = sb
@@ -194,6 +199,7 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 	go func() {
 		defer close(reconciled)
 		wg.Wait()
+		s.dropForgotten(ctx, ids)
 		s.reconcileProcs(ctx)
 	}()
 	return func() { <-reconciled }, nil

@@ -92,7 +92,7 @@ func run(args []string) error {
 
 	resolver := sandboxer.NewContainerdImages(cfg.Sandboxer.ContainerdAddress)
 	defer resolver.Close()
-	opts := []sandboxer.Option{sandboxer.WithConfig(cfg), sandboxer.WithImageResolver(resolver)}
+	opts := []sandboxer.Option{sandboxer.WithConfig(cfg), sandboxer.WithImageResolver(resolver), sandboxer.WithSandboxStore(resolver)}
 	bopts, closeBackends, err := backends(ctx, cfg)
 	if err != nil {
 		return err

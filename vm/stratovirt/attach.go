@@ -3,6 +3,7 @@ package stratovirt
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/internal/virtiofs"
@@ -35,11 +36,19 @@ func (v *VM) Attach(ctx context.Context, pid int) error {
 			return fmt.Errorf("stratovirt of VM %s (pid %d) runs but its virtiofsd does not: the guest lost its shared directory: %w", v.spec.ID, pid, err)
 		}
 	}
+	// One QMP client at a time: the old one may not be noticed gone
+	// yet, so the connect is retried within the probe's deadline.
 	pctx, cancel := qmp.Probe(ctx)
-	q, err := DialQMP(pctx, v.path(QMPSocketName))
-	cancel()
+	defer cancel()
+	var q *QMP
+	err = vmm.Poll(pctx, p, 20*time.Millisecond, func() (err error) {
+		q, err = DialQMP(pctx, v.path(QMPSocketName))
+		return err
+	}, func(exited bool, last error) error {
+		return fmt.Errorf("stratovirt of VM %s (pid %d): probe QMP connect (exited %v): %w", v.spec.ID, pid, exited, last)
+	})
 	if err != nil {
-		return fmt.Errorf("stratovirt of VM %s (pid %d): probe QMP connect: %w", v.spec.ID, pid, err)
+		return err
 	}
 	v.proc.Store(p)
 	v.fsd, v.qmp = fsd, q
