@@ -8,8 +8,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	ch "github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 )
 
 // TestReattach re-attaches to a running Cloud Hypervisor after the driver
