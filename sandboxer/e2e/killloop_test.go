@@ -68,6 +68,8 @@ type killLoopEnv struct {
 	sbc     api.ControllerClient
 	hit     map[string]int // crash point -> times the sandboxer died there
 	orphans []string
+	// phases sums the time spent in each phase of the iterations.
+	phases map[string]time.Duration
 }
 
 // TestKillLoopWasm runs 150 Wasm pod lives, each cut by a SIGKILL of the
@@ -144,13 +146,13 @@ func TestKillLoopVM(t *testing.T) {
 var wasmNamed, wasmRandom = 120, 30
 
 func newKillLoop(t *testing.T, e *testenv.Env) *killLoopEnv {
-	return &killLoopEnv{t: t, e: e, sbc: sandboxerClient(t, e), hit: map[string]int{}}
+	return &killLoopEnv{t: t, e: e, sbc: sandboxerClient(t, e), hit: map[string]int{}, phases: map[string]time.Duration{}}
 }
 
 // report logs the figures and fails for every crash point never reached
 // and for the orphans found.
 func (k *killLoopEnv) report(n int, took time.Duration, points []string) {
-	k.t.Logf("kill-loop: %d iterations in %v; deaths at named points %v; orphans %d", n, took.Round(time.Second), k.hit, len(k.orphans))
+	k.t.Logf("kill-loop: %d iterations in %v (phases %v); deaths at named points %v; orphans %d", n, took.Round(time.Second), k.phases, k.hit, len(k.orphans))
 	for _, p := range points {
 		if k.hit[p] == 0 {
 			k.t.Errorf("crash point %s was never reached: the loop does not test it", p)
@@ -169,6 +171,11 @@ func (k *killLoopEnv) report(n int, took time.Duration, points []string) {
 func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Duration) {
 	t, e := k.t, k.e
 	t.Helper()
+	t0 := time.Now()
+	phase := func(name string) {
+		k.phases[name] += time.Since(t0).Round(time.Millisecond)
+		t0 = time.Now()
+	}
 	e.Sandboxer.Kill9()
 	e.SandboxerEnv = nil
 	if point != "" {
@@ -176,12 +183,17 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 	}
 	e.StartSandboxer()
 	victim := e.Sandboxer
+	var timer *time.Timer
+	killed := make(chan struct{})
 	if point == "" {
-		timer := time.AfterFunc(delay, victim.Kill9)
-		defer timer.Stop()
+		timer = time.AfterFunc(delay, func() { victim.Kill9(); close(killed) })
 	}
 	name := fmt.Sprintf("kl%d", n)
+	phase("start")
 	step, err := k.live(kind, name)
+	if timer != nil && !timer.Stop() {
+		<-killed // the kill runs: let it finish before touching the process
+	}
 	died := exited(victim.Pid(), 5*time.Second)
 	switch {
 	case died && point != "":
@@ -195,10 +207,14 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 	e.Sandboxer.Kill9()
 	e.SandboxerEnv = nil
 	e.StartSandboxer()
+	phase("live")
 	what := fmt.Sprintf("iteration %d (%s, killed at %q after step %s, delay %v)", n, kind.name, point, step, delay)
 	k.agree(what)
+	phase("agree")
 	k.removeAll(what)
+	phase("remove")
 	k.noOrphans(what)
+	phase("orphans")
 }
 
 // live runs a pod's life through crictl until a step fails; it returns the
