@@ -421,8 +421,8 @@ func (k *killLoopEnv) noOrphans(what string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			k.t.Logf("%s: orphans: %v", what, found)
 			for _, f := range found {
+				k.t.Logf("%s: orphan: %s", what, f.what)
 				k.orphans = append(k.orphans, what+": "+f.what)
 				f.clean()
 			}
