@@ -35,7 +35,7 @@ fixtures: ## rebuild the Wasm test modules from their C and WAT sources
 test: guest ## run every test, integration tests with real containerd, crictl and QEMU included (root)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-test-short: ## unit tests only
+test-short: ## unit tests only (-short): no QEMU, containerd, crictl or binaries built; in-process registries and Wasm only; under 2 minutes
 	$(GO) test -short -count=1 ./...
 
 test-race: ## 1,000 concurrent Wasm sandbox lifecycles, twice, under the race detector; goroutines, fds and RSS back to baseline (root)

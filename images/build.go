@@ -416,7 +416,7 @@ func (m *MemoryImage) indexEntry(name string) (ocispec.Descriptor, error) {
 	}
 	named, err := reference.ParseDockerRef(name)
 	if err != nil {
-		return d, fmt.Errorf("image name %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
+		return d, fmt.Errorf("image name %q: %w: %w", name, err, errdefs.ErrInvalidArgument)
 	}
 	d.Annotations = map[string]string{annotationContainerdImageName: named.String()}
 	if t, ok := named.(reference.Tagged); ok {
@@ -459,7 +459,7 @@ func (m *MemoryImage) WriteLayout(dir, name string) error {
 	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	if b, err := os.ReadFile(filepath.Join(dir, ocispec.ImageIndexFile)); err == nil {
 		if err := json.Unmarshal(b, &idx); err != nil {
-			return fmt.Errorf("existing %s: %v: %w", filepath.Join(dir, ocispec.ImageIndexFile), err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("existing %s: %w: %w", filepath.Join(dir, ocispec.ImageIndexFile), err, errdefs.ErrInvalidArgument)
 		}
 	}
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d ocispec.Descriptor) bool {
@@ -532,7 +532,7 @@ func (m *MemoryImage) Push(ctx context.Context, ref string, opts ...Option) erro
 	o := newOptions(opts)
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return fmt.Errorf("image reference %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("image reference %q: %w: %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	repo, tag, err := newRepository(named, o)
 	if err != nil {

@@ -30,6 +30,9 @@ func toolsDir() string {
 // and that what `ctr images export` writes resolves in kuasar's store: the
 // pause image the CRI tests need and a Wasm image.
 func TestContainerdArchiveInterop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs containerd; -short runs unit tests only")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("containerd needs root")
 	}

@@ -227,6 +227,7 @@ func TestLayerBombs(t *testing.T) {
 		fix       string   // what the message must name to raise it
 		msg       []string // more the message must say
 		ok        bool     // a legitimate layer: the pull succeeds
+		long      bool     // inflates a gigabyte or more: skipped under -short
 	}{
 		{
 			// The attack of issue 7: 4 MiB of gzip expanding to 4 GiB,
@@ -253,12 +254,14 @@ func TestLayerBombs(t *testing.T) {
 			name: "gzip bomb 4GiB over the size, no ratio", mediaType: ocispec.MediaTypeImageLayerGzip,
 			blob:   func(t testing.TB) []byte { return gzipBomb(t, 4<<30) },
 			limits: images.Limits{MaxLayerSize: 1 << 30, MaxLayerRatio: -1}, limit: images.LimitLayerSize, fix: "--max-layer-size",
+			long: true,
 		},
 		{
 			// Under the default 8 GiB limit, over it.
 			name: "gzip bomb 9GiB default size limit", mediaType: ocispec.MediaTypeImageLayerGzip,
 			blob:   func(t testing.TB) []byte { return gzipBomb(t, 9<<30) },
 			limits: images.Limits{MaxLayerRatio: -1}, limit: images.LimitLayerSize, fix: "--max-layer-size",
+			long: true,
 		},
 		{
 			name: "zstd bomb over the size, no ratio", mediaType: ocispec.MediaTypeImageLayerZstd,
@@ -334,6 +337,9 @@ func TestLayerBombs(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long && testing.Short() {
+				t.Skip("inflates a gigabyte or more; -short runs unit tests only")
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 			defer cancel()
 			ref := fmt.Sprintf("bombs/b%d:v1", i)

@@ -113,7 +113,7 @@ func loadImage(ctx context.Context, p Provider, desc ocispec.Descriptor) (*Image
 		// leniently into the image config shape.
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &img.Config); err != nil && !isWasmConfig(img.Manifest.Config.MediaType) {
-				return nil, fmt.Errorf("decode config %s of manifest %s: %v: %w", img.Manifest.Config.Digest, desc.Digest, err, errdefs.ErrInvalidArgument)
+				return nil, fmt.Errorf("decode config %s of manifest %s: %w: %w", img.Manifest.Config.Digest, desc.Digest, err, errdefs.ErrInvalidArgument)
 			}
 		}
 		// Annotations from the index entry that led here count as manifest

@@ -42,17 +42,28 @@ func decompress(r io.Reader, layer digest.Digest) (io.ReadCloser, error) {
 	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("gzip layer: %v: %w", err, errdefs.ErrInvalidArgument)
+			return nil, streamError("gzip layer", err)
 		}
 		return zr, nil
 	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 		zr, err := zstdReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("zstd layer: %v: %w", err, errdefs.ErrInvalidArgument)
+			return nil, streamError("zstd layer", err)
 		}
 		return zstdLimitReader{d: zr, layer: layer}, nil
 	}
 	return io.NopCloser(br), nil
+}
+
+// streamError wraps an error from reading a layer stream. An error that
+// carries its own kind comes from the source below (a registry timeout, a
+// limit, a cancelled pull) and keeps it; anything else is the stream's
+// fault: ErrInvalidArgument.
+func streamError(what string, err error) error {
+	if hasKind(err) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w: %w", what, err, errdefs.ErrInvalidArgument)
 }
 
 // cleanEntry turns a tar entry name into a clean root-relative path, refusing
@@ -99,10 +110,10 @@ func layerEach(ctx context.Context, p Provider, layer ocispec.Descriptor, lim Li
 			if errors.As(err, &le) {
 				return err // names the layer
 			}
-			if errors.Is(err, ErrDigestMismatch) {
+			if hasKind(err) { // ErrDigestMismatch, or a kind from the source
 				return fmt.Errorf("layer %s: %w", layer.Digest, err)
 			}
-			return fmt.Errorf("layer %s is not a valid tar stream: %v: %w", layer.Digest, err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("layer %s is not a valid tar stream: %w: %w", layer.Digest, err, errdefs.ErrInvalidArgument)
 		}
 		if err := budget.entry(h.Size); err != nil {
 			return err

@@ -42,7 +42,7 @@ type verifier struct {
 
 func newVerifier(r io.Reader, desc ocispec.Descriptor) (*verifier, error) {
 	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("descriptor digest %q: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("descriptor digest %q: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	if !desc.Digest.Algorithm().Available() {
 		return nil, fmt.Errorf("digest algorithm %q of %s is not supported (use sha256): %w", desc.Digest.Algorithm(), desc.Digest, errdefs.ErrNotImplemented)
@@ -121,7 +121,7 @@ func readJSON(ctx context.Context, p Provider, desc ocispec.Descriptor, v any) e
 		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decode %s %s: %v: %w", desc.MediaType, desc.Digest, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("decode %s %s: %w: %w", desc.MediaType, desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

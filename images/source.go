@@ -114,7 +114,7 @@ func ParseTarget(target string) (Target, error) {
 	}
 	named, err := reference.ParseDockerRef(target)
 	if err != nil {
-		return Target{}, fmt.Errorf("%q is not a file, an OCI layout or a valid image reference (%v): %w", target, err, errdefs.ErrInvalidArgument)
+		return Target{}, fmt.Errorf("%q is not a file, an OCI layout or a valid image reference (%w): %w", target, err, errdefs.ErrInvalidArgument)
 	}
 	return Target{Kind: SourceRegistry, Ref: named.String()}, nil
 }
@@ -230,7 +230,7 @@ func (s *Store) Workload(ctx context.Context, e Entry) (*Workload, error) {
 	if e.Rootfs {
 		w.Rootfs = s.RootfsPath(e.Manifest.Digest)
 		if _, err := os.Stat(w.Rootfs); err != nil {
-			return nil, fmt.Errorf("rootfs of image %s is missing from the store (%v): pull it again: %w", e.Name, err, errdefs.ErrNotFound)
+			return nil, fmt.Errorf("rootfs of image %s is missing from the store (%w): pull it again: %w", e.Name, err, errdefs.ErrNotFound)
 		}
 	}
 	if md.Kind == KindWasm {
@@ -264,7 +264,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Entry, er
 	o := newOptions(opts)
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return Entry{}, fmt.Errorf("image reference %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return Entry{}, fmt.Errorf("image reference %q: %w: %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	name := named.String()
 	v, err, _ := s.group.Do("pull\x00"+name, func() (any, error) {
@@ -290,40 +290,41 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Entry, er
 
 // registryError maps oras/HTTP errors to errdefs kinds by their types and
 // status codes (never by their text: a port such as :44011 holds "401").
+// An error that already carries a kind (a TimeoutError, a LimitError, a
+// PlainHTTPError, a context error, a kind from the store) keeps it; the
+// registry's error stays wrapped, so errors.As still finds its
+// *errcode.ErrorResponse or *net.OpError.
 func registryError(err error) error {
-	var (
-		te   *TimeoutError
-		ph   *PlainHTTPError
-		le   *LimitError
-		resp *errcode.ErrorResponse
-	)
+	var resp *errcode.ErrorResponse
 	switch {
-	case errors.As(err, &te), errors.As(err, &ph), errors.As(err, &le):
-		return err
-	case errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsInvalidArgument(err) ||
-		errdefs.IsResourceExhausted(err) || errdefs.IsDeadlineExceeded(err) || errdefs.IsPermissionDenied(err):
+	case hasKind(err):
 		return err
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):
-		return fmt.Errorf("%v: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
+		return fmt.Errorf("%w: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
 	case errors.As(err, &resp):
 		switch resp.StatusCode {
 		case http.StatusUnauthorized:
-			return fmt.Errorf("%v: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
+			return fmt.Errorf("%w: log in (docker login, or put credentials in ~/.docker/config.json): %w", err, errdefs.ErrPermissionDenied)
 		case http.StatusForbidden:
-			return fmt.Errorf("%v: the credentials in the docker config.json do not grant access to this repository: %w", err, errdefs.ErrPermissionDenied)
+			return fmt.Errorf("%w: the credentials in the docker config.json do not grant access to this repository: %w", err, errdefs.ErrPermissionDenied)
 		case http.StatusNotFound:
-			return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 		case http.StatusTooManyRequests:
-			return fmt.Errorf("%v: the registry is rate-limiting this client, try again later or log in: %w", err, errdefs.ErrUnavailable)
+			return fmt.Errorf("%w: the registry is rate-limiting this client, try again later or log in: %w", err, errdefs.ErrUnavailable)
 		}
 	case errors.Is(err, orasErrdef.ErrNotFound):
-		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 	case errors.Is(err, orasErrdef.ErrSizeExceedsLimit):
-		return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
-	case errdefs.IsCanceled(err):
-		return err
+		return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
 	}
-	return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+	return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+}
+
+// hasKind reports whether err carries an errdefs kind (or a context error)
+// anywhere in its tree: errgrpc.ToGRPC would map it to that kind's code,
+// so a wrapper must not add a second kind that contradicts it.
+func hasKind(err error) bool {
+	return errdefs.IsUnknown(err) || !errors.Is(errdefs.Resolve(err), errdefs.ErrUnknown)
 }
 
 // isLoopbackHost reports whether host[:port] is localhost or a loopback IP.
@@ -357,7 +358,7 @@ func newRepository(named reference.Named, o *options) (*remote.Repository, strin
 	}
 	repo, err := remote.NewRepository(ref)
 	if err != nil {
-		return nil, "", fmt.Errorf("image reference %s: %v: %w", named, err, errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("image reference %s: %w: %w", named, err, errdefs.ErrInvalidArgument)
 	}
 	repo.PlainHTTP = o.plainHTTP || isLoopbackHost(host)
 	var store credentials.Store
@@ -367,7 +368,7 @@ func newRepository(named reference.Named, o *options) (*remote.Repository, strin
 		store, err = credentials.NewStoreFromDocker(credentials.StoreOptions{})
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("read registry credentials (docker config): %v: fix or remove the config file: %w", err, errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("read registry credentials (docker config): %w: fix or remove the config file: %w", err, errdefs.ErrInvalidArgument)
 	}
 	client := &auth.Client{Cache: auth.NewCache(), Credential: credentials.Credential(store)}
 	if o.client != nil {
@@ -575,7 +576,7 @@ type layoutSource string
 
 func (l layoutSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("digest %q: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("digest %q: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	f, err := os.Open(filepath.Join(string(l), ocispec.ImageBlobsDir, desc.Digest.Algorithm().String(), desc.Digest.Encoded()))
 	if errors.Is(err, os.ErrNotExist) {
@@ -605,7 +606,7 @@ func (l layoutSource) Close() error { return nil }
 func decodeIndex(b []byte, where string) (*ocispec.Index, error) {
 	var idx ocispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, fmt.Errorf("index.json of %s: %v: %w", where, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("index.json of %s: %w: %w", where, err, errdefs.ErrInvalidArgument)
 	}
 	return &idx, nil
 }
@@ -632,7 +633,7 @@ func openArchive(p string) (*archiveSource, error) {
 		}
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("OCI archive %s is not a valid tar file: %v: %w", p, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("OCI archive %s is not a valid tar file: %w: %w", p, err, errdefs.ErrInvalidArgument)
 		}
 		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
 			continue
@@ -664,7 +665,7 @@ func (a *archiveSource) member(name string) (io.ReadCloser, bool) {
 
 func (a *archiveSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("digest %q: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("digest %q: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	r, ok := a.member(path.Join(ocispec.ImageBlobsDir, desc.Digest.Algorithm().String(), desc.Digest.Encoded()))
 	if !ok {

@@ -131,7 +131,7 @@ func (s *Store) Root() string { return s.root }
 
 func (s *Store) blobPath(d digest.Digest) (string, error) {
 	if err := d.Validate(); err != nil {
-		return "", fmt.Errorf("digest %q: %v: %w", d, err, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("digest %q: %w: %w", d, err, errdefs.ErrInvalidArgument)
 	}
 	return filepath.Join(s.root, "blobs", d.Algorithm().String(), d.Encoded()), nil
 }
@@ -219,7 +219,7 @@ func (s *Store) readIndex() (*indexFile, error) {
 	}
 	var idx indexFile
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, fmt.Errorf("image store index %s is corrupt (%v): remove it and pull again: %w", filepath.Join(s.root, "index.json"), err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("image store index %s is corrupt (%w): remove it and pull again: %w", filepath.Join(s.root, "index.json"), err, errdefs.ErrDataLoss)
 	}
 	return &idx, nil
 }

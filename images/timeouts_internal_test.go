@@ -1,9 +1,11 @@
 package images
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,9 +13,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	orasErrdef "oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
@@ -45,6 +51,7 @@ func TestRegistryErrorKinds(t *testing.T) {
 		{"refused connect to port 4011", errors.New("dial tcp 127.0.0.1:4011: connect: connection refused"), errdefs.IsUnavailable, "unavailable"},
 		{"DNS not found is no 404", errors.New("dial tcp: lookup registry.invalid: no such host (not found)"), errdefs.IsUnavailable, "unavailable"},
 		{"timeout", &url.Error{Op: "Get", URL: "http://127.0.0.1:44011/v2/", Err: timeout}, errdefs.IsDeadlineExceeded, "deadline exceeded"},
+		{"a kind from the store is kept", fmt.Errorf("pull: image store index is corrupt: %w", errdefs.ErrDataLoss), func(err error) bool { return errdefs.IsDataLoss(err) && !errdefs.IsUnavailable(err) }, "data loss"},
 		{"plain HTTP", &url.Error{Op: "Get", URL: "https://127.0.0.1:44011/v2/", Err: &PlainHTTPError{Host: "127.0.0.1:44011"}}, errdefs.IsUnavailable, "unavailable"},
 	}
 	for _, tc := range tests {
@@ -125,5 +132,43 @@ func TestTransportPhases(t *testing.T) {
 
 	if err := get(plain.URL + "/v2/"); err != nil {
 		t.Errorf("plain HTTP request through the transport: %v", err)
+	}
+}
+
+// TestStreamErrorKinds checks which kind wins when a layer stream fails:
+// a failure of the source below (a registry timeout, a limit, a cancelled
+// pull) keeps its own kind, a stream that is not gzip, zstd or tar is
+// ErrInvalidArgument; the cause stays wrapped either way.
+func TestStreamErrorKinds(t *testing.T) {
+	timeout := &TimeoutError{Host: "127.0.0.1:44011", Phase: PhaseBodyRead, Limit: time.Second, Flag: flagResponseTimeout}
+	gz := []byte{0x1f, 0x8b}
+	tests := []struct {
+		name string
+		src  io.Reader
+		is   func(error) bool
+		code codes.Code
+	}{
+		{"corrupt gzip header", bytes.NewReader(append(gz, "not a gzip header at all"...)), errdefs.IsInvalidArgument, codes.InvalidArgument},
+		{"registry timeout inside the gzip header", io.MultiReader(bytes.NewReader(gz), iotest.ErrReader(timeout)), errdefs.IsDeadlineExceeded, codes.DeadlineExceeded},
+		{"cancelled pull inside the gzip header", io.MultiReader(bytes.NewReader(gz), iotest.ErrReader(fmt.Errorf("read body: %w", context.Canceled))), errdefs.IsCanceled, codes.Canceled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decompress(tc.src, "sha256:0000")
+			if !tc.is(err) {
+				t.Fatalf("decompress: err = %v, want %s", err, tc.code)
+			}
+			if got := status.Code(errgrpc.ToGRPC(err)); got != tc.code {
+				t.Errorf("gRPC code of %v = %s, want %s", err, got, tc.code)
+			}
+			if tc.code != codes.InvalidArgument && errdefs.IsInvalidArgument(err) {
+				t.Errorf("%v blames the stream for a failure of its source", err)
+			}
+		})
+	}
+	var te *TimeoutError
+	_, err := decompress(io.MultiReader(bytes.NewReader(gz), iotest.ErrReader(timeout)), "sha256:0000")
+	if !errors.As(err, &te) || te != timeout {
+		t.Errorf("the TimeoutError is not kept as the cause of %v", err)
 	}
 }

@@ -124,7 +124,7 @@ func decodePodConfig(opts *anypb.Any) (*runtimeapi.PodSandboxConfig, error) {
 	}
 	v, err := typeurl.UnmarshalAny(opts)
 	if err != nil {
-		return nil, fmt.Errorf("decode sandbox options (%s): %v: %w", opts.GetTypeUrl(), err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("decode sandbox options (%s): %w: %w", opts.GetTypeUrl(), err, errdefs.ErrInvalidArgument)
 	}
 	cfg, ok := v.(*runtimeapi.PodSandboxConfig)
 	if !ok {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 
 	"github.com/kuasar-go/kuasar/sandboxer"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
@@ -48,7 +50,9 @@ func ExampleNew() {
 	fmt.Println(status.State)
 	svc.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "demo"})
 	_, err = svc.Status(ctx, &api.ControllerStatusRequest{SandboxID: "demo"})
-	fmt.Println(strings.Contains(err.Error(), "not found"))
+	// The Service returns gRPC status errors, as containerd receives them;
+	// errgrpc.ToNative gives back the errdefs kind.
+	fmt.Println(errdefs.IsNotFound(errgrpc.ToNative(err)))
 	// Output:
 	// task API version 3 over ttrpc+unix
 	// SANDBOX_READY

@@ -51,7 +51,9 @@ func (c *ContainerdImages) get() (*containerd.Client, error) {
 	if c.client == nil {
 		cl, err := containerd.New(c.address)
 		if err != nil {
-			return nil, fmt.Errorf("connect to containerd at %s (set sandboxer.containerd_address): %w", c.address, errdefs.ErrUnavailable)
+			// Unavailable wins over the dial error's own kind (a
+			// deadline, say): the sandboxer cannot reach containerd.
+			return nil, fmt.Errorf("connect to containerd at %s (set sandboxer.containerd_address): %w: %w", c.address, errdefs.ErrUnavailable, err)
 		}
 		c.client = cl
 	}

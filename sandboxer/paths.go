@@ -71,7 +71,7 @@ func prepareBase(root, base string) error {
 			"use a --state-dir of at most %d bytes: %w", root, len(root), maxSocketPath, base, maxBaseLen, errdefs.ErrInvalidArgument)
 	}
 	if err := os.MkdirAll(base, 0o700); err != nil {
-		return fmt.Errorf("state dir %s is too long (%d bytes) for unix socket paths under it, and the short socket directory %s cannot be created (%v): "+
+		return fmt.Errorf("state dir %s is too long (%d bytes) for unix socket paths under it, and the short socket directory %s cannot be created (%w): "+
 			"use a --state-dir of at most %d bytes: %w", root, len(root), base, err, maxBaseLen, errdefs.ErrFailedPrecondition)
 	}
 	for _, d := range []string{filepath.Dir(base), base} {

@@ -2,14 +2,10 @@ package sandboxer
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
-
 	"github.com/containerd/log"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/bundle"
 )
 
 // ImageResolver reads the routing metadata of an image that containerd holds.
@@ -23,22 +19,18 @@ type ImageResolver interface {
 // first container's bundle: the container's own kuasar.io/isolation
 // annotation, then the image's metadata, then the runtime handler's default.
 // why says which of them decided, for the log.
-func (s *Service) route(ctx context.Context, handler, namespace, bundle string) (kind, hypervisor, why string) {
+func (s *Service) route(ctx context.Context, handler, namespace, bundleDir string) (kind, hypervisor, why string) {
 	kind, hypervisor = s.cfg.HandlerIsolation(handler)
 	why = "runtime handler " + handler + " default"
 	if handler == "" {
 		why = "sandboxer default_isolation"
 	}
-	if bundle == "" {
+	if bundleDir == "" {
 		return kind, hypervisor, why
 	}
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	sp, err := bundle.ReadSpec(bundleDir)
 	if err != nil {
 		log.G(ctx).WithError(err).Debug("no bundle spec to route on")
-		return kind, hypervisor, why
-	}
-	var sp specs.Spec
-	if err := json.Unmarshal(b, &sp); err != nil {
 		return kind, hypervisor, why
 	}
 	if hv := sp.Annotations[annotationHypervisor]; hv != "" {

@@ -116,7 +116,7 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		removeSocket(p)
 		return err
 	}
-	taskAPI.RegisterTTRPCTaskService(srv, &taskForwarder{sb: sb})
+	taskAPI.RegisterTTRPCTaskService(srv, newTaskForwarder(sb))
 	sb.tsrv = srv
 	go func() {
 		if err := srv.Serve(context.WithoutCancel(ctx), l); err != nil && err != ttrpc.ErrServerClosed {

@@ -11,23 +11,36 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kuasar-go/kuasar/internal/exitrecord"
+	"github.com/kuasar-go/kuasar/task/forward"
 )
 
-// taskForwarder serves a sandbox's Task API socket: it forwards every call to
-// the backend instance's TaskService, starting the backend at the first
-// Create when the pod did not name its kind.
+// taskForwarder serves a sandbox's Task API socket: it hands every call to
+// the backend instance's TaskService (forward.Passthrough), starting the
+// backend at the first Create when the pod did not name its kind, and
+// records each container's exit in its bundle.
 type taskForwarder struct {
+	passthrough
 	sb *sandbox
 }
 
+// passthrough names the embedded forward.Passthrough without exporting it.
+type passthrough = forward.Passthrough
+
 var _ taskAPI.TTRPCTaskService = (*taskForwarder)(nil)
 
-// tasks returns the instance's task service or a NotFound naming id.
-func (f *taskForwarder) tasks(id string) (taskAPI.TTRPCTaskService, error) {
+func newTaskForwarder(sb *sandbox) *taskForwarder {
+	f := &taskForwarder{sb: sb}
+	f.passthrough = forward.Passthrough{Target: f.tasks}
+	return f
+}
+
+// tasks returns the instance's task service, or a NotFound naming id
+// before the first container created the instance.
+func (f *taskForwarder) tasks(_ context.Context, id string) (taskAPI.TTRPCTaskService, error) {
 	f.sb.mu.Lock()
 	defer f.sb.mu.Unlock()
 	if f.sb.inst == nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("task %q in sandbox %s: no container was created in this sandbox yet: %w", id, f.sb.rec.ID, errdefs.ErrNotFound))
+		return nil, fmt.Errorf("task %q in sandbox %s: no container was created in this sandbox yet: %w", id, f.sb.rec.ID, errdefs.ErrNotFound)
 	}
 	return f.sb.inst.Tasks(), nil
 }
@@ -86,132 +99,6 @@ func recordExit(ctx context.Context, lg *log.Entry, tasks taskAPI.TTRPCTaskServi
 	if err := exitrecord.Write(bundle, exitrecord.Record{Status: w.GetExitStatus(), ExitedAt: at, Pid: pid}); err != nil {
 		lg.WithField("container", id).WithError(err).Debug("exit not recorded in the bundle")
 	}
-}
-
-// State forwards the call to the backend instance's task service.
-func (f *taskForwarder) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.State(ctx, r)
-}
-
-// Start forwards the call to the backend instance's task service.
-func (f *taskForwarder) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Start(ctx, r)
-}
-
-// Delete forwards the call to the backend instance's task service.
-func (f *taskForwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Delete(ctx, r)
-}
-
-// Pids forwards the call to the backend instance's task service.
-func (f *taskForwarder) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Pids(ctx, r)
-}
-
-// Pause forwards the call to the backend instance's task service.
-func (f *taskForwarder) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Pause(ctx, r)
-}
-
-// Resume forwards the call to the backend instance's task service.
-func (f *taskForwarder) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Resume(ctx, r)
-}
-
-// Checkpoint forwards the call to the backend instance's task service.
-func (f *taskForwarder) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Checkpoint(ctx, r)
-}
-
-// Kill forwards the call to the backend instance's task service.
-func (f *taskForwarder) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Kill(ctx, r)
-}
-
-// Exec forwards the call to the backend instance's task service.
-func (f *taskForwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Exec(ctx, r)
-}
-
-// ResizePty forwards the call to the backend instance's task service.
-func (f *taskForwarder) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.ResizePty(ctx, r)
-}
-
-// CloseIO forwards the call to the backend instance's task service.
-func (f *taskForwarder) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.CloseIO(ctx, r)
-}
-
-// Update forwards the call to the backend instance's task service.
-func (f *taskForwarder) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Update(ctx, r)
-}
-
-// Wait forwards the call to the backend instance's task service.
-func (f *taskForwarder) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Wait(ctx, r)
-}
-
-// Stats forwards the call to the backend instance's task service.
-func (f *taskForwarder) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	t, err := f.tasks(r.GetID())
-	if err != nil {
-		return nil, err
-	}
-	return t.Stats(ctx, r)
 }
 
 // Connect reports the sandbox's pid; it works before any container exists.

@@ -125,7 +125,7 @@ func (c Config) Validate(name string) error {
 			return fmt.Errorf("%s is not configured: set %q in [hypervisor.%s]: %w", what, key, name, errdefs.ErrFailedPrecondition)
 		}
 		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("%s %s not usable (%v): set %q in [hypervisor.%s] (run `make guest` for the kernel and initramfs): %w",
+			return fmt.Errorf("%s %s not usable (%w): set %q in [hypervisor.%s] (run `make guest` for the kernel and initramfs): %w",
 				what, path, err, key, name, errdefs.ErrFailedPrecondition)
 		}
 		return nil

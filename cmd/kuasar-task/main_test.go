@@ -23,9 +23,13 @@ import (
 )
 
 // buildAgent builds the binary exactly as the guest builder must:
-// CGO_ENABLED=0, so it runs as /init with no libc in the initramfs.
+// CGO_ENABLED=0, so it runs as /init with no libc in the initramfs. Under
+// -short (unit tests only) the test is skipped instead.
 func buildAgent(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary; -short runs unit tests only")
+	}
 	out := filepath.Join(t.TempDir(), "kuasar-task")
 	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=test-1", "-o", out, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -405,7 +405,7 @@ func parseDir(v string) (wasm.Mount, error) {
 	}
 	st, err := os.Stat(host)
 	if err != nil {
-		return m, fmt.Errorf("%q: %v", v, err)
+		return m, fmt.Errorf("%q: %w", v, err)
 	}
 	if !st.IsDir() {
 		return m, fmt.Errorf("%q: %s is not a directory", v, host)

@@ -65,7 +65,7 @@ func resolveWasmFile(target string) (*images.Workload, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: no such file: %w", file, errdefs.ErrNotFound)
 		}
-		return nil, fmt.Errorf("read %s: %v: %w", file, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("read %s: %w: %w", file, err, errdefs.ErrInvalidArgument)
 	}
 	if !bytes.HasPrefix(b, []byte("\x00asm")) {
 		return nil, fmt.Errorf("%s is not a WebAssembly module (no \\0asm header): pass a .wasm file: %w", file, errdefs.ErrInvalidArgument)

@@ -84,6 +84,9 @@ func (e *buildError) Error() string { return e.err.Error() + ": " + string(e.out
 
 func binary(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the kuasar binary; -short runs unit tests only")
+	}
 	bin, err := kuasarBinary()
 	if err != nil {
 		t.Fatalf("go build ./cmd/kuasar: %v", err)

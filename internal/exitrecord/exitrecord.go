@@ -109,7 +109,7 @@ func Read(bundle string) (Record, error) {
 	}
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, fmt.Errorf("exit record %s/%s: %v: %w", bundle, FileName, err, errdefs.ErrInvalidArgument)
+		return Record{}, fmt.Errorf("exit record %s/%s: %w: %w", bundle, FileName, err, errdefs.ErrInvalidArgument)
 	}
 	if r.ExitedAt.IsZero() {
 		return Record{}, fmt.Errorf("exit record %s/%s has no exited_at: %w", bundle, FileName, errdefs.ErrInvalidArgument)

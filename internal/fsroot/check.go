@@ -45,11 +45,11 @@ func checkProbe(probe func() error) error {
 	}
 	switch err {
 	case unix.ENOSYS:
-		return fmt.Errorf("kernel %s has no openat2(2) (%v), which kuasar needs to resolve guest paths without races: run on Linux 5.6 or later (if a seccomp profile blocks openat2, allow it): %w", release, err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("kernel %s has no openat2(2) (%w), which kuasar needs to resolve guest paths without races: run on Linux 5.6 or later (if a seccomp profile blocks openat2, allow it): %w", release, err, errdefs.ErrFailedPrecondition)
 	case unix.EINVAL, unix.E2BIG:
-		return fmt.Errorf("kernel %s refuses openat2(2) with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS (%v), which kuasar needs to resolve guest paths without races: run on Linux 5.6 or later: %w", release, err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("kernel %s refuses openat2(2) with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS (%w), which kuasar needs to resolve guest paths without races: run on Linux 5.6 or later: %w", release, err, errdefs.ErrFailedPrecondition)
 	case unix.EPERM, unix.EACCES:
-		return fmt.Errorf("openat2(2) is denied on kernel %s (%v), probably by a seccomp profile: allow openat2 for kuasar, which needs it to resolve guest paths without races: %w", release, err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("openat2(2) is denied on kernel %s (%w), probably by a seccomp profile: allow openat2 for kuasar, which needs it to resolve guest paths without races: %w", release, err, errdefs.ErrFailedPrecondition)
 	}
 	return fmt.Errorf("probing openat2(2) on kernel %s: %w", release, err)
 }

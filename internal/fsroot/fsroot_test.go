@@ -451,3 +451,54 @@ func TestRemoveAll(t *testing.T) {
 	}
 	exists(t, root, "etc", true)
 }
+
+// TestAdoptAndAcrossRoots: a directory opened through a Root and adopted is
+// a Root of its own (lookups from it stay in it, its options kept), and
+// links and renames work between two Roots.
+func TestAdoptAndAcrossRoots(t *testing.T) {
+	r, root, _ := layout(t)
+	fd, err := r.OpenFd("etc", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etc := r.Adopt(fd, "etc")
+	defer etc.Close()
+	if etc.Fd() != fd || etc.Name() != filepath.Join(root, "etc") {
+		t.Errorf("adopted root: fd %d name %s", etc.Fd(), etc.Name())
+	}
+	// ".." and an absolute link stop at the adopted directory.
+	for _, name := range []string{"name", "../name", "/name", "../../file"} {
+		f, err := etc.Open(name)
+		if name == "../../file" {
+			if err == nil {
+				f.Close()
+				t.Errorf("%s: opened a file above the adopted root", name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if string(b) != "inside" {
+			t.Errorf("%s: %q", name, b)
+		}
+	}
+	if err := r.LinkTo("file", etc, "hard"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc", "hard")); string(b) != "file" {
+		t.Errorf("link across roots: %q", b)
+	}
+	if err := etc.RenameTo("hard", r, "moved"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "moved")); string(b) != "file" {
+		t.Errorf("rename across roots: %q", b)
+	}
+	if err := r.LinkTo("etc", etc, "dirlink"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("hard link of a directory: %v, want EPERM", err)
+	}
+}

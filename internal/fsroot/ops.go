@@ -3,6 +3,7 @@ package fsroot
 import (
 	"errors"
 	"os"
+	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,21 @@ func (r *Root) OpenFile(name string, flag int, perm uint32) (*os.File, error) {
 		return nil, err
 	}
 	return r.newFile(fd, name), nil
+}
+
+// OpenFd is OpenFile returning the bare descriptor, which the caller owns
+// and closes: for hosts (the WASI layer) that act on descriptors with
+// system calls and keep no *os.File.
+func (r *Root) OpenFd(name string, flag int, perm uint32) (int, error) {
+	return r.openat2("open", name, flag, perm, 0)
+}
+
+// Adopt makes dirfd, a directory descriptor the caller opened through r
+// (with OpenFd, say), a Root of its own with r's options: lookups from it
+// stay inside that directory. The new Root owns dirfd and closes it in
+// Close; name is for messages only.
+func (r *Root) Adopt(dirfd int, name string) *Root {
+	return &Root{fd: dirfd, name: path.Join(r.name, clean(name)), resolve: r.resolve}
 }
 
 // Open opens name inside r for reading.
@@ -178,13 +194,24 @@ func (r *Root) RenameNoReplace(from, to string) error {
 	return r.rename(from, to, unix.RENAME_NOREPLACE)
 }
 
+// RenameTo renames from inside r to to inside dst (another Root, or r),
+// replacing to if it exists. Neither last component is followed. Renaming
+// across file systems fails with EXDEV, as rename(2) does.
+func (r *Root) RenameTo(from string, dst *Root, to string) error {
+	return rename(r, from, dst, to, 0)
+}
+
 func (r *Root) rename(from, to string, flags uint) error {
+	return rename(r, from, r, to, flags)
+}
+
+func rename(r *Root, from string, dst *Root, to string, flags uint) error {
 	pf, err := r.openParent("rename", from)
 	if err != nil {
 		return err
 	}
 	defer pf.close()
-	pt, err := r.openParent("rename", to)
+	pt, err := dst.openParent("rename", to)
 	if err != nil {
 		return err
 	}
@@ -201,6 +228,13 @@ func (r *Root) rename(from, to string, flags uint) error {
 // Link creates the hard link newname to the existing oldname, both inside
 // r. A final symlink in oldname is linked itself, not followed.
 func (r *Root) Link(oldname, newname string) error {
+	return r.LinkTo(oldname, r, newname)
+}
+
+// LinkTo creates the hard link newname inside dst (another Root, or r) to
+// the existing oldname inside r. A final symlink in oldname is linked
+// itself, not followed.
+func (r *Root) LinkTo(oldname string, dst *Root, newname string) error {
 	po, err := r.openParent("link", oldname)
 	if err != nil {
 		return err
@@ -218,7 +252,7 @@ func (r *Root) Link(oldname, newname string) error {
 		}
 		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: unix.ENOTDIR}
 	}
-	pn, err := r.openParent("link", newname)
+	pn, err := dst.openParent("link", newname)
 	if err != nil {
 		return err
 	}

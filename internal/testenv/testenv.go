@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/kuasar-go/kuasar/internal/procfs"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +23,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
+
+	"github.com/kuasar-go/kuasar/internal/procfs"
 )
 
 // Versions of the peers the tests run against.
@@ -57,9 +60,14 @@ func ToolsDir() string {
 	return filepath.Join(home, ".cache", "kuasar-tools")
 }
 
-// FindTools returns the tool paths, failing t when one is missing.
+// FindTools returns the tool paths, failing t when one is missing. Under
+// -short (make test-short: unit tests only) it skips t instead: every
+// caller goes on to run containerd or crictl.
 func FindTools(t testing.TB) Tools {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs containerd and crictl; -short runs unit tests only")
+	}
 	d := ToolsDir()
 	tl := Tools{
 		Containerd: filepath.Join(d, "containerd-"+ContainerdVersion, "containerd"),
@@ -100,31 +108,21 @@ func TempDir(t testing.TB) string {
 }
 
 func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var mps []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mps = append(mps, f[4])
-		}
-	}
+	mps := MountsUnder(dir)
 	for i := len(mps) - 1; i >= 0; i-- {
 		syscall.Unmount(mps[i], syscall.MNT_DETACH)
 	}
 }
 
-// MountsUnder lists the mount points under dir (for leak checks).
+// MountsUnder lists the mount points under dir (for leak checks), in
+// mount order.
 func MountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
+	ms, _ := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return !strings.HasPrefix(m.Mountpoint, dir+"/"), false
+	})
 	var mps []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mps = append(mps, f[4])
-		}
+	for _, m := range ms {
+		mps = append(mps, m.Mountpoint)
 	}
 	return mps
 }
@@ -155,7 +153,7 @@ func Binaries(t testing.TB) string {
 		cmd.Dir = RepoRoot()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

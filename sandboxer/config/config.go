@@ -183,7 +183,7 @@ func Parse(data []byte) (*Config, error) {
 func decode(c *Config, data []byte, name string) error {
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
 	if err != nil {
-		return fmt.Errorf("parse %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("parse %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))

@@ -1,11 +1,14 @@
-// Package stdio connects an in-process task's standard streams to the FIFOs
-// containerd creates for a container (or exec) and passes in the Task API's
-// Create and Exec requests.
+// Package stdio connects a task's standard streams to what containerd names
+// in the Task API's Create and Exec requests: the FIFOs it creates for a
+// container (or exec), or a file:// log URI. It is the one opener of those
+// streams on the host, for the Wasm task service and for the stdio pumps of
+// the agent backends' forwarder (task/forward).
 //
 // containerd opens the reading ends of the stdout/stderr FIFOs (and the
 // writing end of stdin) before it sends Create, so opening our ends does not
 // block for long; every open still honours ctx so that a missing peer cannot
-// hang the Task API.
+// hang the Task API. A path that is not a FIFO (a regular file, a tty, a
+// pipe named /proc/self/fd/N, as a CLI may pass) is opened without waiting.
 package stdio
 
 import (
@@ -39,7 +42,7 @@ type Pipes struct {
 	// Stdout and Stderr write to the FIFOs.
 	Stdout, Stderr io.Writer
 
-	stdinFifo  io.ReadWriteCloser
+	stdinFifo  io.ReadCloser
 	stdinR     *io.PipeReader
 	stdinW     *io.PipeWriter
 	stdinDone  chan struct{}
@@ -47,14 +50,18 @@ type Pipes struct {
 	outputs    []output // Stdout and Stderr, for Drain
 	closeOnce  sync.Once
 	stdinClose sync.Once
+	outOnce    sync.Once
+	outErr     error
 }
 
-// Open opens the FIFOs in cfg: stdin for reading, stdout and stderr for
-// writing. A terminal is refused with errdefs.ErrNotImplemented because a
-// Wasm guest has no tty. On error nothing stays open.
+// Open opens the streams in cfg (see OpenInput and OpenOutput): stdin for
+// reading, stdout and stderr for writing. A terminal is refused with
+// errdefs.ErrNotImplemented: the tasks served through Pipes (Wasm modules,
+// and the guest agent's processes) get no pseudo terminal. On error nothing
+// stays open.
 func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 	if cfg.Terminal {
-		return nil, fmt.Errorf("terminal=true: Wasm tasks have no pseudo terminal; run the container without tty (crictl/kubernetes: tty: false): %w", errdefs.ErrNotImplemented)
+		return nil, fmt.Errorf("terminal=true: this runtime gives tasks no pseudo terminal; run the container without tty (ctr without -t, crictl/kubernetes: tty: false): %w", errdefs.ErrNotImplemented)
 	}
 	p := &Pipes{}
 	defer func() {
@@ -63,7 +70,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		}
 	}()
 	if cfg.Stdout != "" {
-		f, err := openOutput(ctx, "stdout", cfg.Stdout)
+		f, err := OpenOutput(ctx, "stdout", cfg.Stdout)
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +82,7 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		if cfg.Stderr == cfg.Stdout && p.Stdout != nil {
 			p.Stderr = p.Stdout
 		} else {
-			f, err := openOutput(ctx, "stderr", cfg.Stderr)
+			f, err := OpenOutput(ctx, "stderr", cfg.Stderr)
 			if err != nil {
 				return nil, err
 			}
@@ -85,11 +92,9 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		}
 	}
 	if cfg.Stdin != "" {
-		// O_NONBLOCK: do not wait for the writer here; reads block until
-		// it is there (containerd opens it before Create anyway).
-		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		f, err := OpenInput(ctx, "stdin", cfg.Stdin)
 		if err != nil {
-			return nil, fmt.Errorf("open stdin fifo %s: %w", cfg.Stdin, err)
+			return nil, err
 		}
 		p.stdinFifo = f
 		p.stdinR, p.stdinW = io.Pipe()
@@ -100,38 +105,120 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 	return p, nil
 }
 
-// openOutput opens an output stream the way containerd's shims accept it: a
-// FIFO path (what CRI and ctr give), fifo:// or file:// (ctr --log-uri). The
-// binary:// log-driver form would need a helper process per container and is
-// refused.
-func openOutput(ctx context.Context, name, target string) (io.WriteCloser, error) {
+// OpenOutput opens an output stream named target for writing, in the forms
+// containerd's shims accept: an absolute path or fifo:///path (what CRI and
+// ctr give; the path may also be a regular file, a tty or another process's
+// pipe such as /proc/self/fd/N), or file:///path (ctr --log-uri: the file
+// is created, with its directory, and appended to). name ("stdout") is for
+// error messages. A FIFO is opened for writing once its reader is there,
+// waiting at most until ctx ends; nothing else ever blocks. The binary://
+// log-driver form would need a helper process per container and is refused
+// with errdefs.ErrNotImplemented; a target that is no path or URI at all
+// with errdefs.ErrInvalidArgument.
+func OpenOutput(ctx context.Context, name, target string) (io.WriteCloser, error) {
+	scheme, path, err := parseTarget(name, target)
+	if err != nil {
+		return nil, err
+	}
+	if scheme == "file" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("%s log file %s: %w", name, path, err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open %s log file %s: %w", name, path, err)
+		}
+		return f, nil
+	}
+	isFifo, err := checkStream(name, path)
+	if err != nil {
+		return nil, err
+	}
+	if isFifo {
+		f, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s fifo %s: %w", name, path, err)
+		}
+		return f, nil
+	}
+	// A regular file, a tty or a character device: opening it does not
+	// wait for anyone.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s %s for writing: %w", name, path, err)
+	}
+	return f, nil
+}
+
+// OpenInput opens an input stream named target for reading: an absolute
+// path or fifo:///path (a FIFO, a regular file, a tty, /proc/self/fd/N), or
+// file:///path. It never waits for a FIFO's writer: reads wait instead
+// (containerd opens the writing end before it sends Create anyway). Errors
+// are as for OpenOutput.
+func OpenInput(ctx context.Context, name, target string) (io.ReadCloser, error) {
+	_, path, err := parseTarget(name, target)
+	if err != nil {
+		return nil, err
+	}
+	isFifo, err := checkStream(name, path)
+	if err != nil {
+		return nil, err
+	}
+	if isFifo {
+		// O_NONBLOCK: containerd/fifo completes the open in the
+		// background; reads wait for it.
+		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s fifo %s: %w", name, path, err)
+		}
+		return f, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s %s for reading: %w", name, path, err)
+	}
+	return f, nil
+}
+
+// parseTarget splits a stream target into its scheme ("" for a plain path,
+// "fifo" or "file") and its absolute path.
+func parseTarget(name, target string) (scheme, path string, _ error) {
+	if filepath.IsAbs(target) {
+		// A plain path is never parsed as a URI: "?" and "%" are
+		// ordinary characters in it.
+		return "", filepath.Clean(target), nil
+	}
 	u, err := url.Parse(target)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q is neither a path nor a URI: %v: %w", name, target, err, errdefs.ErrInvalidArgument)
+		return "", "", fmt.Errorf("%s %q is neither an absolute path nor a URI: %w: %w", name, target, err, errdefs.ErrInvalidArgument)
 	}
 	switch u.Scheme {
-	case "", "fifo":
-		p := target
-		if u.Scheme != "" {
-			p = u.Path
+	case "fifo", "file":
+		if u.Host != "" || !filepath.IsAbs(u.Path) {
+			return "", "", fmt.Errorf("%s %q: a %s URI names an absolute local path, e.g. %s:///var/log/ctr.log: %w", name, target, u.Scheme, u.Scheme, errdefs.ErrInvalidArgument)
 		}
-		f, err := fifo.OpenFifo(ctx, p, syscall.O_WRONLY, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open %s fifo %s: %w", name, p, err)
-		}
-		return f, nil
-	case "file":
-		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
-			return nil, fmt.Errorf("%s log file %s: %w", name, u.Path, err)
-		}
-		f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("open %s log file %s: %w", name, u.Path, err)
-		}
-		return f, nil
+		return u.Scheme, filepath.Clean(u.Path), nil
+	case "":
+		return "", "", fmt.Errorf("%s %q is a relative path; containerd passes absolute FIFO paths: %w", name, target, errdefs.ErrInvalidArgument)
 	default:
-		return nil, fmt.Errorf("%s %q: the %s:// logging form is not supported for Wasm tasks; use a FIFO or file:///path: %w", name, target, u.Scheme, errdefs.ErrNotImplemented)
+		return "", "", fmt.Errorf("%s %q: the %s:// logging form is not supported; use a FIFO or file:///path: %w", name, target, u.Scheme, errdefs.ErrNotImplemented)
 	}
+}
+
+// checkStream reports whether path is a FIFO, and refuses what cannot be a
+// stream (a directory, a missing file) with a clear error.
+func checkStream(name, path string) (isFifo bool, _ error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("%s %s does not exist: containerd creates the FIFOs before Create; a log file needs file:///path: %w", name, path, errdefs.ErrNotFound)
+		}
+		return false, fmt.Errorf("%s %s: %w", name, path, err)
+	}
+	if st.IsDir() {
+		return false, fmt.Errorf("%s %s is a directory, not a stream: %w", name, path, errdefs.ErrInvalidArgument)
+	}
+	return st.Mode()&os.ModeNamedPipe != 0, nil
 }
 
 // pumpStdin copies the FIFO into the pipe the guest reads, so that CloseStdin
@@ -180,11 +267,28 @@ func (p *Pipes) Close() error {
 		if p.stdinDone != nil {
 			<-p.stdinDone
 		}
+		if err := p.CloseOutputs(); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// CloseOutputs closes Stdout and Stderr only, so that their readers see end
+// of file while stdin stays open (a forwarder whose remote output streams
+// ended). It is safe to call more than once, and before or after Close.
+func (p *Pipes) CloseOutputs() error {
+	if p == nil {
+		return nil
+	}
+	p.outOnce.Do(func() {
+		var errs []error
 		for _, c := range p.closers {
 			if err := c.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		p.outErr = errors.Join(errs...)
 	})
-	return errors.Join(errs...)
+	return p.outErr
 }

@@ -43,7 +43,7 @@ func (r *ContainerdResolver) get() (*containerd.Client, error) {
 	if r.client == nil {
 		cl, err := containerd.New(r.address)
 		if err != nil {
-			return nil, fmt.Errorf("connect to containerd at %s (set sandboxer.containerd_address): %v: %w", r.address, err, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("connect to containerd at %s (set sandboxer.containerd_address): %w: %w", r.address, errdefs.ErrUnavailable, err)
 		}
 		r.client = cl
 	}

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kuasar-go/kuasar/internal/bundle"
 	"github.com/kuasar-go/kuasar/internal/version"
 	"github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/task/stdio"
@@ -298,7 +299,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	if file != "" {
 		if _, err := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(err) {
 			if s.cfg.resolver == nil && initModule == nil {
-				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%v): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, err, errdefs.ErrNotFound)
+				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%w): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, err, errdefs.ErrNotFound)
 			}
 			inRoot = false
 		}
@@ -344,7 +345,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	b, rfn, err := s.cfg.resolver.ResolveModule(ctx, c.ns, c.id)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return nil, cfg, fmt.Errorf("task %s: no Wasm module: %q (process.args[0]) is not in the rootfs and the image has no wasm layer (%v): set the entrypoint to the module's path in the image, or build the image with an application/wasm layer: %w", c.id, entry, err, errdefs.ErrNotFound)
+			return nil, cfg, fmt.Errorf("task %s: no Wasm module: %q (process.args[0]) is not in the rootfs and the image has no wasm layer (%w): set the entrypoint to the module's path in the image, or build the image with an application/wasm layer: %w", c.id, entry, err, errdefs.ErrNotFound)
 		}
 		return nil, cfg, fmt.Errorf("task %s: read the image's wasm layer from containerd: %w", c.id, err)
 	}
@@ -443,26 +444,21 @@ func (s *Service) bound(c *container, cfg *wasm.RunConfig) {
 	}
 }
 
-func readSpec(bundle string) (*specs.Spec, error) {
-	p := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(p)
+// readSpec reads the bundle's spec (internal/bundle) and checks what a Wasm
+// task needs of it.
+func readSpec(dir string) (*specs.Spec, error) {
+	spec, err := bundle.ReadSpec(dir)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bundle %s has no config.json: %w", bundle, errdefs.ErrNotFound)
-		}
-		return nil, fmt.Errorf("read %s: %w", p, err)
+		return nil, err
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("parse %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
-	}
+	p := filepath.Join(dir, bundle.ConfigFile)
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, fmt.Errorf("%s has no process.args: set the image entrypoint (or the container command) to the Wasm module path, e.g. /app.wasm: %w", p, errdefs.ErrInvalidArgument)
 	}
 	if spec.Process.Terminal {
 		return nil, fmt.Errorf("%s asks for a terminal (process.terminal): Wasm tasks have no pseudo terminal; create the container with tty=false: %w", p, errdefs.ErrNotImplemented)
 	}
-	return &spec, nil
+	return spec, nil
 }
 
 func (c *container) unmount() error {
@@ -705,7 +701,7 @@ func (s *Service) exec(ctx context.Context, r *taskAPI.ExecProcessRequest) error
 	}
 	var proc specs.Process
 	if err := json.Unmarshal(r.Spec.GetValue(), &proc); err != nil {
-		return fmt.Errorf("exec %s in task %s: parse process spec: %v: %w", r.ExecID, r.ID, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("exec %s in task %s: parse process spec: %w: %w", r.ExecID, r.ID, err, errdefs.ErrInvalidArgument)
 	}
 	if len(proc.Args) == 0 || proc.Args[0] == "" {
 		return fmt.Errorf("exec %s in task %s: no command: give the path of a .wasm file in the container (path#function for another function): %w", r.ExecID, r.ID, errdefs.ErrInvalidArgument)
@@ -899,7 +895,7 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 	}
 	var res specs.LinuxResources
 	if err := json.Unmarshal(r.Resources.GetValue(), &res); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: parse resources: %v: %w", r.ID, err, errdefs.ErrInvalidArgument))
+		return nil, errgrpc.ToGRPC(fmt.Errorf("task %s: parse resources: %w: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
 	if res.Memory != nil && res.Memory.Limit != nil {
 		l := uint64(0)

@@ -175,7 +175,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 		if exited {
 			return fmt.Errorf("cloud-hypervisor is not running: %w", errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("agent vsock port %d: %v: %w", vm.AgentVsockPort, last, ctx.Err())
+		return fmt.Errorf("agent vsock port %d: %w: %w", vm.AgentVsockPort, ctx.Err(), last)
 	})
 	return c, err
 }

@@ -205,7 +205,7 @@ func serveFakeCH(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake cloud-hypervisor: no --api-socket path=")
 		return 2
 	}
-	api, err := loadOpenAPI()
+	api, err := readOpenAPI()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

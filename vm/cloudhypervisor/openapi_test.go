@@ -2,24 +2,44 @@ package cloudhypervisor_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"testing"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// specPath is Cloud Hypervisor's OpenAPI description, in the project's
-// shared reference data beside the repository (../shared), relative to this
-// package's directory, where go test runs.
-const specPath = "../../../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
+// specRel is Cloud Hypervisor's OpenAPI description in the project's
+// shared reference data, relative to the repository root: CI clones the
+// repository next to shared/.
+const specRel = "../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
 
-func specFile() string {
+// specFile is $KUASAR_CH_OPENAPI, else specRel resolved against the
+// repository root: the nearest directory at or above the working
+// directory (the package's, under go test) that holds go.mod.
+func specFile() (string, error) {
 	if p := os.Getenv("KUASAR_CH_OPENAPI"); p != "" {
-		return p
+		return p, nil
 	}
-	return specPath
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, specRel), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod at or above the working directory: %w", fs.ErrNotExist)
+		}
+		dir = parent
+	}
 }
 
 // openAPI is the part of an OpenAPI 3 document the checker needs.
@@ -52,16 +72,35 @@ type schema struct {
 	AdditionalProperties any                `yaml:"additionalProperties"`
 }
 
-func loadOpenAPI() (*openAPI, error) {
-	b, err := os.ReadFile(specFile())
+// readOpenAPI reads and decodes the OpenAPI description.
+func readOpenAPI() (*openAPI, error) {
+	p, err := specFile()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
 	var d openAPI
 	if err := yaml.Unmarshal(b, &d); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return &d, nil
+}
+
+// loadOpenAPI is readOpenAPI for a test, which is skipped (saying where
+// the file is looked for) when the description is absent.
+func loadOpenAPI(t testing.TB) *openAPI {
+	t.Helper()
+	d, err := readOpenAPI()
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skipf("Cloud Hypervisor's OpenAPI description is absent (%v): clone the repository next to shared/ (%s from its root) or set KUASAR_CH_OPENAPI to cloud-hypervisor.yaml", err, specRel)
+	}
+	if err != nil {
+		t.Fatalf("Cloud Hypervisor OpenAPI description: %v", err)
+	}
+	return d
 }
 
 func (d *openAPI) resolve(s *schema) (*schema, error) {

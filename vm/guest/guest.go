@@ -281,7 +281,7 @@ func kernelDeb(ctx context.Context, o Options) (string, error) {
 	if pkg == "" {
 		out, err := exec.CommandContext(ctx, "apt-cache", "depends", DefaultKernelMeta).Output()
 		if err != nil {
-			return "", fmt.Errorf("apt-cache depends %s: %v (run apt-get update, or pass a kernel .deb): %w", DefaultKernelMeta, err, errdefs.ErrUnavailable)
+			return "", fmt.Errorf("apt-cache depends %s: %w (run apt-get update, or pass a kernel .deb): %w", DefaultKernelMeta, err, errdefs.ErrUnavailable)
 		}
 		for _, l := range strings.Split(string(out), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Depends: "); ok && strings.HasPrefix(v, "linux-image-") {
@@ -303,7 +303,7 @@ func kernelDeb(ctx context.Context, o Options) (string, error) {
 	cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get download %s: %v: %s: %w", pkg, err, out, errdefs.ErrUnavailable)
+		return "", fmt.Errorf("apt-get download %s: %w: %s: %w", pkg, err, out, errdefs.ErrUnavailable)
 	}
 	m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
 	if len(m) == 0 {
@@ -328,7 +328,7 @@ func BuildAgent(ctx context.Context, srcDir string) ([]byte, error) {
 	cmd.Dir = srcDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/kuasar-task in %s: %v: %s", srcDir, err, b)
+		return nil, fmt.Errorf("go build ./cmd/kuasar-task in %s: %w: %s", srcDir, err, b)
 	}
 	return os.ReadFile(out)
 }
@@ -353,7 +353,7 @@ func stockKernel(ctx context.Context, o Options, deb, release string) ([]byte, [
 	}
 	defer os.RemoveAll(tmp)
 	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
-		return nil, nil, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
+		return nil, nil, fmt.Errorf("dpkg-deb -x %s: %w: %s", deb, err, out)
 	}
 	vmlinuzs, _ := filepath.Glob(filepath.Join(tmp, "boot", "vmlinuz-"+release))
 	if len(vmlinuzs) != 1 {

@@ -47,7 +47,7 @@ func ExtractVmlinux(bzImage []byte) ([]byte, error) {
 func CheckPVH(vmlinux []byte) error {
 	f, err := elf.NewFile(bytes.NewReader(vmlinux))
 	if err != nil {
-		return fmt.Errorf("kernel is not an ELF: %v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("kernel is not an ELF: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_NOTE {

@@ -58,7 +58,7 @@ func BuildMinimalKernel(ctx context.Context, cacheDir string, logw io.Writer) (M
 		cmd := exec.CommandContext(ctx, "apt-get", "download", "linux-source-6.1")
 		cmd.Dir = debs
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return MinimalKernel{}, fmt.Errorf("apt-get download linux-source-6.1: %v: %s: %w", err, out, errdefs.ErrUnavailable)
+			return MinimalKernel{}, fmt.Errorf("apt-get download linux-source-6.1: %w: %s: %w", err, out, errdefs.ErrUnavailable)
 		}
 		src, _ = filepath.Glob(filepath.Join(debs, "linux-source-6.1_*.deb"))
 		if len(src) == 0 {

@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/qemu"
 )
 
@@ -116,8 +118,9 @@ func TestQMPSkipsEventsAndSeesInternalError(t *testing.T) {
 	if err != nil || s.Status != "internal-error" || s.Running {
 		t.Fatalf("status %+v %v", s, err)
 	}
-	if _, err := q.Execute(ctx, "bogus", nil); err == nil || !strings.Contains(err.Error(), "CommandNotFound") {
-		t.Errorf("bogus command: %v", err)
+	var qe *qmp.Error
+	if _, err := q.Execute(ctx, "bogus", nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
+		t.Errorf("bogus command: %v, want a CommandNotFound reply", err)
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
@@ -129,6 +132,10 @@ func TestHealthProbeDeadline(t *testing.T) {
 			}
 			if !errdefs.IsUnavailable(err) {
 				t.Errorf("error %q is not Unavailable", err)
+			}
+			// Unavailable, not the probe's deadline, is what containerd sees.
+			if c := status.Code(errgrpc.ToGRPC(err)); c != codes.Unavailable {
+				t.Errorf("error %q reaches containerd as %s, want Unavailable", err, c)
 			}
 			if got := errors.Is(err, os.ErrDeadlineExceeded); got != tc.deadline {
 				t.Errorf("error %q: deadline exceeded %v, want %v", err, got, tc.deadline)

@@ -352,8 +352,8 @@ func (v *VM) Health(ctx context.Context) error {
 	s, err := q.QueryStatus(pctx)
 	if err != nil {
 		if ctx.Err() == nil && pctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			return fmt.Errorf("qemu of VM %s (pid %d): probe QMP query-status on %s did not answer within %v: %w: %w",
-				v.spec.ID, p.Pid(), v.path(QMPSocketName), qmp.ProbeTimeout, err, errdefs.ErrUnavailable)
+			return fmt.Errorf("qemu of VM %s (pid %d) is %w: probe QMP query-status on %s did not answer within %v: %w",
+				v.spec.ID, p.Pid(), errdefs.ErrUnavailable, v.path(QMPSocketName), qmp.ProbeTimeout, err)
 		}
 		return fmt.Errorf("qemu of VM %s (pid %d): probe QMP query-status: %w", v.spec.ID, p.Pid(), err)
 	}

@@ -176,7 +176,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 		if exited {
 			return fmt.Errorf("stratovirt is not running: %w", errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("agent vsock %d:%d: %v: %w", v.cid, vm.AgentVsockPort, last, ctx.Err())
+		return fmt.Errorf("agent vsock %d:%d: %w: %w", v.cid, vm.AgentVsockPort, ctx.Err(), last)
 	})
 	return c, err
 }

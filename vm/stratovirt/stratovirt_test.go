@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/stratovirt"
 )
@@ -161,8 +163,9 @@ func TestQMPDialect(t *testing.T) {
 	if st, _ := q.QueryStatus(ctx); st != "paused" {
 		t.Errorf("query-status after pause: %q", st)
 	}
-	if _, err := q.Execute(ctx, "no-such-command", nil); err == nil || !strings.Contains(err.Error(), "CommandNotFound") {
-		t.Errorf("unknown command: %v, want CommandNotFound", err)
+	var qe *qmp.Error
+	if _, err := q.Execute(ctx, "no-such-command", nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
+		t.Errorf("unknown command: %v, want a CommandNotFound reply", err)
 	}
 	if err := q.Quit(ctx); err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ type checkpoint struct {
 func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (backend.Instance, error) {
 	var c checkpoint
 	if err := json.Unmarshal(cp, &c); err != nil {
-		return nil, fmt.Errorf("vm checkpoint of sandbox %s: %v: %w", sb.ID, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("vm checkpoint of sandbox %s: %w: %w", sb.ID, err, errdefs.ErrInvalidArgument)
 	}
 	if c.Hypervisor == "" {
 		c.Hypervisor = b.hypervisorName(sb)

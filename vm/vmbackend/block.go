@@ -86,7 +86,7 @@ func buildErofs(ctx context.Context, tool, rootfs, image string) error {
 	}
 	path, err := exec.LookPath(tool)
 	if err != nil {
-		return fmt.Errorf("rootfs_mode \"block\" builds an erofs image of the rootfs with %s, which is not usable (%v): apt-get install erofs-utils, or use rootfs_mode = \"9p\": %w",
+		return fmt.Errorf("rootfs_mode \"block\" builds an erofs image of the rootfs with %s, which is not usable (%w): apt-get install erofs-utils, or use rootfs_mode = \"9p\": %w",
 			tool, err, errdefs.ErrFailedPrecondition)
 	}
 	t0 := time.Now()
@@ -96,7 +96,7 @@ func buildErofs(ctx context.Context, tool, rootfs, image string) error {
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ctx.Err() == nil {
-			return fmt.Errorf("%s %s %s failed (%v): %s: %w", path, image, rootfs, err, strings.TrimSpace(out.String()), errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("%s %s %s failed (%w): %s: %w", path, image, rootfs, err, strings.TrimSpace(out.String()), errdefs.ErrFailedPrecondition)
 		}
 		return fmt.Errorf("%s %s %s: %w", path, image, rootfs, err)
 	}

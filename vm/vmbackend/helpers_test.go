@@ -15,6 +15,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/fifo"
+	"github.com/moby/sys/mountinfo"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
@@ -166,13 +167,13 @@ func qemuPids(s string) []int {
 
 // mountsUnder lists mount points at or below dir.
 func mountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		panic(err)
+	}
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
 	return out
 }

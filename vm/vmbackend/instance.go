@@ -1,7 +1,6 @@
 package vmbackend
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,12 +16,14 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	taskevents "github.com/kuasar-go/kuasar/task/events"
+	"github.com/kuasar-go/kuasar/task/forward"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -53,7 +52,7 @@ type Instance struct {
 	task     taskAPI.TTRPCTaskService
 	agent    agentapi.AgentService
 	guestRel string
-	tasks    *forwarder
+	tasks    *forward.Forwarder
 	events   *taskevents.Queue // the containers' task events, in order
 	stopping bool
 	exit     *backend.Exit
@@ -98,8 +97,8 @@ func (i *Instance) connect(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fail := func(err error) error {
-		return fmt.Errorf("guest agent of sandbox %s did not answer within %v (%v); see the guest console log %s: %w",
-			i.sb.ID, timeout, err, i.hv.ConsoleLog(), errdefs.ErrUnavailable)
+		return fmt.Errorf("guest agent of sandbox %s is %w: it did not answer within %v (%w); see the guest console log %s",
+			i.sb.ID, errdefs.ErrUnavailable, timeout, err, i.hv.ConsoleLog())
 	}
 	unhealthy := func(err error) error {
 		return fmt.Errorf("VM of sandbox %s failed its health probe while waiting for the guest agent: %w; see the guest console log %s",
@@ -224,7 +223,7 @@ func (i *Instance) watch() {
 			status = 0
 		}
 		i.mu.Unlock()
-		i.tasks.vmGone()
+		i.tasks.Gone()
 		// The shared directory's own mount (see makeSharedMount) goes
 		// with the VMM too: no mount outlives it.
 		if err := unmountUnder(i.spec.SharedDir); err != nil {
@@ -299,12 +298,12 @@ func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
 		return nil
 	}
 	if !i.hasExited() {
-		i.tasks.killAll(ctx, timeout)
+		i.tasks.KillAll(ctx, timeout)
 	}
 	if err := i.hv.Stop(ctx, timeout); err != nil {
 		return err
 	}
-	i.tasks.vmGone()
+	i.tasks.Gone()
 	if i.hv.Pid() == 0 {
 		i.markExited(0)
 	}
@@ -335,7 +334,7 @@ func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 // Metrics reports the VMM's resident memory and CPU time and the live
 // task count.
 func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
-	m := backend.Metrics{Tasks: i.tasks.count()}
+	m := backend.Metrics{Tasks: i.tasks.Count() + i.strayGuestTasks(ctx)}
 	pid := int(i.Pid())
 	if pid == 0 || i.hasExited() {
 		return m, nil
@@ -381,7 +380,7 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 		i.client = nil
 	}
 	i.mu.Unlock()
-	i.tasks.vmGone()
+	i.tasks.Gone()
 	if err := unmountUnder(i.spec.SharedDir); err != nil {
 		errs = append(errs, err)
 	}
@@ -401,32 +400,26 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// mountPoints lists the mount points at or below dir.
-func mountPoints(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+// mountPoints lists the mount points at or below dir, deepest first.
+func mountPoints(dir string) ([]string, error) {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("listing the mounts below %s: %w", dir, err)
 	}
-	defer f.Close()
-	var targets []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			targets = append(targets, mp)
-		}
+	targets := make([]string, 0, len(ms))
+	for _, m := range ms {
+		targets = append(targets, m.Mountpoint)
 	}
-	return targets
+	sort.Slice(targets, func(a, b int) bool { return len(targets[a]) > len(targets[b]) })
+	return targets, nil
 }
 
 // unmountUnder detaches every mount at or below dir, deepest first.
 func unmountUnder(dir string) error {
-	targets := mountPoints(dir)
-	sort.Slice(targets, func(a, b int) bool { return len(targets[a]) > len(targets[b]) })
+	targets, err := mountPoints(dir)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, t := range targets {
 		if err := unix.Unmount(t, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
@@ -434,24 +427,6 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // probeInterval is how often the VMM is probed while the agent boots;

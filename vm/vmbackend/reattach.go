@@ -13,8 +13,25 @@ import (
 )
 
 // orphanTaskTimeout bounds the kill, wait and delete of one container the
-// guest still runs after a sandboxer restart.
+// guest still runs after a sandboxer restart, and one State probe of it.
 const orphanTaskTimeout = 10 * time.Second
+
+// strayContainers lists the containers whose bundles are in the shared
+// directory but that the forwarder does not know: the host created them
+// before the sandboxer that created them died.
+func (i *Instance) strayContainers() []string {
+	ents, err := os.ReadDir(i.spec.SharedDir)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, e := range ents {
+		if e.IsDir() && !i.tasks.Knows(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
+}
 
 // reapGuestTasks ends every container the guest still runs when the
 // sandboxer re-attaches after a crash, and removes its bundle and rootfs
@@ -26,7 +43,7 @@ const orphanTaskTimeout = 10 * time.Second
 // delete reports) and drops them from its task list, so it never calls
 // Delete for them again. A container left running would be invisible to
 // containerd and the kubelet, which starts a second copy beside it. See
-// RATIONALE.md ("A VM container outlives no crash").
+// RATIONALE.md ("After a crash").
 //
 // The containers are found by their bundle directories in the shared
 // directory (one per container the host created). It returns how many
@@ -35,30 +52,20 @@ func (i *Instance) reapGuestTasks(ctx context.Context) int {
 	i.mu.Lock()
 	cl := i.task
 	i.mu.Unlock()
-	ents, err := os.ReadDir(i.spec.SharedDir)
-	if err != nil || cl == nil {
+	if cl == nil {
 		return 0
 	}
 	lg := log.G(ctx).WithField("sandbox", i.sb.ID)
-	n := 0
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		id := e.Name()
-		n++
+	ids := i.strayContainers()
+	for _, id := range ids {
 		reapGuestTask(ctx, cl, id)
-		dir := filepath.Join(i.spec.SharedDir, id)
-		if err := unmountUnder(dir); err != nil {
-			lg.WithField("container", id).WithError(err).Warn("vm: unmounting the rootfs of a container lost in a restart")
+		if err := cleanupDir(filepath.Join(i.spec.SharedDir, id)); err != nil {
+			lg.WithField("container", id).WithError(err).Warn("vm: removing the bundle of a container lost in a restart")
 			continue
 		}
-		if left := mountPoints(dir); len(left) == 0 {
-			_ = os.RemoveAll(dir)
-		}
-		lg.WithField("container", id).Info("vm: container containerd counted as exited in the sandboxer's restart was killed and removed from the guest")
+		lg.WithField("container", id).Info("vm: a container containerd counted as exited when the sandboxer died was killed and removed from the guest")
 	}
-	return n
+	return len(ids)
 }
 
 // reapGuestTask SIGKILLs every process of container id in the guest, waits
@@ -86,4 +93,31 @@ func reapGuestTask(ctx context.Context, cl taskAPI.TTRPCTaskService, id string) 
 		}
 	}
 	_, _ = cl.Delete(kctx, &taskAPI.DeleteRequest{ID: id})
+}
+
+// strayGuestTasks counts the containers the guest runs that the forwarder
+// does not know (none once reapGuestTasks ran), so that Status counts what
+// really runs and not only what this process created. Each is one State
+// call to the agent, under its own deadline.
+func (i *Instance) strayGuestTasks(ctx context.Context) uint32 {
+	ids := i.strayContainers()
+	if len(ids) == 0 {
+		return 0
+	}
+	i.mu.Lock()
+	cl := i.task
+	i.mu.Unlock()
+	if cl == nil {
+		return 0
+	}
+	n := uint32(0)
+	for _, id := range ids {
+		pctx, cancel := context.WithTimeout(ctx, orphanTaskTimeout)
+		st, err := cl.State(pctx, &taskAPI.StateRequest{ID: id})
+		cancel()
+		if err == nil && st.Status != tasktypes.Status_STOPPED {
+			n++
+		}
+	}
+	return n
 }

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/task/forward"
 	"github.com/kuasar-go/kuasar/vm"
 )
 
@@ -142,7 +143,7 @@ func RunWorkload(ctx context.Context, cfg RunConfig, rootfs string, p Process, s
 		return -1, err
 	}
 	tasks := inst.tasks
-	if _, err := tasks.create(ctx, &taskAPI.CreateTaskRequest{ID: runContainerID, Bundle: bundle}, &stdio{stdin: stdin, stdout: stdout, stderr: stderr}); err != nil {
+	if _, err := tasks.CreateWithStreams(ctx, &taskAPI.CreateTaskRequest{ID: runContainerID, Bundle: bundle}, forward.Streams{Stdin: stdin, Stdout: stdout, Stderr: stderr}); err != nil {
 		return -1, fmt.Errorf("create container: %w", err)
 	}
 	if _, err := tasks.Start(ctx, &taskAPI.StartRequest{ID: runContainerID}); err != nil {

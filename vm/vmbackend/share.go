@@ -27,7 +27,7 @@ import (
 func makeShareDir(ctx context.Context, shared, id string) (*fsroot.Root, error) {
 	r, err := fsroot.Open(shared)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: opening the sandbox's shared directory: %v: %w", id, err, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s: opening the sandbox's shared directory: %w: %w", id, err, errdefs.ErrFailedPrecondition)
 	}
 	defer r.Close()
 	err = r.Mkdir(id, 0o755)

@@ -114,7 +114,7 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 		}
 		st, err := os.Stat(m.Source)
 		if err != nil {
-			return "", "", cfg, fmt.Errorf("mounts[%d]: bind source %s: %v: create it or drop the mount: %w", i, m.Source, err, errdefs.ErrNotFound)
+			return "", "", cfg, fmt.Errorf("mounts[%d]: bind source %s: %w: create it or drop the mount: %w", i, m.Source, err, errdefs.ErrNotFound)
 		}
 		if !st.IsDir() {
 			// WASI preopens are directories; files such as /etc/hosts
@@ -184,7 +184,7 @@ func ResolveInRoot(root, name string) (string, error) {
 			if errors.Is(err, fs.ErrNotExist) {
 				return "", fmt.Errorf("module %s not found in the image root: check the entrypoint path: %w", name, errdefs.ErrNotFound)
 			}
-			return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+			return "", fmt.Errorf("module %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 		}
 		if st.Mode()&fs.ModeSymlink != 0 {
 			links++
@@ -193,7 +193,7 @@ func ResolveInRoot(root, name string) (string, error) {
 			}
 			target, err := os.Readlink(host)
 			if err != nil {
-				return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+				return "", fmt.Errorf("module %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 			}
 			if path.IsAbs(target) {
 				stack = stack[:0]
@@ -212,12 +212,12 @@ func ResolveInRoot(root, name string) (string, error) {
 	// racing the walk can change the answer but not lead out of root.
 	r, err := fsroot.Open(root)
 	if err != nil {
-		return "", fmt.Errorf("module %s: rootfs: %v: %w", name, err, errdefs.ErrNotFound)
+		return "", fmt.Errorf("module %s: rootfs: %w: %w", name, err, errdefs.ErrNotFound)
 	}
 	defer r.Close()
 	st, err := r.Stat(name)
 	if err != nil {
-		return "", fmt.Errorf("module %s: %v: %w", name, err, errdefs.ErrNotFound)
+		return "", fmt.Errorf("module %s: %w: %w", name, err, errdefs.ErrNotFound)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", fmt.Errorf("module %s is not a regular file (it resolves to /%s): point the entrypoint at the .wasm file: %w", name, strings.Join(stack, "/"), errdefs.ErrInvalidArgument)
@@ -238,12 +238,12 @@ func ReadModule(root, modulePath string) ([]byte, error) {
 	}
 	r, err := fsroot.Open(root)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: rootfs: %v: %w", rel, err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("module %s: rootfs: %w: %w", rel, err, errdefs.ErrNotFound)
 	}
 	defer r.Close()
 	f, err := r.Open(rel)
 	if err != nil {
-		return nil, fmt.Errorf("module /%s: %v: %w", rel, err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("module /%s: %w: %w", rel, err, errdefs.ErrNotFound)
 	}
 	defer f.Close()
 	var st unix.Stat_t

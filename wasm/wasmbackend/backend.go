@@ -189,7 +189,7 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 	var c checkpoint
 	if len(cp) > 0 {
 		if err := json.Unmarshal(cp, &c); err != nil {
-			return nil, fmt.Errorf("wasm sandbox %s: unreadable checkpoint: %v: %w", sb.ID, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("wasm sandbox %s: unreadable checkpoint: %w: %w", sb.ID, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	stateFile := c.StateFile

@@ -90,18 +90,18 @@ func (e *Engine) Compile(ctx context.Context, module []byte) (wasm.Module, error
 	defer loader.Release()
 	ast, err := loader.LoadBuffer(module)
 	if err != nil {
-		return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("invalid WebAssembly module %s: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	validator := wasmedge.NewValidatorWithConfig(conf)
 	defer validator.Release()
 	if err := validator.Validate(ast); err != nil {
 		ast.Release()
-		return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("invalid WebAssembly module %s: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	pages, _, err := wasmbin.MinMemoryPages(module)
 	if err != nil {
 		ast.Release()
-		return nil, fmt.Errorf("module %s: reading memory section: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("module %s: reading memory section: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	var exports []string
 	for _, ex := range ast.ListExports() {
@@ -209,13 +209,13 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 	wasi := vm.GetImportModule(wasmedge.WASI)
 	wasi.InitWasi(cfg.Args, env, preopens)
 	if err := vm.LoadWasmAST(m.ast); err != nil {
-		return 0, fmt.Errorf("load module %s: %v: %w", m.digest, err, errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("load module %s: %w: %w", m.digest, err, errdefs.ErrInvalidArgument)
 	}
 	if err := vm.Validate(); err != nil {
-		return 0, fmt.Errorf("validate module %s: %v: %w", m.digest, err, errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("validate module %s: %w: %w", m.digest, err, errdefs.ErrInvalidArgument)
 	}
 	if err := vm.Instantiate(); err != nil {
-		return wasm.ExitKilled, fmt.Errorf("instantiate module %s: %v: %w", m.digest, err, errdefs.ErrUnknown)
+		return wasm.ExitKilled, fmt.Errorf("instantiate module %s: %w: %w", m.digest, err, errdefs.ErrUnknown)
 	}
 
 	if cfg.Started != nil {
@@ -262,7 +262,7 @@ func (m *Module) Run(ctx context.Context, cfg wasm.RunConfig) (int, error) {
 			return wasm.ExitKilled, nil
 		}
 	}
-	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped: %v: %w", m.digest, err, errdefs.ErrUnknown)
+	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped: %w: %w", m.digest, err, errdefs.ErrUnknown)
 }
 
 // instanceView is the wasm.Instance a RunConfig.Started callback gets.
@@ -330,7 +330,7 @@ func wasiConfig(cfg wasm.RunConfig) (env, preopens []string, err error) {
 		}
 		st, err := os.Stat(mnt.HostPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+			return nil, nil, fmt.Errorf("mount %s at %s: %w: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
 		}
 		if !st.IsDir() {
 			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)

@@ -28,6 +28,21 @@ func BenchmarkRunHello(b *testing.B) {
 	}
 }
 
+// BenchmarkRunHelloWazeroWASI is BenchmarkRunHello with wazero's own WASI
+// host instead of kuasar's, for comparison.
+func BenchmarkRunHelloWazeroWASI(b *testing.B) {
+	e := newEngine(b, wazero.WithWazeroWASI())
+	m := compile(b, e, fixtures.Hello)
+	cfg := wasm.RunConfig{Args: []string{"hello"}, Stdout: io.Discard}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if code, err := m.Run(ctx, cfg); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
+	}
+}
+
 // BenchmarkRunHelloParallel is BenchmarkRunHello from GOMAXPROCS goroutines.
 func BenchmarkRunHelloParallel(b *testing.B) {
 	e := newEngine(b)
@@ -101,8 +116,14 @@ func benchCompile(b *testing.B, module []byte, opts func(*testing.B) []wazero.Op
 // BenchmarkIdleInstanceMemory keeps 200 instances of the C WASI module alive,
 // blocked reading stdin like idle containers, and reports the Go heap each
 // one holds (bytes/instance).
-func BenchmarkIdleInstanceMemory(b *testing.B) {
-	e := newEngine(b)
+func BenchmarkIdleInstanceMemory(b *testing.B) { benchIdle(b) }
+
+// BenchmarkIdleInstanceMemoryWazeroWASI is BenchmarkIdleInstanceMemory with
+// wazero's own WASI host, for comparison.
+func BenchmarkIdleInstanceMemoryWazeroWASI(b *testing.B) { benchIdle(b, wazero.WithWazeroWASI()) }
+
+func benchIdle(b *testing.B, opts ...wazero.Option) {
+	e := newEngine(b, opts...)
 	m := compile(b, e, fixtures.WASI)
 	const n = 200
 	// The timer runs through the whole round (start, idle, stop): with it

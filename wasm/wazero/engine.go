@@ -2,8 +2,9 @@
 // runtime, so that Wasm workloads run inside the kuasar process with no cgo
 // and no external engine.
 //
-// One engine (New) holds one wazero runtime with WASI preview 1 instantiated (under
-// both wasi_snapshot_preview1 and the older wasi_unstable name). Modules are
+// One Engine holds one wazero runtime with WASI preview 1 instantiated (under
+// both wasi_snapshot_preview1 and the older wasi_unstable name): kuasar's own
+// host (package wasm/internal/wasip1), or wazero's with WithWazeroWASI. Modules are
 // compiled once per content digest and then instantiated anonymously per run,
 // so thousands of instances of the same module can run concurrently. Per-run
 // memory limits are enforced by a per-instance memory allocator rather than
@@ -31,6 +32,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/internal/wasip1"
 	"github.com/kuasar-go/kuasar/wasm/internal/wasmbin"
 )
 
@@ -48,6 +50,7 @@ type options struct {
 	cacheDir    string
 	interpreter bool
 	fileBudget  int
+	wazeroWASI  bool
 }
 
 // WithCacheDir keeps compiled native code in dir (created if missing), so a
@@ -69,14 +72,26 @@ func WithInterpreter() Option {
 	return func(o *options) { o.interpreter = true }
 }
 
+// WithWazeroWASI serves guests with wazero's own WASI preview-1 host
+// instead of kuasar's (package wasm/internal/wasip1, the default). wazero's
+// host approximates the specification (rights are not enforced, no hard
+// links, stdio fdstat, poll on stdin and more differ); it is kept as a
+// fallback while kuasar's host is new.
+func WithWazeroWASI() Option {
+	return func(o *options) { o.wazeroWASI = true }
+}
+
 // engine is the wazero implementation of wasm.Engine.
 type engine struct {
 	runtime wazero.Runtime
 	cache   wazero.CompilationCache
 
 	closed atomic.Bool
-	mem    memPool    // reusable small linear memories, see memory.go
-	files  fileBudget // files open in all instances, see fdlimit.go
+	// ownWASI is set when guests get kuasar's WASI host (wasip1) rather
+	// than wazero's.
+	ownWASI bool
+	mem     memPool    // reusable small linear memories, see memory.go
+	files   fileBudget // files open in all instances, see fdlimit.go
 
 	unstableOnce sync.Once
 	unstableErr  error
@@ -105,21 +120,30 @@ func New(ctx context.Context, opts ...Option) (wasm.Engine, error) {
 	if o.cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(o.cacheDir)
 		if err != nil {
-			return nil, fmt.Errorf("wazero compilation cache in %s: %v: %w", o.cacheDir, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("wazero compilation cache in %s: %w: %w", o.cacheDir, err, errdefs.ErrInvalidArgument)
 		}
 		cache = c
 		cfg = cfg.WithCompilationCache(cache)
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	wasi, err := wasiHostModule(ctx, r, wasi_snapshot_preview1.ModuleName)
-	if err == nil {
-		_, err = wasi.Instantiate(ctx)
-	}
-	if err != nil {
+	e := &engine{runtime: r, cache: cache, mods: map[digest.Digest]*compiledModule{}, files: fileBudget{limit: int64(o.fileBudget)}, ownWASI: !o.wazeroWASI}
+	if err := e.instantiateWASI(ctx, wasi_snapshot_preview1.ModuleName); err != nil {
 		r.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	return &engine{runtime: r, cache: cache, mods: map[digest.Digest]*compiledModule{}, files: fileBudget{limit: int64(o.fileBudget)}}, nil
+	return e, nil
+}
+
+// instantiateWASI instantiates the engine's WASI host under name.
+func (e *engine) instantiateWASI(ctx context.Context, name string) error {
+	if e.ownWASI {
+		return wasip1.Instantiate(ctx, e.runtime, name)
+	}
+	b, err := wasiHostModule(ctx, e.runtime, name)
+	if err == nil {
+		_, err = b.Instantiate(ctx)
+	}
+	return err
 }
 
 // Name implements wasm.Engine.
@@ -162,7 +186,7 @@ func (e *engine) compile(ctx context.Context, module []byte) (*compiledModule, e
 		cctx := experimental.WithCompilationWorkers(context.WithoutCancel(ctx), runtime.GOMAXPROCS(0))
 		cm, err := e.runtime.CompileModule(cctx, module)
 		if err != nil {
-			return nil, fmt.Errorf("invalid WebAssembly module %s: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("invalid WebAssembly module %s: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 		}
 		nm, err := newModule(dgst, module, cm)
 		if err != nil {
@@ -192,11 +216,7 @@ func (e *engine) compile(ctx context.Context, module []byte) (*compiledModule, e
 // it off the start-up path of every process.
 func (e *engine) instantiateWASIUnstable(ctx context.Context) error {
 	e.unstableOnce.Do(func() {
-		b, err := wasiHostModule(context.WithoutCancel(ctx), e.runtime, wasiUnstable)
-		if err == nil {
-			_, err = b.Instantiate(context.WithoutCancel(ctx))
-		}
-		if err != nil {
+		if err := e.instantiateWASI(context.WithoutCancel(ctx), wasiUnstable); err != nil {
 			e.unstableErr = fmt.Errorf("instantiate %s: %w", wasiUnstable, err)
 		}
 	})
@@ -244,7 +264,7 @@ func newModule(dgst digest.Digest, bin []byte, cm wazero.CompiledModule) (*compi
 	}
 	pages, _, err := wasmbin.MinMemoryPages(bin)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: reading memory section: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("module %s: reading memory section: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	exports := make([]string, 0, len(cm.ExportedFunctions()))
 	for name := range cm.ExportedFunctions() {

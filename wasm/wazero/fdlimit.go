@@ -15,6 +15,8 @@ import (
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/wasm/internal/wasip1"
 )
 
 // Open files are limited twice: per instance (RunConfig.OpenFileLimit, the
@@ -23,7 +25,13 @@ import (
 // ENFILE, so that one guest cannot take the file descriptors the sandboxer
 // needs for its own API and for other tenants.
 //
-// Counting is done by a file-system wrapper (limitFS) around each mount:
+// With kuasar's WASI host (the default) the host counts itself: openFiles
+// is its wasip1.Files, every path_open and every preopen (from the guest's
+// first use of it) counts until closed, and EMFILE/ENFILE are errnos the
+// host returns as they are.
+//
+// With wazero's WASI host (WithWazeroWASI), counting is done by a
+// file-system wrapper (limitFS) around each mount:
 // a file counts from a successful OpenFile until its Close. wazero's errno
 // type has no EMFILE or ENFILE (it reports both as EIO), so the wrapper
 // fails the open with EIO and records the real reason, and the WASI path_*
@@ -36,6 +44,7 @@ const (
 	wasiEMFILE = 33
 	wasiENFILE = 41
 	wasiEIO    = 29
+	wasiEBADF  = 8
 )
 
 // stdioFiles are the guest's stdin, stdout and stderr, which count against
@@ -92,21 +101,39 @@ func newOpenFiles(engine *fileBudget, limit int) *openFiles {
 
 // acquire counts one more open file, or refuses it and records why.
 func (o *openFiles) acquire() experimentalsys.Errno {
+	switch o.take() {
+	case 0:
+		return 0
+	case wasiEBADF:
+		return experimentalsys.EBADF
+	}
+	return experimentalsys.EIO
+}
+
+// take counts one more open file, or refuses it with the WASI errno that
+// says why (EMFILE, ENFILE; EBADF once the run ended), which it records.
+func (o *openFiles) take() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch {
 	case o.done:
-		return experimentalsys.EBADF
+		return wasiEBADF
 	case o.limit > 0 && stdioFiles+o.open >= o.limit:
 		o.refused = wasiEMFILE
-		return experimentalsys.EIO
+		return wasiEMFILE
 	case !o.engine.reserve():
 		o.refused = wasiENFILE
-		return experimentalsys.EIO
+		return wasiENFILE
 	}
 	o.open++
 	return 0
 }
+
+// Acquire implements wasip1.Files.
+func (o *openFiles) Acquire() wasip1.Errno { return wasip1.Errno(o.take()) }
+
+// Release implements wasip1.Files.
+func (o *openFiles) Release() { o.release() }
 
 // release uncounts one file. After finish it does nothing: finish already
 // refunded everything.

@@ -145,7 +145,7 @@ func (r *runMemory) Allocate(_, max uint64) experimental.LinearMemory {
 	} else if reserve > 0 {
 		p, err := unix.MmapPtr(-1, 0, nil, uintptr(reserve), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 		if err != nil {
-			r.startErr = fmt.Errorf("reserving %s of address space for linear memory: %v: lower the memory limit or raise vm.max_map_count", formatBytes(reserve), err)
+			r.startErr = fmt.Errorf("reserving %s of address space for linear memory: %w: lower the memory limit or raise vm.max_map_count", formatBytes(reserve), err)
 			m.limit = 0
 		} else {
 			m.base, m.reserved = p, reserve
@@ -206,7 +206,7 @@ func (m *reservedMemory) Reallocate(size uint64) []byte {
 		region := unsafe.Slice((*byte)(unsafe.Add(m.base, m.committed)), need-m.committed)
 		if err := unix.Mprotect(region, unix.PROT_READ|unix.PROT_WRITE); err != nil {
 			m.run.budget.Release(delta)
-			return m.refuse(first, size, fmt.Errorf("committing memory: %v", err))
+			return m.refuse(first, size, fmt.Errorf("committing memory: %w", err))
 		}
 		m.committed = need
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -21,6 +22,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/kuasar-go/kuasar/wasm"
+	"github.com/kuasar-go/kuasar/wasm/internal/wasip1"
 )
 
 // compiledModule is a module compiled by engine; see wasm.Module.
@@ -67,11 +69,6 @@ func (m *compiledModule) Run(ctx context.Context, cfg wasm.RunConfig) (int, erro
 	}
 	files := newOpenFiles(&m.engine.files, cfg.OpenFileLimit)
 	defer files.finish()
-	mc, closeMounts, err := m.moduleConfig(ctx, cfg, files)
-	if err != nil {
-		return 0, err
-	}
-	defer closeMounts()
 
 	runCtx := ctx
 	var cancel context.CancelFunc
@@ -81,15 +78,32 @@ func (m *compiledModule) Run(ctx context.Context, cfg wasm.RunConfig) (int, erro
 		runCtx, cancel = context.WithCancel(ctx)
 	}
 	defer cancel()
-	mc = mc.WithNanosleep(func(ns int64) { sleepCtx(runCtx, ns) })
-	if cfg.Stdin != nil {
-		mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
-	}
-	if cfg.Stdout != nil {
-		mc = mc.WithStdout(newCancelWriter(cfg.Stdout, runCtx.Done()))
-	}
-	if cfg.Stderr != nil {
-		mc = mc.WithStderr(newCancelWriter(cfg.Stderr, runCtx.Done()))
+	var mc wazero.ModuleConfig
+	if m.engine.ownWASI {
+		inst, err := m.wasiInstance(cfg, files, runCtx.Done())
+		if err != nil {
+			return 0, err
+		}
+		defer inst.Close()
+		mc = anonymousModule
+		runCtx = wasip1.WithInstance(runCtx, inst)
+	} else {
+		var closeMounts func()
+		var err error
+		if mc, closeMounts, err = m.moduleConfig(ctx, cfg, files); err != nil {
+			return 0, err
+		}
+		defer closeMounts()
+		mc = mc.WithNanosleep(func(ns int64) { sleepCtx(runCtx, ns) })
+		if cfg.Stdin != nil {
+			mc = mc.WithStdin(&cancelReader{r: cfg.Stdin, done: runCtx.Done()})
+		}
+		if cfg.Stdout != nil {
+			mc = mc.WithStdout(newCancelWriter(cfg.Stdout, runCtx.Done()))
+		}
+		if cfg.Stderr != nil {
+			mc = mc.WithStderr(newCancelWriter(cfg.Stderr, runCtx.Done()))
+		}
 	}
 	// Every instance gets its memory from a per-run allocator: it caps the
 	// memory, charges the sandbox's budget and lets a caller watch the
@@ -182,7 +196,7 @@ func exitCode(dgst digest.Digest, what string, err error) (int, error) {
 		}
 		return int(exit.ExitCode()), nil
 	}
-	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %v: %w", dgst, what, err, errdefs.ErrUnknown)
+	return wasm.ExitKilled, fmt.Errorf("wasm module %s trapped while %s: %w: %w", dgst, what, err, errdefs.ErrUnknown)
 }
 
 // moduleConfig maps a RunConfig onto a wazero module configuration. The
@@ -199,30 +213,16 @@ func (m *compiledModule) moduleConfig(ctx context.Context, cfg wasm.RunConfig, f
 			closeAll()
 		}
 	}()
-	env, err := splitEnv(cfg.Env)
+	env, err := guestEnv(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	cwd := cfg.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if !path.IsAbs(cwd) {
-		return nil, nil, fmt.Errorf("working directory %q is not absolute: fix process.cwd / the image's WorkingDir: %w", cfg.Cwd, errdefs.ErrInvalidArgument)
-	}
 	fsc := wazero.NewFSConfig()
 	for _, mnt := range cfg.Mounts {
-		if !path.IsAbs(mnt.GuestPath) {
-			return nil, nil, fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
-		}
-		st, err := os.Stat(mnt.HostPath)
+		guest, err := checkMount(mnt)
 		if err != nil {
-			return nil, nil, fmt.Errorf("mount %s at %s: %v: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+			return nil, nil, err
 		}
-		if !st.IsDir() {
-			return nil, nil, fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
-		}
-		guest := path.Clean(mnt.GuestPath)
 		cfs, err := newConfinedFS(mnt.HostPath, files)
 		if err != nil {
 			return nil, nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
@@ -243,15 +243,9 @@ func (m *compiledModule) moduleConfig(ctx context.Context, cfg wasm.RunConfig, f
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(randSource)
-	hasPWD := false
 	for _, kv := range env {
-		mc = mc.WithEnv(kv[0], kv[1])
-		hasPWD = hasPWD || kv[0] == "PWD"
-	}
-	// WASI preview 1 has no working directory: wasi-libc programs start in
-	// "/". Go (wasip1) programs take theirs from $PWD, so set it.
-	if !hasPWD && cwd != "/" {
-		mc = mc.WithEnv("PWD", path.Clean(cwd))
+		k, v, _ := strings.Cut(kv, "=")
+		mc = mc.WithEnv(k, v)
 	}
 	if cfg.Stdout != nil {
 		mc = mc.WithStdout(cfg.Stdout)
@@ -260,6 +254,48 @@ func (m *compiledModule) moduleConfig(ctx context.Context, cfg wasm.RunConfig, f
 		mc = mc.WithStderr(cfg.Stderr)
 	}
 	return mc, closeAll, nil
+}
+
+// guestEnv is the guest's environment: cfg.Env, checked, and PWD. WASI
+// preview 1 has no working directory: wasi-libc programs start in "/". Go
+// (wasip1) programs take theirs from $PWD, so it is set from cfg.Cwd unless
+// the environment has one.
+func guestEnv(cfg wasm.RunConfig) ([]string, error) {
+	kvs, err := splitEnv(cfg.Env)
+	if err != nil {
+		return nil, err
+	}
+	cwd := cfg.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !path.IsAbs(cwd) {
+		return nil, fmt.Errorf("working directory %q is not absolute: fix process.cwd / the image's WorkingDir: %w", cfg.Cwd, errdefs.ErrInvalidArgument)
+	}
+	if cwd == "/" {
+		return cfg.Env, nil
+	}
+	for _, kv := range kvs {
+		if kv[0] == "PWD" {
+			return cfg.Env, nil
+		}
+	}
+	return append(slices.Clip(cfg.Env), "PWD="+path.Clean(cwd)), nil
+}
+
+// checkMount checks a mount and returns its cleaned guest path.
+func checkMount(mnt wasm.Mount) (string, error) {
+	if !path.IsAbs(mnt.GuestPath) {
+		return "", fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+	}
+	st, err := os.Stat(mnt.HostPath)
+	if err != nil {
+		return "", fmt.Errorf("mount %s at %s: %w: create the directory or fix the mount source: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrNotFound)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+	}
+	return path.Clean(mnt.GuestPath), nil
 }
 
 // sleepCtx sleeps ns nanoseconds or until ctx is done, so a guest sleeping

@@ -63,14 +63,34 @@ type Message struct {
 	} `json:"error"`
 }
 
-// Err turns an error reply into an errdefs.ErrUnknown error naming the
-// peer's class and description; it is nil for a successful reply.
+// Err turns an error reply into an *Error (of kind errdefs.ErrUnknown)
+// naming the peer's class and description; it is nil for a successful
+// reply.
 func (m *Message) Err() error {
 	if m.Error == nil {
 		return nil
 	}
-	return fmt.Errorf("%s: %s: %w", m.Error.Class, m.Error.Desc, errdefs.ErrUnknown)
+	return &Error{Class: m.Error.Class, Desc: m.Error.Desc}
 }
+
+// Error is an error reply of the peer. Callers tell replies apart by
+// Class with errors.As, never by the message text; its kind is
+// errdefs.ErrUnknown (the peer said what failed, not why in our terms).
+type Error struct {
+	// Class is the QMP error class: GenericError, CommandNotFound,
+	// DeviceNotActive, DeviceNotFound, KVMMissingCap.
+	Class string
+	// Desc is the peer's human-readable description.
+	Desc string
+}
+
+// Error returns "class: description: unknown".
+func (e *Error) Error() string {
+	return e.Class + ": " + e.Desc + ": " + errdefs.ErrUnknown.Error()
+}
+
+// Unwrap returns errdefs.ErrUnknown, the error's kind.
+func (e *Error) Unwrap() error { return errdefs.ErrUnknown }
 
 // Deadline is ctx's deadline, or DefaultTimeout from now when it has none.
 func Deadline(ctx context.Context) time.Time {
@@ -149,7 +169,7 @@ func Connect[C any](ctx context.Context, p *vmm.Process, name, path, hint string
 		if exited {
 			return fmt.Errorf("%s exited during start-up: %s%s: %w", name, p.Tail(2000), hint, errdefs.ErrUnavailable)
 		}
-		return fmt.Errorf("%s QMP socket did not come up: %v: %w", name, last, errdefs.ErrUnavailable)
+		return fmt.Errorf("%s QMP socket did not come up: %w: %w", name, errdefs.ErrUnavailable, last)
 	})
 	if err != nil {
 		return c, err

@@ -79,8 +79,10 @@ func TestExchange(t *testing.T) {
 		t.Fatalf("late reply not skipped: %s %v", ret, err)
 	}
 	_, err = c.Execute(ctx, Command("fail", "", nil), nil)
-	if !errors.Is(err, errdefs.ErrUnknown) || !strings.Contains(err.Error(), "GenericError: no") {
-		t.Fatalf("error reply: %v, want Unknown naming class and description", err)
+	var qe *Error
+	if !errors.Is(err, errdefs.ErrUnknown) || !errors.As(err, &qe) || qe.Class != "GenericError" || qe.Desc != "no" ||
+		!strings.Contains(err.Error(), "GenericError: no") {
+		t.Fatalf("error reply: %v, want an Unknown *Error naming class and description", err)
 	}
 	if got := c.Events(); !slices.Equal(got, []string{"STOP", "RESUME"}) {
 		t.Errorf("events %v, want [STOP RESUME]", got)

@@ -24,9 +24,14 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// QEMU returns the QEMU binary path or fails the test.
+// QEMU returns the QEMU binary path or fails the test. Under -short
+// (make test-short: unit tests only) it skips the test: its caller boots
+// a VM.
 func QEMU(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM under QEMU; -short runs unit tests only")
+	}
 	p, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Fatalf("qemu-system-x86_64 not found (apt-get install qemu-system-x86; run make deps): %v", err)
@@ -52,8 +57,14 @@ func CacheDir() string {
 var mu sync.Mutex
 
 // Build builds (or reuses) a guest with opts, failing the test on error.
+//
+// Under -short (make test-short: unit tests only) it skips the test: a
+// guest build downloads and unpacks Debian packages.
 func Build(t testing.TB, opts guest.Options) guest.Artifacts {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a guest from Debian packages; -short runs unit tests only")
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if opts.BaseDir == "" {

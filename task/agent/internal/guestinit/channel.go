@@ -79,7 +79,7 @@ func Listen(ctx context.Context, cfg Config, serialWait time.Duration) (net.List
 		}
 		l, verr := vsock.Listen(VsockPort, nil)
 		if verr != nil {
-			return nil, fmt.Errorf("no agent channel: %v; vsock port %d: %v: %w", serr, VsockPort, verr, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("no agent channel: %w; vsock port %d: %w: %w", serr, VsockPort, verr, errdefs.ErrUnavailable)
 		}
 		log.G(ctx).WithField("port", VsockPort).Info("no virtio-serial port, listening on vsock")
 		return l, nil

@@ -316,11 +316,11 @@ func loadSpec(bundle string) (*specs.Spec, string, error) {
 	}
 	b, err := readConfig(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return nil, "", fmt.Errorf("bundle %s: read config.json: %v; the host must share the bundle into the guest: %w", bundle, err, errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("bundle %s: read config.json: %w; the host must share the bundle into the guest: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, "", fmt.Errorf("bundle %s: config.json is not a valid runtime-spec document: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("bundle %s: config.json is not a valid runtime-spec document: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, "", fmt.Errorf("bundle %s: config.json has no process.args; set the command to run: %w", bundle, errdefs.ErrInvalidArgument)
@@ -341,7 +341,7 @@ func loadSpec(bundle string) (*specs.Spec, string, error) {
 	if filepath.IsAbs(rootPath) {
 		rootfs = filepath.Clean(rootPath)
 	} else if rootfs, err = securejoin.SecureJoin(bundle, rootPath); err != nil {
-		return nil, "", fmt.Errorf("bundle %s: root.path %q: %v: %w", bundle, rootPath, err, errdefs.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("bundle %s: root.path %q: %w: %w", bundle, rootPath, err, errdefs.ErrInvalidArgument)
 	}
 	st, err := os.Stat(rootfs)
 	if err != nil || !st.IsDir() {
@@ -611,7 +611,7 @@ func (s *Service) start(ctx context.Context, r *taskapi.StartRequest) (int, erro
 		log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(t0)).Debug("container released")
 	}()
 	if _, err := ctrl.Write([]byte(ctrlStart + "\n")); err != nil {
-		return 0, fmt.Errorf("container %q: release process: %v: %w", r.ID, err, errdefs.ErrFailedPrecondition)
+		return 0, fmt.Errorf("container %q: release process: %w: %w", r.ID, err, errdefs.ErrFailedPrecondition)
 	}
 	reply, err := bufio.NewReader(ctrl).ReadString('\n')
 	if err == nil && strings.HasPrefix(reply, ctrlErr) {
@@ -643,7 +643,7 @@ func (s *Service) startExec(ctx context.Context, c *container, p *process) (int,
 	root := fmt.Sprintf("/proc/%d/root", ipid)
 	bin, err := lookPath(root, spec.Args[0], spec.Env)
 	if err != nil {
-		return 0, fmt.Errorf("exec %q in container %q: %v: %w", p.execID, c.id, err, errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("exec %q in container %q: %w: %w", p.execID, c.id, err, errdefs.ErrInvalidArgument)
 	}
 	cwd := spec.Cwd
 	if cwd == "" {
@@ -673,7 +673,7 @@ func (s *Service) startExec(ctx context.Context, c *container, p *process) (int,
 	closeChild()
 	if err != nil {
 		p.closeStreams()
-		return 0, fmt.Errorf("exec %q in container %q: %v: %w", p.execID, c.id, err, errdefs.ErrFailedPrecondition)
+		return 0, fmt.Errorf("exec %q in container %q: %w: %w", p.execID, c.id, err, errdefs.ErrFailedPrecondition)
 	}
 	p.mu.Lock()
 	p.pid = pid
@@ -915,7 +915,7 @@ func (s *Service) exec(r *taskapi.ExecProcessRequest) error {
 	}
 	var spec specs.Process
 	if err := json.Unmarshal(r.Spec.Value, &spec); err != nil {
-		return fmt.Errorf("exec %q: spec is not a runtime-spec Process JSON document: %v: %w", r.ExecID, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("exec %q: spec is not a runtime-spec Process JSON document: %w: %w", r.ExecID, err, errdefs.ErrInvalidArgument)
 	}
 	if len(spec.Args) == 0 {
 		return fmt.Errorf("exec %q: process.args is empty; set the command to run: %w", r.ExecID, errdefs.ErrInvalidArgument)
@@ -1066,7 +1066,7 @@ func (s *Service) WriteInput(ctx context.Context, id, execID string, data []byte
 	}
 	n, err := in.Write(ctx, data)
 	if err != nil {
-		return n, fmt.Errorf("write stdin of %s/%s: %v: %w", id, execID, err, errdefs.ErrFailedPrecondition)
+		return n, fmt.Errorf("write stdin of %s/%s: %w: %w", id, execID, err, errdefs.ErrFailedPrecondition)
 	}
 	return n, nil
 }

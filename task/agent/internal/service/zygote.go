@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
@@ -103,24 +104,14 @@ func (s *Service) afterMounts(ctx context.Context) {
 // rootShared reports whether the agent's / is a shared mount, so that
 // mounts made below it propagate into namespaces copied from it.
 func rootShared() bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter("/"))
+	if err != nil || len(ms) == 0 {
 		return false
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options [optional...] - ...
-		f := strings.Fields(l)
-		if len(f) < 7 || f[4] != "/" {
-			continue
+	for _, o := range strings.Fields(ms[0].Optional) {
+		if strings.HasPrefix(o, "shared:") {
+			return true
 		}
-		shared := false
-		for _, o := range f[6:] {
-			if o == "-" {
-				break
-			}
-			shared = shared || strings.HasPrefix(o, "shared:")
-		}
-		return shared
 	}
 	return false
 }

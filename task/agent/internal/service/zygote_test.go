@@ -176,8 +176,32 @@ func TestZygoteSeesSandboxMounts(t *testing.T) {
 		t.Fatalf("root shared %v, zygote %d before the mount and %d after", rootShared(), z, next)
 	}
 	bundle := filepath.Join(target, "b")
-	if out, err := exec.Command("cp", "-a", makeBundle(t, []string{"cat", "/marker"}), bundle).CombinedOutput(); err != nil {
-		t.Fatalf("copy bundle onto the share: %v %s", err, out)
+	// The test process's reaper collects every child, so cp is started and
+	// waited for through it (os/exec's own wait would race it: ECHILD).
+	cp := exec.Command("cp", "-a", makeBundle(t, []string{"cat", "/marker"}), bundle)
+	out, err := os.CreateTemp(t.TempDir(), "cp-output")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cp.Stdout, cp.Stderr = out, out // a file: no copying goroutine that only Wait would end
+	_, exited, err := e.reaper.Start(func() (int, error) {
+		if err := cp.Start(); err != nil {
+			return 0, err
+		}
+		return cp.Process.Pid, nil
+	})
+	if err != nil {
+		t.Fatalf("copy bundle onto the share: %v", err)
+	}
+	select {
+	case ex := <-exited:
+		if ex.Status != 0 {
+			msg, _ := os.ReadFile(out.Name())
+			t.Fatalf("copy bundle onto the share: cp exited %d: %s", ex.Status, msg)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("copy bundle onto the share: cp did not exit")
 	}
 	if pid := e.run("m", bundle, false); int(pid) != next {
 		t.Fatalf("create pid %d, want zygote %d", pid, next)

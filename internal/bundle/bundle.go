@@ -1,0 +1,87 @@
+// Package bundle reads the OCI runtime spec (config.json) of a container
+// bundle, once for every host-side reader: the sandboxer's routing, the Wasm
+// task service and the Task API forwarder of the agent backends.
+//
+// A bundle is written by containerd, but the files in it are not all
+// trusted: an image can put a symlink or a FIFO where a careless reader
+// expects a file, and a VM guest can write below the shared directory.
+// ReadSpec therefore resolves config.json inside the bundle directory
+// (internal/fsroot: a symlink cannot lead out of it), refuses anything but a
+// regular file without blocking on it, and bounds what it reads.
+package bundle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/internal/fsroot"
+)
+
+// ConfigFile is the name of the runtime spec in a bundle.
+const ConfigFile = "config.json"
+
+// MaxSpecSize bounds config.json. containerd's specs are a few KiB; CRI
+// ones with many mounts and environment variables stay well below 1 MiB.
+// The bound keeps a hostile bundle from making the reader allocate without
+// limit.
+const MaxSpecSize = 4 << 20
+
+// ReadSpec reads and decodes dir/config.json. Errors wrap
+// errdefs.ErrNotFound when the bundle or its config.json does not exist, and
+// errdefs.ErrInvalidArgument when config.json is not a regular file, is
+// larger than MaxSpecSize or is not a runtime-spec document.
+func ReadSpec(dir string) (*specs.Spec, error) {
+	b, err := readConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("bundle %s: %s is not a runtime-spec document: %w: %w", dir, ConfigFile, err, errdefs.ErrInvalidArgument)
+	}
+	return &s, nil
+}
+
+func readConfig(dir string) ([]byte, error) {
+	kind := func(err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return errdefs.ErrNotFound
+		}
+		return errdefs.ErrInvalidArgument
+	}
+	r, err := fsroot.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening bundle %s: %w: %w", dir, err, kind(err))
+	}
+	defer r.Close()
+	// O_NONBLOCK: a FIFO planted as config.json must not hang the open.
+	f, err := r.OpenFile(ConfigFile, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s has no readable %s: %w: %w", dir, ConfigFile, err, kind(err))
+	}
+	defer f.Close()
+	p := filepath.Join(dir, ConfigFile)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a %v, not a regular file: %w", p, st.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxSpecSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if len(b) > MaxSpecSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes; a runtime spec that large is refused: %w", p, MaxSpecSize, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
