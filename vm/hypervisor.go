@@ -2,8 +2,8 @@
 // Hypervisor interface the VM backend drives, the per-hypervisor
 // configuration, and how a pod's resources become VM sizes.
 //
-// The drivers live in sub-packages (vm/qemu, vm/cloudhypervisor,
-// vm/stratovirt); the backend.Backend that boots sandboxes in them is
+// The drivers live in sub-packages (vm/internal/qemu, vm/internal/cloudhypervisor,
+// vm/internal/stratovirt); the backend.Backend that boots sandboxes in them is
 // vm/vmbackend, and the guest kernel + initramfs builder is vm/guest.
 package vm
 
@@ -15,17 +15,15 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
 // Names of the hypervisors the VM backend knows.
 const (
-	// QEMU is driven through its command line and QMP (vm/qemu).
+	// QEMU is driven through its command line and QMP (vm/internal/qemu).
 	QEMU = "qemu"
-	// CloudHypervisor is driven through its REST API (vm/cloudhypervisor).
+	// CloudHypervisor is driven through its REST API (vm/internal/cloudhypervisor).
 	CloudHypervisor = "cloud-hypervisor"
-	// StratoVirt is driven through its command line and QMP dialect (vm/stratovirt).
+	// StratoVirt is driven through its command line and QMP dialect (vm/internal/stratovirt).
 	StratoVirt = "stratovirt"
 )
 
@@ -37,7 +35,7 @@ const (
 	// ShareVirtioFS exports it with virtio-fs (needs virtiofsd).
 	ShareVirtioFS = "virtiofs"
 	// ShareBlock hands a container's rootfs over as a read-only erofs
-	// image on virtio-blk (QEMU: RunWorkload only, where the container is
+	// image on virtio-blk (QEMU: `kuasar run` only, where the container is
 	// known before boot); bundles still travel through the 9p share.
 	ShareBlock = "block"
 )
@@ -55,9 +53,9 @@ const AgentVsockPort = 1024
 // AgentSerialName is the virtio-serial port name the guest agent serves on.
 const AgentSerialName = "kuasar.agent"
 
-// Config is one [hypervisor.NAME] section of the sandboxer configuration.
-// The toml keys match sandboxer/config.Hypervisor; Machine, Accel,
-// KernelParams and Debug are VM-backend extras that default sensibly.
+// Config is one [hypervisor.NAME] section of the sandboxer configuration
+// (the [hypervisor] section itself is vm/vmbackend.Config). Machine, Accel,
+// KernelParams and Debug default sensibly when left out.
 type Config struct {
 	// Path is the hypervisor binary.
 	Path string `toml:"path"`
@@ -165,11 +163,24 @@ const (
 	MaxVCPUs = 32
 )
 
+// Resources are the sizes a pod asks for, zero when it sets none. The
+// fields are those of sandboxer/backend.Resources, so a backend converts
+// with vm.Resources(sb.Resources): this package depends on no sandboxer
+// code.
+type Resources struct {
+	// MemoryLimitBytes caps the pod's memory; 0 means none.
+	MemoryLimitBytes uint64
+	// CPUQuota and CPUPeriod (microseconds) express a CPU limit; both 0
+	// means none.
+	CPUQuota  int64
+	CPUPeriod uint64
+}
+
 // Sizes turns the config's defaults and a pod's resources into the VM's
 // vCPU count and memory in MiB: the pod's CPU limit rounded up to whole
 // vCPUs (at least the default), its memory limit plus GuestOverheadMB (at
 // least the default).
-func Sizes(c Config, r backend.Resources) (vcpus uint32, memoryMB uint64) {
+func Sizes(c Config, r Resources) (vcpus uint32, memoryMB uint64) {
 	vcpus, memoryMB = c.VCPUs, c.MemoryMB
 	if vcpus == 0 {
 		vcpus = DefaultVCPUs

@@ -6,10 +6,10 @@ import (
 
 	"github.com/containerd/log"
 
+	kbackends "github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/sandboxer"
-	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/task/events"
-	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/task/wasmtask/contentstore"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 )
@@ -18,11 +18,8 @@ import (
 // "vm" micro-VMs) and returns a function that releases them. The VM backend
 // only checks its hypervisor files when a VM sandbox starts, so a host
 // without QEMU or a guest kernel still serves Wasm pods.
-func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func(), error) {
-	if cfg.Wasm.Engine != "" && cfg.Wasm.Engine != "wazero" {
-		return nil, nil, fmt.Errorf("wasm.engine %q is not built into this binary: use \"wazero\"", cfg.Wasm.Engine)
-	}
-	memLimit, err := cfg.Wasm.MemoryLimitBytes()
+func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, func(), error) {
+	wopts, err := cfg.Wasm.Options()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -34,13 +31,13 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 	if err != nil {
 		return nil, nil, fmt.Errorf("events publisher for %s: %w", cfg.Sandboxer.ContainerdTTRPCAddress, err)
 	}
-	w, err := wasmbackend.New(ctx,
-		wasmbackend.WithDefaultMemoryLimit(memLimit),
-		wasmbackend.WithDefaultOpenFileLimit(cfg.Wasm.DefaultOpenFileLimit),
+	// Modules that are no file of their rootfs come from their image's
+	// wasm layers in containerd's content store.
+	modules := contentstore.New(cfg.Sandboxer.ContainerdAddress)
+	w, err := wasmbackend.New(ctx, append(wopts,
 		wasmbackend.WithOpenFileBudget(fileBudget),
-		wasmbackend.WithCacheDir(cfg.Wasm.CacheDir),
 		wasmbackend.WithPublisher(pub),
-		wasmbackend.WithContainerdAddress(cfg.Sandboxer.ContainerdAddress))
+		wasmbackend.WithModuleResolver(modules))...)
 	if err != nil {
 		pub.Close()
 		return nil, nil, err
@@ -49,18 +46,13 @@ func backends(ctx context.Context, cfg *config.Config) ([]sandboxer.Option, func
 		if err := w.Close(context.WithoutCancel(ctx)); err != nil {
 			log.G(ctx).WithError(err).Warn("close wasm backend")
 		}
+		if err := modules.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close the containerd connection of the wasm module resolver")
+		}
 		pub.Close()
 	}
 	// Both backends publish task events through the one publisher.
-	vopts := []vmbackend.Option{vmbackend.WithDefaultHypervisor(cfg.Hypervisor.Default), vmbackend.WithPublisher(pub)}
-	for name, h := range map[string]config.Hypervisor{
-		vm.QEMU:            cfg.Hypervisor.QEMU,
-		vm.CloudHypervisor: cfg.Hypervisor.CloudHypervisor,
-		vm.StratoVirt:      cfg.Hypervisor.StratoVirt,
-	} {
-		vopts = append(vopts, vmbackend.WithHypervisor(name, h))
-	}
-	v, err := vmbackend.New(ctx, vopts...)
+	v, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithPublisher(pub))...)
 	if err != nil {
 		closeAll()
 		return nil, nil, err

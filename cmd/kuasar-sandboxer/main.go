@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	kbackends "github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/internal/version"
@@ -59,7 +60,7 @@ func run(args []string) error {
 			explicit = true
 		}
 	})
-	cfg, err := config.Load(*cfgPath, explicit)
+	cfg, err := kbackends.Load(*cfgPath, explicit)
 	if err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func run(args []string) error {
 
 	resolver := sandboxer.NewContainerdImages(cfg.Sandboxer.ContainerdAddress)
 	defer resolver.Close()
-	opts := []sandboxer.Option{sandboxer.WithConfig(cfg), sandboxer.WithImageResolver(resolver), sandboxer.WithSandboxStore(resolver)}
+	opts := []sandboxer.Option{sandboxer.WithConfig(cfg.Config), sandboxer.WithImageResolver(resolver), sandboxer.WithSandboxStore(resolver)}
 	bopts, closeBackends, err := backends(ctx, cfg)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // buildAgent builds the binary exactly as the guest builder must:

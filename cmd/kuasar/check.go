@@ -12,10 +12,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
 )
@@ -115,7 +116,7 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 	}
 
 	// Configuration.
-	cfg, err := config.Load(configPath, false)
+	cfg, err := backends.Load(configPath, false)
 	if err != nil {
 		add("config", checkFail, err.Error(), "correct the file, or remove it to use the embedded defaults")
 		return out
@@ -128,10 +129,10 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 
 	// Micro-VMs: each hypervisor's files, the default one failing hard.
 	for _, name := range []string{vm.QEMU, vm.CloudHypervisor, vm.StratoVirt} {
-		h, _ := cfg.Hypervisor.Get(name)
+		h, _ := cfg.VM.Get(name)
 		vc := vm.Config{Path: h.Path, Kernel: h.Kernel, Initramfs: h.Initramfs, RootfsMode: h.RootfsMode, Accel: h.Accel}
 		status := checkWarn
-		if name == cfg.Hypervisor.Default {
+		if name == cfg.VM.Default {
 			status = checkFail
 		}
 		if err := vc.Validate(name); err != nil {
@@ -144,8 +145,8 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 		}
 		add("vm "+name, checkOK, fmt.Sprintf("%s, kernel %s, initramfs %s", h.Path, h.Kernel, h.Initramfs), "")
 	}
-	accel, reason := qemu.DetectAccel(ctx)
-	if accel == qemu.AccelKVM {
+	accel, reason := vmbackend.DetectAccel(ctx)
+	if accel == vmbackend.AccelKVM {
 		add("vm accelerator", checkOK, "kvm: "+reason, "")
 	} else {
 		add("vm accelerator", checkWarn, "tcg (software emulation, seconds per boot): "+reason,

@@ -6,22 +6,22 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/bytesize"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/runspec"
+	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
 )
 
@@ -171,43 +171,14 @@ func runCommand(ctx context.Context, env *cliEnv, args []string) int {
 	return runWasm(ctx, env, wl, o)
 }
 
-// runWasm runs a Wasm workload in-process and returns the guest's exit code.
+// runWasm runs a Wasm workload in-process through the "wasm" backend, the
+// one kuasar-sandboxer serves Wasm pods with, and returns the guest's exit
+// code.
 func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOptions) int {
 	fail := func(err error) int {
 		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
 		return exitKuasarError
 	}
-	// Remember which signal stops us, so that the exit code is 128+signal as
-	// for a killed Linux process. main's context is cancelled by the same
-	// signals, possibly before our channel reports which one: the run gets
-	// its own context, cancelled once the signal number is known. This is
-	// set up before compiling so that a signal during a long compile counts.
-	var sig atomic.Int32
-	record := func(s os.Signal) {
-		if n, ok := s.(syscall.Signal); ok {
-			sig.Store(int32(n))
-		}
-	}
-	parent := ctx
-	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
-	defer cancel()
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigc)
-	go func() {
-		select {
-		case s := <-sigc:
-			record(s)
-		case <-parent.Done():
-			select {
-			case s := <-sigc:
-				record(s)
-			case <-time.After(20 * time.Millisecond):
-			}
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	cfg, err := runConfig(wl, o)
 	if err != nil {
 		return fail(err)
@@ -225,31 +196,85 @@ func runWasm(ctx context.Context, env *cliEnv, wl *images.Workload, o *runOption
 	if err != nil {
 		return fail(err)
 	}
-	defer eng.Close(context.WithoutCancel(ctx))
-	mod, err := eng.Compile(ctx, wl.Module)
-	if err != nil {
+	bg := context.WithoutCancel(ctx)
+	defer eng.Close(bg)
+	// Compiled here to report a bad module as kuasar's error, naming the
+	// target; the backend's Create finds it in the engine's memo.
+	if _, err := eng.Compile(ctx, wl.Module); err != nil {
 		return fail(fmt.Errorf("%s: %w", o.target, err))
 	}
-
-	cfg.Signal = func() int { return int(sig.Load()) }
-	cfg.Stdin, cfg.Stdout, cfg.Stderr = env.stdin, env.stdout, env.stderr
-
-	start := time.Now()
-	code, err := mod.Run(ctx, cfg)
+	b, err := wasmbackend.New(ctx, wasmbackend.WithEngine(eng),
+		wasmbackend.WithModuleResolver(workloadModule{module: wl.Module, function: cfg.Function}))
 	if err != nil {
-		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
-		switch {
-		case errdefs.IsNotFound(err):
-			return exitFunctionNotFound
-		case code != 0:
-			return code // a trap: the guest was running and died
-		}
-		return exitKuasarError
+		return fail(err)
 	}
-	if o.timeout > 0 && code == wasm.ExitKilled && time.Since(start) >= o.timeout && sig.Load() == 0 {
+	defer b.Close(bg)
+	r, err := runInSandbox(ctx, env, b, backend.Sandbox{}, wasmSpec(cfg, wl.Rootfs), runtimeDir(), o.timeout, true)
+	if err != nil {
+		if errors.Is(err, errCreate) && errdefs.IsNotFound(err) {
+			fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
+			return exitFunctionNotFound
+		}
+		return fail(err)
+	}
+	if r.timedOut && r.signal == 0 {
 		fmt.Fprintf(env.stderr, "kuasar run: %s stopped after --timeout %v\n", o.target, o.timeout)
 	}
-	return code
+	return r.code
+}
+
+// workloadModule hands the backend the module kuasar already read (a file
+// or an image's wasm layer), as containerd's content store does for the
+// daemon.
+type workloadModule struct {
+	module   []byte
+	function string
+}
+
+// ResolveModule implements wasmtask.ModuleResolver.
+func (w workloadModule) ResolveModule(context.Context, string, string) ([]byte, string, error) {
+	return w.module, w.function, nil
+}
+
+// wasmSpec is the OCI runtime spec of a Wasm container that runs as cfg
+// says: what containerd would hand the backend for the same container.
+// Its root is the image's unpacked layers, read-only (the shared image
+// store must never change: --dir gives writable space); a bare module has
+// none, and sees only its --dir mounts.
+func wasmSpec(cfg wasm.RunConfig, rootfs string) *specs.Spec {
+	argv0 := cfg.Args[0]
+	if cfg.Function != "" {
+		argv0 += "#" + cfg.Function
+	}
+	cwd := cfg.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	limit := int64(cfg.MemoryLimit)
+	spec := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Args:    append([]string{argv0}, cfg.Args[1:]...),
+			Env:     cfg.Env,
+			Cwd:     cwd,
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: uint64(cfg.OpenFileLimit), Soft: uint64(cfg.OpenFileLimit)}},
+		},
+		Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}},
+	}
+	if rootfs != "" {
+		spec.Root = &specs.Root{Path: rootfs, Readonly: true}
+	}
+	for _, m := range cfg.Mounts {
+		if m.GuestPath == "/" && m.HostPath == rootfs {
+			continue // the root itself
+		}
+		opt := "rw"
+		if m.ReadOnly {
+			opt = "ro"
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.GuestPath, Source: m.HostPath, Type: "bind", Options: []string{"rbind", opt}})
+	}
+	return spec
 }
 
 // runConfig builds the guest's configuration from the workload's defaults

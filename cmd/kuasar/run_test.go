@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,6 +134,9 @@ func TestRunCLI(t *testing.T) {
 	os.WriteFile(filepath.Join(ro, "f.txt"), []byte("ro data"), 0o644)
 	hello, wasi := fixture(t, "hello"), fixture(t, "wasi")
 	t.Setenv("KUASAR_TEST_INHERIT", "inherited")
+	// Each run's bundle and FIFOs go to a private directory here.
+	runtime := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", runtime)
 
 	tests := []struct {
 		name      string
@@ -161,7 +165,7 @@ func TestRunCLI(t *testing.T) {
 		{name: "dir ro read", args: []string{"--dir", ro + ":/ro:ro", wasi, "read", "/ro/f.txt"}, wantOut: "ro data"},
 		{name: "dir ro write fails", args: []string{"--dir", ro + ":/ro:ro", wasi, "write", "/ro/new", "x"}, wantCode: 1, wantErr: "/ro/new"},
 		{name: "workdir sets PWD", args: []string{"--workdir", "/data", "--dir", data + ":/data", wasi, "getenv", "PWD"}, wantOut: "/data\n"},
-		{name: "memory limit", args: []string{"--memory", "32Mi", fixture(t, "bigmem")}, wantCode: 125, wantErr: "32 MiB"},
+		{name: "memory limit", args: []string{"--memory", "32Mi", fixture(t, "bigmem")}, wantCode: 125, wantErr: "memory limit is 33554432 bytes"},
 		{name: "memory ok", args: []string{"--memory", "64Mi", fixture(t, "bigmem")}},
 		{name: "memory grow refused", args: []string{"--memory", "100M", fixture(t, "reactor") + "#grow"}, wantCode: 1},
 		{name: "timeout", args: []string{"--timeout", "100ms", fixture(t, "loop")}, wantCode: 137, wantErr: "--timeout 100ms"},
@@ -202,6 +206,9 @@ func TestRunCLI(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(ro, "new")); !os.IsNotExist(err) {
 		t.Errorf("a write went through the read-only --dir: %v", err)
+	}
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("runs left their private directories (bundle, FIFOs) behind: %v", left)
 	}
 	entries, _ := os.ReadDir(filepath.Join(state, "cache", "wazero"))
 	if len(entries) == 0 {
@@ -312,4 +319,42 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
+}
+
+// TestRunKilledLeavesNothing: a Wasm run's private directory (bundle,
+// FIFOs) is gone as soon as the guest runs, so even a SIGKILL of kuasar,
+// which no defer survives, leaves nothing in the runtime directory.
+func TestRunKilledLeavesNothing(t *testing.T) {
+	bin := binary(t)
+	runtime := t.TempDir()
+	cmd := exec.Command(bin, "run", fixture(t, "loop"))
+	cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+t.TempDir(), "XDG_RUNTIME_DIR="+runtime)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	// The guest runs (it loops until killed) once kuasar holds its stdout
+	// FIFO, which lived in the run's directory and is unlinked by then.
+	fds := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "fd")
+	waitFor(t, func() bool {
+		ents, _ := os.ReadDir(fds)
+		for _, e := range ents {
+			if l, _ := os.Readlink(filepath.Join(fds, e.Name())); strings.HasPrefix(l, runtime+"/") && strings.HasSuffix(l, "/stdout (deleted)") {
+				return true
+			}
+		}
+		return false
+	})
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("the running guest's run directory is still there: %v", left)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("kuasar exited before it was killed: %v", err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if left, _ := os.ReadDir(runtime); len(left) != 0 {
+		t.Errorf("a killed run left %v behind", left)
+	}
 }

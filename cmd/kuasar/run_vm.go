@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
@@ -49,20 +52,21 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	if cfgPath == "" {
 		cfgPath = config.DefaultPath
 	}
-	cfg, err := config.Load(cfgPath, mustExist)
+	cfg, err := backends.Load(cfgPath, mustExist)
 	if err != nil {
 		return fail(err)
 	}
-	name := cfg.Hypervisor.Default
+	name := cfg.VM.Default
 	if wl.Metadata.Hypervisor != "" {
 		name = wl.Metadata.Hypervisor
 	}
-	hv, err := cfg.Hypervisor.Get(name)
-	if err != nil {
+	if _, err := cfg.VM.Get(name); err != nil {
 		return fail(err)
 	}
-
 	args := linuxArgs(wl, o.args)
+	if len(args) == 0 {
+		return fail(fmt.Errorf("no command to run: the image has no entrypoint/cmd, pass one after --: %w", errdefs.ErrInvalidArgument))
+	}
 	envs, err := mergeEnv(wl.Env, o.envs)
 	if err != nil {
 		return fail(err)
@@ -70,6 +74,13 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	cwd := wl.WorkingDir
 	if o.workdir != "" {
 		cwd = o.workdir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	rootfs, err := filepath.Abs(wl.Rootfs)
+	if err != nil {
+		return fail(err)
 	}
 	stateDir := filepath.Join(env.stateDir, "run")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
@@ -79,21 +90,35 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	if o.memory > 0 {
 		res.MemoryLimitBytes = uint64(o.memory)
 	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{
-		Hypervisor: name,
-		Config:     hv,
-		StateDir:   stateDir,
-		Resources:  res,
-	}, wl.Rootfs, vmbackend.Process{Args: args, Env: envs, Cwd: cwd, Hostname: "kuasar"}, env.stdin, env.stdout, env.stderr)
+	// The same backend kuasar-sandboxer serves pods with, told the one
+	// container's rootfs before boot (rootfs_mode "block" attaches it as
+	// a disk).
+	b, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithDefaultHypervisor(name), vmbackend.WithBootRootfs(containerID, rootfs, ""))...)
 	if err != nil {
+		return fail(err)
+	}
+	const hostname = "kuasar"
+	spec := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: hostname,
+		Process:  &specs.Process{Args: args, Env: envs, Cwd: cwd},
+		Root:     &specs.Root{Path: rootfs},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace}, {Type: specs.IPCNamespace},
+		}},
+	}
+	r, err := runInSandbox(ctx, env, b, backend.Sandbox{Hostname: hostname, Resources: res, Hypervisor: name}, spec, stateDir, o.timeout, false)
+	if err != nil {
+		if errors.Is(err, errCreate) && errdefs.IsNotFound(err) {
+			fmt.Fprintf(env.stderr, "kuasar run: %s in a %s VM: %v\n", o.target, name, err)
+			return exitFunctionNotFound
+		}
 		return fail(fmt.Errorf("%s in a %s VM: %w", o.target, name, err))
 	}
-	return code
+	if r.timedOut && r.signal == 0 {
+		fmt.Fprintf(env.stderr, "kuasar run: %s stopped after --timeout %v\n", o.target, o.timeout)
+	}
+	return r.code
 }
 
 // linuxArgs is the process of a Linux image: ARGS replace the image's Cmd and

@@ -11,8 +11,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/images"
-	"github.com/kuasar-go/kuasar/sandboxer/config"
 )
 
 // TestRunLinuxImageInVM boots a real micro-VM (QEMU, TCG here) from the
@@ -26,11 +26,11 @@ func TestRunLinuxImageInVM(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mounts, QEMU)")
 	}
-	cfg, err := config.Default()
+	cfg, err := backends.Parse(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Hypervisor.QEMU.Validate("qemu"); err != nil {
+	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
 		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
 	}
 	files, err := images.BusyboxFiles("/bin/busybox", "sh", "uname", "echo", "cat", "hostname")
@@ -60,6 +60,9 @@ func TestRunLinuxImageInVM(t *testing.T) {
 		{"default command", []string{"run", archive}, 0, "default\n"},
 		{"args replace cmd, entrypoint kept", []string{"run", "--isolation", "vm", archive, "--", "uname -r; echo hi from $(hostname); exit 3"}, 3, "hi from kuasar\n"},
 		{"stdin reaches the guest", []string{"run", archive, "--", "cat"}, 0, "piped\n"},
+		// Killed through the Task API's Kill after the deadline (counted
+		// from the container's start, not the boot): 128+SIGKILL.
+		{"timeout kills the guest", []string{"run", "--timeout", "2s", archive, "--", "echo up; sleep 100"}, 137, "up\n"},
 	}
 	state := t.TempDir()
 	for _, tt := range tests {
@@ -69,6 +72,9 @@ func TestRunLinuxImageInVM(t *testing.T) {
 			code := runCLI(context.Background(), env, tt.args)
 			if code != tt.wantCode {
 				t.Fatalf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			if tt.wantCode == 137 && !strings.Contains(stderr.String(), "stopped after --timeout 2s") {
+				t.Errorf("stderr %q does not say the --timeout stopped it", stderr.String())
 			}
 			if !strings.HasSuffix(stdout.String(), tt.wantOut) {
 				t.Errorf("stdout %q, want it to end with %q (stderr: %s)", stdout.String(), tt.wantOut, stderr.String())

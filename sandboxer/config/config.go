@@ -2,11 +2,15 @@
 //
 // The shipped defaults (configs/config.toml, embedded) are decoded first and
 // the user's file is decoded over them, so a file only needs the keys it
-// changes. A key the structs below do not know is an error naming the key:
-// a typo must never silently keep a default.
+// changes. A key nobody reads is an error naming the key: a typo must never
+// silently keep a default.
 //
-// The hypervisor sections are plain data for the VM backend; the sandboxer
-// itself only routes on [runtime_handlers] and [sandboxer].default_isolation.
+// The sandboxer itself reads [sandboxer] and [runtime_handlers] only. Every
+// other top-level table belongs to a backend and is kept undecoded (a
+// toml.Primitive per layer, as containerd does for its plugins): the backend
+// decodes it into its own type with Section(name).Decode and checks it
+// itself, so this package imports no backend. Unowned reports a table no
+// backend claimed.
 package config
 
 import (
@@ -15,6 +19,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,23 +28,29 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/configs"
-	"github.com/kuasar-go/kuasar/internal/bytesize"
-	"github.com/kuasar-go/kuasar/vm"
 )
 
 // DefaultPath is where kuasar-sandboxer looks for its configuration.
 const DefaultPath = "/etc/kuasar/config.toml"
 
-// Config is the whole kuasar-sandboxer configuration.
+// Config is the whole kuasar-sandboxer configuration: the sandboxer's own
+// sections decoded, the backends' sections kept for them.
 type Config struct {
 	// Sandboxer is the daemon's own settings.
 	Sandboxer Sandboxer `toml:"sandboxer"`
-	// Wasm configures the in-process Wasm backend.
-	Wasm Wasm `toml:"wasm"`
 	// RuntimeHandlers maps a CRI runtime handler name to its default isolation.
 	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`
-	// Hypervisor configures the VM backend's hypervisors.
-	Hypervisor Hypervisors `toml:"hypervisor"`
+
+	// layers are the decoded documents, defaults first.
+	layers []*layer
+}
+
+// layer is one TOML document: its metadata (which tracks decoded keys)
+// and its backend tables, undecoded.
+type layer struct {
+	name     string
+	md       *toml.MetaData
+	sections map[string]toml.Primitive
 }
 
 // Sandboxer is the [sandboxer] section.
@@ -64,137 +75,190 @@ type Sandboxer struct {
 	FdReserve int `toml:"fd_reserve"`
 }
 
-// Wasm is the [wasm] section.
-type Wasm struct {
-	// Engine names the Wasm engine ("wazero").
-	Engine string `toml:"engine"`
-	// CacheDir is the compiled-module cache; "" keeps it in memory.
-	CacheDir string `toml:"cache_dir"`
-	// DefaultMemoryLimit caps a container's linear memory when neither the
-	// container nor its pod has a memory limit: a size such as "512Mi"
-	// (Ki/Mi/Gi binary, K/M/G decimal), at most 4Gi (all wasm32 can use).
-	// See MemoryLimitBytes.
-	DefaultMemoryLimit string `toml:"default_memory_limit"`
-	// DefaultOpenFileLimit caps the files a container holds open (stdio
-	// and mounts included) when its spec has no RLIMIT_NOFILE; past it
-	// the guest gets EMFILE.
-	DefaultOpenFileLimit int `toml:"default_open_file_limit"`
-}
-
-// wasm32MaxMemory is all the memory a wasm32 guest can address.
-const wasm32MaxMemory = 4 << 30
-
-// MemoryLimitBytes parses DefaultMemoryLimit.
-func (w Wasm) MemoryLimitBytes() (uint64, error) {
-	n, err := bytesize.Parse(w.DefaultMemoryLimit)
-	if err != nil {
-		return 0, fmt.Errorf("wasm.default_memory_limit: %w", err)
-	}
-	if n > wasm32MaxMemory {
-		return 0, fmt.Errorf("wasm.default_memory_limit %q is more than a wasm32 guest can address: use at most 4Gi: %w", w.DefaultMemoryLimit, errdefs.ErrInvalidArgument)
-	}
-	return n, nil
-}
-
 // RuntimeHandler is one [runtime_handlers.NAME] section.
 type RuntimeHandler struct {
 	// Isolation is the handler's default sandbox kind ("wasm", "vm").
 	Isolation string `toml:"isolation"`
-	// Hypervisor is the handler's default hypervisor for "vm" sandboxes.
+	// Hypervisor is the handler's default hypervisor for "vm" sandboxes;
+	// the VM backend checks the name ("" lets it use its default).
 	Hypervisor string `toml:"hypervisor"`
 }
-
-// Hypervisors is the [hypervisor] section.
-type Hypervisors struct {
-	// Default names the hypervisor used when pod and image name none.
-	Default string `toml:"default"`
-	// QEMU is [hypervisor.qemu].
-	QEMU Hypervisor `toml:"qemu"`
-	// CloudHypervisor is [hypervisor.cloud-hypervisor].
-	CloudHypervisor Hypervisor `toml:"cloud-hypervisor"`
-	// StratoVirt is [hypervisor.stratovirt].
-	StratoVirt Hypervisor `toml:"stratovirt"`
-}
-
-// Get returns the settings of the hypervisor called name, or an
-// ErrInvalidArgument error listing the names it knows.
-func (h Hypervisors) Get(name string) (Hypervisor, error) {
-	switch name {
-	case "qemu":
-		return h.QEMU, nil
-	case "cloud-hypervisor":
-		return h.CloudHypervisor, nil
-	case "stratovirt":
-		return h.StratoVirt, nil
-	}
-	return Hypervisor{}, fmt.Errorf("unknown hypervisor %q: use qemu, cloud-hypervisor or stratovirt: %w", name, errdefs.ErrInvalidArgument)
-}
-
-// Hypervisor is one [hypervisor.NAME] section. It is the VM backend's own
-// configuration type, so that a key added there is a key of this file too,
-// with no mapping to keep in step.
-type Hypervisor = vm.Config
 
 // Default returns the embedded defaults (configs/config.toml).
 func Default() (*Config, error) {
 	var c Config
-	if err := decode(&c, configs.SandboxerDefault, "embedded defaults"); err != nil {
+	if err := c.decode(configs.SandboxerDefault, "embedded defaults"); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// Load reads the configuration at path over the embedded defaults. When path
-// does not exist, Load returns the defaults if mustExist is false and an
-// ErrNotFound error otherwise (a path the user named explicitly must exist).
+// Load reads the configuration at path over the embedded defaults and
+// checks the sandboxer's sections (Validate). When path does not exist,
+// Load returns the defaults if mustExist is false and an ErrNotFound error
+// otherwise (a path the user named explicitly must exist).
 func Load(path string, mustExist bool) (*Config, error) {
-	c, err := Default()
+	c, err := Read(path, mustExist)
 	if err != nil {
 		return nil, err
 	}
+	return c, c.Validate()
+}
+
+// Read is Load without Validate, for a caller that reports the sandboxer's
+// and the backends' problems together.
+func Read(path string, mustExist bool) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if mustExist {
 			return nil, fmt.Errorf("config file %s does not exist: create it (see configs/config.toml) or omit --config: %w", path, errdefs.ErrNotFound)
 		}
-		return c, c.Validate()
+		return Default()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
-	if err := decode(c, b, path); err != nil {
+	return Decode(b, path)
+}
+
+// Parse decodes data (TOML) over the embedded defaults and validates it,
+// for tests and tools.
+func Parse(data []byte) (*Config, error) {
+	c, err := Decode(data, "config")
+	if err != nil {
 		return nil, err
 	}
 	return c, c.Validate()
 }
 
-// Parse decodes data (TOML) over the embedded defaults, for tests and tools.
-func Parse(data []byte) (*Config, error) {
+// Decode decodes data (TOML, called name in errors) over the embedded
+// defaults without Validate.
+func Decode(data []byte, name string) (*Config, error) {
 	c, err := Default()
 	if err != nil {
 		return nil, err
 	}
-	if err := decode(c, data, "config"); err != nil {
+	if err := c.decode(data, name); err != nil {
 		return nil, err
 	}
-	return c, c.Validate()
+	return c, nil
 }
 
-func decode(c *Config, data []byte, name string) error {
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+// ownSections are the top-level tables the sandboxer decodes itself.
+var ownSections = map[string]bool{"sandboxer": true, "runtime_handlers": true}
+
+// decode decodes one document over c: the sandboxer's sections into c,
+// every other table kept as a layer of its backend's section.
+func (c *Config) decode(data []byte, name string) error {
+	var top map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
 	if err != nil {
 		return fmt.Errorf("parse %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
+	l := &layer{name: name, md: &md, sections: map[string]toml.Primitive{}}
+	// Tables, also those only defined through a sub-table ([a.b] alone).
+	tables := map[string]bool{}
+	for _, k := range md.Keys() {
+		if len(k) > 1 || md.Type(k...) == "Hash" {
+			tables[k[0]] = true
 		}
-		sort.Strings(keys)
-		return fmt.Errorf("%s: unknown key(s) %s: remove or correct them (configs/config.toml lists every key): %w",
-			name, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+	}
+	var unknown []string
+	for k, p := range top {
+		switch {
+		case k == "sandboxer":
+			err = md.PrimitiveDecode(p, &c.Sandboxer)
+		case k == "runtime_handlers":
+			err = md.PrimitiveDecode(p, &c.RuntimeHandlers)
+		case tables[k]:
+			l.sections[k] = p
+		default:
+			unknown = append(unknown, k)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: [%s]: %w: %w", name, k, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, k := range md.Undecoded() {
+		if ownSections[k[0]] {
+			unknown = append(unknown, k.String())
+		}
+	}
+	if err := unknownKeys(name, unknown); err != nil {
+		return err
+	}
+	c.layers = append(c.layers, l)
+	return nil
+}
+
+// unknownKeys is the error for keys nobody reads, or nil when there are none.
+func unknownKeys(name string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	return fmt.Errorf("%s: unknown key(s) %s: remove or correct them (configs/config.toml lists every key): %w",
+		name, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+}
+
+// Section is a backend's top-level table, undecoded: the layers (defaults,
+// then the user's file) in which it appears.
+type Section struct {
+	name   string
+	layers []*layer
+}
+
+// Section returns the table called name (such as "wasm" or "hypervisor")
+// for its backend to decode.
+func (c *Config) Section(name string) Section {
+	s := Section{name: name}
+	for _, l := range c.layers {
+		if _, ok := l.sections[name]; ok {
+			s.layers = append(s.layers, l)
+		}
+	}
+	return s
+}
+
+// Decode decodes the section into v, a pointer to the backend's own
+// section type holding its defaults: each layer in turn, so a key a later
+// layer leaves out keeps the earlier value. A key v has no field for is an
+// ErrInvalidArgument error naming the key (name.key) and its file.
+func (s Section) Decode(v any) error {
+	for _, l := range s.layers {
+		if err := l.md.PrimitiveDecode(l.sections[s.name], v); err != nil {
+			return fmt.Errorf("%s: [%s]: %w: %w", l.name, s.name, err, errdefs.ErrInvalidArgument)
+		}
+		var unknown []string
+		for _, k := range l.md.Undecoded() {
+			if k[0] == s.name {
+				unknown = append(unknown, k.String())
+			}
+		}
+		if err := unknownKeys(l.name, unknown); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// Unowned returns an ErrInvalidArgument error naming every top-level table
+// that is neither the sandboxer's nor one of owned (the sections of the
+// backends this binary has), or nil.
+func (c *Config) Unowned(owned ...string) error {
+	var errs []error
+	for _, l := range c.layers {
+		var unknown []string
+		for k := range l.sections {
+			if !slices.Contains(owned, k) {
+				unknown = append(unknown, k)
+			}
+		}
+		if err := unknownKeys(l.name, unknown); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Validate checks values that decode fine but cannot work (see also
@@ -215,12 +279,6 @@ func (c *Config) Validate() error {
 		if err := checkIsolation("runtime_handlers."+name+".isolation", h.Isolation, true); err != nil {
 			return err
 		}
-	}
-	if _, err := c.Wasm.MemoryLimitBytes(); err != nil {
-		return err
-	}
-	if c.Wasm.DefaultOpenFileLimit < 8 {
-		return fmt.Errorf("wasm.default_open_file_limit = %d: allow at least 8 (stdio, mounts and a few files; default 1024): %w", c.Wasm.DefaultOpenFileLimit, errdefs.ErrInvalidArgument)
 	}
 	if c.Sandboxer.FdReserve < 64 {
 		return fmt.Errorf("sandboxer.fd_reserve = %d: keep at least 64 file descriptors for the sandboxer itself (default 256): %w", c.Sandboxer.FdReserve, errdefs.ErrInvalidArgument)
@@ -260,9 +318,11 @@ func (c *Config) SocketFileMode() (os.FileMode, error) {
 }
 
 // HandlerIsolation returns the isolation and hypervisor configured for the
-// runtime handler called name, or the defaults when it is not configured.
+// runtime handler called name, or the default isolation when it is not
+// configured. hypervisor is "" when the handler names none: the VM backend
+// then uses its own default ([hypervisor] default).
 func (c *Config) HandlerIsolation(name string) (isolation, hypervisor string) {
-	isolation, hypervisor = c.Sandboxer.DefaultIsolation, c.Hypervisor.Default
+	isolation = c.Sandboxer.DefaultIsolation
 	if h, ok := c.RuntimeHandlers[name]; ok {
 		if h.Isolation != "" {
 			isolation = h.Isolation

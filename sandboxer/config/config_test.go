@@ -24,8 +24,8 @@ func TestDefaultsDecode(t *testing.T) {
 	if iso, _ := c.HandlerIsolation("nope"); iso != c.Sandboxer.DefaultIsolation {
 		t.Fatalf("unknown handler gets %q", iso)
 	}
-	if c.Hypervisor.QEMU.Path == "" || c.Hypervisor.QEMU.MemoryMB == 0 {
-		t.Fatalf("qemu defaults missing: %+v", c.Hypervisor.QEMU)
+	if iso, hv := c.HandlerIsolation("kuasar"); iso != "wasm" || hv != "" {
+		t.Fatalf("kuasar handler: %s %q (a handler naming no hypervisor leaves it to the VM backend)", iso, hv)
 	}
 }
 
@@ -42,8 +42,9 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "unknown top-level key", in: "[sandboxer]\nlisten_addr = \"x\"\n", wantErr: "sandboxer.listen_addr"},
-		{name: "unknown hypervisor key", in: "[hypervisor.qemu]\nmemory = 5\n", wantErr: "hypervisor.qemu.memory"},
-		{name: "unknown section", in: "[bogus]\nx = 1\n", wantErr: "bogus"},
+		{name: "unknown handler key", in: "[runtime_handlers.x]\nisolation = \"vm\"\nhypervsor = \"qemu\"\n", wantErr: "runtime_handlers.x.hypervsor"},
+		{name: "top-level key that is no table", in: "listen = \"/x.sock\"\n", wantErr: "unknown key(s) listen"},
+		{name: "sandboxer section of the wrong type", in: "sandboxer = 5\n", wantErr: "[sandboxer]"},
 		{name: "new runtime handler", in: "[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"cloud-hypervisor\"\n", check: func(t *testing.T, c *Config) {
 			if iso, hv := c.HandlerIsolation("fast"); iso != "vm" || hv != "cloud-hypervisor" {
 				t.Fatalf("got %s %s", iso, hv)
@@ -56,20 +57,11 @@ func TestParse(t *testing.T) {
 				t.Fatalf("mode %o", m)
 			}
 		}},
-		{name: "memory and fd defaults", in: "", check: func(t *testing.T, c *Config) {
-			if n, err := c.Wasm.MemoryLimitBytes(); n != 512<<20 || err != nil || c.Wasm.DefaultOpenFileLimit != 1024 || c.Sandboxer.FdReserve != 256 {
-				t.Errorf("defaults: memory %d (%v), open files %d, fd reserve %d", n, err, c.Wasm.DefaultOpenFileLimit, c.Sandboxer.FdReserve)
+		{name: "fd default", in: "", check: func(t *testing.T, c *Config) {
+			if c.Sandboxer.FdReserve != 256 {
+				t.Errorf("fd reserve %d", c.Sandboxer.FdReserve)
 			}
 		}},
-		{name: "decimal memory limit", in: "[wasm]\ndefault_memory_limit = \"100M\"\n", check: func(t *testing.T, c *Config) {
-			if n, _ := c.Wasm.MemoryLimitBytes(); n != 100e6 {
-				t.Errorf("100M = %d bytes", n)
-			}
-		}},
-		{name: "memory limit not a size", in: "[wasm]\ndefault_memory_limit = \"lots\"\n", wantErr: "wasm.default_memory_limit"},
-		{name: "memory limit over wasm32", in: "[wasm]\ndefault_memory_limit = \"5Gi\"\n", wantErr: "at most 4Gi"},
-		{name: "memory limit zero", in: "[wasm]\ndefault_memory_limit = \"0\"\n", wantErr: "wasm.default_memory_limit"},
-		{name: "open file limit too low", in: "[wasm]\ndefault_open_file_limit = 2\n", wantErr: "default_open_file_limit"},
 		{name: "fd reserve too low", in: "[sandboxer]\nfd_reserve = 0\n", wantErr: "fd_reserve"},
 		{name: "bad log level", in: "[sandboxer]\nlog_level = \"loud\"\n", wantErr: "log_level"},
 		{name: "syntax error", in: "[sandboxer\n", wantErr: "parse"},
@@ -103,21 +95,73 @@ func TestLoadMissingFile(t *testing.T) {
 	if err != nil || c.Sandboxer.Listen == "" {
 		t.Fatalf("implicit missing file should give defaults: %v", err)
 	}
-	if err := os.WriteFile(p, []byte("[wasm]\nengine = \"wazero\"\ncache = \"x\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("[sandboxer]\nlisten = \"/x.sock\"\nstate = \"x\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(p, true); err == nil || !strings.Contains(err.Error(), "wasm.cache") || !strings.Contains(err.Error(), p) {
+	if _, err := Load(p, true); err == nil || !strings.Contains(err.Error(), "sandboxer.state") || !strings.Contains(err.Error(), p) {
 		t.Fatalf("unknown key in file: %v", err)
 	}
 }
 
-func TestHypervisorsGet(t *testing.T) {
-	c, _ := Default()
-	if _, err := c.Hypervisor.Get("firecracker"); !errors.Is(err, errdefs.ErrInvalidArgument) {
-		t.Fatalf("unknown hypervisor: %v", err)
+// section is a backend's section type, as a backend declares it.
+type section struct {
+	Path  string `toml:"path"`
+	Count int    `toml:"count"`
+	Inner struct {
+		Flag bool `toml:"flag"`
+	} `toml:"inner"`
+}
+
+// TestSection: a backend's table is decoded by the backend over its own
+// defaults and then layer by layer (the embedded defaults, then the file),
+// a key the file leaves out keeps the earlier value, and a key the
+// backend's type lacks is refused naming the key and the file; Unowned
+// names tables no backend claimed.
+func TestSection(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.toml")
+	write := func(data string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	h, err := c.Hypervisor.Get("stratovirt")
-	if err != nil || h.Path == "" {
-		t.Fatalf("stratovirt: %+v %v", h, err)
+	write("[demo]\ncount = 3\n[demo.inner]\nflag = true\n")
+	c, err := Load(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := section{Path: "/default", Count: 1}
+	if err := c.Section("demo").Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Path != "/default" || s.Count != 3 || !s.Inner.Flag {
+		t.Errorf("decoded %+v, want the default path, count 3 and flag set", s)
+	}
+	// The embedded defaults hold the built-in backends' tables.
+	if err := c.Unowned("demo", "wasm", "hypervisor"); err != nil {
+		t.Errorf("owned table reported: %v", err)
+	}
+	if err := c.Unowned("wasm", "hypervisor"); err == nil || !strings.Contains(err.Error(), "demo") || !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("unowned table: %v, want an InvalidArgument error naming demo", err)
+	}
+	var none section
+	if err := c.Section("absent").Decode(&none); err != nil || none != (section{}) {
+		t.Errorf("absent section: %+v %v", none, err)
+	}
+
+	write("[demo]\ncount = 3\n[demo.inner]\nflg = true\n")
+	if c, err = Load(p, true); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Section("demo").Decode(&section{})
+	if err == nil || !strings.Contains(err.Error(), "demo.inner.flg") || !strings.Contains(err.Error(), p) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("unknown key: %v, want an InvalidArgument error naming demo.inner.flg and %s", err, p)
+	}
+	write("[demo]\ncount = \"three\"\n")
+	if c, err = Load(p, true); err != nil {
+		t.Fatal(err)
+	}
+	if err = c.Section("demo").Decode(&section{}); err == nil || !strings.Contains(err.Error(), "count") || !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("bad value: %v, want an InvalidArgument error naming count", err)
 	}
 }

@@ -15,10 +15,10 @@ func ExampleParse() {
 		return
 	}
 	iso, hv := c.HandlerIsolation("fast")
-	fmt.Println(iso, hv)
+	fmt.Printf("%s %q\n", iso, hv)
 	_, err = config.Parse([]byte("[sandboxer]\nlisten_socket = \"/x.sock\"\n"))
 	fmt.Println(err != nil)
 	// Output:
-	// vm qemu
+	// vm ""
 	// true
 }

@@ -36,7 +36,11 @@ func TestVMLongStateDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "k8s.io"), 3*time.Minute)
 	defer cancel()
-	vb, err := vmbackend.New(ctx, vmbackend.WithHypervisor(vm.QEMU, cfg.Hypervisor.QEMU), vmbackend.WithDefaultHypervisor(vm.QEMU))
+	vc := vmbackend.DefaultConfig()
+	if err := cfg.Section(vmbackend.ConfigSection).Decode(&vc); err != nil {
+		t.Fatal(err)
+	}
+	vb, err := vmbackend.New(ctx, vmbackend.WithHypervisor(vm.QEMU, vc.QEMU), vmbackend.WithDefaultHypervisor(vm.QEMU))
 	if err != nil {
 		t.Fatal(err)
 	}

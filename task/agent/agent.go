@@ -21,9 +21,9 @@ import (
 	"os/signal"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 

@@ -61,12 +61,17 @@ type Queue struct {
 	done   chan struct{}
 }
 
-// NewQueue starts a queue in front of pub; nil pub means Discard.
+// NewQueue starts a queue in front of pub; nil pub means Discard, which
+// needs no goroutine: Publish then drops events at once (`kuasar run`
+// has nobody to tell).
 func NewQueue(pub events.Publisher) *Queue {
-	if pub == nil {
-		pub = Discard
-	}
 	q := &Queue{pub: pub, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if pub == nil {
+		q.pub = Discard
+		q.closed = true
+		close(q.done)
+		return q
+	}
 	go q.run()
 	return q
 }

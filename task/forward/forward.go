@@ -155,16 +155,10 @@ func (f *Forwarder) Knows(id string) bool {
 // Create prepares the container's bundle for the guest, forwards, and
 // pumps the stdio named in the request.
 func (f *Forwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	return f.create(ctx, r, nil)
+	return f.create(ctx, r)
 }
 
-// CreateWithStreams is Create with the caller's streams in place of the
-// request's stdio paths (for a CLI that runs one workload in-process).
-func (f *Forwarder) CreateWithStreams(ctx context.Context, r *taskAPI.CreateTaskRequest, s Streams) (*taskAPI.CreateTaskResponse, error) {
-	return f.create(ctx, r, &s)
-}
-
-func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, mem *Streams) (_ *taskAPI.CreateTaskResponse, retErr error) {
+func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	tasks, ag, err := f.cfg.Host.Agent()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -208,13 +202,9 @@ func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, me
 	fwd := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	fwd.Bundle = guestBundle
 	fwd.Rootfs = nil
-	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr, mem)
+	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, err))
-	}
-	if mem != nil {
-		// The agent only needs to know which streams exist.
-		fwd.Stdin, fwd.Stdout, fwd.Stderr = marker(s.Stdin != nil, "stdin"), marker(s.Stdout != nil, "stdout"), marker(s.Stderr != nil, "stderr")
 	}
 	resp, err := tasks.Create(ctx, fwd)
 	if err != nil {
@@ -236,29 +226,18 @@ func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest, me
 	return resp, nil
 }
 
-// openStdio opens the host ends of a process's stdio (task/stdio), or
-// takes the caller's streams.
-func (f *Forwarder) openStdio(ctx context.Context, stdin, stdout, stderr string, mem *Streams) (Streams, *stdio.Pipes, error) {
-	if mem != nil {
-		return *mem, nil, nil
-	}
+// openStdio opens the host ends of a process's stdio (task/stdio).
+func (f *Forwarder) openStdio(ctx context.Context, stdin, stdout, stderr string) (streams, *stdio.Pipes, error) {
 	pipes, err := stdio.Open(ctx, stdio.Config{Stdin: stdin, Stdout: stdout, Stderr: stderr})
 	if err != nil {
-		return Streams{}, nil, err
+		return streams{}, nil, err
 	}
-	s := Streams{Stdin: pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr}
+	s := streams{Stdin: pipes.Stdin, Stdout: pipes.Stdout, Stderr: pipes.Stderr}
 	if stdout != "" && stderr == stdout {
 		// One host writer for both: the agent still has two streams.
 		s.Stderr = pipes.Stdout
 	}
 	return s, pipes, nil
-}
-
-func marker(ok bool, s string) string {
-	if ok {
-		return s
-	}
-	return ""
 }
 
 // plainName reports whether id is a single path element.
@@ -358,7 +337,7 @@ func (f *Forwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*e
 	if c == nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrNotFound))
 	}
-	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr, nil)
+	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, err))
 	}

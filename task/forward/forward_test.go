@@ -554,26 +554,3 @@ func TestGuestDownAndRecovered(t *testing.T) {
 		}
 	}
 }
-
-// TestCreateWithStreams: the caller's own readers and writers stand in for
-// stdio paths.
-func TestCreateWithStreams(t *testing.T) {
-	r := newRig(t)
-	ctx := ctxT(t)
-	bd := bundle(t, "sh", "-c", "cat; echo err >&2")
-	var out, errOut strings.Builder
-	_, err := r.fwd.CreateWithStreams(ctx, &taskAPI.CreateTaskRequest{ID: "m", Bundle: bd},
-		forward.Streams{Stdin: strings.NewReader("from-memory"), Stdout: &out, Stderr: &errOut})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.fwd.Start(ctx, &taskAPI.StartRequest{ID: "m"}); err != nil {
-		t.Fatal(err)
-	}
-	if w, err := r.fwd.Wait(ctx, &taskAPI.WaitRequest{ID: "m"}); err != nil || w.ExitStatus != 0 {
-		t.Fatalf("Wait = %v, %v", w, err)
-	}
-	if out.String() != "from-memory" || errOut.String() != "err\n" {
-		t.Fatalf("stdout %q, stderr %q", out.String(), errOut.String())
-	}
-}

@@ -11,11 +11,9 @@ import (
 	"github.com/kuasar-go/kuasar/task/stdio"
 )
 
-// Streams are a process's standard streams as the caller's own readers and
-// writers, instead of the FIFOs or files named in the request (see
-// Forwarder.CreateWithStreams). A nil field means the process has no such
-// stream. The forwarder never closes them.
-type Streams struct {
+// streams are the host ends of a process's standard streams; a nil field
+// means the process has no such stream.
+type streams struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 }
@@ -42,7 +40,7 @@ const pumpTimeout = 5 * time.Second
 // startPumps runs the pumps of process (cid, eid) between s and the agent.
 // With pipes (the host ends the forwarder opened) the outputs are closed
 // once both output streams ended, so their readers see end of file.
-func startPumps(ag agentapi.AgentService, cid, eid string, s Streams, pipes *stdio.Pipes) *pumps {
+func startPumps(ag agentapi.AgentService, cid, eid string, s streams, pipes *stdio.Pipes) *pumps {
 	p := &pumps{done: make(chan struct{}), pipes: pipes}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	read := func(w io.Writer, fn func(context.Context, *agentapi.ReadStreamRequest) (*agentapi.ReadStreamResponse, error)) {

@@ -27,6 +27,7 @@ import (
 	"github.com/kuasar-go/kuasar/internal/testenv"
 	"github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/task/wasmtask"
+	"github.com/kuasar-go/kuasar/task/wasmtask/contentstore"
 )
 
 // startContainerd runs a real containerd v2.4.2 with only its gRPC and ttrpc
@@ -119,7 +120,7 @@ func TestContainerdContentStoreAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	resolver := wasmtask.NewContainerdResolver(grpcSock)
+	resolver := contentstore.New(grpcSock)
 	defer resolver.Close()
 	h := newHarness(t, wasmtask.WithModuleResolver(resolver), wasmtask.WithPublisher(pub))
 	b := h.bundle(t, "layered", []string{"/app.wasm", "args", "z"}, nil)

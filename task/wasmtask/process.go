@@ -123,6 +123,12 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 	if err != nil && code == 0 {
 		code = wasm.ExitKilled
 	}
+	if err != nil && p.signal.Load() == 0 && p.pipes != nil && p.pipes.Stderr != nil {
+		// Why the guest died (a trap, a failed instantiation) goes to its
+		// stderr, as a Linux runtime's crash report does: the container's
+		// log (and `kuasar run`'s terminal) then say why it exited 137.
+		fmt.Fprintf(p.pipes.Stderr, "kuasar: wasm guest failed: %v\n", err)
+	}
 	// The exit is published once containerd has taken the guest's output
 	// (stdio.Pipes.Drain): a fast guest could otherwise lose all of it. A
 	// killed guest is not held: a kill must end it promptly even when

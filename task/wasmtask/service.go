@@ -331,7 +331,11 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 	}
 	cfg.Function = fn
-	cfg.Mounts = append([]wasm.Mount{{HostPath: c.rootfs, GuestPath: "/", ReadOnly: spec.Root != nil && spec.Root.Readonly}}, cfg.Mounts...)
+	if spec.Root != nil {
+		// A spec without root (`kuasar run` of a bare module) gives the
+		// guest no "/" at all, as a module run without a filesystem has.
+		cfg.Mounts = append([]wasm.Mount{{HostPath: c.rootfs, GuestPath: "/", ReadOnly: spec.Root.Readonly}}, cfg.Mounts...)
+	}
 	if initModule != nil {
 		if c.module != "" {
 			return nil, cfg, fmt.Errorf("task %s: Wasm module %q does not exist in the container's rootfs: give the path of a .wasm file in the image: %w", c.id, entry, errdefs.ErrNotFound)

@@ -5,9 +5,9 @@
 // /run/kuasar/shared), bind-mounts each container's rootfs into it, and
 // forwards the Task API over the agent's ttrpc connection while pumping the
 // containers' stdio between the host FIFOs and the agent's stream RPCs.
-// RunWorkload can instead hand its one container's rootfs over as an erofs
-// image on virtio-blk (rootfs_mode "block"), overlaid with a tmpfs in the
-// guest.
+// A backend made for one known container (WithBootRootfs, `kuasar run`)
+// can instead hand that container's rootfs over as an erofs image on
+// virtio-blk (rootfs_mode "block"), overlaid with a tmpfs in the guest.
 package vmbackend
 
 import (
@@ -25,9 +25,9 @@ import (
 	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/cloudhypervisor"
-	"github.com/kuasar-go/kuasar/vm/qemu"
-	"github.com/kuasar-go/kuasar/vm/stratovirt"
+	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
 )
 
 // Name is the backend kind.
@@ -43,6 +43,13 @@ type Backend struct {
 	defaultHV    string
 	agentTimeout time.Duration
 	publisher    events.Publisher
+	boot         *bootRootfs
+}
+
+// bootRootfs is the rootfs of the one container known before boot
+// (WithBootRootfs).
+type bootRootfs struct {
+	cid, dir, mkfs string
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -65,6 +72,17 @@ func WithDefaultHypervisor(name string) Option {
 // WithAgentTimeout bounds the wait for the guest agent at Start.
 func WithAgentTimeout(d time.Duration) Option {
 	return func(b *Backend) { b.agentTimeout = d }
+}
+
+// WithBootRootfs names the one container whose rootfs (the directory dir)
+// is known before its sandbox boots, as for `kuasar run`. With rootfs_mode
+// "block" Start builds an erofs image of dir (with mkfsErofs, MkfsErofs
+// from PATH when empty) into the sandbox's state directory and attaches it
+// at boot; the Create of containerID with no rootfs mounts then uses it.
+// In the other modes the option changes nothing: Create bind-mounts the
+// spec's root.path as usual.
+func WithBootRootfs(containerID, dir, mkfsErofs string) Option {
+	return func(b *Backend) { b.boot = &bootRootfs{cid: containerID, dir: dir, mkfs: mkfsErofs} }
 }
 
 // New returns the "vm" backend.
@@ -123,7 +141,7 @@ func (b *Backend) spec(name string, sb backend.Sandbox) (vm.Spec, error) {
 	if sb.StateDir == "" {
 		return vm.Spec{}, fmt.Errorf("sandbox %s has no state directory: %w", sb.ID, errdefs.ErrInvalidArgument)
 	}
-	vcpus, mem := vm.Sizes(c, sb.Resources)
+	vcpus, mem := vm.Sizes(c, vm.Resources(sb.Resources))
 	return vm.Spec{
 		ID:        sb.ID,
 		StateDir:  filepath.Join(sb.StateDir, "vm"),
@@ -143,11 +161,30 @@ func (b *Backend) hypervisorName(sb backend.Sandbox) string {
 // Start boots the sandbox's VM, waits for its agent and sets the sandbox
 // up. A failure leaves no VMM process, socket, mount or directory it made.
 func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Instance, retErr error) {
-	return b.start(ctx, sb, nil)
+	name := b.hypervisorName(sb)
+	if b.boot == nil || b.configs[name].RootfsMode != vm.ShareBlock || sb.StateDir == "" {
+		return b.start(ctx, sb, nil)
+	}
+	// Built per sandbox into its state directory: about 2.4 s per GB of
+	// rootfs, nothing for small images; a cache keyed by path and mtime
+	// would miss changes below the top directory.
+	blk := &blockRootfs{cid: b.boot.cid, image: filepath.Join(sb.StateDir, "rootfs.erofs"), device: vm.GuestDiskPath(0)}
+	if err := os.MkdirAll(sb.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = os.Remove(blk.image)
+		}
+	}()
+	if err := buildErofs(ctx, b.boot.mkfs, b.boot.dir, blk.image); err != nil {
+		return nil, err
+	}
+	return b.start(ctx, sb, blk)
 }
 
 // start is Start with, for rootfs_mode "block", the one container rootfs
-// image attached at boot (RunWorkload); blk is nil for pods.
+// image attached at boot (WithBootRootfs); blk is nil for pods.
 func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootfs) (_ backend.Instance, retErr error) {
 	name := b.hypervisorName(sb)
 	spec, err := b.spec(name, sb)
@@ -157,7 +194,7 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 	if b.configs[name].RootfsMode == vm.ShareBlock {
 		switch {
 		case blk == nil:
-			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] works only for `kuasar run --isolation vm`, whose one container is known before the VM boots: "+
+			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] works only for `kuasar run --isolation vm` (WithBootRootfs), whose one container is known before the VM boots: "+
 				"a pod's containers arrive after boot and the backend does not hotplug disks (QEMU's microvm machine cannot); use rootfs_mode = \"9p\" (qemu) or \"virtiofs\" for pods: %w", name, errdefs.ErrNotImplemented)
 		case name != vm.QEMU:
 			return nil, fmt.Errorf("rootfs_mode \"block\" in [hypervisor.%s] is implemented for qemu only: use virtiofs with %s: %w", name, name, errdefs.ErrNotImplemented)

@@ -16,8 +16,8 @@ import (
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/guest"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/qemu"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 

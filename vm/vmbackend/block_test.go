@@ -32,11 +32,10 @@ func TestRunWorkloadBlock(t *testing.T) {
 	state := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	t0 := time.Now()
-	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{Config: cfg, StateDir: state}, root,
-		vmbackend.Process{Args: []string{"/bin/sh", "-c",
+	code, err := runWorkload(ctx, cfg, state, root, "",
+		[]string{"/bin/sh", "-c",
 			"cat /etc/marker; echo w > /tmp/x && cat /tmp/x; echo e > /etc/marker && cat /etc/marker; cat /proc/self/mountinfo >&2; exit 4"},
-			Env: []string{"PATH=/bin"}},
-		nil, &stdout, &stderr)
+		[]string{"PATH=/bin"}, nil, &stdout, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +94,7 @@ func TestRunWorkloadBlockWithoutMkfs(t *testing.T) {
 				t.Setenv("PATH", tc.path)
 			}
 			state := t.TempDir()
-			_, err := vmbackend.RunWorkload(context.Background(), vmbackend.RunConfig{Config: cfg, StateDir: state, MkfsErofs: tc.tool}, root,
-				vmbackend.Process{Args: []string{"/bin/true"}}, nil, io.Discard, io.Discard)
+			_, err := runWorkload(context.Background(), cfg, state, root, tc.tool, []string{"/bin/true"}, nil, nil, io.Discard, io.Discard)
 			if !errdefs.IsFailedPrecondition(err) {
 				t.Fatalf("err %v, want FailedPrecondition", err)
 			}

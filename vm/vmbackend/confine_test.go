@@ -18,7 +18,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
-	"github.com/kuasar-go/kuasar/vm/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
@@ -195,8 +195,8 @@ func TestVMMConfinedBlock(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := vmbackend.RunWorkload(runCtx, vmbackend.RunConfig{Config: cfg, StateDir: state}, busyboxRootfs(t),
-			vmbackend.Process{Args: []string{"/bin/sh", "-c", "echo ready; exec sleep 120"}, Env: []string{"PATH=/bin"}}, nil, pw, io.Discard)
+		_, err := runWorkload(runCtx, cfg, state, busyboxRootfs(t), "",
+			[]string{"/bin/sh", "-c", "echo ready; exec sleep 120"}, []string{"PATH=/bin"}, nil, pw, io.Discard)
 		pw.CloseWithError(err)
 		done <- err
 	}()
@@ -227,7 +227,7 @@ func TestVMMConfinedBlock(t *testing.T) {
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("RunWorkload after cancel: %v", err)
+		t.Errorf("runWorkload after cancel: %v", err)
 	}
 	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left: %v", got)

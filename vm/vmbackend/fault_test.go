@@ -22,15 +22,16 @@ import (
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
-// TestRunWorkload runs a busybox container the way `kuasar run --isolation
-// vm` does: exit code and both streams come back, nothing is left.
+// TestRunWorkload runs a busybox container through the backend contract
+// the way `kuasar run --isolation vm` does: exit code and both streams
+// come back, nothing is left.
 func TestRunWorkload(t *testing.T) {
 	a, ctx := vmTest(t, 2*time.Minute)
 	var stdout, stderr bytes.Buffer
 	state := t.TempDir()
 	root := busyboxRootfs(t)
-	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{Config: qemuConfig(t, a), StateDir: state},
-		root, vmbackend.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat; echo hi; echo e >&2; exit 3"}, Env: []string{"PATH=/bin"}},
+	code, err := runWorkload(ctx, qemuConfig(t, a), state, root, "",
+		[]string{"/bin/sh", "-c", "uname -r; cat; echo hi; echo e >&2; exit 3"}, []string{"PATH=/bin"},
 		strings.NewReader("from-stdin\n"), &stdout, &stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +226,7 @@ func TestRecoverLiveVM(t *testing.T) {
 }
 
 // TestQ35 boots the PCI machine type (virtio-serial-pci, the virtio_pci
-// module) and runs a container through RunWorkload in rootfs_mode block,
+// module) and runs a container through the backend contract in rootfs_mode block,
 // so both PCI storage devices are used: virtio-blk-pci for the rootfs
 // image, virtio-9p-pci for the bundle.
 func TestQ35(t *testing.T) {
@@ -241,8 +242,8 @@ func TestQ35(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	code, err := vmbackend.RunWorkload(ctx, vmbackend.RunConfig{Config: cfg, StateDir: t.TempDir()}, root,
-		vmbackend.Process{Args: []string{"/bin/sh", "-c", "uname -r; cat /etc/marker; echo w > /x && cat /x; exit 5"}, Env: []string{"PATH=/bin"}}, nil, &out, io.Discard)
+	code, err := runWorkload(ctx, cfg, t.TempDir(), root, "",
+		[]string{"/bin/sh", "-c", "uname -r; cat /etc/marker; echo w > /x && cat /x; exit 5"}, []string{"PATH=/bin"}, nil, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

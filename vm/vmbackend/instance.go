@@ -35,9 +35,6 @@ type Timings struct {
 	AgentReady time.Duration
 	// SandboxReady is when SetupSandbox had returned.
 	SandboxReady time.Duration
-	// ContainerStarted is when the first container's Start returned
-	// (RunWorkload only).
-	ContainerStarted time.Duration
 }
 
 // Instance is one VM sandbox.
@@ -62,7 +59,7 @@ type Instance struct {
 	started  time.Time
 	detached bool
 	// block is the container rootfs attached as a disk at boot
-	// (rootfs_mode "block", RunWorkload only); nil otherwise.
+	// (rootfs_mode "block", WithBootRootfs only); nil otherwise.
 	block *blockRootfs
 }
 

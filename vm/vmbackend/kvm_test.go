@@ -12,8 +12,8 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/qemu"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 

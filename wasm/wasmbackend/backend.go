@@ -54,12 +54,10 @@ func WithCacheDir(dir string) Option { return func(b *Backend) { b.cacheDir = di
 // containerd only learns of exits through Wait.
 func WithPublisher(p events.Publisher) Option { return func(b *Backend) { b.publisher = p } }
 
-// WithContainerdAddress lets tasks whose module is not a file of their
-// rootfs read it from their image's wasm layers in the content store of the
-// containerd whose gRPC socket is addr.
-func WithContainerdAddress(addr string) Option { return func(b *Backend) { b.containerdAddr = addr } }
-
-// WithModuleResolver replaces the containerd content-store lookup (tests).
+// WithModuleResolver lets tasks whose module is not a file of their rootfs
+// take it from r: in kuasar-sandboxer the wasm layers of their image in
+// containerd's content store (task/wasmtask/contentstore), in `kuasar run`
+// the module it read. The caller keeps and closes r.
 func WithModuleResolver(r wasmtask.ModuleResolver) Option { return func(b *Backend) { b.resolver = r } }
 
 // WithDefaultMemoryLimit caps the linear memory of containers whose spec and
@@ -84,14 +82,12 @@ func WithPid(pid uint32) Option { return func(b *Backend) { b.pid = pid } }
 
 // Backend runs Wasm sandboxes in-process. It implements backend.Backend.
 type Backend struct {
-	engine         wasm.Engine
-	ownEngine      bool
-	cacheDir       string
-	publisher      events.Publisher
-	containerdAddr string
-	resolver       wasmtask.ModuleResolver
-	cresolver      *wasmtask.ContainerdResolver
-	pid            uint32
+	engine    wasm.Engine
+	ownEngine bool
+	cacheDir  string
+	publisher events.Publisher
+	resolver  wasmtask.ModuleResolver
+	pid       uint32
 
 	defaultMemory    uint64
 	defaultOpenFiles int
@@ -117,27 +113,19 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 		}
 		b.engine, b.ownEngine = e, true
 	}
-	if b.resolver == nil && b.containerdAddr != "" {
-		b.cresolver = wasmtask.NewContainerdResolver(b.containerdAddr)
-		b.resolver = b.cresolver
-	}
 	return b, nil
 }
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return Name }
 
-// Close releases the engine (when New created it) and the containerd
-// connection. Sandboxes must have been shut down first.
+// Close releases the engine when New created it. Sandboxes must have been
+// shut down first.
 func (b *Backend) Close(ctx context.Context) error {
-	var errs []error
-	if b.cresolver != nil {
-		errs = append(errs, b.cresolver.Close())
-	}
 	if b.ownEngine {
-		errs = append(errs, b.engine.Close(ctx))
+		return b.engine.Close(ctx)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (b *Backend) service(ctx context.Context, sb backend.Sandbox) (*wasmtask.Service, error) {

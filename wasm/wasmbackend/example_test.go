@@ -14,7 +14,7 @@ import (
 // serves each sandbox's Tasks() on that sandbox's Task API socket.
 func ExampleNew() {
 	ctx := context.Background()
-	b, err := wasmbackend.New(ctx) // a wazero engine; add WithPublisher, WithContainerdAddress in a daemon
+	b, err := wasmbackend.New(ctx) // a wazero engine; add WithPublisher, WithModuleResolver in a daemon
 	if err != nil {
 		panic(err)
 	}

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"testing"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
-
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // BenchmarkRunContainer measures Create+Start+Wait+Delete of a busybox

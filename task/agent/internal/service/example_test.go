@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/ttrpc"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"

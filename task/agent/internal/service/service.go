@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // Service implements containerd's task.v3 TTRPCTaskService for Linux

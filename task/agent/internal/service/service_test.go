@@ -10,7 +10,6 @@ import (
 	"time"
 
 	cgstats "github.com/containerd/cgroups/v3/cgroup2/stats"
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 func TestLifecycleExitCodeAndOutput(t *testing.T) {

@@ -3,9 +3,10 @@ package service
 import (
 	"encoding/json"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
+
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // WarmUp does ahead of time the one-time work that otherwise lands on the

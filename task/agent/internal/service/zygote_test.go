@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // zygoteEnv is an env whose Service pre-forks helpers, with one waiting.

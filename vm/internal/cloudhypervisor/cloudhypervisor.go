@@ -23,7 +23,6 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/virtiofs"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
@@ -91,7 +90,7 @@ func (v *VM) Cmdline() string {
 func (v *VM) VMConfig() VmConfig {
 	vcpus, mem := v.spec.VCPUs, v.spec.MemoryMB
 	if vcpus == 0 || mem == 0 {
-		vcpus, mem = vm.Sizes(v.spec.Config, backend.Resources{})
+		vcpus, mem = vm.Sizes(v.spec.Config, vm.Resources{})
 	}
 	c := VmConfig{
 		Cpus:    &CpusConfig{BootVcpus: int(vcpus), MaxVcpus: int(vcpus)},

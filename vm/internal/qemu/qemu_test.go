@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/qemu"
 )
 
 // TestBootBusybox boots the Debian kernel with a busybox /init that prints

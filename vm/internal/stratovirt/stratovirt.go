@@ -24,7 +24,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/mdlayher/vsock"
 
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/internal/virtiofs"
@@ -92,7 +91,7 @@ func (v *VM) Cmdline() string {
 func (v *VM) Args() []string {
 	vcpus, mem := v.spec.VCPUs, v.spec.MemoryMB
 	if vcpus == 0 || mem == 0 {
-		vcpus, mem = vm.Sizes(v.spec.Config, backend.Resources{})
+		vcpus, mem = vm.Sizes(v.spec.Config, vm.Resources{})
 	}
 	machine := "microvm"
 	if virtiofs.Used(v.spec) {

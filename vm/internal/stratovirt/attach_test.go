@@ -11,8 +11,8 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/stratovirt"
 )
 
 // TestReattach re-attaches to a running StratoVirt and its virtiofsd after

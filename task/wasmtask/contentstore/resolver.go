@@ -1,4 +1,10 @@
-package wasmtask
+// Package contentstore finds a Wasm container's module in the wasm layers
+// of its image in containerd's content store: the ModuleResolver of
+// task/wasmtask that kuasar-sandboxer uses. It is a package of its own so
+// that only the daemon links containerd's client (and its gRPC, OpenTelemetry
+// and remotes code): `kuasar run` hands the backend the module it read
+// itself.
+package contentstore
 
 import (
 	"context"
@@ -18,12 +24,12 @@ import (
 // bound (compiled code is cached by the engine anyway).
 const maxCachedImages = 16
 
-// ContainerdResolver is a ModuleResolver reading the image of a container
+// Resolver is a wasmtask.ModuleResolver reading the image of a container
 // from containerd: the container record gives the image name, the image
 // record its manifest, and images.ModuleFromImage picks the module from the
 // manifest's wasm layers in containerd's content store (containerd never
 // unpacks non-tar layers into a snapshot). It dials containerd lazily.
-type ContainerdResolver struct {
+type Resolver struct {
 	address string
 
 	mu     sync.Mutex
@@ -31,13 +37,12 @@ type ContainerdResolver struct {
 	cache  map[digest.Digest]*images.Module
 }
 
-// NewContainerdResolver returns a resolver for the containerd whose gRPC
-// socket is address.
-func NewContainerdResolver(address string) *ContainerdResolver {
-	return &ContainerdResolver{address: address, cache: map[digest.Digest]*images.Module{}}
+// New returns a resolver for the containerd whose gRPC socket is address.
+func New(address string) *Resolver {
+	return &Resolver{address: address, cache: map[digest.Digest]*images.Module{}}
 }
 
-func (r *ContainerdResolver) get() (*containerd.Client, error) {
+func (r *Resolver) get() (*containerd.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client == nil {
@@ -50,8 +55,8 @@ func (r *ContainerdResolver) get() (*containerd.Client, error) {
 	return r.client, nil
 }
 
-// ResolveModule implements ModuleResolver.
-func (r *ContainerdResolver) ResolveModule(ctx context.Context, ns, containerID string) ([]byte, string, error) {
+// ResolveModule implements wasmtask.ModuleResolver.
+func (r *Resolver) ResolveModule(ctx context.Context, ns, containerID string) ([]byte, string, error) {
 	cl, err := r.get()
 	if err != nil {
 		return nil, "", err
@@ -90,7 +95,7 @@ func (r *ContainerdResolver) ResolveModule(ctx context.Context, ns, containerID 
 }
 
 // Close closes the containerd connection, if one was made.
-func (r *ContainerdResolver) Close() error {
+func (r *Resolver) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client == nil {

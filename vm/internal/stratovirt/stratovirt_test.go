@@ -19,8 +19,8 @@ import (
 
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
+	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/stratovirt"
 )
 
 // These tests verify the driver against StratoVirt's specification only

@@ -8,8 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
-	"github.com/kuasar-go/kuasar/vm/qemu"
 )
 
 // TestJailSpec checks what a confined QEMU is given per rootfs mode and

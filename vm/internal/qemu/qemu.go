@@ -22,7 +22,6 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/kuasar-go/kuasar/internal/unixsock"
-	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
@@ -114,7 +113,7 @@ func (v *VM) Args(accel string) []string {
 	micro := machine == MachineMicroVM
 	vcpus, mem := v.spec.VCPUs, v.spec.MemoryMB
 	if vcpus == 0 || mem == 0 {
-		vcpus, mem = vm.Sizes(c, backend.Resources{})
+		vcpus, mem = vm.Sizes(c, vm.Resources{})
 	}
 	args := []string{
 		"-name", v.Name(),

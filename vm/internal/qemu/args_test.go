@@ -13,8 +13,8 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/qmp"
-	"github.com/kuasar-go/kuasar/vm/qemu"
 )
 
 func TestArgs(t *testing.T) {

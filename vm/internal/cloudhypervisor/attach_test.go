@@ -8,7 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	ch "github.com/kuasar-go/kuasar/vm/cloudhypervisor"
+	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 )
 
