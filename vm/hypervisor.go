@@ -88,6 +88,10 @@ type Config struct {
 	ExtraArgs []string `toml:"extra_args"`
 	// Debug makes the guest agent log to the console (kuasar.debug=1).
 	Debug bool `toml:"debug"`
+	// Template is "auto" (default: QEMU sandboxes of the default sizes are
+	// restored from a VM template) or "off" (always boot cold); see
+	// docs/vm.md for what clones of one template share.
+	Template string `toml:"template"`
 	// VMMUIDBase and VMMUIDCount are the host uids (and gids) confined
 	// VMMs run under, one per running VMM (DefaultVMMUIDBase and
 	// DefaultVMMUIDCount when 0). Reserve the range for kuasar: no other

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/log"
 
@@ -52,7 +53,12 @@ func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, f
 		pub.Close()
 	}
 	// Both backends publish task events through the one publisher.
-	v, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithPublisher(pub))...)
+	vopts := append(cfg.VM.Options(), vmbackend.WithPublisher(pub))
+	if cfg.Sandboxer.StateDir != "" {
+		// VM templates live with the sandboxer's state (docs/vm.md).
+		vopts = append(vopts, vmbackend.WithTemplateDir(filepath.Join(cfg.Sandboxer.StateDir, "vm-templates")))
+	}
+	v, err := vmbackend.New(ctx, vopts...)
 	if err != nil {
 		closeAll()
 		return nil, nil, err

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 )
 
 // buildAgent builds the binary exactly as the guest builder must:

@@ -153,6 +153,8 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 			"run on a host with usable KVM (bare metal, or nested virtualisation that runs stock kernels)")
 	}
 
+	add(templateCheck(ctx, cfg.VM.QEMU.Template, filepath.Join(stateDir, "vm-templates"), filepath.Join(cfg.Sandboxer.StateDir, "vm-templates")))
+
 	// containerd integration.
 	if p, err := exec.LookPath("containerd-shim-kuasar-v1"); err != nil {
 		add("containerd shim", checkWarn, "containerd-shim-kuasar-v1 is not in PATH: containerd will fail tasks with \"binary not installed\"",

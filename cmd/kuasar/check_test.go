@@ -32,7 +32,13 @@ func TestCheck(t *testing.T) {
 			name:     "files present",
 			config:   qemuSection(kernel),
 			wantCode: 0,
-			want:     []string{"ok    path resolution", "ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor"},
+			want:     []string{"ok    path resolution", "ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor", "ok    vm templates", "auto: QEMU VMs of the default sizes are restored from a template; 0 in "},
+		},
+		{
+			name:     "templates off",
+			config:   strings.Replace(qemuSection(kernel), "[hypervisor.qemu]\n", "[hypervisor.qemu]\ntemplate = \"off\"\n", 1),
+			wantCode: 0,
+			want:     []string{"ok    vm templates", "off ([hypervisor.qemu] template)"},
 		},
 		{
 			name:     "missing kernel names the key",

@@ -68,6 +68,7 @@ type runOptions struct {
 	plainHTTP bool
 	images    imageFlags // registry timeouts and layer limits
 	workdir   string
+	vmTmpl    string // --vm-template: "", auto or off
 	target    string
 	args      []string // nil: the image's default args
 }
@@ -97,6 +98,7 @@ func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "talk plain HTTP to registries (local test registries only)")
 	o.images.register(fs)
 	fs.StringVar(&o.workdir, "workdir", "", "the guest's working directory (default: the image's, else /)")
+	fs.StringVar(&o.vmTmpl, "vm-template", "", "vm isolation: auto restores the VM from a template (built on the first run) when one fits, off always boots it (default: [hypervisor.NAME] template, else auto)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -60,8 +60,16 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	if wl.Metadata.Hypervisor != "" {
 		name = wl.Metadata.Hypervisor
 	}
-	if _, err := cfg.VM.Get(name); err != nil {
+	hv, err := cfg.VM.Get(name)
+	if err != nil {
 		return fail(err)
+	}
+	switch o.vmTmpl {
+	case "":
+	case vmbackend.TemplateAuto, vmbackend.TemplateOff:
+		hv.Template = o.vmTmpl
+	default:
+		return fail(fmt.Errorf("--vm-template %q: use auto or off: %w", o.vmTmpl, errdefs.ErrInvalidArgument))
 	}
 	args := linuxArgs(wl, o.args)
 	if len(args) == 0 {
@@ -93,7 +101,9 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	// The same backend kuasar-sandboxer serves pods with, told the one
 	// container's rootfs before boot (rootfs_mode "block" attaches it as
 	// a disk).
-	b, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithDefaultHypervisor(name), vmbackend.WithBootRootfs(containerID, rootfs, ""))...)
+	// Templates are kept across runs (`kuasar vm-templates` lists them).
+	b, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithDefaultHypervisor(name), vmbackend.WithHypervisor(name, hv),
+		vmbackend.WithBootRootfs(containerID, rootfs, ""), vmbackend.WithTemplateDir(filepath.Join(env.stateDir, "vm-templates")))...)
 	if err != nil {
 		return fail(err)
 	}

@@ -65,6 +65,22 @@ func TestRunLinuxImageInVM(t *testing.T) {
 		{"timeout kills the guest", []string{"run", "--timeout", "2s", archive, "--", "echo up; sleep 100"}, 137, "up\n"},
 	}
 	state := t.TempDir()
+	t.Cleanup(func() {
+		// The runs restore from a VM template kept in the state
+		// directory, its memory on /dev/shm: remove both.
+		var out, errs bytes.Buffer
+		env := &cliEnv{stdout: &out, stderr: &errs, stateDir: state}
+		if code := runCLI(context.Background(), env, []string{"vm-templates"}); code != 0 || strings.Count(out.String(), "\n") != 1 {
+			t.Errorf("vm-templates: exit %d, listed %q (one template wanted), stderr %s", code, out.String(), errs.String())
+		}
+		out.Reset()
+		if code := runCLI(context.Background(), env, []string{"vm-templates", "rm"}); code != 0 {
+			t.Errorf("vm-templates rm: exit %d: %s", code, errs.String())
+		}
+		if runCLI(context.Background(), env, []string{"vm-templates"}); out.Len() != 0 {
+			t.Errorf("templates left after rm: %q", out.String())
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/testenv"
 	"github.com/kuasar-go/kuasar/vm/guest"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // qemuConfig builds (or reuses) the guest kernel and initramfs and returns a
@@ -42,6 +44,7 @@ func TestVMPodCRI(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	templates := removeTemplates(t, e)
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), "docker.io/library/busybox-sh:vm")
 	podCfg := podJSON(t, e, "vmannotated", map[string]string{"kuasar.io/isolation": "vm"})
 	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
@@ -65,6 +68,11 @@ func TestVMPodCRI(t *testing.T) {
 		t.Fatalf("first log line %q should be the guest kernel's release, not the host's", guestRelease)
 	}
 	e.Crictl("rm", once)
+	// The pod's VM came from a VM template (template = "auto", default
+	// sizes), built at its runp.
+	if n := len(templates.Templates()); n != 1 || !strings.Contains(e.Sandboxer.Output(), "vm: template built") {
+		t.Fatalf("%d VM templates in the sandboxer's state, want the one its runp built", n)
+	}
 
 	checkQEMUConfined(t, e.SandboxerState)
 
@@ -100,6 +108,7 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	removeTemplates(t, e)
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/echo"}), "docker.io/library/busybox-echo:vm")
 	podCfg := podJSON(t, e, "vmpod", nil)
 	pod := e.Crictl("runp", "--runtime", "kuasar", podCfg)
@@ -125,6 +134,22 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", "qemu.*"+e.SandboxerState).Output(); len(out) != 0 {
 		t.Fatalf("hypervisor processes left: %s", out)
 	}
+}
+
+// removeTemplates returns the VM backend's view of the sandboxer's VM
+// templates and removes them (memory files on /dev/shm included) when the
+// test ends.
+func removeTemplates(t *testing.T, e *testenv.Env) *vmbackend.Backend {
+	b, err := vmbackend.New(context.Background(), vmbackend.WithTemplateDir(filepath.Join(e.SandboxerState, "vm-templates")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.RemoveTemplates(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
 }
 
 // checkQEMUConfined checks the running pod's QEMU (the one whose command

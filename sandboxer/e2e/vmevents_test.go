@@ -25,6 +25,7 @@ func TestVMTaskEventsContainerd(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	removeTemplates(t, e)
 	const ref = "docker.io/library/busybox-sh:vmevents"
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
 

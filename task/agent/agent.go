@@ -23,7 +23,6 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
 	"github.com/kuasar-go/kuasar/task/agent/internal/service"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 // serialWait bounds how long the agent waits for the virtio-serial port.

@@ -28,6 +28,7 @@ import (
 	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/stratovirt"
+	"github.com/kuasar-go/kuasar/vm/internal/template"
 )
 
 // Name is the backend kind.
@@ -44,6 +45,9 @@ type Backend struct {
 	agentTimeout time.Duration
 	publisher    events.Publisher
 	boot         *bootRootfs
+	templates    *template.Store // nil: no templates
+	// templateMemDir is where templates' memory files are (a tmpfs).
+	templateMemDir string
 }
 
 // bootRootfs is the rootfs of the one container known before boot
@@ -90,6 +94,11 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	b := &Backend{configs: map[string]vm.Config{}, defaultHV: vm.QEMU, agentTimeout: DefaultAgentTimeout}
 	for _, o := range opts {
 		o(b)
+	}
+	for name, c := range b.configs {
+		if err := checkTemplateSetting(name, c); err != nil {
+			return nil, err
+		}
 	}
 	switch b.defaultHV {
 	case vm.QEMU, vm.CloudHypervisor, vm.StratoVirt:
@@ -227,7 +236,11 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 	}
 	t0 := time.Now()
 	inst.started = t0
-	if err := d.Start(ctx); err != nil {
+	d, err = b.startVM(ctx, inst, name, d)
+	if d != nil {
+		inst.hv = d
+	}
+	if err != nil {
 		return nil, fmt.Errorf("start %s for sandbox %s: %w", name, sb.ID, err)
 	}
 	inst.timings.VMMStarted = time.Since(t0)

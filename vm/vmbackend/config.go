@@ -47,7 +47,7 @@ func DefaultConfig() Config {
 		VMMUIDCount: vm.DefaultVMMUIDCount,
 	}
 	q, ch, sv := base, base, base
-	q.Path, q.RootfsMode, q.Accel, q.KernelParams = "/usr/bin/qemu-system-x86_64", vm.Share9P, "auto", []string{}
+	q.Path, q.RootfsMode, q.Accel, q.KernelParams, q.Template = "/usr/bin/qemu-system-x86_64", vm.Share9P, "auto", []string{}, TemplateAuto
 	ch.Path, ch.VMMUIDBase, ch.VMMUIDCount = "/usr/bin/cloud-hypervisor", 0, 0
 	sv.Path, sv.VMMUIDBase, sv.VMMUIDCount = "/usr/bin/stratovirt", 0, 0
 	return Config{Default: vm.QEMU, QEMU: q, CloudHypervisor: ch, StratoVirt: sv}
@@ -168,6 +168,13 @@ func validateHypervisor(name string, h vm.Config, bad func(string, string, ...an
 		if h.MachineOptions != "" {
 			bad(key("machine_options"), "is read by QEMU only: remove it from [hypervisor.%s]", name)
 		}
+	}
+	switch {
+	case h.Template == "" || h.Template == TemplateOff:
+	case h.Template != TemplateAuto:
+		bad(key("template"), "%q is not a template setting: use auto or off", h.Template)
+	case name != vm.QEMU:
+		bad(key("template"), "VM templates are implemented for qemu only: remove it from [hypervisor.%s] or set it to \"off\"", name)
 	}
 	for i, p := range h.KernelParams {
 		if strings.TrimSpace(p) == "" || strings.ContainsAny(p, "\x00\n") {

@@ -61,6 +61,9 @@ type Instance struct {
 	// block is the container rootfs attached as a disk at boot
 	// (rootfs_mode "block", WithBootRootfs only); nil otherwise.
 	block *blockRootfs
+	// template is the digest of the VM template the VM was restored
+	// from, "" after a cold boot.
+	template string
 }
 
 var _ backend.Instance = (*Instance)(nil)
@@ -187,6 +190,7 @@ func (i *Instance) setup(ctx context.Context) error {
 	req := &agentapi.SetupSandboxRequest{
 		Hostname:      host,
 		ClockUnixNano: time.Now().UnixNano(),
+		Entropy:       entropy(),
 		Mounts: []*agentapi.Mount{{
 			Source: vm.ShareTag, Fstype: "9p", Target: vm.GuestSharedDir,
 			Options: []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},

@@ -75,6 +75,8 @@ func TestValidateEveryBackendKey(t *testing.T) {
 		{"relative virtiofsd", "[hypervisor.cloud-hypervisor]\nvirtiofsd = \"virtiofsd\"\n", "hypervisor.cloud-hypervisor.virtiofsd", "absolute path"},
 		{"empty kernel parameter", "[hypervisor.qemu]\nkernel_params = [\"quiet\", \" \"]\n", "hypervisor.qemu.kernel_params", "one parameter per entry"},
 		{"unknown key", "[hypervisor.qemu]\nvcpu = 2\n", "hypervisor.qemu.vcpu", "remove or correct"},
+		{"template setting unknown", "[hypervisor.qemu]\ntemplate = \"always\"\n", "hypervisor.qemu.template", "use auto or off"},
+		{"template on cloud hypervisor", "[hypervisor.cloud-hypervisor]\ntemplate = \"auto\"\n", "hypervisor.cloud-hypervisor.template", "qemu only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,7 +98,7 @@ func TestValidateEveryBackendKey(t *testing.T) {
 func TestValidateGoodValues(t *testing.T) {
 	for _, in := range []string{
 		"",
-		"[hypervisor.qemu]\nvcpus = 32\nmemory_mb = 64\nmachine = \"q35\"\naccel = \"tcg\"\nrootfs_mode = \"block\"\n",
+		"[hypervisor.qemu]\nvcpus = 32\nmemory_mb = 64\nmachine = \"q35\"\naccel = \"tcg\"\nrootfs_mode = \"block\"\ntemplate = \"off\"\n",
 		"[hypervisor.cloud-hypervisor]\nvcpus = 1\nmemory_mb = 1048576\naccel = \"kvm\"\n",
 		"[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"stratovirt\"\n",
 		"[wasm]\ncache_dir = \"\"\ndefault_memory_limit = \"100M\"\n",

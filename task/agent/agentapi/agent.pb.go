@@ -193,6 +193,12 @@ type SetupSandboxRequest struct {
 	Mounts      []*Mount               `protobuf:"bytes,4,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	// clock_unix_nano is the host's wall clock; 0 leaves the guest clock alone.
 	ClockUnixNano int64 `protobuf:"varint,5,opt,name=clock_unix_nano,json=clockUnixNano,proto3" json:"clock_unix_nano,omitempty"`
+	// entropy is random bytes from the host that the agent credits to the
+	// guest's entropy pool (RNDADDENTROPY) before reseeding its random
+	// generator (RNDRESEEDCRNG): a VM restored from a template starts with
+	// the template's random state, which every clone shares. At most 4096
+	// bytes; empty leaves the pool alone.
+	Entropy       []byte `protobuf:"bytes,6,opt,name=entropy,proto3" json:"entropy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +266,13 @@ func (x *SetupSandboxRequest) GetClockUnixNano() int64 {
 		return x.ClockUnixNano
 	}
 	return 0
+}
+
+func (x *SetupSandboxRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
 }
 
 type ReadStreamRequest struct {
@@ -537,14 +550,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xcd\x01\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xe7\x01\n" +
 	"\x13SetupSandboxRequest\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1f\n" +
 	"\vdns_servers\x18\x02 \x03(\tR\n" +
 	"dnsServers\x12!\n" +
 	"\fdns_searches\x18\x03 \x03(\tR\vdnsSearches\x12.\n" +
 	"\x06mounts\x18\x04 \x03(\v2\x16.kuasar.agent.v1.MountR\x06mounts\x12&\n" +
-	"\x0fclock_unix_nano\x18\x05 \x01(\x03R\rclockUnixNano\"a\n" +
+	"\x0fclock_unix_nano\x18\x05 \x01(\x03R\rclockUnixNano\x12\x18\n" +
+	"\aentropy\x18\x06 \x01(\fR\aentropy\"a\n" +
 	"\x11ReadStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +

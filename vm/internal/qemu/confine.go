@@ -113,6 +113,11 @@ func (v *VM) Jail(accel string) *vmm.Jail {
 	for _, d := range v.spec.Disks {
 		j.Binds = append(j.Binds, vmm.Bind{Path: d.Path, Writable: !d.ReadOnly})
 	}
+	if v.tpl != nil {
+		// QEMU 7.2 opens a memory-backend-file read-write even for a
+		// private mapping (see docs/vm.md, VM templates).
+		j.Binds = append(j.Binds, vmm.Bind{Path: v.tpl.mem, Writable: true})
+	}
 	if accel == AccelKVM {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}

@@ -59,6 +59,7 @@ type VM struct {
 	stopped  bool
 	startErr error
 	uid      uint32 // confined QEMU's uid (see launch)
+	tpl      *tplMode
 }
 
 var _ vm.Hypervisor = (*VM)(nil)
@@ -167,6 +168,7 @@ func (v *VM) Args(accel string) []string {
 			"-device", blkDev+",drive="+d.ID,
 		)
 	}
+	args = append(args, v.templateArgs(mem)...)
 	return append(args, c.ExtraArgs...)
 }
 

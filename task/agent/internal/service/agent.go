@@ -32,6 +32,7 @@ type AgentService struct {
 	podDir      string
 	sethostname func(string) error
 	setClock    func(time.Time) error
+	addEntropy  func([]byte) error
 	mount       func(source, target, fstype string, flags uintptr, data string) error
 }
 
@@ -83,7 +84,8 @@ func NewAgentService(tasks *Service, opts ...AgentOption) *AgentService {
 			tv := unix.NsecToTimeval(t.UnixNano())
 			return unix.Settimeofday(&tv)
 		},
-		mount: unix.Mount,
+		mount:      unix.Mount,
+		addEntropy: addEntropy,
 	}
 	for _, o := range opts {
 		o(a)
@@ -107,6 +109,14 @@ func (a *AgentService) SetupSandbox(ctx context.Context, r *agentapi.SetupSandbo
 }
 
 func (a *AgentService) setup(ctx context.Context, r *agentapi.SetupSandboxRequest) error {
+	if len(r.Entropy) > MaxEntropy {
+		return fmt.Errorf("entropy of %d bytes: at most %d are accepted: %w", len(r.Entropy), MaxEntropy, errdefs.ErrInvalidArgument)
+	}
+	if len(r.Entropy) > 0 {
+		if err := a.addEntropy(r.Entropy); err != nil {
+			return fmt.Errorf("add the host's entropy to the guest's pool: %w", err)
+		}
+	}
 	if r.ClockUnixNano != 0 {
 		if err := a.setClock(time.Unix(0, r.ClockUnixNano)); err != nil {
 			return fmt.Errorf("set guest clock: %w", err)

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 // BenchmarkRunContainer measures Create+Start+Wait+Delete of a busybox

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/ttrpc"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"

@@ -15,7 +15,7 @@ import (
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

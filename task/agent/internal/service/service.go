@@ -30,7 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kuasar-go/kuasar/task/agent/internal/guestinit"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 // Service implements containerd's task.v3 TTRPCTaskService for Linux

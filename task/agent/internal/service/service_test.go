@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 func TestLifecycleExitCodeAndOutput(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 
-	taskapi "github.com/kuasar-go/kuasar/task/agent/taskpb"
+	taskapi "github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 // WarmUp does ahead of time the one-time work that otherwise lands on the

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/kuasar-go/kuasar/task/agent/taskpb"
+	"github.com/kuasar-go/kuasar/task/agent/internal/taskpb"
 )
 
 // TestWireCompatible compares every message of containerd's Task API v3

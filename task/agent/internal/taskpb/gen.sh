@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the Go code of this package (go generate ./task/agent/taskpb).
+# Regenerates the Go code of this package (go generate ./task/agent/internal/taskpb).
 # Needs protoc, and protoc-gen-go and protoc-gen-go-ttrpc in PATH:
 #   go install google.golang.org/protobuf/cmd/protoc-gen-go github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
 # containerd's types/*.proto come from the containerd/api module in the Go
@@ -13,7 +13,7 @@ cp "$api/types/mount.proto" "$inc/types/"
 cp "$api/types/task/task.proto" "$inc/types/task/"
 opts="Mtypes/mount.proto=github.com/containerd/containerd/api/types,Mtypes/task/task.proto=github.com/containerd/containerd/api/types/task"
 protoc -I . -I "$inc" --go_out=. --go_opt=paths=source_relative,"$opts" kuasar_agent_task.proto
-protoc -I . -I "$inc" --go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative,prefix=TTRPC,"$opts",Mkuasar_agent_task.proto=github.com/kuasar-go/kuasar/task/agent/taskpb \
+protoc -I . -I "$inc" --go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative,prefix=TTRPC,"$opts",Mkuasar_agent_task.proto=github.com/kuasar-go/kuasar/task/agent/internal/taskpb \
 	kuasar_agent_task_service.proto
 # containerd's Go names spell ID and ExecID (its generator fixes acronyms);
 # the agent's code is written against them.

@@ -1674,7 +1674,7 @@ const file_kuasar_agent_task_proto_rawDesc = "" +
 	"\fPauseRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1f\n" +
 	"\rResumeRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idB6Z4github.com/kuasar-go/kuasar/task/agent/taskpb;taskpbb\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02idB?Z=github.com/kuasar-go/kuasar/task/agent/internal/taskpb;taskpbb\x06proto3"
 
 var (
 	file_kuasar_agent_task_proto_rawDescOnce sync.Once

@@ -1,0 +1,491 @@
+// Package template keeps VM templates: a guest booted once to the point
+// where its agent serves, paused, and saved as a guest memory file plus
+// the VMM's device state, from which new VMs are restored in a fraction
+// of a boot (the pattern of Kata's virtcontainers/factory).
+//
+// A template is keyed by everything a restored VM must share with it
+// (Key): the VMM binary and version, the guest kernel and initramfs, the
+// kernel command line, machine, vCPUs, memory and device set. Get hands
+// out the template for a key, building it on first need; a template
+// whose key part changed gets another digest and so another template,
+// and one found broken is removed and rebuilt. Building happens in a
+// temporary directory renamed into place under an exclusive flock, so no
+// process ever uses a half-written template; several builders of one key
+// wait for the first.
+//
+// The memory file lives on a tmpfs (MemDir) where one is available, the
+// state and metadata in the state directory (Dir).
+package template
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+)
+
+// File names inside a template's directory.
+const (
+	// MetaName holds the Key and what the template's files must look like.
+	MetaName = "meta.json"
+	// StateName is the VMM's saved device state (QEMU's migration stream).
+	StateName = "state"
+	// memSuffix names a template's memory file in MemDir: <digest>.mem.
+	memSuffix = ".mem"
+	// tmpPrefix marks directories and files being built.
+	tmpPrefix = ".tmp-"
+)
+
+// Key is everything a VM restored from a template must have in common
+// with it. Files are identified by path, size, modification time and
+// inode (FileID), so replacing or rewriting one changes the key.
+type Key struct {
+	// VMM names the hypervisor ("qemu").
+	VMM string `json:"vmm"`
+	// Binary is the VMM binary's identity.
+	Binary FileID `json:"binary"`
+	// Version is what the VMM reports as its version.
+	Version string `json:"version"`
+	// Kernel and Initramfs are the guest's images.
+	Kernel    FileID `json:"kernel"`
+	Initramfs FileID `json:"initramfs"`
+	// Cmdline is the guest kernel command line.
+	Cmdline string `json:"cmdline"`
+	// Machine is the machine type with its options; Accel the accelerator.
+	Machine string `json:"machine"`
+	Accel   string `json:"accel"`
+	// VCPUs and MemoryMB are the VM's sizes.
+	VCPUs    uint32 `json:"vcpus"`
+	MemoryMB uint64 `json:"memory_mb"`
+	// Devices lists the device set in command-line order.
+	Devices []string `json:"devices"`
+}
+
+// FileID identifies one version of a file without reading it.
+type FileID struct {
+	// Path is the file as configured.
+	Path string `json:"path"`
+	// Size, MtimeNs, Inode and Dev are what stat(2) reports for it.
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	Inode   uint64 `json:"inode"`
+	Dev     uint64 `json:"dev"`
+}
+
+// Identify returns the FileID of path (symlinks followed).
+func Identify(path string) (FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return FileID{}, fmt.Errorf("template key: %s: %w", path, err)
+	}
+	return FileID{Path: path, Size: st.Size, MtimeNs: st.Mtim.Nano(), Inode: st.Ino, Dev: st.Dev}, nil
+}
+
+// Digest is the key's name: a hex SHA-256 of its JSON form.
+func (k Key) Digest() string {
+	b, _ := json.Marshal(k)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:16])
+}
+
+// meta is MetaName's content: the key and the files' identities as they
+// were when the template was made.
+type meta struct {
+	Key      Key    `json:"key"`
+	MemSize  int64  `json:"mem_size"`
+	MemInode uint64 `json:"mem_inode"`
+	MemCtime int64  `json:"mem_ctime_ns"`
+	// Build tells one build of a key from another.
+	Build     string `json:"build"`
+	StateSize int64  `json:"state_size"`
+}
+
+// Template is one usable template.
+type Template struct {
+	// Key is what it was built for.
+	Key Key
+	// Dir is its directory (meta and state).
+	Dir string
+	// MemPath is the guest memory file (restore maps it privately).
+	MemPath string
+	// StatePath is the saved device state.
+	StatePath string
+
+	build string // tells a rebuilt template from this one
+}
+
+// Store keeps templates in Dir (state) and MemDir (memory files).
+type Store struct {
+	dir, memDir string
+}
+
+// NewStore returns a store keeping templates in dir and their memory
+// files in memDir (dir when empty). Both are created 0700 on first build.
+func NewStore(dir, memDir string) *Store {
+	if memDir == "" {
+		memDir = dir
+	}
+	return &Store{dir: dir, memDir: memDir}
+}
+
+// DefaultMemDir is where a store's memory files go: a "templates"
+// directory below /dev/shm when that is a tmpfs, otherwise "" (next to
+// the state).
+func DefaultMemDir(name string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		return ""
+	}
+	return filepath.Join("/dev/shm", name)
+}
+
+// Dir is the store's state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// BuildFunc makes a template for key: it must write the guest memory to
+// mem and the device state to state (both exist, empty, when it is
+// called; it may recreate them) and leave nothing running.
+type BuildFunc func(ctx context.Context, key Key, mem, state string) error
+
+// Get returns the template for key, building it with build when there is
+// none or the one there is broken (the reason is logged). Concurrent
+// callers for one key build it once.
+func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, error) {
+	d := key.Digest()
+	if t, err := s.lookup(key); err == nil {
+		return t, nil
+	}
+	unlock, err := s.lock(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Another builder may have finished while we waited.
+	t, err := s.lookup(key)
+	if err == nil {
+		return t, nil
+	}
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		log.G(ctx).WithField("template", d).WithError(err).Warn("vm: template unusable, rebuilding it")
+	}
+	s.removeLocked(d)
+	return s.buildLocked(ctx, key, build)
+}
+
+// Lookup returns the template for key when a usable one exists
+// (errdefs.ErrNotFound when none, another error when it is broken).
+func (s *Store) Lookup(key Key) (*Template, error) { return s.lookup(key) }
+
+func (s *Store) paths(d string) (dir, mem string) {
+	return filepath.Join(s.dir, d), filepath.Join(s.memDir, d+memSuffix)
+}
+
+func (s *Store) lookup(key Key) (*Template, error) {
+	d := key.Digest()
+	dir, mem := s.paths(d)
+	b, err := os.ReadFile(filepath.Join(dir, MetaName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no template %s: %w", d, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", d, err)
+	}
+	var m meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("template %s: corrupt %s: %w: %w", d, MetaName, err, errdefs.ErrDataLoss)
+	}
+	if m.Key.Digest() != d {
+		return nil, fmt.Errorf("template %s: its %s describes key %s: %w", d, MetaName, m.Key.Digest(), errdefs.ErrDataLoss)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mem, &st); err != nil || st.Size != m.MemSize || st.Ino != m.MemInode || st.Ctim.Nano() != m.MemCtime {
+		return nil, fmt.Errorf("template %s: memory file %s missing or not the one saved (%v): %w", d, mem, err, errdefs.ErrDataLoss)
+	}
+	state := filepath.Join(dir, StateName)
+	if err := unix.Stat(state, &st); err != nil || st.Size != m.StateSize || st.Size == 0 {
+		return nil, fmt.Errorf("template %s: state file %s missing or not the one saved (%v): %w", d, state, err, errdefs.ErrDataLoss)
+	}
+	return &Template{Key: m.Key, Dir: dir, MemPath: mem, StatePath: state, build: m.Build}, nil
+}
+
+// lock takes the exclusive build lock of digest d; the wait ends with ctx.
+func (s *Store) lock(ctx context.Context, d string) (func(), error) {
+	for _, dir := range []string{s.dir, s.memDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("template store: %w", err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, d+".lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("template store: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("template store: lock %s: %w", f.Name(), err)
+		}
+	case <-ctx.Done():
+		// The flock goroutine ends when the fd closes (EBADF) or the
+		// lock is granted; closing releases either way.
+		go func() { <-done; f.Close() }()
+		return nil, ctx.Err()
+	}
+	return func() { f.Close() }, nil
+}
+
+// buildLocked builds key's template in temporary names and renames them
+// into place. A failure removes everything it made.
+func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *Template, retErr error) {
+	d := key.Digest()
+	dir, mem := s.paths(d)
+	s.removeLeftovers(d)
+	tmpDir, err := os.MkdirTemp(s.dir, tmpPrefix+d+"-")
+	if err != nil {
+		return nil, err
+	}
+	tmpMem := filepath.Join(s.memDir, tmpPrefix+filepath.Base(tmpDir)+memSuffix)
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(tmpDir)
+			os.Remove(tmpMem)
+			os.Remove(mem)
+		}
+	}()
+	state := filepath.Join(tmpDir, StateName)
+	for _, p := range []string{tmpMem, state} {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+	}
+	if err := build(ctx, key, tmpMem, state); err != nil {
+		return nil, fmt.Errorf("building VM template %s: %w", d, err)
+	}
+	var mst, sst unix.Stat_t
+	if err := unix.Stat(tmpMem, &mst); err != nil {
+		return nil, fmt.Errorf("building VM template %s: memory file: %w", d, err)
+	}
+	if err := unix.Stat(state, &sst); err != nil || sst.Size == 0 {
+		return nil, fmt.Errorf("building VM template %s: no device state saved (%v): %w", d, err, errdefs.ErrDataLoss)
+	}
+	if want := int64(key.MemoryMB) << 20; mst.Size != want {
+		return nil, fmt.Errorf("building VM template %s: memory file holds %d bytes, want %d: %w", d, mst.Size, want, errdefs.ErrDataLoss)
+	}
+	// Nothing but the store's user may read a guest's memory.
+	for _, p := range []string{tmpMem, state} {
+		if err := os.Chmod(p, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.Lchown(p, os.Geteuid(), os.Getegid()); err != nil {
+			return nil, err
+		}
+	}
+	// The memory file goes into place first (a rename changes its
+	// ctime, which the meta records), then the directory whose meta.json
+	// makes the template visible.
+	if err := os.Rename(tmpMem, mem); err != nil {
+		return nil, err
+	}
+	if err := unix.Stat(mem, &mst); err != nil {
+		return nil, err
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	m := meta{Key: key, MemSize: mst.Size, MemInode: mst.Ino, MemCtime: mst.Ctim.Nano(), StateSize: sst.Size, Build: hex.EncodeToString(id[:])}
+	mb, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(tmpDir, MetaName), mb, 0o600); err != nil {
+		return nil, err
+	}
+	if err := syncPath(tmpDir); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmpDir, dir); err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("template", d).WithField("memory_mb", key.MemoryMB).WithField("state_bytes", sst.Size).Info("vm: template built")
+	s.pruneStale(ctx, d)
+	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build}, nil
+}
+
+// removeLeftovers removes what a builder of digest d that died left
+// (its lock is ours now, so no builder of d runs).
+func (s *Store) removeLeftovers(d string) {
+	for _, p := range []string{filepath.Join(s.dir, tmpPrefix+d+"-*"), filepath.Join(s.memDir, tmpPrefix+tmpPrefix+d+"-*"+memSuffix)} {
+		old, _ := filepath.Glob(p)
+		for _, o := range old {
+			_ = os.RemoveAll(o)
+		}
+	}
+}
+
+func syncPath(dir string) error {
+	for _, p := range []string{filepath.Join(dir, StateName), filepath.Join(dir, MetaName), dir} {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil && !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Invalidate removes t (found broken when restoring from it), so the next
+// Get rebuilds it; it waits for a build of the same key in progress.
+func (s *Store) Invalidate(ctx context.Context, t *Template, reason error) error {
+	d := t.Key.Digest()
+	unlock, err := s.lock(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Only the template that was found broken: one rebuilt meanwhile stays.
+	if cur, err := s.lookup(t.Key); err == nil && cur.build != t.build {
+		return nil
+	}
+	log.G(ctx).WithField("template", d).WithError(reason).Warn("vm: removing a broken template")
+	s.removeLocked(d)
+	return nil
+}
+
+func (s *Store) removeLocked(d string) {
+	dir, mem := s.paths(d)
+	_ = os.RemoveAll(dir)
+	_ = os.Remove(mem)
+}
+
+// RemoveAll removes every template of the store (and leftovers of
+// interrupted builds), waiting for builds in progress. Restored VMs keep
+// running: their memory is mapped already.
+func (s *Store) RemoveAll(ctx context.Context) error {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".lock"):
+			d := strings.TrimSuffix(name, ".lock")
+			unlock, err := s.lock(ctx, d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.removeLocked(d)
+			os.Remove(filepath.Join(s.dir, name))
+			unlock()
+		case strings.HasPrefix(name, tmpPrefix):
+			// A build in progress holds its lock; one that died left this.
+			d, _, _ := strings.Cut(strings.TrimPrefix(name, tmpPrefix), "-")
+			unlock, err := s.lock(ctx, d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			os.RemoveAll(filepath.Join(s.dir, name))
+			os.Remove(filepath.Join(s.memDir, tmpPrefix+name+memSuffix))
+			unlock()
+		}
+	}
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), tmpPrefix) {
+			s.removeLocked(e.Name())
+		}
+	}
+	if s.memDir != s.dir {
+		_ = os.Remove(s.memDir) // only once empty
+	}
+	return errors.Join(errs...)
+}
+
+// Stale reports whether a file the key names has changed since (another
+// kernel after `make guest`, another QEMU): no VM will ask for it again.
+func (k Key) Stale() bool {
+	for _, f := range []FileID{k.Binary, k.Kernel, k.Initramfs} {
+		if f.Path == "" {
+			continue
+		}
+		if now, err := Identify(f.Path); err != nil || now != f {
+			return true
+		}
+	}
+	return false
+}
+
+// pruneStale removes the templates other than digest keep whose files
+// changed: their memory would otherwise stay on the tmpfs for good. A
+// template being built or used holds or waits for its own lock.
+func (s *Store) pruneStale(ctx context.Context, keep string) {
+	for _, t := range s.all() {
+		d := t.Key.Digest()
+		if d == keep || !t.Key.Stale() {
+			continue
+		}
+		// Never wait here: another builder holds that lock.
+		f, err := os.OpenFile(filepath.Join(s.dir, d+".lock"), os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			log.G(ctx).WithField("template", d).Info("vm: removing a template whose kernel, initramfs or VMM changed")
+			s.removeLocked(d)
+			os.Remove(f.Name())
+		}
+		f.Close()
+	}
+}
+
+// all lists the templates whose meta can be read, usable or not.
+func (s *Store) all() []Template {
+	ents, _ := os.ReadDir(s.dir)
+	var out []Template
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, e.Name(), MetaName))
+		if err != nil {
+			continue
+		}
+		var m meta
+		if json.Unmarshal(b, &m) != nil || m.Key.Digest() != e.Name() {
+			continue
+		}
+		out = append(out, Template{Key: m.Key, Dir: filepath.Join(s.dir, e.Name())})
+	}
+	return out
+}
+
+// List returns the usable templates in the store.
+func (s *Store) List() []Template {
+	var out []Template
+	for _, t := range s.all() {
+		if u, err := s.lookup(t.Key); err == nil {
+			out = append(out, *u)
+		}
+	}
+	return out
+}

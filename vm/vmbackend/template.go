@@ -1,0 +1,203 @@
+package vmbackend
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/kuasar-go/kuasar/sandboxer/backend"
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/template"
+)
+
+// VM templates: a QEMU sandbox whose sizes are the configured defaults is
+// restored from a template (a guest booted once and saved when its agent
+// served, see vm/internal/template) instead of booting, unless the
+// config ([hypervisor.qemu] template = "off"), the pod
+// (TemplateAnnotation) or `kuasar run --vm-template off` says otherwise. Whenever no
+// template fits or restoring fails because of the template, the sandbox
+// boots cold and the reason is logged.
+
+// Template settings ([hypervisor.qemu] template, TemplateAnnotation).
+const (
+	// TemplateAuto restores sandboxes from templates where one fits (default).
+	TemplateAuto = "auto"
+	// TemplateOff always boots cold.
+	TemplateOff = "off"
+)
+
+// TemplateAnnotation is the pod annotation that turns templates off for
+// one sandbox ("off"): its guest then shares no memory contents, kernel
+// layout or random state with other sandboxes (see docs/vm.md).
+const TemplateAnnotation = "kuasar.io/vm-template"
+
+// entropyBytes is how much host randomness SetupSandbox hands the guest.
+const entropyBytes = 64
+
+// WithTemplateDir keeps VM templates below dir (their memory files on a
+// tmpfs under /dev/shm where there is one). Without it, sandboxes boot
+// cold.
+func WithTemplateDir(dir string) Option {
+	return func(b *Backend) {
+		if dir == "" {
+			b.templates = nil
+			return
+		}
+		h := sha256.Sum256([]byte(dir))
+		b.templateMemDir = template.DefaultMemDir(filepath.Join("kuasar-vm-templates", hex.EncodeToString(h[:8])))
+		b.templates = template.NewStore(dir, b.templateMemDir)
+	}
+}
+
+// RemoveTemplates removes every VM template (housekeeping, or to free
+// their memory); running sandboxes are not affected.
+func (b *Backend) RemoveTemplates(ctx context.Context) error {
+	if b.templates == nil {
+		return nil
+	}
+	err := b.templates.RemoveAll(ctx)
+	if b.templateMemDir != "" {
+		_ = os.Remove(filepath.Dir(b.templateMemDir)) // only once empty
+	}
+	return err
+}
+
+// Templates lists the usable VM templates: their directories.
+func (b *Backend) Templates() []string {
+	if b.templates == nil {
+		return nil
+	}
+	var out []string
+	for _, t := range b.templates.List() {
+		out = append(out, t.Dir)
+	}
+	return out
+}
+
+// FromTemplate reports whether the sandbox's VM was restored from a
+// template (false when it booted cold).
+func (i *Instance) FromTemplate() bool { return i.template != "" }
+
+// noTemplate says why sandbox sb's VM d cannot come from a template, ""
+// when it can.
+func (b *Backend) noTemplate(sb backend.Sandbox, name string, spec vm.Spec, d driver) string {
+	c := b.configs[name]
+	switch {
+	case b.templates == nil:
+		return "no template directory configured"
+	case c.Template == TemplateOff:
+		return "template = \"off\" in [hypervisor." + name + "]"
+	case sb.Annotations[TemplateAnnotation] == TemplateOff:
+		return "pod annotation " + TemplateAnnotation + "=off"
+	case name != vm.QEMU:
+		return "templates are implemented for qemu only"
+	}
+	q, ok := d.(*qemu.VM)
+	if !ok {
+		return "driver without templates"
+	}
+	if why := q.Templatable(); why != "" {
+		return why
+	}
+	if vcpus, mem := vm.Sizes(c, vm.Resources{}); spec.VCPUs != vcpus || spec.MemoryMB != mem {
+		return fmt.Sprintf("the pod's sizes (%d vCPUs, %d MiB) differ from the template's defaults (%d, %d)", spec.VCPUs, spec.MemoryMB, vcpus, mem)
+	}
+	return ""
+}
+
+// startVM starts d: restored from a template when one fits, booted cold
+// otherwise. A failed restore that was the template's fault removes the
+// template and boots cold with a fresh driver, which it returns.
+func (b *Backend) startVM(ctx context.Context, inst *Instance, name string, d driver) (driver, error) {
+	sb, spec := inst.sb, inst.spec
+	lg := log.G(ctx).WithField("sandbox", sb.ID)
+	why := b.noTemplate(sb, name, spec, d)
+	if why == "" {
+		q := d.(*qemu.VM)
+		digest, err := b.restore(ctx, q)
+		if err == nil {
+			inst.template = digest
+			return d, nil
+		}
+		var te *qemu.TemplateError
+		if !errors.As(err, &te) && !errors.Is(err, errTemplateUnavailable) {
+			return d, fmt.Errorf("restoring sandbox %s from a VM template: %w", sb.ID, err)
+		}
+		why = err.Error()
+		// The failed driver cleaned up after itself; boot with a new one.
+		if d, err = b.newDriver(name, spec); err != nil {
+			return nil, err
+		}
+		lg.WithField("reason", why).Warn("vm: booting cold")
+	} else {
+		lg.WithField("reason", why).Debug("vm: booting cold")
+	}
+	return d, d.Start(ctx)
+}
+
+// errTemplateUnavailable marks a template that could not be made.
+var errTemplateUnavailable = errors.New("no VM template")
+
+// restore restores q from the template for its key (built first when
+// missing), and returns the template's digest.
+func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
+	key, err := q.TemplateKey(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
+	}
+	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
+		// Short: the VM's unix sockets go in it (108-byte limit).
+		work, err := os.MkdirTemp("", "kuasar-tpl-")
+		if err != nil {
+			return err
+		}
+		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
+	}
+	t0 := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, b.agentTimeout)
+	defer cancel()
+	err = q.StartFromTemplate(rctx, t)
+	var te *qemu.TemplateError
+	if errors.As(err, &te) {
+		_ = b.templates.Invalidate(context.WithoutCancel(ctx), t, err)
+	}
+	if err != nil {
+		return "", err
+	}
+	log.G(ctx).WithField("template", key.Digest()).WithField("took", time.Since(t0)).Debug("vm: restored from template")
+	return key.Digest(), nil
+}
+
+// entropy is fresh host randomness for the guest's pool.
+func entropy() []byte {
+	b := make([]byte, entropyBytes)
+	if _, err := rand.Read(b); err != nil {
+		return nil
+	}
+	return b
+}
+
+// checkTemplateSetting validates [hypervisor.NAME] template.
+func checkTemplateSetting(name string, c vm.Config) error {
+	switch c.Template {
+	case "", TemplateAuto, TemplateOff:
+		return nil
+	}
+	return fmt.Errorf("template %q in [hypervisor.%s]: use auto or off: %w", c.Template, name, errdefs.ErrInvalidArgument)
+}
