@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -454,14 +456,20 @@ func (k *killLoopEnv) findOrphans() []orphan {
 		found = append(found, orphan{fmt.Sprintf("process %d (%s)", p.Pid, cmdline(p.Pid)), func() { _ = procmark.Kill(p) }})
 	}
 	// Unmarked processes too (the code before marks existed): any process
-	// but the sandboxer whose command line names the state directory.
+	// but the sandboxer whose command line names the state directory, or
+	// the memory directory of its VM templates (a template being built
+	// runs in a directory of its own).
+	h := sha256.Sum256([]byte(filepath.Join(e.SandboxerState, "vm-templates")))
+	tplMem := "kuasar-vm-templates/" + hex.EncodeToString(h[:8])
 	ents, _ := os.ReadDir("/proc")
 	for _, en := range ents {
 		pid, err := strconv.Atoi(en.Name())
 		if err != nil || seen[pid] || pid == e.Sandboxer.Pid() {
 			continue
 		}
-		if cl := cmdline(pid); strings.Contains(cl, e.SandboxerState+"/") {
+		b, _ := os.ReadFile("/proc/" + en.Name() + "/cmdline")
+		if full := string(b); strings.Contains(full, e.SandboxerState+"/") || strings.Contains(full, tplMem) {
+			cl := cmdline(pid)
 			found = append(found, orphan{fmt.Sprintf("process %d (%s)", pid, cl), func() { _ = unix.Kill(pid, unix.SIGKILL) }})
 		}
 	}
