@@ -195,7 +195,7 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 	step, err := k.live(kind, name)
 	var died bool
 	if timer != nil && !timer.Stop() {
-		<-killed // the kill runs: let it finish before touching the process
+		<-killed    // the kill runs: let it finish before touching the process
 		died = true // and reaped it: its pid may name another process now
 	} else {
 		died = exited(victim.Pid(), 5*time.Second)
