@@ -10,7 +10,9 @@ FUZZTIME  ?= 5s
 
 BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
 
-.PHONY: help deps build guest guest-minimal fixtures test test-short test-race fuzz bench lint clean install
+WASMEDGE_BIN ?= $(BIN)/wasmedge
+
+.PHONY: help deps build guest guest-minimal fixtures test test-short test-race fuzz bench lint clean install wasmedge test-wasmedge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +24,12 @@ build: ## build the binaries into ./bin
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kuasar-task ./cmd/kuasar-task
+
+wasmedge: ## build the binaries with the WasmEdge engine (-tags wasmedge) into bin/wasmedge: natively with libwasmedge-dev, else in a cached Debian 13 root (root)
+	bash .ci/wasmedge.sh build $(WASMEDGE_BIN)
+
+test-wasmedge: wasmedge ## the WasmEdge engine's tests, CLI parity with WasmEdge's own CLI, and containerd + crictl pods on WasmEdge (root)
+	bash .ci/wasmedge.sh test $(WASMEDGE_BIN)
 
 guest: ## build the micro-VM guest (Debian kernel + initramfs) into $(GUEST_DIR)/<version>, linked from /var/lib/kuasar
 	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR) -link /var/lib/kuasar

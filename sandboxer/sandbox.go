@@ -77,7 +77,21 @@ func (sb *sandbox) backendSandbox() backend.Sandbox {
 		Labels:      sb.rec.Labels,
 		Resources:   sb.rec.Resources,
 		Hypervisor:  sb.rec.Hypervisor,
+		WasmEngine:  sb.wasmEngine(),
 	}
+}
+
+// wasmEngine is the Wasm engine the pod asks for: its
+// kuasar.io/wasm-engine annotation, else its runtime handler's
+// wasm_engine; "" leaves the choice to the wasm backend's default.
+func (sb *sandbox) wasmEngine() string {
+	if e := sb.rec.Annot[annotationWasmEngine]; e != "" {
+		return e
+	}
+	if sb.svc.cfg != nil {
+		return sb.svc.cfg.RuntimeHandlers[sb.rec.Handler].WasmEngine
+	}
+	return ""
 }
 
 // saveLocked persists the record (with the instance's checkpoint).

@@ -36,6 +36,9 @@ const (
 	AnnotationIsolation = "kuasar.io/isolation"
 	// annotationHypervisor on a pod names the hypervisor of a "vm" sandbox.
 	annotationHypervisor = "kuasar.io/hypervisor"
+	// annotationWasmEngine on a pod names the Wasm engine of a "wasm"
+	// sandbox (the wasm backend's AnnotationEngine).
+	annotationWasmEngine = "kuasar.io/wasm-engine"
 	// annotationRuntimeHandler is where CRI writes the pod's runtime handler.
 	annotationRuntimeHandler = "io.kubernetes.cri.runtime-handler"
 	// annotationImageName is where CRI writes a container's image name.

@@ -173,7 +173,7 @@ func TestRunCLI(t *testing.T) {
 		{name: "truncated", args: []string{fixture(t, "truncated")}, wantCode: 125, wantErr: "invalid WebAssembly module"},
 		{name: "missing file", args: []string{"/nonexistent/x.wasm"}, wantCode: 125, wantErr: "/nonexistent/x.wasm: no such file"},
 		{name: "vm isolation", args: []string{"--isolation", "vm", hello}, wantCode: 125, wantErr: "has no filesystem layers to boot a VM with"},
-		{name: "quark isolation", args: []string{"--isolation", "quark", hello}, wantCode: 125, wantErr: "quark isolation is not available"},
+		{name: "quark isolation", args: []string{"--isolation", "quark", hello}, wantCode: 125, wantErr: "has no filesystem layers to run in Quark"},
 		{name: "bad isolation", args: []string{"--isolation", "docker", hello}, wantCode: 125, wantErr: "unknown isolation"},
 		{name: "wasm isolation", args: []string{"--isolation", "wasm", hello}, wantOut: "hello from wasm\nargv[0]=hello.wasm\n"},
 		{name: "bad engine", args: []string{"--engine", "v8", hello}, wantCode: 125, wantErr: `"v8" is not available`},

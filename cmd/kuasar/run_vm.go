@@ -34,7 +34,7 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	switch iso {
 	case images.IsolationVM:
 	case images.IsolationQuark:
-		return fail(fmt.Errorf("quark isolation is not available: Quark cannot be installed on this build's supported hosts (see quark/): use --isolation vm: %w", errdefs.ErrNotImplemented))
+		return runQuark(ctx, env, wl, o)
 	default:
 		return fail(fmt.Errorf("isolation %q is not known: use auto, wasm, vm or quark: %w", iso, errdefs.ErrInvalidArgument))
 	}
@@ -71,20 +71,9 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	default:
 		return fail(fmt.Errorf("--vm-template %q: use auto or off: %w", o.vmTmpl, errdefs.ErrInvalidArgument))
 	}
-	args := linuxArgs(wl, o.args)
-	if len(args) == 0 {
-		return fail(fmt.Errorf("no command to run: the image has no entrypoint/cmd, pass one after --: %w", errdefs.ErrInvalidArgument))
-	}
-	envs, err := mergeEnv(wl.Env, o.envs)
+	proc, err := linuxProcess(wl, o)
 	if err != nil {
 		return fail(err)
-	}
-	cwd := wl.WorkingDir
-	if o.workdir != "" {
-		cwd = o.workdir
-	}
-	if cwd == "" {
-		cwd = "/"
 	}
 	rootfs, err := filepath.Abs(wl.Rootfs)
 	if err != nil {
@@ -111,7 +100,7 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	spec := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: hostname,
-		Process:  &specs.Process{Args: args, Env: envs, Cwd: cwd},
+		Process:  proc,
 		Root:     &specs.Root{Path: rootfs},
 		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
 			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace}, {Type: specs.IPCNamespace},
@@ -129,6 +118,28 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 		fmt.Fprintf(env.stderr, "kuasar run: %s stopped after --timeout %v\n", o.target, o.timeout)
 	}
 	return r.code
+}
+
+// linuxProcess is the process a Linux image runs: its args (see
+// linuxArgs), its environment with --env over it, and its working directory
+// (--workdir, else the image's, else /).
+func linuxProcess(wl *images.Workload, o *runOptions) (*specs.Process, error) {
+	args := linuxArgs(wl, o.args)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("no command to run: the image has no entrypoint/cmd, pass one after --: %w", errdefs.ErrInvalidArgument)
+	}
+	envs, err := mergeEnv(wl.Env, o.envs)
+	if err != nil {
+		return nil, err
+	}
+	cwd := wl.WorkingDir
+	if o.workdir != "" {
+		cwd = o.workdir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	return &specs.Process{Args: args, Env: envs, Cwd: cwd}, nil
 }
 
 // linuxArgs is the process of a Linux image: ARGS replace the image's Cmd and

@@ -121,7 +121,7 @@ func TestRunVMRefusesWhatItCannotHonour(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "--isolation", "quark", wasmFile}, "quark isolation is not available"},
+		{[]string{"run", "--isolation", "quark", wasmFile}, "has no filesystem layers to run in Quark"},
 		{[]string{"run", "--isolation", "vm", wasmFile}, "run it with --isolation wasm"},
 	}
 	for _, tt := range tests {

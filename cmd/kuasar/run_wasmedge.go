@@ -1,5 +1,3 @@
-//go:build wasmedge
-
 package main
 
 import (
@@ -9,9 +7,10 @@ import (
 	"github.com/kuasar-go/kuasar/wasm/wasmedge"
 )
 
-// Builds with -tags wasmedge offer --engine wasmedge.
+// --engine wasmedge is always offered: builds without the wasmedge tag
+// answer it with wasmedge.ErrNotBuilt, which says how to get one.
 func init() {
-	engineFactories[wasmedge.EngineName] = func(ctx context.Context, _ string) (wasm.Engine, error) {
-		return wasmedge.New(ctx)
+	engineFactories[wasmedge.EngineName] = func(ctx context.Context, cacheDir string) (wasm.Engine, error) {
+		return wasmedge.New(ctx, wasmedge.WithCacheDir(cacheDir))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/quark"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
@@ -136,7 +137,16 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	}
 	// The backend opened its ends in Create: from now on EOF on an output
 	// means the container closed it.
-	stdio.pump(env)
+	var stdinEOF func()
+	if b.Name() == quark.Name {
+		// Quark opens the FIFOs itself and, like containerd's shims, keeps a
+		// writer of stdin for CloseIO: the end of input is told with CloseIO,
+		// as containerd does.
+		stdinEOF = func() {
+			_, _ = tasks.CloseIO(bg, &taskAPI.CloseIORequest{ID: containerID, Stdin: true})
+		}
+	}
+	stdio.pump(env, stdinEOF)
 	if stateless {
 		// The backend holds the FIFOs and read the bundle: the directory
 		// can go now, so that not even a SIGKILL of kuasar leaves it.
@@ -274,8 +284,8 @@ func newFIFOs(dir string, env *cliEnv) (_ *fifos, retErr error) {
 }
 
 // pump copies between the FIFOs and env's streams until the container
-// closes its outputs.
-func (f *fifos) pump(env *cliEnv) {
+// closes its outputs; stdinEOF, when set, runs once env's stdin ended.
+func (f *fifos) pump(env *cliEnv, stdinEOF func()) {
 	if f.stdinPath != nil {
 		p := f.procPath()
 		f.stdinOpen = make(chan struct{})
@@ -288,6 +298,9 @@ func (f *fifos) pump(env *cliEnv) {
 			}
 			_, _ = copyPlain(w, env.stdin)
 			w.Close()
+			if stdinEOF != nil {
+				stdinEOF()
+			}
 		}()
 	}
 	for i, dst := range []io.Writer{nil, env.stdout, env.stderr} {

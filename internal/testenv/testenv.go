@@ -140,9 +140,14 @@ func RepoRoot() string {
 }
 
 // Binaries builds kuasar-sandboxer and containerd-shim-kuasar-v1 once per
-// test binary and returns the directory holding them.
+// test binary and returns the directory holding them. $KUASAR_TEST_BIN,
+// when set, names a directory holding them already built (`make
+// test-wasmedge` passes the -tags wasmedge build of `make wasmedge`).
 func Binaries(t testing.TB) string {
 	t.Helper()
+	if d := os.Getenv("KUASAR_TEST_BIN"); d != "" {
+		return d
+	}
 	buildOnce.Do(func() {
 		removeStaleBinaries()
 		buildDir, buildErr = os.MkdirTemp("", binPrefix)

@@ -38,6 +38,10 @@ type Sandbox struct {
 	// kuasar.io/hypervisor, image metadata or the config's default); only VM
 	// backends read it.
 	Hypervisor string
+	// WasmEngine is the Wasm engine asked for (pod annotation
+	// kuasar.io/wasm-engine, else the runtime handler's wasm_engine); ""
+	// leaves it to the backend's default. Only the wasm backend reads it.
+	WasmEngine string
 }
 
 // Resources are the sizes a pod asks for.

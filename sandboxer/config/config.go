@@ -77,11 +77,15 @@ type Sandboxer struct {
 
 // RuntimeHandler is one [runtime_handlers.NAME] section.
 type RuntimeHandler struct {
-	// Isolation is the handler's default sandbox kind ("wasm", "vm").
+	// Isolation is the handler's default sandbox kind ("wasm", "vm",
+	// "quark").
 	Isolation string `toml:"isolation"`
 	// Hypervisor is the handler's default hypervisor for "vm" sandboxes;
 	// the VM backend checks the name ("" lets it use its default).
 	Hypervisor string `toml:"hypervisor"`
+	// WasmEngine is the handler's Wasm engine ("wazero", "wasmedge") for
+	// "wasm" sandboxes whose pod has no kuasar.io/wasm-engine annotation.
+	WasmEngine string `toml:"wasm_engine"`
 }
 
 // Default returns the embedded defaults (configs/config.toml).
@@ -293,14 +297,14 @@ func (c *Config) Validate() error {
 
 func checkIsolation(where, v string, emptyOK bool) error {
 	switch v {
-	case "wasm", "vm":
+	case "wasm", "vm", "quark":
 		return nil
 	case "":
 		if emptyOK {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s = %q: use \"wasm\" or \"vm\": %w", where, v, errdefs.ErrInvalidArgument)
+	return fmt.Errorf("%s = %q: use \"wasm\", \"vm\" or \"quark\": %w", where, v, errdefs.ErrInvalidArgument)
 }
 
 // SocketFileMode parses sandboxer.socket_mode; only 0600 and 0660 are allowed

@@ -138,10 +138,10 @@ func TestSection(t *testing.T) {
 		t.Errorf("decoded %+v, want the default path, count 3 and flag set", s)
 	}
 	// The embedded defaults hold the built-in backends' tables.
-	if err := c.Unowned("demo", "wasm", "hypervisor"); err != nil {
+	if err := c.Unowned("demo", "wasm", "hypervisor", "quark"); err != nil {
 		t.Errorf("owned table reported: %v", err)
 	}
-	if err := c.Unowned("wasm", "hypervisor"); err == nil || !strings.Contains(err.Error(), "demo") || !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := c.Unowned("wasm", "hypervisor", "quark"); err == nil || !strings.Contains(err.Error(), "demo") || !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("unowned table: %v, want an InvalidArgument error naming demo", err)
 	}
 	var none section

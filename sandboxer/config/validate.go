@@ -61,6 +61,11 @@ func (c *Config) validateKeys() error {
 			bad("runtime_handlers", "a handler has an empty name: name it as its RuntimeClass handler")
 		}
 		isolation(key+".isolation", h.Isolation, true, bad)
+		// Whether the name is a Wasm engine is the wasm backend's to say
+		// (its CheckEngine).
+		if h.WasmEngine != "" && h.Isolation == "vm" {
+			bad(key+".wasm_engine", "is set, but isolation is \"vm\", which runs no Wasm engine: remove it or set isolation = \"wasm\"")
+		}
 		// Whether the name is a hypervisor is the VM backend's to say
 		// (its section's CheckHypervisor).
 		if h.Hypervisor != "" && h.Isolation == "wasm" {
@@ -70,19 +75,16 @@ func (c *Config) validateKeys() error {
 	return errors.Join(errs...)
 }
 
-// isolation checks a sandbox kind: "wasm" or "vm" ("" only where the key
-// may be left unset). "quark" gets its own reason: it is a kind kuasar
-// knows of but does not implement.
+// isolation checks a sandbox kind: "wasm", "vm" or "quark" ("" only where
+// the key may be left unset).
 func isolation(key, v string, emptyOK bool, bad func(string, string, ...any)) {
 	switch v {
-	case "wasm", "vm":
+	case "wasm", "vm", "quark":
 	case "":
 		if !emptyOK {
-			bad(key, "is empty: use \"wasm\" or \"vm\"")
+			bad(key, "is empty: use \"wasm\", \"vm\" or \"quark\"")
 		}
-	case "quark":
-		bad(key, "\"quark\" is not available: this build has no Quark backend (see quark/doc.go); use \"wasm\" or \"vm\"")
 	default:
-		bad(key, "%q is not a sandbox kind: use \"wasm\" or \"vm\"", v)
+		bad(key, "%q is not a sandbox kind: use \"wasm\", \"vm\" or \"quark\"", v)
 	}
 }

@@ -17,11 +17,9 @@ func TestValidateEveryKey(t *testing.T) {
 		name, in string
 		key, fix string
 	}{
-		{"quark is not available", "[sandboxer]\ndefault_isolation = \"quark\"\n", "sandboxer.default_isolation", "quark/doc.go"},
-		{"unknown default isolation", "[sandboxer]\ndefault_isolation = \"gvisor\"\n", "sandboxer.default_isolation", `use "wasm" or "vm"`},
-		{"empty default isolation", "[sandboxer]\ndefault_isolation = \"\"\n", "sandboxer.default_isolation", `use "wasm" or "vm"`},
-		{"handler asks for quark", "[runtime_handlers.q]\nisolation = \"quark\"\n", "runtime_handlers.q.isolation", "no Quark backend"},
-		{"handler isolation unknown", "[runtime_handlers.x]\nisolation = \"docker\"\n", "runtime_handlers.x.isolation", `use "wasm" or "vm"`},
+		{"unknown default isolation", "[sandboxer]\ndefault_isolation = \"gvisor\"\n", "sandboxer.default_isolation", `use "wasm", "vm" or "quark"`},
+		{"empty default isolation", "[sandboxer]\ndefault_isolation = \"\"\n", "sandboxer.default_isolation", `use "wasm", "vm" or "quark"`},
+		{"handler isolation unknown", "[runtime_handlers.x]\nisolation = \"docker\"\n", "runtime_handlers.x.isolation", `use "wasm", "vm" or "quark"`},
 		{"handler hypervisor on wasm", "[runtime_handlers.x]\nisolation = \"wasm\"\nhypervisor = \"qemu\"\n", "runtime_handlers.x.hypervisor", `set isolation = "vm"`},
 		{"empty listen", "[sandboxer]\nlisten = \"\"\n", "sandboxer.listen", "set the unix socket path"},
 		{"relative listen", "[sandboxer]\nlisten = \"kuasar.sock\"\n", "sandboxer.listen", "absolute path"},
@@ -33,6 +31,7 @@ func TestValidateEveryKey(t *testing.T) {
 		{"world-writable socket mode", "[sandboxer]\nsocket_mode = \"0666\"\n", "sandboxer.socket_mode", `"0600" or "0660"`},
 		{"socket mode not octal", "[sandboxer]\nsocket_mode = \"rw-------\"\n", "sandboxer.socket_mode", `"0600" or "0660"`},
 		{"log level", "[sandboxer]\nlog_level = \"verbose\"\n", "sandboxer.log_level", "trace, debug, info"},
+		{"handler wasm engine on vm", "[runtime_handlers.x]\nisolation = \"vm\"\nwasm_engine = \"wasmedge\"\n", "runtime_handlers.x.wasm_engine", `set isolation = "wasm"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,6 +56,7 @@ func TestValidateGoodValues(t *testing.T) {
 		"",
 		"[sandboxer]\ndefault_isolation = \"vm\"\nsocket_mode = \"0660\"\n",
 		"[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"stratovirt\"\n[runtime_handlers.plain]\n",
+		"[runtime_handlers.we]\nisolation = \"wasm\"\nwasm_engine = \"wasmedge\"\n[runtime_handlers.wz]\nwasm_engine = \"wazero\"\n",
 	} {
 		if _, err := Parse([]byte(in)); err != nil {
 			t.Errorf("refused %q: %v", in, err)
@@ -67,7 +67,7 @@ func TestValidateGoodValues(t *testing.T) {
 // TestValidateReportsEveryBadKey: an operator fixes a file in one go, so
 // every bad key is reported, not only the first.
 func TestValidateReportsEveryBadKey(t *testing.T) {
-	_, err := Parse([]byte("[sandboxer]\ndefault_isolation = \"quark\"\nlisten = \"x.sock\"\n[runtime_handlers.w]\nisolation = \"wasm\"\nhypervisor = \"qemu\"\n"))
+	_, err := Parse([]byte("[sandboxer]\ndefault_isolation = \"gvisor\"\nlisten = \"x.sock\"\n[runtime_handlers.w]\nisolation = \"wasm\"\nhypervisor = \"qemu\"\n"))
 	for _, key := range []string{"sandboxer.default_isolation", "sandboxer.listen", "runtime_handlers.w.hypervisor"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error %v does not name %s", err, key)

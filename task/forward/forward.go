@@ -1,6 +1,6 @@
 // Package forward is the host side of the Task API for sandboxes whose
-// containers run under a guest agent (task/agent): the VM backend today, a
-// Quark backend later. A Forwarder serves containerd's Task API v3 for one
+// containers run under a guest agent (task/agent: the VM backend) or a Task
+// API server of their own (Quark: the quark backend). A Forwarder serves containerd's Task API v3 for one
 // sandbox by forwarding each call to the agent's TTRPCTaskService, and
 // intercepts only what the host must do itself:
 //
@@ -17,6 +17,11 @@
 //   - Delete: stop the pumps and undo Host.Prepare (Host.Release).
 //   - State: report the host's bundle path; Connect: the backend's pid
 //     (Host.ShimPid); Shutdown: nothing (the Sandbox API owns the sandbox).
+//
+// A Host whose Task API server opens each process's stdio itself (Quark
+// serves the Task API and opens the FIFOs named in the request) implements
+// DirectIO: the forwarder then opens no host ends and runs no pumps, and
+// forwards the stdio paths DirectIO.PrepareIO returns instead.
 //
 // Every other call goes to the agent unchanged (Passthrough).
 package forward
@@ -70,6 +75,28 @@ type Host interface {
 	// ShimPid is the pid Connect reports as the shim's: the process that
 	// runs the guest (the VMM).
 	ShimPid() uint32
+}
+
+// DirectIO is implemented by a Host whose Task API server opens the
+// processes' stdio itself rather than through the agent's stream RPCs
+// (Host.Agent may then return a nil AgentService). The forwarder calls
+// PrepareIO at Create and Exec and forwards the paths it returns; the host
+// undoes it for a container in Host.Release and for an exec in ReleaseIO.
+type DirectIO interface {
+	// PrepareIO makes the host's stdio paths of process (cid, execID) (""
+	// for the container's own) reachable by the server and returns the
+	// paths the server opens; an empty path stays empty. cid and execID
+	// are single path elements.
+	PrepareIO(ctx context.Context, cid, execID string, io IO) (IO, error)
+	// ReleaseIO undoes PrepareIO for an exec after its Delete (or a failed
+	// Exec). It must accept an exec it has nothing for.
+	ReleaseIO(ctx context.Context, cid, execID string) error
+}
+
+// IO names a process's standard streams (FIFOs or files), as in the Task
+// API's Create and Exec requests.
+type IO struct {
+	Stdin, Stdout, Stderr string
 }
 
 // Publisher takes task events in order without blocking
@@ -202,6 +229,19 @@ func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_
 	fwd := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	fwd.Bundle = guestBundle
 	fwd.Rootfs = nil
+	if d, ok := f.cfg.Host.(DirectIO); ok {
+		io, err := d.PrepareIO(ctx, r.ID, "", IO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr})
+		if err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, err))
+		}
+		fwd.Stdin, fwd.Stdout, fwd.Stderr = io.Stdin, io.Stdout, io.Stderr
+		resp, err := tasks.Create(ctx, fwd)
+		if err != nil {
+			return nil, err
+		}
+		f.created(c, r, resp, noPumps())
+		return resp, nil
+	}
 	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, err))
@@ -211,7 +251,12 @@ func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_
 		_ = pipes.Close()
 		return nil, err
 	}
-	p := startPumps(ag, r.ID, "", s, pipes)
+	f.created(c, r, resp, startPumps(ag, r.ID, "", s, pipes))
+	return resp, nil
+}
+
+// created records container c's process and publishes /tasks/create.
+func (f *Forwarder) created(c *container, r *taskAPI.CreateTaskRequest, resp *taskAPI.CreateTaskResponse, p *pumps) {
 	f.mu.Lock()
 	c.procs[""] = p
 	f.mu.Unlock()
@@ -223,7 +268,6 @@ func (f *Forwarder) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_
 		Checkpoint:  r.Checkpoint,
 		Pid:         resp.GetPid(),
 	})
-	return resp, nil
 }
 
 // openStdio opens the host ends of a process's stdio (task/stdio).
@@ -305,6 +349,9 @@ func (f *Forwarder) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*task
 		p.stop()
 	}
 	if r.ExecID != "" {
+		if d, ok := f.cfg.Host.(DirectIO); ok && plainName(r.ID) && plainName(r.ExecID) {
+			f.releaseIO(ctx, d, r.ID, r.ExecID)
+		}
 		return resp, nil
 	}
 	// A container this forwarder did not create (a sandboxer restart) may
@@ -337,6 +384,25 @@ func (f *Forwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*e
 	if c == nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrNotFound))
 	}
+	if d, ok := f.cfg.Host.(DirectIO); ok {
+		if !plainName(r.ExecID) {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("exec id %q must be a single path element: %w", r.ExecID, errdefs.ErrInvalidArgument))
+		}
+		io, err := d.PrepareIO(ctx, r.ID, r.ExecID, IO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr})
+		if err != nil {
+			f.releaseIO(ctx, d, r.ID, r.ExecID)
+			return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, err))
+		}
+		fwd := proto.Clone(r).(*taskAPI.ExecProcessRequest)
+		fwd.Stdin, fwd.Stdout, fwd.Stderr = io.Stdin, io.Stdout, io.Stderr
+		resp, err := tasks.Exec(ctx, fwd)
+		if err != nil {
+			f.releaseIO(ctx, d, r.ID, r.ExecID)
+			return nil, err
+		}
+		f.execAdded(c, r, noPumps())
+		return resp, nil
+	}
 	s, pipes, err := f.openStdio(ctx, r.Stdin, r.Stdout, r.Stderr)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, err))
@@ -346,12 +412,23 @@ func (f *Forwarder) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*e
 		_ = pipes.Close()
 		return nil, err
 	}
-	p := startPumps(ag, r.ID, r.ExecID, s, pipes)
+	f.execAdded(c, r, startPumps(ag, r.ID, r.ExecID, s, pipes))
+	return resp, nil
+}
+
+// execAdded records exec r's process and publishes /tasks/exec-added.
+func (f *Forwarder) execAdded(c *container, r *taskAPI.ExecProcessRequest, p *pumps) {
 	f.mu.Lock()
 	c.procs[r.ExecID] = p
 	f.mu.Unlock()
 	f.publish(c.ns, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
-	return resp, nil
+}
+
+// releaseIO calls DirectIO.ReleaseIO and logs what it could not undo.
+func (f *Forwarder) releaseIO(ctx context.Context, d DirectIO, cid, eid string) {
+	if err := d.ReleaseIO(ctx, cid, eid); err != nil {
+		log.G(ctx).WithField("sandbox", f.cfg.Sandbox).WithField("container", cid).WithField("exec", eid).WithError(err).Warn("forward: releasing the exec's stdio")
+	}
 }
 
 // Wait forwards, then lets the output pumps drain.

@@ -110,3 +110,11 @@ func (p *pumps) stop() {
 		_ = p.pipes.Close()
 	})
 }
+
+// noPumps stands for the stdio of a process whose Task API server opens its
+// stdio itself (DirectIO): nothing to drain, nothing to stop.
+func noPumps() *pumps {
+	p := &pumps{done: make(chan struct{}), cancel: func() {}}
+	close(p.done)
+	return p
+}

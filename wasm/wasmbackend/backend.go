@@ -92,6 +92,11 @@ type Backend struct {
 	defaultMemory    uint64
 	defaultOpenFiles int
 	fileBudget       int
+
+	// defaultEngine and engines: see engines.go.
+	defaultEngine string
+	enginesMu     sync.Mutex
+	engines       map[string]wasm.Engine
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -119,18 +124,27 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return Name }
 
-// Close releases the engine when New created it. Sandboxes must have been
-// shut down first.
+// Close releases the engine when New created it, and the engines sandboxes
+// asked for by name (engines.go). Sandboxes must have been shut down first.
 func (b *Backend) Close(ctx context.Context) error {
+	errs := b.closeEngines(ctx)
 	if b.ownEngine {
-		return b.engine.Close(ctx)
+		errs = append(errs, b.engine.Close(ctx))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (b *Backend) service(ctx context.Context, sb backend.Sandbox) (*wasmtask.Service, error) {
+	name := sb.WasmEngine
+	if name == "" {
+		name = sb.Annotations[AnnotationEngine]
+	}
+	engine, err := b.engineFor(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("wasm sandbox %s: %w", sb.ID, err)
+	}
 	opts := []wasmtask.Option{
-		wasmtask.WithEngine(b.engine),
+		wasmtask.WithEngine(engine),
 		wasmtask.WithPublisher(b.publisher),
 		wasmtask.WithSandbox(sb.ID, sb.Namespace),
 		wasmtask.WithPid(b.pid),

@@ -8,6 +8,8 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/internal/bytesize"
+	"github.com/kuasar-go/kuasar/wasm/wasmedge"
+	"github.com/kuasar-go/kuasar/wasm/wazero"
 )
 
 // ConfigSection is the top-level table of kuasar-sandboxer's configuration
@@ -18,7 +20,9 @@ const ConfigSection = "wasm"
 // and checks live here, and the sandboxer's configuration hands the section
 // over undecoded (sandboxer/config.Section).
 type Config struct {
-	// Engine names the Wasm engine ("wazero").
+	// Engine names the engine of sandboxes that ask for none: "wazero"
+	// (default) or "wasmedge" (a `make wasmedge` build only; pods ask with
+	// kuasar.io/wasm-engine, runtime handlers with wasm_engine).
 	Engine string `toml:"engine"`
 	// CacheDir is the compiled-module cache; "" keeps it in memory.
 	CacheDir string `toml:"cache_dir"`
@@ -67,10 +71,10 @@ func (c Config) Validate() error {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("wasm.%s: %s: %w", key, fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument))
 	}
-	switch c.Engine {
-	case "", "wazero":
-	default:
-		bad("engine", "%q is not built into kuasar-sandboxer: use \"wazero\" (WasmEdge is for `kuasar run --engine wasmedge` in a -tags wasmedge build only)", c.Engine)
+	if c.Engine != "" {
+		if err := CheckEngine("wasm.engine", c.Engine); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
 		bad("cache_dir", "%q is not an absolute path: the daemon's working directory is not part of its configuration", c.CacheDir)
@@ -90,9 +94,24 @@ func (c Config) Options() ([]Option, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Engine == wasmedge.EngineName && !wasmedge.Built {
+		return nil, fmt.Errorf("wasm.engine %q: %w", c.Engine, wasmedge.ErrNotBuilt)
+	}
 	return []Option{
 		WithDefaultMemoryLimit(mem),
 		WithDefaultOpenFileLimit(c.DefaultOpenFileLimit),
 		WithCacheDir(c.CacheDir),
+		WithDefaultEngine(c.Engine),
 	}, nil
+}
+
+// CheckEngine reports whether name (the value of key) is a Wasm engine
+// this backend knows ("wazero", "wasmedge"); whether this build has
+// WasmEdge is answered when it is used.
+func CheckEngine(key, name string) error {
+	switch name {
+	case wazero.EngineName, wasmedge.EngineName:
+		return nil
+	}
+	return fmt.Errorf("%s: %q is not a Wasm engine: use %q or %q (the latter in a `make wasmedge` build): %w", key, name, wazero.EngineName, wasmedge.EngineName, errdefs.ErrInvalidArgument)
 }

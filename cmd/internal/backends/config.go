@@ -5,13 +5,15 @@
 //
 // It is the one place that knows every backend: sandboxer/config hands each
 // backend's table over undecoded, and each backend decodes and checks its
-// own section type (wasm/wasmbackend.Config, vm/vmbackend.Config).
+// own section type (wasm/wasmbackend.Config, vm/vmbackend.Config,
+// quark.Config).
 package backends
 
 import (
 	"errors"
 	"sort"
 
+	"github.com/kuasar-go/kuasar/quark"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
@@ -26,6 +28,8 @@ type Config struct {
 	Wasm wasmbackend.Config
 	// VM is the [hypervisor] section.
 	VM vmbackend.Config
+	// Quark is the [quark] section.
+	Quark quark.Config
 }
 
 // Load reads the configuration at path over the embedded defaults (see
@@ -51,10 +55,10 @@ func Parse(data []byte) (*Config, error) {
 // Decode checks the sandboxer's sections of c (config.Validate), decodes
 // and checks the backends' sections, refuses tables no backend owns, and
 // checks that every hypervisor a runtime handler names is one the VM
-// backend drives. Every problem is reported at once.
+// backend drives and every Wasm engine one the wasm backend knows. Every problem is reported at once.
 func Decode(c *config.Config) (*Config, error) {
-	out := &Config{Config: c, Wasm: wasmbackend.DefaultConfig(), VM: vmbackend.DefaultConfig()}
-	if err := c.Unowned(wasmbackend.ConfigSection, vmbackend.ConfigSection); err != nil {
+	out := &Config{Config: c, Wasm: wasmbackend.DefaultConfig(), VM: vmbackend.DefaultConfig(), Quark: quark.DefaultConfig()}
+	if err := c.Unowned(wasmbackend.ConfigSection, vmbackend.ConfigSection, quark.ConfigSection); err != nil {
 		return nil, err
 	}
 	if err := c.Section(wasmbackend.ConfigSection).Decode(&out.Wasm); err != nil {
@@ -63,7 +67,10 @@ func Decode(c *config.Config) (*Config, error) {
 	if err := c.Section(vmbackend.ConfigSection).Decode(&out.VM); err != nil {
 		return nil, err
 	}
-	errs := []error{c.Validate(), out.Wasm.Validate(), out.VM.Validate()}
+	if err := c.Section(quark.ConfigSection).Decode(&out.Quark); err != nil {
+		return nil, err
+	}
+	errs := []error{c.Validate(), out.Wasm.Validate(), out.VM.Validate(), out.Quark.Validate()}
 	names := make([]string, 0, len(c.RuntimeHandlers))
 	for n := range c.RuntimeHandlers {
 		names = append(names, n)
@@ -72,6 +79,9 @@ func Decode(c *config.Config) (*Config, error) {
 	for _, n := range names {
 		if hv := c.RuntimeHandlers[n].Hypervisor; hv != "" {
 			errs = append(errs, vmbackend.CheckHypervisor("runtime_handlers."+n+".hypervisor", hv))
+		}
+		if e := c.RuntimeHandlers[n].WasmEngine; e != "" {
+			errs = append(errs, wasmbackend.CheckEngine("runtime_handlers."+n+".wasm_engine", e))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/kuasar-go/kuasar/configs"
+	"github.com/kuasar-go/kuasar/quark"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 	"github.com/kuasar-go/kuasar/wasm/wasmbackend"
@@ -27,6 +28,9 @@ func TestDefaultsMatchShippedFile(t *testing.T) {
 	}
 	if got, want := c.VM, vmbackend.DefaultConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("[hypervisor] of configs/config.toml\n%+v\nvmbackend.DefaultConfig\n%+v", got, want)
+	}
+	if got, want := c.Quark, quark.DefaultConfig(); got != want {
+		t.Errorf("[quark] of configs/config.toml %+v, quark.DefaultConfig %+v", got, want)
 	}
 	// The shipped file, read as a user's file over the defaults, loads too.
 	if _, err := Parse(configs.SandboxerDefault); err != nil {
@@ -47,7 +51,8 @@ func TestValidateEveryBackendKey(t *testing.T) {
 		{"unknown wasm key", "[wasm]\ncache = \"/x\"\n", "wasm.cache", "remove or correct"},
 		{"hypervisor value of the wrong type", "[hypervisor.qemu]\nvcpus = \"two\"\n", "[hypervisor]", "vcpus"},
 		{"handler hypervisor unknown", "[runtime_handlers.x]\nisolation = \"vm\"\nhypervisor = \"firecracker\"\n", "runtime_handlers.x.hypervisor", "use qemu, cloud-hypervisor or stratovirt"},
-		{"wasm engine not built in", "[wasm]\nengine = \"wasmtime\"\n", "wasm.engine", `use "wazero"`},
+		{"wasm engine unknown", "[wasm]\nengine = \"wasmtime\"\n", "wasm.engine", `use "wazero" or "wasmedge"`},
+		{"handler wasm engine unknown", "[runtime_handlers.x]\nisolation = \"wasm\"\nwasm_engine = \"wasmtime\"\n", "runtime_handlers.x.wasm_engine", `use "wazero" or "wasmedge"`},
 		{"wasm cache dir relative", "[wasm]\ncache_dir = \"cache\"\n", "wasm.cache_dir", "not an absolute path"},
 		{"memory limit not a size", "[wasm]\ndefault_memory_limit = \"lots\"\n", "wasm.default_memory_limit", "Mi"},
 		{"memory limit over wasm32", "[wasm]\ndefault_memory_limit = \"5Gi\"\n", "wasm.default_memory_limit", "at most 4Gi"},
@@ -77,6 +82,9 @@ func TestValidateEveryBackendKey(t *testing.T) {
 		{"unknown key", "[hypervisor.qemu]\nvcpu = 2\n", "hypervisor.qemu.vcpu", "remove or correct"},
 		{"template setting unknown", "[hypervisor.qemu]\ntemplate = \"always\"\n", "hypervisor.qemu.template", "use auto or off"},
 		{"template on cloud hypervisor", "[hypervisor.cloud-hypervisor]\ntemplate = \"auto\"\n", "hypervisor.cloud-hypervisor.template", "qemu only"},
+		{"quark binary empty", "[quark]\nbinary = \"\"\n", "quark.binary", "set the quark executable"},
+		{"quark config file relative", "[quark]\nconfig_file = \"quark.json\"\n", "quark.config_file", "absolute path"},
+		{"unknown quark key", "[quark]\nsandboxed = true\n", "quark.sandboxed", "remove or correct"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,7 +130,7 @@ func TestValidateGoodValues(t *testing.T) {
 // TestValidateReportsEveryBadKey: an operator fixes a file in one go, so
 // every bad key of every section is reported, not only the first.
 func TestValidateReportsEveryBadKey(t *testing.T) {
-	_, err := Parse([]byte("[sandboxer]\ndefault_isolation = \"quark\"\n[wasm]\ndefault_open_file_limit = 1\n[hypervisor.qemu]\nvcpus = 0\nmemory_mb = 1\n"))
+	_, err := Parse([]byte("[sandboxer]\ndefault_isolation = \"gvisor\"\n[wasm]\ndefault_open_file_limit = 1\n[hypervisor.qemu]\nvcpus = 0\nmemory_mb = 1\n"))
 	for _, key := range []string{"sandboxer.default_isolation", "wasm.default_open_file_limit", "hypervisor.qemu.vcpus", "hypervisor.qemu.memory_mb"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error %v does not name %s", err, key)
