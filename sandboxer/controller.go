@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
@@ -102,7 +103,7 @@ func (s *Service) Create(ctx context.Context, req *api.ControllerCreateRequest) 
 			s.mu.Lock()
 			delete(s.sandboxes, id)
 			s.mu.Unlock()
-			s.store.remove(id)
+			s.store.remove(context.WithoutCancel(ctx), id)
 		}
 	}()
 	sb.mu.Lock()
@@ -110,6 +111,7 @@ func (s *Service) Create(ctx context.Context, req *api.ControllerCreateRequest) 
 	if err := sb.saveLocked(); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("persist sandbox %s: %w", id, err))
 	}
+	crashpoint.Hit("sandbox.create.saved")
 	log.G(ctx).WithField("handler", r.Handler).Debug("sandbox created")
 	return &api.ControllerCreateResponse{SandboxID: id}, nil
 }
@@ -175,6 +177,9 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 		}
 	}
 	sb.mu.Unlock()
+	if needStart {
+		crashpoint.Hit("sandbox.start.served")
+	}
 	if needStart && iso != "" {
 		if err := sb.startBackend(ctx, iso, hv); err != nil {
 			sb.mu.Lock()
@@ -197,6 +202,7 @@ func (s *Service) Start(ctx context.Context, req *api.ControllerStartRequest) (*
 		if err := sb.saveLocked(); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
+		crashpoint.Hit("sandbox.start.saved")
 		log.G(ctx).WithField("backend", sb.rec.Backend).Info("sandbox started")
 	}
 	spec, err := sb.specAnyLocked()
@@ -271,9 +277,11 @@ func (s *Service) Stop(ctx context.Context, req *api.ControllerStopRequest) (*ap
 	}
 	ctx = log.WithLogger(ctx, sb.logger(ctx))
 	timeout := time.Duration(req.GetTimeoutSecs()) * time.Second
+	crashpoint.Hit("sandbox.stop")
 	if err := sb.stop(ctx, timeout); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	crashpoint.Hit("sandbox.stop.done")
 	log.G(ctx).Info("sandbox stopped")
 	return &api.ControllerStopResponse{}, nil
 }
@@ -368,7 +376,8 @@ func (s *Service) Shutdown(ctx context.Context, req *api.ControllerShutdownReque
 	sb.inst = nil
 	sb.removed = true
 	sb.closeTaskServer()
-	if err := s.store.remove(id); err != nil {
+	crashpoint.Hit("sandbox.shutdown.backend")
+	if err := s.store.remove(ctx, id); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("remove state of sandbox %s: %w", id, err))
 	}
 	s.mu.Lock()

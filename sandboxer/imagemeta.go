@@ -151,3 +151,20 @@ func metadataFromStore(ctx context.Context, cs content.Store, img cimages.Image)
 func isWasmPlatform(p ocispec.Platform) bool {
 	return p.Architecture == "wasm" || p.Architecture == "wasm32" || strings.HasPrefix(p.OS, "wasi")
 }
+
+// SandboxExists implements SandboxStore: it asks containerd's sandbox
+// store in namespace ns for id.
+func (c *ContainerdImages) SandboxExists(ctx context.Context, ns, id string) (bool, error) {
+	cl, err := c.get()
+	if err != nil {
+		return false, err
+	}
+	_, err = cl.SandboxStore().Get(namespaces.WithNamespace(ctx, ns), id)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("sandbox %s in containerd's store (namespace %s): %w", id, ns, err)
+	}
+	return true, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
@@ -146,6 +148,13 @@ func (sb *sandbox) intercept(ctx context.Context, um ttrpc.Unmarshaler, info *tt
 	if _, ok := namespaces.Namespace(ctx); !ok && sb.rec.Namespace != "" {
 		ctx = namespaces.WithNamespace(ctx, sb.rec.Namespace)
 	}
+	method := path.Base(info.FullMethod)
+	crashpoint.Hit("task." + method)
+	defer func() {
+		if err == nil {
+			crashpoint.Hit("task." + method + ".done")
+		}
+	}()
 	defer func() {
 		if r := recover(); r != nil {
 			sb.logger(ctx).WithField("method", info.FullMethod).WithField("panic", r).
@@ -199,6 +208,9 @@ func (sb *sandbox) startBackend(ctx context.Context, kind, hypervisor string) er
 	if err == nil {
 		inst, err = b.Start(ctx, bs)
 	}
+	if err == nil {
+		crashpoint.Hit("sandbox.backend.started")
+	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if err != nil {
@@ -220,6 +232,7 @@ func (sb *sandbox) startBackend(ctx context.Context, kind, hypervisor string) er
 		os.RemoveAll(bs.StateDir)
 		return fmt.Errorf("persist sandbox %s: %w", sb.rec.ID, err)
 	}
+	crashpoint.Hit("sandbox.backend.saved")
 	sb.logger(ctx).WithField("backend", kind).Info("backend started")
 	go sb.watch(ctx, inst)
 	return nil
@@ -263,7 +276,16 @@ func (sb *sandbox) recover(ctx context.Context) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	lg := sb.logger(ctx)
+	if sb.rec.State == stateCreated || sb.rec.Backend == "" {
+		// containerd never saw this backend start (its Start, or the
+		// first task's Create that starts it, got no reply): whatever it
+		// left is cleaned up.
+		sb.resetUnstartedLocked(ctx)
+	}
 	if sb.rec.State == stateCreated {
+		if err := sb.svc.store.save(&sb.rec); err != nil {
+			lg.WithError(err).Warn("persist recovered record")
+		}
 		return
 	}
 	if sb.rec.Backend != "" {

@@ -57,8 +57,11 @@ type Service struct {
 	cfg      *config.Config
 	backends map[string]backend.Backend
 	resolver ImageResolver
-	store    store
-	sockMode os.FileMode
+	// containerd answers which sandboxes containerd still knows (nil:
+	// not asked).
+	containerd SandboxStore
+	store      store
+	sockMode   os.FileMode
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
@@ -163,18 +166,25 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
 	}
-	orphans = append(orphans, s.store.orphanBackendDirs(recs)...)
 	for _, dir := range orphans {
 		log.G(ctx).WithField("dir", dir).Warn("removing sandbox directory without a record (interrupted create)")
 		os.RemoveAll(dir)
+	}
+	for _, dir := range s.store.orphanBackendDirs(recs) {
+		log.G(ctx).WithField("dir", dir).Warn("reaping backend directory without a record (interrupted create or shutdown)")
+		if err := reapDir(ctx, dir); err != nil {
+			log.G(ctx).WithField("dir", dir).WithError(err).Warn("reap backend directory")
+		}
 	}
 	for _, p := range s.store.orphanSockets(recs) {
 		log.G(ctx).WithField("socket", p).Warn("removing task socket without a record")
 		removeSocket(p)
 	}
 	var wg sync.WaitGroup
+	ids := make([]string, 0, len(recs))
 	s.mu.Lock()
 	for _, r := range recs {
+		ids = append(ids, r.ID)
 		sb := newSandbox(s, r)
 		sb.recovering = make(chan struct{})
 		s.sandboxes[r.ID] = sb
@@ -186,7 +196,16 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 		}()
 	}
 	s.mu.Unlock()
-	return wg.Wait, nil
+	// Once every record is re-attached (or found exited), no marked
+	// process may run without a live sandbox.
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		wg.Wait()
+		s.dropForgotten(ctx, ids)
+		s.reconcileProcs(ctx)
+	}()
+	return func() { <-reconciled }, nil
 }
 
 // Close stops serving every Task API socket without shutting sandboxes down:

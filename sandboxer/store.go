@@ -1,6 +1,7 @@
 package sandboxer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,9 +132,10 @@ func (s *store) backendDir(id string) string {
 	return filepath.Join(s.base, "b", idHash(id))
 }
 
-// remove deletes everything the sandbox had on disk.
-func (s *store) remove(id string) error {
-	return errors.Join(removeSocket(s.taskSocket(id)), os.RemoveAll(s.backendDir(id)), os.RemoveAll(s.dir(id)))
+// remove deletes everything the sandbox had: processes its backend
+// directory still owns, mounts below it, its task socket and files.
+func (s *store) remove(ctx context.Context, id string) error {
+	return errors.Join(removeSocket(s.taskSocket(id)), reapDir(ctx, s.backendDir(id)), os.RemoveAll(s.dir(id)))
 }
 
 // orphanBackendDirs lists backend directories that belong to no record.

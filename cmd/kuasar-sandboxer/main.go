@@ -93,7 +93,7 @@ func run(args []string) error {
 
 	resolver := sandboxer.NewContainerdImages(cfg.Sandboxer.ContainerdAddress)
 	defer resolver.Close()
-	opts := []sandboxer.Option{sandboxer.WithConfig(cfg.Config), sandboxer.WithImageResolver(resolver)}
+	opts := []sandboxer.Option{sandboxer.WithConfig(cfg.Config), sandboxer.WithImageResolver(resolver), sandboxer.WithSandboxStore(resolver)}
 	bopts, closeBackends, err := backends(ctx, cfg)
 	if err != nil {
 		return err

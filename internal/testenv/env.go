@@ -38,6 +38,9 @@ type Env struct {
 
 	Containerd *Process
 	Sandboxer  *Process
+	// SandboxerEnv is added to the sandboxer's environment at each
+	// (re)start, e.g. a crash point (internal/crashpoint).
+	SandboxerEnv []string
 
 	// sandboxerNoFile is the sandboxer's RLIMIT_NOFILE; 0 inherits ours.
 	sandboxerNoFile uint64
@@ -125,7 +128,7 @@ func (e *Env) StartSandboxer() {
 		}
 		bin, args = p, []string{fmt.Sprintf("--nofile=%d:%d", e.sandboxerNoFile, e.sandboxerNoFile), "--", bin}
 	}
-	e.Sandboxer = Start(t, nil, bin, append(args,
+	e.Sandboxer = Start(t, e.SandboxerEnv, bin, append(args,
 		"--config", e.SandboxerConfig, "--listen", e.SandboxerSock, "--state-dir", e.SandboxerState,
 		"--debug-listen", e.SandboxerDebug)...)
 	WaitSocket(t, e.SandboxerSock, 20*time.Second, e.Sandboxer)

@@ -169,6 +169,16 @@ func (f *Forwarder) Count() uint32 {
 	return uint32(n)
 }
 
+// Knows reports whether the forwarder created container id (and has not
+// deleted it): a container the guest runs that it does not know was left
+// by a process that died (see vm/vmbackend's re-attach).
+func (f *Forwarder) Knows(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.containers[id]
+	return ok
+}
+
 // Create prepares the container's bundle for the guest, forwards, and
 // pumps the stdio named in the request.
 func (f *Forwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {

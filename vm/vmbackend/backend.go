@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
@@ -243,10 +244,12 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 		return nil, fmt.Errorf("start %s for sandbox %s: %w", name, sb.ID, err)
 	}
 	inst.timings.VMMStarted = time.Since(t0)
+	crashpoint.Hit("vm.vmm-started")
 	if err := inst.connect(ctx, b.agentTimeout); err != nil {
 		return nil, err
 	}
 	inst.timings.AgentReady = time.Since(t0)
+	crashpoint.Hit("vm.agent-ready")
 	if err := inst.setup(ctx); err != nil {
 		return nil, err
 	}
@@ -297,6 +300,7 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 		_ = d.Stop(ctx, time.Second)
 		return exitedInstance(sb, c.Hypervisor, spec, d), nil
 	}
+	inst.reapGuestTasks(ctx)
 	inst.watch()
 	return inst, nil
 }

@@ -335,7 +335,7 @@ func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 // Metrics reports the VMM's resident memory and CPU time and the live
 // task count.
 func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
-	m := backend.Metrics{Tasks: i.tasks.Count()}
+	m := backend.Metrics{Tasks: i.tasks.Count() + i.strayGuestTasks(ctx)}
 	pid := int(i.Pid())
 	if pid == 0 || i.hasExited() {
 		return m, nil

@@ -160,22 +160,6 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	return v.client.Boot(ctx)
 }
 
-// Attach re-attaches to a running Cloud Hypervisor with pid.
-func (v *VM) Attach(ctx context.Context, pid int) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	p, err := vmm.Attach(pid, v.path(APISocketName), v.path(VMMLogName))
-	if err != nil {
-		return err
-	}
-	v.proc.Store(p)
-	v.client = NewClient(v.path(APISocketName))
-	if _, err := v.client.Ping(ctx); err != nil {
-		return err
-	}
-	return nil
-}
-
 // Pid is the VMM's pid.
 func (v *VM) Pid() int { return v.proc.Load().Pid() }
 

@@ -250,6 +250,16 @@ func TestDriverLifecycle(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	if os.Getenv("KUASAR_FAKE_STRATOVIRT") == "1" {
+		for _, a := range os.Args[1:] {
+			if p, ok := strings.CutPrefix(a, "--socket-path="); ok {
+				// A fake virtiofsd: serve the vhost-user socket until killed.
+				if _, err := net.Listen("unix", p); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(2)
+				}
+				select {}
+			}
+		}
 		var sock string
 		for i, a := range os.Args {
 			if a == "-qmp" && i+1 < len(os.Args) {

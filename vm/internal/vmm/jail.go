@@ -17,6 +17,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 )
 
 // A Jail confines one VMM process (QEMU): it runs in mount, network and
@@ -124,6 +127,9 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 		return nil, err
 	}
 	defer lf.Close()
+	if err := recordIntent(path, logPath); err != nil {
+		return nil, err
+	}
 	sr, sw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -141,7 +147,7 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       append([]string{JailArg0, string(spec), path}, args...),
-		Env:        []string{},
+		Env:        []string{procmark.Pair(Owner(logPath))},
 		Stdout:     lf,
 		Stderr:     lf,
 		ExtraFiles: []*os.File{lease, sw},
@@ -153,6 +159,7 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 	err = cmd.Start()
 	sw.Close()
 	if err != nil {
+		forget(logPath)
 		return nil, fmt.Errorf("start the vmm jail helper for %s: %w", path, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
@@ -169,7 +176,15 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 		if len(msg) == 0 {
 			msg = []byte(rerr.Error())
 		}
+		forget(logPath)
 		return nil, fmt.Errorf("confining %s (mount namespace, uid %d, capabilities): %s: %w", path, j.UID, msg, errdefs.ErrFailedPrecondition)
+	}
+	crashpoint.Hit("vmm.forked")
+	// The helper exec'd the VMM in place: same pid, same start time.
+	if err := p.recordStarted(path); err != nil {
+		p.Kill()
+		forget(logPath)
+		return nil, err
 	}
 	return p, nil
 }
@@ -268,7 +283,12 @@ func runJailHelper(specJSON, path string, args []string) error {
 	if err := unix.CloseRange(statusFD+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
 	}
-	err := unix.Exec(path, append([]string{path}, args...), []string{})
+	// The VMM gets no environment but its owner's mark (procmark).
+	var env []string
+	if owner, ok := os.LookupEnv(procmark.Env); ok {
+		env = append(env, procmark.Pair(owner))
+	}
+	err := unix.Exec(path, append([]string{path}, args...), env)
 	return fmt.Errorf("exec %s in the jail: %w", path, err)
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,6 +83,14 @@ func TestJail(t *testing.T) {
 	defer cancel()
 	if err := WaitForFile(ctx, p, "jailed shell", marker); err != nil {
 		t.Fatal(err)
+	}
+	// The VMM (exec'd by the helper, same pid) carries its owner's mark
+	// and is recorded with its start time, for a restarted sandboxer.
+	if owner, err := procmark.OwnerOf(p.Pid()); err != nil || owner != base {
+		t.Errorf("mark of the jailed VMM: %q %v; want %s", owner, err, base)
+	}
+	if r, err := procmark.Read(RecordPath(filepath.Join(base, "log"))); err != nil || r.Pid != p.Pid() || !procmark.Alive(r.Proc()) {
+		t.Errorf("record of the jailed VMM: %+v %v; want pid %d, alive", r, err, p.Pid())
 	}
 	// The uid is taken while the process holds the lease, even after
 	// this process lets go of it.

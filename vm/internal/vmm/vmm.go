@@ -1,6 +1,13 @@
 // Package vmm runs and watches hypervisor processes for the VM drivers:
 // start with output to a log file, wait (for a child or for a re-attached
 // process after a sandboxer restart), kill, and private unix sockets.
+//
+// Every process it starts is owned by the directory of its log file (the
+// VM's state directory): it carries that directory as its mark
+// (internal/procmark) and is recorded beside its log, in <log>.proc,
+// before it starts and again with its pid and start time once it runs
+// (see ledger.go), so a sandboxer restarted after a crash re-attaches or
+// reaps it.
 package vmm
 
 import (
@@ -18,11 +25,17 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 )
 
 // Process is one hypervisor process.
 type Process struct {
-	pid     int
+	pid int
+	// id is the pid with its start time (and mark) once known: kills
+	// of a re-attached process go through it (procmark.Kill).
+	id      procmark.Proc
 	cmd     *exec.Cmd
 	done    chan struct{}
 	once    sync.Once
@@ -32,16 +45,23 @@ type Process struct {
 
 // Start runs path with args in its own process group, its stdout and
 // stderr appended to logPath.
+// The process is marked and recorded (see the package doc); a failure to
+// record it kills it.
 func Start(path string, args []string, logPath string) (*Process, error) {
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer lf.Close()
+	if err := recordIntent(path, logPath); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), procmark.Pair(Owner(logPath)))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
+		forget(logPath)
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
@@ -49,6 +69,12 @@ func Start(path string, args []string, logPath string) (*Process, error) {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
+	crashpoint.Hit("vmm.forked")
+	if err := p.recordStarted(path); err != nil {
+		p.Kill()
+		forget(logPath)
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -74,20 +100,37 @@ func StartConfigured(section, key, path string, args []string, logPath string) (
 }
 
 // Attach watches an existing process (not a child) whose command line
-// contains match, e.g. after the sandboxer restarted. It fails with
-// ErrNotFound when no such process runs (gone, or the pid was reused).
+// contains match, e.g. after the sandboxer restarted. When the process was
+// recorded beside logPath (see Start), the record must name pid and its
+// start time must match, so a reused pid is never taken for the VMM. It
+// fails with ErrNotFound when no such process runs (gone, or the pid was
+// reused).
 func Attach(pid int, match, logPath string) (*Process, error) {
 	if !alive(pid, match) {
 		return nil, fmt.Errorf("hypervisor process %d (%s) is gone: %w", pid, match, errdefs.ErrNotFound)
 	}
-	p := &Process{pid: pid, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		for alive(pid, match) {
-			time.Sleep(100 * time.Millisecond)
+	id := procmark.Proc{Pid: pid}
+	if r, err := procmark.Read(RecordPath(logPath)); err == nil {
+		if r.Pid != pid || !procmark.Alive(r.Proc()) {
+			return nil, fmt.Errorf("hypervisor process %d (%s) is gone (its record %s names pid %d started at tick %d): %w",
+				pid, match, RecordPath(logPath), r.Pid, r.StartTime, errdefs.ErrNotFound)
 		}
+		id = r.Proc()
+	} else if st, err := procmark.StartTime(pid); err == nil {
+		id.StartTime = st
+	}
+	return watch(id, logPath), nil
+}
+
+// watch returns a Process for id (not a child), done once it exits.
+func watch(id procmark.Proc, logPath string) *Process {
+	p := &Process{pid: id.Pid, id: id, done: make(chan struct{}), logPath: logPath}
+	gone := procmark.Watch(id)
+	go func() {
+		<-gone
 		close(p.done)
 	}()
-	return p, nil
+	return p
 }
 
 // ProcessUID is the real uid of process pid, or -1 when it cannot be read.
@@ -164,7 +207,13 @@ func (p *Process) Kill() {
 	if p.Exited() {
 		return
 	}
-	_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	if p.cmd == nil {
+		// Not our child: the pid may have been reused since we
+		// attached; procmark checks the start time through a pidfd.
+		_ = procmark.Kill(p.id)
+	} else {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
 	select {
 	case <-p.done:
 	case <-time.After(10 * time.Second):

@@ -1,0 +1,215 @@
+package sandboxer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	api "github.com/containerd/containerd/api/services/sandbox/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/internal/procmark"
+)
+
+// Crash consistency. Every process a backend starts for a sandbox (a VMM,
+// virtiofsd) is owned by the sandbox's backend directory: it is recorded
+// there (a *.proc file one level down, e.g. vm/vmm.proc) before it is
+// started and again with its pid and start time once it runs, and it
+// carries the directory as its mark (internal/procmark). Every socket a
+// sandbox owns is its task socket or lives in that directory. So whatever
+// the point a sandboxer was killed at, the next one finds everything:
+//
+//   - a backend directory no record names is reaped: its processes
+//     killed, its mounts detached, its files removed;
+//   - a record whose backend was not (or not completely) started, a
+//     CREATED record or one without a backend, gets the same clean-up of
+//     its directory; the record stays, for containerd to stop and remove;
+//   - a record with a backend is re-attached (backend.Recover); one that
+//     cannot be, and is reported exited, is reaped;
+//   - a marked process whose sandbox is not running after all that is
+//     killed (reconcileProcs).
+
+// reapDir kills every process owned by dir (a backend directory), detaches
+// every mount below it and removes it. Nothing is removed while a mount is
+// left below dir: that mount may be a container's real rootfs, and a
+// recursive removal would delete its contents.
+func reapDir(ctx context.Context, dir string) error {
+	var errs []error
+	if owned(dir) {
+		killed, err := procmark.Reap(dir)
+		for _, p := range killed {
+			log.G(ctx).WithField("pid", p.Pid).WithField("owner", p.Owner).Warn("killed a process of a sandbox that is not running")
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountBelow(dir); err != nil {
+		errs = append(errs, err)
+	} else if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// owned reports whether a process was ever recorded in dir: records are
+// written before a process starts, so a directory without one owns none
+// and needs no scan of /proc.
+func owned(dir string) bool {
+	recs, _ := filepath.Glob(filepath.Join(dir, "*", "*"+procmark.RecordExt))
+	return len(recs) > 0
+}
+
+// unmountBelow detaches every mount at or below dir, deepest first, and
+// fails when one is left.
+func unmountBelow(dir string) error {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return err
+	}
+	sort.Slice(mounts, func(a, b int) bool { return len(mounts[a].Mountpoint) > len(mounts[b].Mountpoint) })
+	for _, m := range mounts {
+		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", m.Mountpoint, err)
+		}
+	}
+	if left, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)); len(left) > 0 {
+		return fmt.Errorf("not removing %s: %s is still mounted: %w", dir, left[0].Mountpoint, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// backendsRoot is the directory holding every backend directory.
+func (s *store) backendsRoot() string { return filepath.Join(s.base, "b") }
+
+// ownerDir maps a process's mark to the backend directory it belongs to
+// ("" when the mark is not below backendsRoot).
+func (s *store) ownerDir(owner string) string {
+	root := s.backendsRoot()
+	rest, ok := strings.CutPrefix(owner, root+"/")
+	if !ok {
+		return ""
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	if first == "" || first == "." || first == ".." {
+		return ""
+	}
+	return filepath.Join(root, first)
+}
+
+// reconcileProcs kills every marked process below the backends root whose
+// sandbox does not run: no record names its directory, or the record's
+// sandbox has no live backend instance. It runs once the records are
+// re-attached.
+func (s *Service) reconcileProcs(ctx context.Context) {
+	procs, err := procmark.Scan(s.store.backendsRoot())
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("scan for processes of sandboxes")
+		return
+	}
+	if len(procs) == 0 {
+		return
+	}
+	live := map[string]bool{}
+	s.mu.Lock()
+	for _, sb := range s.sandboxes {
+		sb.mu.Lock()
+		if sb.inst != nil && !sb.rec.Exited {
+			live[s.store.backendDir(sb.rec.ID)] = true
+		}
+		sb.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, p := range procs {
+		if live[s.store.ownerDir(p.Owner)] {
+			continue
+		}
+		if err := procmark.Kill(p); err != nil {
+			log.G(ctx).WithError(err).WithField("pid", p.Pid).Warn("kill a process of a sandbox that does not run")
+			continue
+		}
+		log.G(ctx).WithField("pid", p.Pid).WithField("owner", p.Owner).Warn("killed a process of a sandbox that does not run (the sandboxer was killed while it started or stopped)")
+	}
+}
+
+// resetUnstartedLocked cleans up after a backend whose start the record
+// does not show complete (killed during Start, or during the first task's
+// Create that starts it): its processes, mounts and files go, and the
+// record forgets the backend, so Stop and Shutdown see nothing left to
+// stop and a new Start begins afresh.
+func (sb *sandbox) resetUnstartedLocked(ctx context.Context) {
+	dir := sb.svc.store.backendDir(sb.rec.ID)
+	if _, err := os.Lstat(dir); err == nil {
+		if err := reapDir(ctx, dir); err != nil {
+			sb.logger(ctx).WithError(err).Warn("clean up a backend whose start was interrupted")
+		} else {
+			sb.logger(ctx).WithField("backend", sb.rec.Backend).Info("cleaned up a backend whose start was interrupted")
+		}
+	}
+	sb.rec.Backend, sb.rec.Checkpoint = "", nil
+}
+
+// SandboxStore is containerd's sandbox store as the sandboxer asks it after
+// a restart (ContainerdImages implements it).
+type SandboxStore interface {
+	// SandboxExists reports whether containerd still holds sandbox id in
+	// namespace ns. An error means containerd could not say.
+	SandboxExists(ctx context.Context, ns, id string) (bool, error)
+}
+
+// WithSandboxStore lets the sandboxer ask containerd, after a restart,
+// which of its sandboxes containerd still knows (see dropForgotten).
+func WithSandboxStore(st SandboxStore) Option { return func(s *Service) { s.containerd = st } }
+
+// storeProbeTimeout bounds one question to containerd's sandbox store.
+const storeProbeTimeout = 5 * time.Second
+
+// dropForgotten shuts down every recovered sandbox that containerd no
+// longer knows. containerd records a sandbox in its store before it calls
+// Create, and when the sandboxer dies during a pod's Create or Start, CRI's
+// clean-up of the failed RunPodSandbox cannot reach the sandboxer but does
+// delete the sandbox from its store: nobody would ever call Shutdown for
+// it. Only a definite NotFound counts: when containerd cannot be asked, the
+// records stay (and containerd shuts them down as usual).
+func (s *Service) dropForgotten(ctx context.Context, recovered []string) {
+	if s.containerd == nil {
+		return
+	}
+	for _, id := range recovered {
+		s.mu.Lock()
+		sb := s.sandboxes[id]
+		s.mu.Unlock()
+		if sb == nil {
+			continue
+		}
+		sb.mu.Lock()
+		ns := sb.rec.Namespace
+		sb.mu.Unlock()
+		if ns == "" {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, storeProbeTimeout)
+		known, err := s.containerd.SandboxExists(pctx, ns, id)
+		cancel()
+		if err != nil {
+			log.G(ctx).WithError(err).Info("containerd's sandbox store cannot be asked; keeping every recovered sandbox")
+			return
+		}
+		if known {
+			continue
+		}
+		if _, err := s.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: id}); err != nil {
+			log.G(ctx).WithField("sandbox", id).WithError(err).Warn("shut down a sandbox containerd no longer knows")
+			continue
+		}
+		log.G(ctx).WithField("sandbox", id).Warn("shut down a sandbox containerd no longer knows (the sandboxer was killed while containerd created or started it)")
+	}
+}
