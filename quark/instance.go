@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
-	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	taskevents "github.com/kuasar-go/kuasar/task/events"
 	"github.com/kuasar-go/kuasar/task/forward"
@@ -154,17 +153,9 @@ func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
 		return m, nil
 	}
 	pid := i.proc.pid
-	mem, err := procfs.Memory(pid)
-	if err != nil {
+	if err := m.AddProcess(pid); err != nil {
 		return m, fmt.Errorf("quark process %d metrics: %w", pid, err)
 	}
-	m.MemoryBytes, m.AnonBytes, m.FileBytes, m.ShmemBytes = mem.RSS, mem.Anon, mem.File, mem.Shmem
-	user, sys, err := procfs.CPUTimes(pid)
-	if err != nil {
-		return m, fmt.Errorf("quark process %d metrics: %w", pid, err)
-	}
-	m.UserNanos, m.SystemNanos = uint64(user), uint64(sys)
-	m.CPUNanos = m.UserNanos + m.SystemNanos
 	return m, nil
 }
 

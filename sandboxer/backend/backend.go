@@ -13,6 +13,8 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+
+	"github.com/kuasar-go/kuasar/internal/procfs"
 )
 
 // Sandbox is what a backend is told about a pod sandbox.
@@ -118,4 +120,23 @@ type Metrics struct {
 	UserNanos, SystemNanos uint64
 	// Tasks is the number of live tasks (containers and execs).
 	Tasks uint32
+}
+
+// AddProcess fills m's memory and CPU figures from the host process pid that
+// holds the whole sandbox (a VMM, a Quark sandbox process): its resident set
+// split by page kind, and its user and system CPU time. Backends whose
+// sandbox is one process share this one reading of /proc.
+func (m *Metrics) AddProcess(pid int) error {
+	mem, err := procfs.Memory(pid)
+	if err != nil {
+		return err
+	}
+	m.MemoryBytes, m.AnonBytes, m.FileBytes, m.ShmemBytes = mem.RSS, mem.Anon, mem.File, mem.Shmem
+	user, sys, err := procfs.CPUTimes(pid)
+	if err != nil {
+		return err
+	}
+	m.UserNanos, m.SystemNanos = uint64(user), uint64(sys)
+	m.CPUNanos = m.UserNanos + m.SystemNanos
+	return nil
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/kuasar-go/kuasar/internal/procfs"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	taskevents "github.com/kuasar-go/kuasar/task/events"
@@ -340,17 +339,9 @@ func (i *Instance) Metrics(ctx context.Context) (backend.Metrics, error) {
 	if pid == 0 || i.hasExited() {
 		return m, nil
 	}
-	mem, err := procfs.Memory(pid)
-	if err != nil {
+	if err := m.AddProcess(pid); err != nil {
 		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
 	}
-	m.MemoryBytes, m.AnonBytes, m.FileBytes, m.ShmemBytes = mem.RSS, mem.Anon, mem.File, mem.Shmem
-	user, sys, err := procfs.CPUTimes(pid)
-	if err != nil {
-		return m, fmt.Errorf("VMM %d metrics: %w", pid, err)
-	}
-	m.UserNanos, m.SystemNanos = uint64(user), uint64(sys)
-	m.CPUNanos = m.UserNanos + m.SystemNanos
 	return m, nil
 }
 
