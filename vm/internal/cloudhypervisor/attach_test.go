@@ -19,6 +19,7 @@ import (
 // this test binary, re-executed, is a fake checked against its OpenAPI
 // description (verified against the specification only).
 func TestReattach(t *testing.T) {
+	loadOpenAPI(t) // the fake needs the description: skipped, saying where to put it, when absent
 	dir := t.TempDir()
 	t.Setenv("KUASAR_FAKE_CH_RECORD", filepath.Join(dir, "record.json"))
 	spec := testenv.FakeVMMSpec(t, "KUASAR_FAKE_CH", filepath.Join(dir, "state"))
