@@ -82,7 +82,7 @@ func linearAxis(min, max float64, withZero bool, unit string, p0, p1 float64) *a
 			break
 		}
 		v = math.Round(v/step) * step // no 0.30000000000000004
-		label := "0" // a bare 0 reads better than "0 ms" or "0k"
+		label := "0"                  // a bare 0 reads better than "0 ms" or "0k"
 		if v != 0 {
 			label = withUnit(strconv.FormatFloat(v, 'f', decimals, 64), prefix, unit)
 		}

@@ -124,7 +124,7 @@ func (d *doc) frame(a area, x, y *axis, xlabel, ylabel string) {
 		d.line(a.x0, py, a.x1, py, "")
 	}
 	d.raw("</g>\n")
-	d.f(`<rect x="%s" y="%s" width="%s" height="%s" fill="none" stroke="#555555"/>`+"\n", num(a.x0), num(a.y0), num(a.x1-a.x0), num(a.y1-a.y0))
+	d.f(`<rect class="frame" x="%s" y="%s" width="%s" height="%s" fill="none" stroke="#555555"/>`+"\n", num(a.x0), num(a.y0), num(a.x1-a.x0), num(a.y1-a.y0))
 	d.raw(`<g stroke="#555555">` + "\n")
 	for _, t := range x.ticks {
 		l := 6.0
@@ -181,7 +181,12 @@ func (d *doc) legend(a area, entries []legendEntry) {
 		if e.marker >= 0 {
 			d.marker(e.marker, x+13, y, e.colour)
 		}
-		d.text(x+34, y+4, "start", "", clip(e.name, legendWidth-50))
+		first, rest := wrap(e.name, legendWidth-50)
+		d.text(x+34, y+4, "start", "", first)
+		if rest != "" {
+			y += 16
+			d.text(x+34, y+4, "start", "", clip(rest, legendWidth-50))
+		}
 		y += 17
 		if e.detail != "" {
 			d.text(x+34, y+2, "start", ` font-size="11" fill="#555555"`, clip(e.detail, legendWidth-45))
@@ -197,6 +202,21 @@ func dashAttr(s string) string {
 		return ""
 	}
 	return ` stroke-dasharray="` + s + `"`
+}
+
+// wrap splits s at a space so that its first part fits about px pixels;
+// rest is empty when s fits whole.
+func wrap(s string, px float64) (first, rest string) {
+	max := int(px / charWidth)
+	r := []rune(s)
+	if len(r) <= max {
+		return s, ""
+	}
+	cut := strings.LastIndex(string(r[:max]), " ")
+	if cut <= 0 {
+		return clip(s, px), ""
+	}
+	return s[:cut], strings.TrimSpace(s[cut:])
 }
 
 // clip shortens s with an ellipsis to fit about px pixels.
