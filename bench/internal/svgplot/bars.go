@@ -101,7 +101,7 @@ func Bars(w io.Writer, c BarChart) error {
 		}
 		d.text(mid, top-6, "middle", ` class="value" font-weight="bold"`, formatValue(b.Value, c.Unit))
 		if rotate {
-			d.f(`<text class="name" x="0" y="0" text-anchor="end" transform="translate(%s %s) rotate(-35)">%s</text>`+"\n", num(mid+4), num(a.y1+16), esc(b.Name))
+			d.f(`<text class="name" x="0" y="0" text-anchor="end" transform="translate(%s %s) rotate(-35)">%s</text>`+"\n", num(mid+4), num(a.y1+16), esc(clip(b.Name, (Height/3-30)/0.6)))
 		} else {
 			d.text(mid, a.y1+20, "middle", ` class="name"`, b.Name)
 		}
