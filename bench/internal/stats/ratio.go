@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 
@@ -34,6 +35,18 @@ func (r RatioCI) Speedup() RatioCI {
 	out.Low, out.High = 1/r.High, 1/r.Low
 	out.NBase, out.NX = r.NX, r.NBase
 	return out
+}
+
+// String formats the ratio and its interval as "47.1× [44×, 51.2×]" (three
+// significant digits), or "n/a" when there is no ratio.
+func (r RatioCI) String() string {
+	if math.IsNaN(r.Ratio) {
+		return "n/a"
+	}
+	if math.IsNaN(r.Low) || math.IsNaN(r.High) {
+		return fmt.Sprintf("%.3g×", r.Ratio)
+	}
+	return fmt.Sprintf("%.3g× [%.3g×, %.3g×]", r.Ratio, r.Low, r.High)
 }
 
 // RatioOptions tunes RatioWith. The zero value means the defaults.

@@ -153,6 +153,22 @@ func TestRatio(t *testing.T) {
 	}
 }
 
+func TestRatioString(t *testing.T) {
+	tests := []struct {
+		r    RatioCI
+		want string
+	}{
+		{RatioCI{Ratio: 47.123, Low: 44.01, High: 51.24}, "47.1× [44×, 51.2×]"},
+		{RatioCI{Ratio: 0.0212, Low: math.NaN(), High: math.NaN()}, "0.0212×"},
+		{RatioCI{Ratio: math.NaN()}, "n/a"},
+	}
+	for _, tt := range tests {
+		if got := tt.r.String(); got != tt.want {
+			t.Errorf("%+v.String() = %q, want %q", tt.r, got, tt.want)
+		}
+	}
+}
+
 func TestRatioSeedAndLevel(t *testing.T) {
 	base, x := seq(1, 25), seq(3, 27)
 	a := RatioWith(base, x, RatioOptions{Seed: 1})

@@ -184,6 +184,20 @@ func TestCDFStructure(t *testing.T) {
 	}
 }
 
+func TestCDFOneValue(t *testing.T) {
+	for _, logX := range []bool{false, true} {
+		es := render(t, func(b *bytes.Buffer) error {
+			return CDF(b, CDFChart{Title: "one", LogX: logX, Series: []Samples{{Name: "a", Values: []float64{0.002}, Unit: "s"}}})
+		})
+		a := plotArea(t, es)
+		for _, p := range pathPoints(t, find(es, "path", "series")[0].attrs["d"]) {
+			if !inArea(a, p) {
+				t.Fatalf("log=%v: point %v outside the plot area %+v", logX, p, a)
+			}
+		}
+	}
+}
+
 func TestCDFLargeSampleStaysSmall(t *testing.T) {
 	c := CDFChart{Title: "big", Series: []Samples{{Name: "a", Values: latencies(9, 100000, 0.001, 0.3), Unit: "s"}}}
 	var b bytes.Buffer
@@ -382,6 +396,8 @@ func TestTicks(t *testing.T) {
 		{"log counts", 1, 10000, true, false, "", "1,10,100,1k,10k"},
 		{"log seconds few decades", 0.00021, 0.0031, true, false, "s", "200 µs,500 µs,1 ms,2 ms,5 ms"},
 		{"single value", 7, 7, false, true, "", "0,2,4,6,8"},
+		{"single value, no zero", 0.003, 0.003, false, false, "s", "1 ms,2 ms,3 ms,4 ms,5 ms"},
+		{"log single 1-2-5 value", 0.002, 0.002, true, false, "s", "2 ms,5 ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
