@@ -425,3 +425,27 @@ func TestTicks(t *testing.T) {
 		})
 	}
 }
+
+func TestEsc(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain µs", "plain µs"},
+		{`a<b>&"c'`, "a&lt;b&gt;&amp;&#34;c&#39;"},
+		{"tab\tnl\n", "tab&#x9;nl&#xA;"},
+		{"nul\x00esc\x1b", "nul\uFFFDesc\uFFFD"},
+		{"bad\xffutf8", "bad\uFFFDutf8"},
+	}
+	for _, tt := range tests {
+		got := esc(tt.in)
+		if got != tt.want {
+			t.Errorf("esc(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		// Every output is valid XML text that reads back as the input with
+		// forbidden characters replaced.
+		var v struct {
+			Text string `xml:",chardata"`
+		}
+		if err := xml.Unmarshal([]byte("<t>"+got+"</t>"), &v); err != nil {
+			t.Errorf("esc(%q) = %q is not valid XML: %v", tt.in, got, err)
+		}
+	}
+}

@@ -3,7 +3,7 @@
 //
 // It is a small hand-written writer rather than gonum.org/v1/plot: that
 // library would add about 8 MiB and eight modules to the kuasar CLI for three
-// chart kinds (see RATIONALE.md, "Benchmark plots"). The charts have a fixed
+// chart kinds (see RATIONALE.md, "Benchmark statistics and plots"). The charts have a fixed
 // size (Width × Height), 1-2-5 tick steps, units scaled per axis (ns, µs,
 // ms, s for "s"; KiB, MiB, GiB for "B"; k, M, G otherwise), a palette safe
 // for the common colour-vision deficiencies (Okabe and Ito's) with a marker
@@ -13,12 +13,12 @@ package svgplot
 
 import (
 	"bytes"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 )
@@ -70,11 +70,33 @@ func (d *doc) raw(s string) { d.b.WriteString(s) }
 
 func (d *doc) f(format string, args ...any) { fmt.Fprintf(&d.b, format, args...) }
 
-// esc writes s as escaped XML character data (also safe in attributes
-// quoted with ").
+// esc returns s as XML character data, also safe inside attributes quoted
+// with ": markup characters become entities, and characters XML 1.0 does not
+// allow (most control characters, invalid UTF-8) become U+FFFD. Written out
+// rather than taken from encoding/xml, whose package initialisation every
+// kuasar command would otherwise pay for.
 func esc(s string) string {
 	var b strings.Builder
-	_ = xml.EscapeText(&b, []byte(s))
+	for _, r := range s {
+		switch {
+		case r == '&':
+			b.WriteString("&amp;")
+		case r == '<':
+			b.WriteString("&lt;")
+		case r == '>':
+			b.WriteString("&gt;")
+		case r == '"':
+			b.WriteString("&#34;")
+		case r == '\'':
+			b.WriteString("&#39;")
+		case r == '\t' || r == '\n' || r == '\r':
+			fmt.Fprintf(&b, "&#x%X;", r)
+		case r == utf8.RuneError, r < 0x20, r >= 0xD800 && r <= 0xDFFF, r == 0xFFFE, r == 0xFFFF:
+			b.WriteRune('\uFFFD')
+		default:
+			b.WriteRune(r)
+		}
+	}
 	return b.String()
 }
 
