@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"strconv"
@@ -257,7 +258,10 @@ func TestLinesStructure(t *testing.T) {
 }
 
 func TestBarsStructure(t *testing.T) {
-	for _, c := range []BarChart{goldenBars(), goldenBarsH()} {
+	rotated := goldenBars()
+	rotated.Title = "rotated names"
+	rotated.Bars = append(rotated.Bars, Bar{Name: "a long runtime name, rotated", Value: 50 << 20}, Bar{Name: "quark (stand-in)", Value: 20 << 20, Low: 19 << 20, High: 22 << 20})
+	for _, c := range []BarChart{goldenBars(), goldenBarsH(), rotated} {
 		t.Run(c.Title, func(t *testing.T) {
 			es := render(t, func(b *bytes.Buffer) error { return Bars(b, c) })
 			a := plotArea(t, es)
@@ -299,6 +303,20 @@ func TestBarsStructure(t *testing.T) {
 			}
 			if n := len(find(es, "line", "whisker")); n != whiskers {
 				t.Fatalf("%d whiskers, want %d", n, whiskers)
+			}
+			for _, e := range find(es, "text", "name") {
+				tr := e.attrs["transform"]
+				if tr == "" {
+					continue
+				}
+				var x, y, deg float64
+				if _, err := fmt.Sscanf(tr, "translate(%g %g) rotate(%g)", &x, &y, &deg); err != nil {
+					t.Fatalf("transform %q: %v", tr, err)
+				}
+				// The name's far end, from the same glyph-width estimate.
+				if bottom := y + float64(len([]rune(e.text)))*charWidth*math.Sin(-deg*math.Pi/180); bottom > Height {
+					t.Fatalf("rotated name %q reaches y=%.0f, below the chart (%d)", e.text, bottom, Height)
+				}
 			}
 			names := texts(es, "name")
 			for i, b := range c.Bars {
