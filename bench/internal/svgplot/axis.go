@@ -2,6 +2,7 @@ package svgplot
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -67,7 +68,7 @@ func linearAxis(min, max float64, withZero bool, unit string, p0, p1 float64) *a
 			}
 		}
 	}
-	scale, prefix := unitScale(unit, math.Max(math.Abs(min), math.Abs(max)))
+	scale, suffix := unitScale(unit, math.Max(math.Abs(min), math.Abs(max)))
 	step := niceStep((max-min)/scale, 5)
 	lo := math.Floor(min/scale/step) * step
 	hi := math.Ceil(max/scale/step) * step
@@ -84,7 +85,7 @@ func linearAxis(min, max float64, withZero bool, unit string, p0, p1 float64) *a
 		v = math.Round(v/step) * step // no 0.30000000000000004
 		label := "0"                  // a bare 0 reads better than "0 ms" or "0k"
 		if v != 0 {
-			label = withUnit(strconv.FormatFloat(v, 'f', decimals, 64), prefix, unit)
+			label = strconv.FormatFloat(v, 'f', decimals, 64) + suffix
 		}
 		a.ticks = append(a.ticks, tick{v: v * scale, label: label})
 	}
@@ -140,61 +141,60 @@ func above125(v float64) float64 {
 	return 10 * mag
 }
 
-// unitScale returns the divisor and prefix for labelling values up to max in
-// unit: seconds go down to ns, bytes up by powers of 1024, anything else up
-// by powers of 1000 from 1000.
+// binaryUnits are the byte units values may come in, each 1024 times the
+// one before.
+var binaryUnits = []string{"B", "KiB", "MiB", "GiB", "TiB"}
+
+// unitScale returns the divisor for labelling values up to max in unit, and
+// the text that follows a scaled number: seconds go down to " ns"; bytes in
+// any of binaryUnits go up by powers of 1024 (" KiB", " MiB"); anything else
+// goes up by powers of 1000 from 1000 ("k", "k tasks/s").
 func unitScale(unit string, max float64) (float64, string) {
-	switch unit {
-	case "s":
+	if unit == "s" {
 		for _, p := range []struct {
 			f float64
 			s string
-		}{{1, ""}, {1e-3, "m"}, {1e-6, "µ"}} {
+		}{{1, " s"}, {1e-3, " ms"}, {1e-6, " µs"}} {
 			if max >= p.f {
 				return p.f, p.s
 			}
 		}
-		return 1e-9, "n"
-	case "B":
-		f, prefixes := 1.0, []string{"", "Ki", "Mi", "Gi", "Ti"}
-		for i := range prefixes {
-			if max < f*1024 || i == len(prefixes)-1 {
-				return f, prefixes[i]
-			}
-			f *= 1024
+		return 1e-9, " ns"
+	}
+	if base := slices.Index(binaryUnits, unit); base >= 0 {
+		// Work in bytes: values are in 1024^base bytes.
+		inBase := math.Pow(1024, float64(base))
+		bytes := max * inBase
+		i := 0
+		for i < len(binaryUnits)-1 && bytes >= math.Pow(1024, float64(i+1)) {
+			i++
 		}
+		return math.Pow(1024, float64(i)) / inBase, " " + binaryUnits[i]
+	}
+	after := ""
+	if unit != "" {
+		after = " " + unit
 	}
 	if max < 1e3 {
-		return 1, ""
+		return 1, after
 	}
 	f := 1.0
 	for _, p := range []string{"k", "M", "G", "T"} {
 		f *= 1000
 		if max < f*1000 || p == "T" {
-			return f, p
+			return f, p + after
 		}
 	}
-	return 1, ""
+	return 1, after
 }
 
-// formatValue labels one value in unit with its own prefix and at most
+// formatValue labels one value in unit with its own scale and at most
 // three significant digits.
 func formatValue(v float64, unit string) string {
-	scale, prefix := unitScale(unit, math.Abs(v))
+	scale, suffix := unitScale(unit, math.Abs(v))
 	s := strconv.FormatFloat(v/scale, 'g', 3, 64)
 	if strings.ContainsAny(s, "e") {
 		s = strconv.FormatFloat(v/scale, 'f', -1, 64)
 	}
-	return withUnit(s, prefix, unit)
-}
-
-// withUnit joins a number with its prefixed unit: "2 ms", "10 MiB", "5k".
-func withUnit(n, prefix, unit string) string {
-	if unit == "" || (unit != "s" && unit != "B") {
-		if unit == "" {
-			return n + prefix
-		}
-		return n + prefix + " " + unit
-	}
-	return n + " " + prefix + unit
+	return s + suffix
 }

@@ -20,7 +20,7 @@ type Bar struct {
 type BarChart struct {
 	Title, YLabel string
 	Bars          []Bar
-	// Unit scales and labels values as in LineChart.YUnit.
+	// Unit scales and labels values as LineChart.YUnit does.
 	Unit       string
 	Horizontal bool
 }

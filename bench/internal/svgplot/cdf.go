@@ -11,8 +11,8 @@ import (
 )
 
 // Samples is one named series of measurements, such as one runtime's start
-// latencies. Values are in Unit ("s" for seconds, "B" for bytes, or any
-// other unit, which is printed as given).
+// latencies. Values are in Unit, as LineChart.XUnit describes ("s" for
+// seconds, "B" or "KiB" for bytes, or any other unit, printed as given).
 type Samples struct {
 	Name   string
 	Values []float64

@@ -29,8 +29,9 @@ type LineChart struct {
 	LogX, LogY            bool
 	Series                []Line
 	// XUnit and YUnit scale and label the tick values: "s" (seconds, shown
-	// as ns to s), "B" (bytes, shown as KiB to TiB), "" (a plain count,
-	// shown with k and M), or any other unit, printed after the number.
+	// as ns to s), "B", "KiB", "MiB", "GiB" (bytes in that unit, shown as
+	// B to TiB by powers of 1024), "" (a plain count, shown with k and M),
+	// or any other unit, printed after the number (with k and M).
 	XUnit, YUnit string
 }
 

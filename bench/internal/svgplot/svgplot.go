@@ -3,12 +3,13 @@
 //
 // It is a small hand-written writer rather than gonum.org/v1/plot: that
 // library would add about 8 MiB and eight modules to the kuasar CLI for three
-// chart kinds (see RATIONALE.md, "Benchmark statistics and plots"). The charts have a fixed
-// size (Width × Height), 1-2-5 tick steps, units scaled per axis (ns, µs,
-// ms, s for "s"; KiB, MiB, GiB for "B"; k, M, G otherwise), a palette safe
-// for the common colour-vision deficiencies (Okabe and Ito's) with a marker
-// shape or dash pattern per series as a second cue, and escaped text. Output
-// depends only on the input: the same chart gives the same bytes.
+// chart kinds (see RATIONALE.md, "Benchmark statistics and plots"). The
+// charts have a fixed size (Width × Height), 1-2-5 tick steps, units scaled
+// per axis (ns to s for "s"; B to TiB by powers of 1024 for "B", "KiB",
+// "MiB", "GiB"; k, M, G otherwise), a palette safe for the common
+// colour-vision deficiencies (Okabe and Ito's) with a marker shape or dash
+// pattern per series as a second cue, and escaped text. Output depends only
+// on the input: the same chart gives the same bytes.
 package svgplot
 
 import (
