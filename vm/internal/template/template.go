@@ -117,17 +117,20 @@ type Template struct {
 	Key Key
 	// Dir is its directory (meta and state).
 	Dir string
-	// MemPath is the guest memory file (restore maps it privately).
+	// MemPath is the guest memory file. Restored VMs never open it: they
+	// map Memory(), its sealed copy (see sealed.go).
 	MemPath string
 	// StatePath is the saved device state.
 	StatePath string
 
-	build string // tells a rebuilt template from this one
+	build string   // tells a rebuilt template from this one
+	mem   *os.File // sealed copy of the memory, read-only (Memory)
 }
 
 // Store keeps templates in Dir (state) and MemDir (memory files).
 type Store struct {
 	dir, memDir string
+	sealed      sealedCache // this process's sealed copies (sealed.go)
 }
 
 // NewStore returns a store keeping templates in dir and their memory
@@ -160,8 +163,20 @@ type BuildFunc func(ctx context.Context, key Key, mem, state string) error
 
 // Get returns the template for key, building it with build when there is
 // none or the one there is broken (the reason is logged). Concurrent
-// callers for one key build it once.
+// callers for one key build it once. The template's Memory is set; the
+// caller closes it with Close.
 func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, error) {
+	t, err := s.get(ctx, key, build)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.attachSealed(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (s *Store) get(ctx context.Context, key Key, build BuildFunc) (*Template, error) {
 	d := key.Digest()
 	if t, err := s.lookup(key); err == nil {
 		return t, nil
@@ -184,8 +199,18 @@ func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, e
 }
 
 // Lookup returns the template for key when a usable one exists
-// (errdefs.ErrNotFound when none, another error when it is broken).
-func (s *Store) Lookup(key Key) (*Template, error) { return s.lookup(key) }
+// (errdefs.ErrNotFound when none, another error when it is broken),
+// with its Memory set as Get does.
+func (s *Store) Lookup(key Key) (*Template, error) {
+	t, err := s.lookup(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.attachSealed(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
 
 func (s *Store) paths(d string) (dir, mem string) {
 	return filepath.Join(s.dir, d), filepath.Join(s.memDir, d+memSuffix)
@@ -367,6 +392,7 @@ func (s *Store) Invalidate(ctx context.Context, t *Template, reason error) error
 }
 
 func (s *Store) removeLocked(d string) {
+	s.dropSealed(d)
 	dir, mem := s.paths(d)
 	_ = os.RemoveAll(dir)
 	_ = os.Remove(mem)
