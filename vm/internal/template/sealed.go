@@ -1,14 +1,17 @@
 package template
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,16 +62,20 @@ func (t *Template) Close() error {
 
 // attachSealed gives t its own read-only descriptor of the sealed copy of
 // its memory, making the copy on first use of this build.
-func (s *Store) attachSealed(t *Template) error {
+func (s *Store) attachSealed(ctx context.Context, t *Template) error {
 	d := t.Key.Digest()
 	s.sealed.mu.Lock()
 	defer s.sealed.mu.Unlock()
 	c := s.sealed.m[d]
 	if c == nil || c.build != t.build {
+		t0 := time.Now()
 		f, err := SealedCopy(t.MemPath, "kuasar-vm-template-"+d)
 		if err != nil {
 			return fmt.Errorf("template %s: sealing its memory: %w", d, err)
 		}
+		var st unix.Stat_t
+		_ = unix.Fstat(int(f.Fd()), &st)
+		log.G(ctx).WithField("template", d).WithField("data_bytes", st.Blocks*512).WithField("took", time.Since(t0)).Info("vm: template memory copied into a sealed memfd for this process")
 		if c != nil {
 			c.f.Close()
 		}
@@ -160,8 +167,16 @@ func copyData(dst, src *os.File, size int64) error {
 		if err != nil {
 			return err
 		}
-		if _, err := io.Copy(io.NewOffsetWriter(dst, start), io.NewSectionReader(src, start, end-start)); err != nil {
+		// Through the file offsets, so the kernel copies (splice)
+		// without a round trip through user space.
+		if _, err := src.Seek(start, io.SeekStart); err != nil {
 			return err
+		}
+		if _, err := dst.Seek(start, io.SeekStart); err != nil {
+			return err
+		}
+		if n, err := io.CopyN(dst, src, end-start); err != nil {
+			return fmt.Errorf("copied %d of %d bytes at %d: %w", n, end-start, start, err)
 		}
 		off = end
 	}

@@ -170,7 +170,7 @@ func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, e
 	if err != nil {
 		return nil, err
 	}
-	if err := s.attachSealed(t); err != nil {
+	if err := s.attachSealed(ctx, t); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -206,7 +206,7 @@ func (s *Store) Lookup(key Key) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.attachSealed(t); err != nil {
+	if err := s.attachSealed(context.TODO(), t); err != nil {
 		return nil, err
 	}
 	return t, nil
