@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -69,7 +70,17 @@ func (s *Store) attachSealed(ctx context.Context, t *Template) error {
 	c := s.sealed.m[d]
 	if c == nil || c.build != t.build {
 		t0 := time.Now()
-		f, err := SealedCopy(t.MemPath, "kuasar-vm-template-"+d)
+		src, err := os.OpenFile(t.MemPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("template %s: %w", d, err)
+		}
+		defer src.Close()
+		// Rebuilt by another process since t was looked up: its memory
+		// does not go with t's state.
+		if st, err := src.Stat(); err != nil || st.Sys().(*syscall.Stat_t).Ino != t.memInode {
+			return fmt.Errorf("template %s was rebuilt while being read (%v): %w", d, err, errdefs.ErrAborted)
+		}
+		f, err := sealedCopy(src, "kuasar-vm-template-"+d)
 		if err != nil {
 			return fmt.Errorf("template %s: sealing its memory: %w", d, err)
 		}
@@ -110,12 +121,18 @@ func (s *Store) dropSealed(d string) {
 // holes stay holes: only the data the guest touched is copied) and seals
 // it with Seals. The memfd is close-on-exec; pass it to a child
 // explicitly.
-func SealedCopy(path, name string) (_ *os.File, retErr error) {
+func SealedCopy(path, name string) (*os.File, error) {
 	src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
+	return sealedCopy(src, name)
+}
+
+// sealedCopy is SealedCopy of the open file src.
+func sealedCopy(src *os.File, name string) (_ *os.File, retErr error) {
+	path := src.Name()
 	fi, err := src.Stat()
 	if err != nil {
 		return nil, err

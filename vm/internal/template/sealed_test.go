@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,4 +178,34 @@ func TestGetHandsOutSealedMemory(t *testing.T) {
 		t.Fatalf("after a rebuild: new %q, old %q; want build 2 and build 1 (a running clone keeps its copy)", read(c), read(b))
 	}
 	b.Close()
+}
+
+// TestSealedCopyOfRebuiltTemplate: a template looked up before another
+// process rebuilt it gets no sealed copy (its memory is not the one that
+// goes with its state): Aborted, and nothing cached.
+func TestSealedCopyOfRebuiltTemplate(t *testing.T) {
+	s := NewStore(t.TempDir(), t.TempDir())
+	key := testKey(t)
+	var calls atomic.Int32
+	if _, err := s.get(context.Background(), key, fakeBuild(&calls)); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.lookup(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rebuild renames a new memory file into place.
+	next := stale.MemPath + ".new"
+	if err := os.WriteFile(next, make([]byte, 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, stale.MemPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.attachSealed(context.Background(), stale); !errdefs.IsAborted(err) {
+		t.Fatalf("sealing a template rebuilt meanwhile: %v, want Aborted", err)
+	}
+	if stale.Memory() != nil || len(s.sealed.m) != 0 {
+		t.Fatal("a sealed copy of the wrong memory was handed out or cached")
+	}
 }

@@ -123,8 +123,9 @@ type Template struct {
 	// StatePath is the saved device state.
 	StatePath string
 
-	build string   // tells a rebuilt template from this one
-	mem   *os.File // sealed copy of the memory, read-only (Memory)
+	build    string   // tells a rebuilt template from this one
+	memInode uint64   // the memory file's inode (sealed copies check it)
+	mem      *os.File // sealed copy of the memory, read-only (Memory)
 }
 
 // Store keeps templates in Dir (state) and MemDir (memory files).
@@ -241,7 +242,7 @@ func (s *Store) lookup(key Key) (*Template, error) {
 	if err := unix.Stat(state, &st); err != nil || st.Size != m.StateSize || st.Size == 0 {
 		return nil, fmt.Errorf("template %s: state file %s missing or not the one saved (%v): %w", d, state, err, errdefs.ErrDataLoss)
 	}
-	return &Template{Key: m.Key, Dir: dir, MemPath: mem, StatePath: state, build: m.Build}, nil
+	return &Template{Key: m.Key, Dir: dir, MemPath: mem, StatePath: state, build: m.Build, memInode: m.MemInode}, nil
 }
 
 // lock takes the exclusive build lock of digest d; the wait ends with ctx.
@@ -344,7 +345,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 	}
 	log.G(ctx).WithField("template", d).WithField("memory_mb", key.MemoryMB).WithField("state_bytes", sst.Size).Info("vm: template built")
 	s.pruneStale(ctx, d)
-	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build}, nil
+	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build, memInode: m.MemInode}, nil
 }
 
 // removeLeftovers removes what a builder of digest d that died left
