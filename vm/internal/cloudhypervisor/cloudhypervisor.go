@@ -1,7 +1,8 @@
 // Package cloudhypervisor drives Cloud Hypervisor micro-VMs through its
 // REST API on --api-socket (vm.create, vm.boot, vm.shutdown, vmm.shutdown,
-// vm.info and the hot-plug calls), with the guest agent reached over
-// hybrid vsock and the shared directory over virtio-fs (virtiofsd).
+// vm.info and the hot-plug calls; vm.pause, vm.snapshot, vm.restore and
+// vm.resume for templates, see template.go), with the guest agent reached
+// over hybrid vsock and the shared directory over virtio-fs (virtiofsd).
 //
 // Cloud Hypervisor cannot be obtained on the machine this was written on:
 // the driver is verified against its specification only (the OpenAPI

@@ -231,7 +231,9 @@ func (f *fakeCH) restore(body map[string]any) error {
 		return err
 	}
 	var cfg map[string]any
-	if err := json.Unmarshal(raw, &cfg); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("config.json: %w", err)
 	}
 	st, err := os.ReadFile(filepath.Join(dir, "state.json"))
