@@ -292,6 +292,10 @@ func (f *fakeCH) close() {
 // serveFakeCH runs the fake as a process: the test binary re-executed as
 // the "cloud-hypervisor" binary with --api-socket path=S.
 func serveFakeCH(args []string) int {
+	if len(args) == 1 && args[0] == "--version" {
+		fmt.Println("cloud-hypervisor v53.0-fake")
+		return 0
+	}
 	var sock, seccomp string
 	for i, a := range args {
 		if a == "--api-socket" && i+1 < len(args) {

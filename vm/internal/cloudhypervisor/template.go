@@ -3,13 +3,19 @@ package cloudhypervisor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
@@ -55,6 +61,61 @@ const SnapshotConfigName = "config.json"
 // serves (task/agent.Run): the template is taken then, before any
 // traffic on the agent channel.
 const AgentReadyLine = ": serving on "
+
+// TemplateKey is everything a template for this VM must share with it:
+// Cloud Hypervisor's binary and version, the guest's images, the kernel
+// command line, the sizes, and the whole vm.create body as a template
+// has it (canonical paths, so it does not depend on the VM's own
+// directories). A clone restores from the snapshot of the VM with the
+// same key.
+func (v *VM) TemplateKey(ctx context.Context) (template.Key, error) {
+	c := v.spec.Config
+	var k template.Key
+	var err error
+	if k.Binary, err = template.Identify(c.Path); err != nil {
+		return k, err
+	}
+	if k.Kernel, err = template.Identify(c.Kernel); err != nil {
+		return k, err
+	}
+	if c.Initramfs != "" {
+		if k.Initramfs, err = template.Identify(c.Initramfs); err != nil {
+			return k, err
+		}
+	}
+	if k.Version, err = chVersion(ctx, c.Path, k.Binary); err != nil {
+		return k, err
+	}
+	canon := &VM{spec: v.spec, snap: &snapMode{}}
+	cfg := canon.VMConfig()
+	body, err := json.Marshal(cfg)
+	if err != nil {
+		return k, err
+	}
+	k.VMM = vm.CloudHypervisor
+	k.Cmdline = v.Cmdline()
+	k.VCPUs, k.MemoryMB = uint32(cfg.Cpus.BootVcpus), uint64(cfg.Memory.Size>>20)
+	k.Devices = []string{string(body)}
+	return k, nil
+}
+
+var versions sync.Map // template.FileID → string
+
+// chVersion runs `cloud-hypervisor --version` once per binary identity.
+func chVersion(ctx context.Context, path string, id template.FileID) (string, error) {
+	if v, ok := versions.Load(id); ok {
+		return v.(string), nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w (check \"path\" in [hypervisor.cloud-hypervisor])", path, err)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	versions.Store(id, line)
+	return line, nil
+}
 
 // snapMode marks a VM that builds a template or is restored from one.
 type snapMode struct {

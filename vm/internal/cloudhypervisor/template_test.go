@@ -242,3 +242,49 @@ func TestTemplateRestoreFails(t *testing.T) {
 		t.Error("a VMM was started for a missing snapshot")
 	}
 }
+
+// TestTemplateKey: two sandboxes that differ only in their ids and
+// directories share a template key (the key's config names the canonical
+// paths); other sizes or kernel parameters make another key; the version
+// is the binary's own.
+func TestTemplateKey(t *testing.T) {
+	ctx := context.Background()
+	key := func(id string, edit func(*vm.Spec)) string {
+		t.Helper()
+		s := testenv.FakeVMMSpec(t, "KUASAR_FAKE_CH", filepath.Join(t.TempDir(), "vm"))
+		s.ID = id
+		if edit != nil {
+			edit(&s)
+		}
+		v, err := ch.New(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := v.TemplateKey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.Version != "cloud-hypervisor v53.0-fake" || k.VMM != vm.CloudHypervisor {
+			t.Fatalf("key %+v: want the binary's --version and vmm %s", k, vm.CloudHypervisor)
+		}
+		if strings.Contains(strings.Join(k.Devices, " "), s.StateDir) {
+			t.Fatalf("key names the VM's own directory %s: %v", s.StateDir, k.Devices)
+		}
+		return k.Digest()
+	}
+	base := key("a", nil)
+	for _, tc := range []struct {
+		name string
+		edit func(*vm.Spec)
+		same bool
+	}{
+		{"another sandbox", nil, true},
+		{"more memory", func(s *vm.Spec) { s.VCPUs = vm.DefaultVCPUs; s.MemoryMB = 1024 }, false},
+		{"more vCPUs", func(s *vm.Spec) { s.VCPUs = vm.DefaultVCPUs + 1; s.MemoryMB = vm.DefaultMemoryMB }, false},
+		{"kernel parameters", func(s *vm.Spec) { s.Config.KernelParams = []string{"debug"} }, false},
+	} {
+		if got := key("b", tc.edit); (got == base) != tc.same {
+			t.Errorf("%s: same key %v, want %v", tc.name, got == base, tc.same)
+		}
+	}
+}
