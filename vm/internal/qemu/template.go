@@ -35,9 +35,9 @@ import (
 // (template.Template.Memory), which it inherits and opens as
 // /proc/self/fd/N: the clone's jail holds no path to the template, and
 // the seals make every write to it fail (see vm/internal/template). It
-// loads the state back over a unix socket too. The template is taken before any ttrpc traffic: the agent's server
-// remembers the stream ids of its connection, which a clone's new client
-// would start again from 1.
+// loads the state back over a unix socket too. The template is taken
+// before any ttrpc traffic: the agent's server remembers the stream ids
+// of its connection, which a clone's new client would start again from 1.
 
 // MigrateSocketName is the unix socket the device state travels through.
 const MigrateSocketName = "migrate.sock"
@@ -431,10 +431,10 @@ func send(ctx context.Context, sock, state string) error {
 }
 
 // RestoreArgs is the command line StartFromTemplate runs QEMU with for
-// t and accel (benchmarks compare the driver with QEMU started by hand),
-// except that it names t's memory file by its path where a clone opens
-// its inherited sealed copy through /proc/self/fd.
+// t and accel without a jail (benchmarks compare the driver with QEMU
+// started by hand): start QEMU with t.Memory() as its first extra file
+// (descriptor 3), which the memory backend opens.
 func (v *VM) RestoreArgs(accel string, t *template.Template) []string {
-	c := &VM{spec: v.spec, tpl: &tplMode{mem: t.MemPath, incoming: true}}
+	c := &VM{spec: v.spec, tpl: &tplMode{mem: "/proc/self/fd/" + strconv.Itoa(vmm.InheritedFD(false, 0)), incoming: true}}
 	return c.Args(accel)
 }
