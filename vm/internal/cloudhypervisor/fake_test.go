@@ -245,6 +245,17 @@ func (f *fakeCH) restore(body map[string]any) error {
 		f.listenVsock(vs["socket"].(string))
 	}
 	f.console(fmt.Sprintf("restored by pid %d", os.Getpid()))
+	// vhost-user-fs: connect to the virtiofsd socket the config names.
+	if fs, ok := cfg["fs"].([]any); ok && len(fs) > 0 {
+		sock := fs[0].(map[string]any)["socket"].(string)
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return fmt.Errorf("virtio-fs backend %s: %w", sock, err)
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		f.console("virtio-fs: " + strings.TrimSpace(line))
+	}
 	f.state = "Paused"
 	if body["resume"] == true {
 		f.state = "Running"
@@ -292,6 +303,11 @@ func (f *fakeCH) close() {
 // serveFakeCH runs the fake as a process: the test binary re-executed as
 // the "cloud-hypervisor" binary with --api-socket path=S.
 func serveFakeCH(args []string) int {
+	for _, a := range args {
+		if sock, ok := strings.CutPrefix(a, "--socket-path="); ok {
+			return serveFakeVirtioFSD(sock, args)
+		}
+	}
 	if len(args) == 1 && args[0] == "--version" {
 		fmt.Println("cloud-hypervisor v53.0-fake")
 		return 0
@@ -336,6 +352,31 @@ func serveFakeCH(args []string) int {
 	b, _ := json.Marshal(map[string]any{"log": f.log, "problems": f.problems, "bodies": f.bodies})
 	os.WriteFile(rec, b, 0o600)
 	return 0
+}
+
+// serveFakeVirtioFSD plays virtiofsd (the test binary re-executed with
+// its command line): it listens on its --socket-path and tells every
+// client which --shared-dir it serves, until killed.
+func serveFakeVirtioFSD(sock string, args []string) int {
+	var shared string
+	for _, a := range args {
+		if d, ok := strings.CutPrefix(a, "--shared-dir="); ok {
+			shared = d
+		}
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 2
+		}
+		fmt.Fprintf(c, "virtiofsd for %s\n", shared)
+		c.Close()
+	}
 }
 
 func TestMain(m *testing.M) {

@@ -61,6 +61,19 @@ func templateSpecs(t *testing.T) func(id string) vm.Spec {
 	}
 }
 
+// withVirtioFS makes spec share its own directory over virtio-fs, with
+// this test binary as virtiofsd (see serveFakeVirtioFSD).
+func withVirtioFS(t *testing.T, spec vm.Spec) vm.Spec {
+	t.Helper()
+	spec.SharedDir = filepath.Join(filepath.Dir(spec.StateDir), "shared")
+	if err := os.MkdirAll(spec.SharedDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec.Config.RootfsMode = vm.ShareVirtioFS
+	spec.Config.VirtioFSD = spec.Config.Path
+	return spec
+}
+
 // buildTemplate snapshots a template with the fake VMM into a new
 // directory and returns it.
 func buildTemplate(t *testing.T, ctx context.Context, spec vm.Spec) string {
@@ -85,13 +98,14 @@ func buildTemplate(t *testing.T, ctx context.Context, spec vm.Spec) string {
 // it (vm.restore, vm.resume), each request validated against the OpenAPI
 // description. The snapshot's config names the canonical paths, yet each
 // clone's hybrid vsock socket and console are its own, in its own state
-// directory, and answer there; nothing appears on the host under the
+// directory, and answer there, and each reaches its own virtiofsd through
+// the snapshot's virtio-fs socket; nothing appears on the host under the
 // canonical directories.
 func TestTemplateSnapshotRestore(t *testing.T) {
 	newSpec := templateSpecs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	snap := buildTemplate(t, ctx, newSpec("tpl"))
+	snap := buildTemplate(t, ctx, withVirtioFS(t, newSpec("tpl")))
 
 	var cfg map[string]any
 	raw, err := os.ReadFile(filepath.Join(snap, ch.SnapshotConfigName))
@@ -104,8 +118,10 @@ func TestTemplateSnapshotRestore(t *testing.T) {
 	}
 
 	clones := map[string]*ch.VM{}
+	shares := map[string]string{}
 	for _, id := range []string{"a", "b"} {
-		spec := newSpec(id)
+		spec := withVirtioFS(t, newSpec(id))
+		shares[spec.StateDir] = spec.SharedDir
 		v, err := ch.New(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -125,6 +141,11 @@ func TestTemplateSnapshotRestore(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir, ch.ConsoleLogName))
 		if want := "restored by pid " + strconv.Itoa(v.Pid()); !strings.Contains(string(b), want) {
 			t.Errorf("console of %s: %q, want %q (its own VMM's)", dir, b, want)
+		}
+		// Its own virtiofsd: the snapshot's virtio-fs socket led the
+		// restoring VMM to the one serving this sandbox's directory.
+		if want := "virtio-fs: virtiofsd for " + shares[dir] + "\n"; !strings.Contains(string(b), want) {
+			t.Errorf("console of %s: %q, want %q (its own share)", dir, b, want)
 		}
 		// Its own agent channel.
 		c, err := v.DialAgent(ctx)
