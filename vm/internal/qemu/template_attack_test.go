@@ -125,13 +125,14 @@ func digest(t *testing.T, f *os.File) string {
 // no path to the template in its jail.
 func TestCloneCannotWriteTemplate(t *testing.T) {
 	testenv.RequireRoot(t)
+	qemuPath := testenv.QEMU(t) // skips under -short before building a guest
 	a := testenv.BusyboxInit(t, `echo "kuasar-task test: serving on ttyS0" > /dev/console
 exec /bin/busybox sleep 600`)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := vm.Config{Path: testenv.QEMU(t), Kernel: a.Kernel, Initramfs: a.Initramfs, KernelParams: []string{"rdinit=/init"}, MemoryMB: 128}
+	cfg := vm.Config{Path: qemuPath, Kernel: a.Kernel, Initramfs: a.Initramfs, KernelParams: []string{"rdinit=/init"}, MemoryMB: 128}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	newVM := func(id, state string, c vm.Config) *qemu.VM {
