@@ -53,6 +53,22 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A restore connects to the virtio-fs backend its config names.
+	fsd, err := net.Listen("unix", filepath.Join(dir, ch.FSSocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsd.Close()
+	go func() {
+		for {
+			c, err := fsd.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "virtiofsd\n")
+			c.Close()
+		}
+	}()
 	steps := []struct {
 		name string
 		do   func() error
