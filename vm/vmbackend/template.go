@@ -169,6 +169,7 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 		}
 		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
 	}
+	defer t.Close() // the clone's QEMU holds its own copy of the sealed memory
 	t0 := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, b.agentTimeout)
 	defer cancel()

@@ -155,6 +155,7 @@ func bareRestore(b *testing.B, cfg vm.Config, be *vmbackend.Backend) time.Durati
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer t.Close()
 	args := v.RestoreArgs(qemu.AccelTCG, t)
 	t0 := time.Now()
 	l, err := net.Listen("unix", filepath.Join(state, qemu.AgentSocketName))
@@ -163,6 +164,7 @@ func bareRestore(b *testing.B, cfg vm.Config, be *vmbackend.Backend) time.Durati
 	}
 	defer l.Close()
 	cmd := exec.Command(cfg.Path, args...)
+	cmd.ExtraFiles = []*os.File{t.Memory()} // the sealed memory, as the driver passes it
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -111,3 +111,22 @@ type PciDeviceInfo struct {
 	ID  string `json:"id"`
 	BDF string `json:"bdf"`
 }
+
+// VmSnapshotConfig is the body of PUT /vm.snapshot: where the snapshot
+// (config.json, state.json, memory-ranges) is written, a "file://" URL
+// of an existing directory.
+type VmSnapshotConfig struct {
+	DestinationURL string `json:"destination_url"`
+}
+
+// RestoreConfig is the body of PUT /vm.restore. SourceURL is the
+// snapshot's directory ("file://..."); Prefault faults all guest memory
+// in at restore; Resume runs the VM at once (the driver resumes it with
+// vm.resume instead, after checking the restore). MemoryRestoreMode
+// (Copy, the default, or OnDemand) is left to the VMM.
+type RestoreConfig struct {
+	SourceURL         string `json:"source_url"`
+	Prefault          bool   `json:"prefault"`
+	Resume            bool   `json:"resume"`
+	MemoryRestoreMode string `json:"memory_restore_mode,omitempty"`
+}

@@ -91,6 +91,26 @@ func (c *Client) Boot(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "vm.boot", nil, nil)
 }
 
+// Pause is PUT /vm.pause.
+func (c *Client) Pause(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, "vm.pause", nil, nil)
+}
+
+// Resume is PUT /vm.resume.
+func (c *Client) Resume(ctx context.Context) error {
+	return c.do(ctx, http.MethodPut, "vm.resume", nil, nil)
+}
+
+// Snapshot is PUT /vm.snapshot (the VM must be paused).
+func (c *Client) Snapshot(ctx context.Context, cfg VmSnapshotConfig) error {
+	return c.do(ctx, http.MethodPut, "vm.snapshot", cfg, nil)
+}
+
+// Restore is PUT /vm.restore (on a VMM without a VM).
+func (c *Client) Restore(ctx context.Context, cfg RestoreConfig) error {
+	return c.do(ctx, http.MethodPut, "vm.restore", cfg, nil)
+}
+
 // Shutdown is PUT /vm.shutdown.
 func (c *Client) Shutdown(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "vm.shutdown", nil, nil)

@@ -1,7 +1,8 @@
 // Package cloudhypervisor drives Cloud Hypervisor micro-VMs through its
 // REST API on --api-socket (vm.create, vm.boot, vm.shutdown, vmm.shutdown,
-// vm.info and the hot-plug calls), with the guest agent reached over
-// hybrid vsock and the shared directory over virtio-fs (virtiofsd).
+// vm.info and the hot-plug calls; vm.pause, vm.snapshot, vm.restore and
+// vm.resume for templates, see template.go), with the guest agent reached
+// over hybrid vsock and the shared directory over virtio-fs (virtiofsd).
 //
 // Cloud Hypervisor cannot be obtained on the machine this was written on:
 // the driver is verified against its specification only (the OpenAPI
@@ -50,6 +51,9 @@ type VM struct {
 	proc   atomic.Pointer[vmm.Process] // stored under mu, loaded without it
 	fsd    *vmm.Process
 	client *Client
+	// snap is set for a VM that is or builds a template: its config
+	// names the canonical paths (see template.go).
+	snap *snapMode
 }
 
 var _ vm.Hypervisor = (*VM)(nil)
@@ -96,20 +100,35 @@ func (v *VM) VMConfig() VmConfig {
 		Cpus:    &CpusConfig{BootVcpus: int(vcpus), MaxVcpus: int(vcpus)},
 		Memory:  &MemoryConfig{Size: int64(mem) << 20},
 		Payload: PayloadConfig{Kernel: v.spec.Config.Kernel, Initramfs: v.spec.Config.Initramfs, Cmdline: v.Cmdline()},
-		Serial:  &ConsoleConfig{Mode: "File", File: v.ConsoleLog()},
+		Serial:  &ConsoleConfig{Mode: "File", File: v.configPath(ConsoleLogName)},
 		Console: &ConsoleConfig{Mode: "Off"},
-		Vsock:   &VsockConfig{Cid: GuestCID, Socket: v.path(VsockSocketName), ID: "agent"},
+		Vsock:   &VsockConfig{Cid: GuestCID, Socket: v.configPath(VsockSocketName), ID: "agent"},
 		// Landlock limits the VMM to the files of this config; the state
 		// directory (hybrid vsock connects to <socket>_<port> there) is
 		// added.
 		LandlockEnable: true,
-		LandlockRules:  []LandlockConfig{{Path: v.spec.StateDir, Access: "rw"}},
+		LandlockRules:  []LandlockConfig{{Path: v.configPath(""), Access: "rw"}},
+	}
+	if v.snap != nil {
+		// Where a template's snapshot is written, and read by its clones.
+		c.LandlockRules = append(c.LandlockRules, LandlockConfig{Path: SnapshotDir, Access: "rw"})
 	}
 	if virtiofs.Used(v.spec) {
 		c.Memory.Shared = true
-		c.Fs = []FsConfig{{Tag: vm.ShareTag, Socket: v.path(FSSocketName), NumQueues: 1, QueueSize: 1024, ID: "shared"}}
+		c.Fs = []FsConfig{{Tag: vm.ShareTag, Socket: v.configPath(FSSocketName), NumQueues: 1, QueueSize: 1024, ID: "shared"}}
 	}
 	return c
+}
+
+// configPath is where the VM's config names file name of its state
+// directory (the directory itself for ""): the state directory, or for a
+// template and its clones the canonical VMDir, which each one's own
+// mount namespace binds to its own state directory.
+func (v *VM) configPath(name string) string {
+	if v.snap != nil {
+		return filepath.Join(VMDir, name)
+	}
+	return filepath.Join(v.spec.StateDir, name)
 }
 
 // Start launches virtiofsd (for virtio-fs) and Cloud Hypervisor, then
@@ -125,6 +144,19 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 			v.cleanupLocked()
 		}
 	}()
+	if err := v.launchLocked(ctx); err != nil {
+		return err
+	}
+	if err := v.client.Create(ctx, v.VMConfig()); err != nil {
+		return err
+	}
+	return v.client.Boot(ctx)
+}
+
+// launchLocked starts virtiofsd (for virtio-fs) and the VMM (in a mount
+// namespace of its own for a template or clone, see template.go) and
+// waits for its API to answer vmm.ping.
+func (v *VM) launchLocked(ctx context.Context) error {
 	fsd, err := virtiofs.Start(v.spec, vm.CloudHypervisor, v.path(FSSocketName), v.path(VirtioFSDLogName))
 	if err != nil {
 		return err
@@ -139,7 +171,12 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	api := v.path(APISocketName)
 	_ = os.Remove(api)
-	p, err := vmm.StartConfigured(vm.CloudHypervisor, "path", v.spec.Config.Path, v.Args(), v.path(VMMLogName))
+	var p *vmm.Process
+	if v.snap != nil {
+		p, err = v.startInNamespace()
+	} else {
+		p, err = vmm.StartConfigured(vm.CloudHypervisor, "path", v.spec.Config.Path, v.Args(), v.path(VMMLogName))
+	}
 	if err != nil {
 		return err
 	}
@@ -151,13 +188,8 @@ func (v *VM) Start(ctx context.Context) (retErr error) {
 	}
 	_ = os.Chmod(api, 0o600)
 	v.client = NewClient(api)
-	if _, err := v.client.Ping(ctx); err != nil {
-		return err
-	}
-	if err := v.client.Create(ctx, v.VMConfig()); err != nil {
-		return err
-	}
-	return v.client.Boot(ctx)
+	_, err = v.client.Ping(ctx)
+	return err
 }
 
 // Pid is the VMM's pid.

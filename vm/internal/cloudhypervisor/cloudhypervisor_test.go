@@ -45,7 +45,7 @@ func startFake(t *testing.T) (*fakeCH, *ch.Client) {
 func TestClientRequestsMatchSpec(t *testing.T) {
 	f, c := startFake(t)
 	ctx := context.Background()
-	dir := t.TempDir()
+	dir, snap := t.TempDir(), t.TempDir()
 	spec := vm.Spec{ID: "t", StateDir: dir, SharedDir: dir, VCPUs: 2, MemoryMB: 512, Config: vm.Config{
 		Kernel: "/bin/true", Initramfs: "/bin/true", RootfsMode: vm.ShareVirtioFS, VirtioFSD: "/bin/true", Path: "/bin/true",
 	}}
@@ -53,6 +53,22 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A restore connects to the virtio-fs backend its config names.
+	fsd, err := net.Listen("unix", filepath.Join(dir, ch.FSSocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsd.Close()
+	go func() {
+		for {
+			c, err := fsd.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "virtiofsd\n")
+			c.Close()
+		}
+	}()
 	steps := []struct {
 		name string
 		do   func() error
@@ -77,8 +93,13 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 			}
 			return err
 		}},
+		{"pause", func() error { return c.Pause(ctx) }},
+		{"snapshot", func() error { return c.Snapshot(ctx, ch.VmSnapshotConfig{DestinationURL: "file://" + snap}) }},
+		{"resume", func() error { return c.Resume(ctx) }},
 		{"shutdown", func() error { return c.Shutdown(ctx) }},
 		{"delete", func() error { return c.Delete(ctx) }},
+		{"restore", func() error { return c.Restore(ctx, ch.RestoreConfig{SourceURL: "file://" + snap}) }},
+		{"resume restored", func() error { return c.Resume(ctx) }},
 		{"vmm-shutdown", func() error { return c.ShutdownVMM(ctx) }},
 	}
 	for _, s := range steps {
@@ -88,6 +109,9 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 	}
 	if len(f.problems) > 0 {
 		t.Fatalf("requests violating the OpenAPI description:\n%s", strings.Join(f.problems, "\n"))
+	}
+	if got := f.bodies["/vm.restore"]; fmt.Sprint(got) != fmt.Sprint(map[string]any{"source_url": "file://" + snap, "prefault": false, "resume": false}) {
+		t.Errorf("vm.restore body %v: want the snapshot's URL, no prefault, no resume (vm.resume follows)", got)
 	}
 	body := f.bodies["/vm.create"]
 	mem := body["memory"].(map[string]any)

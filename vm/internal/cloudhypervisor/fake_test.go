@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,8 @@ func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(204, nil)
 	case "/vm.boot":
 		if f.move(w, "Created", "Running", 404, "VM not created") {
+			// The guest's agent says it serves, as the real one does.
+			f.console("kuasar-task fake: serving on vsock port 1024")
 			reply(204, nil)
 		}
 	case "/vm.info":
@@ -127,9 +130,41 @@ func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(200, map[string]any{"config": f.bodies["/vm.create"], "state": f.state})
 	case "/vm.shutdown":
+		if f.state == "Paused" {
+			f.state = "Running" // a paused VM shuts down as well
+		}
 		if f.move(w, "Running", "Shutdown", 405, "not running") {
 			reply(204, nil)
 		}
+	case "/vm.pause":
+		if f.move(w, "Running", "Paused", 405, "VM not running") {
+			reply(204, nil)
+		}
+	case "/vm.resume":
+		if f.move(w, "Paused", "Running", 405, "VM not paused") {
+			reply(204, nil)
+		}
+	case "/vm.snapshot":
+		// The VMM refuses to snapshot a running VM: pause it first.
+		if f.state != "Paused" {
+			http.Error(w, "VM not paused", 405)
+			return
+		}
+		if err := f.snapshot(f.bodies[ep]["destination_url"].(string)); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		reply(204, nil)
+	case "/vm.restore":
+		if f.state != "" {
+			http.Error(w, "VM already created", 404)
+			return
+		}
+		if err := f.restore(f.bodies[ep]); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		reply(204, nil)
 	case "/vm.delete":
 		f.state = ""
 		reply(204, nil)
@@ -149,6 +184,83 @@ func (f *fakeCH) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		reply(204, nil)
 	}
+}
+
+// console appends line to the serial console file the VM's config names.
+func (f *fakeCH) console(line string) {
+	sc, _ := f.bodies["/vm.create"]["serial"].(map[string]any)
+	if p, ok := sc["file"].(string); ok {
+		if lf, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			fmt.Fprintln(lf, line)
+			lf.Close()
+		} else {
+			f.problem("serial console file %s: %v", p, err)
+		}
+	}
+}
+
+// snapshot writes what Cloud Hypervisor's snapshot holds into the
+// directory of a file:// URL: config.json (the VM's config), state.json
+// and memory-ranges.
+func (f *fakeCH) snapshot(url string) error {
+	dir, ok := strings.CutPrefix(url, "file://")
+	if !ok {
+		return fmt.Errorf("destination_url %q: want file://", url)
+	}
+	cfg, _ := json.Marshal(f.bodies["/vm.create"])
+	for name, b := range map[string][]byte{"config.json": cfg, "state.json": []byte(`{"fake":"device state"}`), "memory-ranges": []byte("guest memory")} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restore loads a snapshot as Cloud Hypervisor does: the config from
+// config.json (every device recreated at the paths it names: the vsock
+// socket listened on, the serial console file), the device state from
+// state.json (refused when not JSON); the VM is then paused, or running
+// with resume.
+func (f *fakeCH) restore(body map[string]any) error {
+	dir, ok := strings.CutPrefix(body["source_url"].(string), "file://")
+	if !ok {
+		return fmt.Errorf("source_url %q: want file://", body["source_url"])
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("config.json: %w", err)
+	}
+	st, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil || !json.Valid(st) {
+		return fmt.Errorf("state.json unusable (%v)", err)
+	}
+	f.bodies["/vm.create"] = cfg
+	if vs, ok := cfg["vsock"].(map[string]any); ok {
+		f.listenVsock(vs["socket"].(string))
+	}
+	f.console(fmt.Sprintf("restored by pid %d", os.Getpid()))
+	// vhost-user-fs: connect to the virtiofsd socket the config names.
+	if fs, ok := cfg["fs"].([]any); ok && len(fs) > 0 {
+		sock := fs[0].(map[string]any)["socket"].(string)
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return fmt.Errorf("virtio-fs backend %s: %w", sock, err)
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		f.console("virtio-fs: " + strings.TrimSpace(line))
+	}
+	f.state = "Paused"
+	if body["resume"] == true {
+		f.state = "Running"
+	}
+	return nil
 }
 
 // listenVsock serves Cloud Hypervisor's hybrid vsock protocol: "CONNECT
@@ -191,6 +303,15 @@ func (f *fakeCH) close() {
 // serveFakeCH runs the fake as a process: the test binary re-executed as
 // the "cloud-hypervisor" binary with --api-socket path=S.
 func serveFakeCH(args []string) int {
+	for _, a := range args {
+		if sock, ok := strings.CutPrefix(a, "--socket-path="); ok {
+			return serveFakeVirtioFSD(sock, args)
+		}
+	}
+	if len(args) == 1 && args[0] == "--version" {
+		fmt.Println("cloud-hypervisor v53.0-fake")
+		return 0
+	}
 	var sock, seccomp string
 	for i, a := range args {
 		if a == "--api-socket" && i+1 < len(args) {
@@ -225,9 +346,37 @@ func serveFakeCH(args []string) int {
 	defer f.mu.Unlock()
 	f.close()
 	rec := os.Getenv("KUASAR_FAKE_CH_RECORD")
+	if rec == "" { // one record per VMM: beside its API socket
+		rec = filepath.Join(filepath.Dir(sock), "fake-record.json")
+	}
 	b, _ := json.Marshal(map[string]any{"log": f.log, "problems": f.problems, "bodies": f.bodies})
 	os.WriteFile(rec, b, 0o600)
 	return 0
+}
+
+// serveFakeVirtioFSD plays virtiofsd (the test binary re-executed with
+// its command line): it listens on its --socket-path and tells every
+// client which --shared-dir it serves, until killed.
+func serveFakeVirtioFSD(sock string, args []string) int {
+	var shared string
+	for _, a := range args {
+		if d, ok := strings.CutPrefix(a, "--shared-dir="); ok {
+			shared = d
+		}
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 2
+		}
+		fmt.Fprintf(c, "virtiofsd for %s\n", shared)
+		c.Close()
+	}
 }
 
 func TestMain(m *testing.M) {

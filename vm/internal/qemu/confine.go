@@ -113,9 +113,10 @@ func (v *VM) Jail(accel string) *vmm.Jail {
 	for _, d := range v.spec.Disks {
 		j.Binds = append(j.Binds, vmm.Bind{Path: d.Path, Writable: !d.ReadOnly})
 	}
-	if v.tpl != nil {
-		// QEMU 7.2 opens a memory-backend-file read-write even for a
-		// private mapping (see docs/vm.md, VM templates).
+	if v.tpl != nil && v.tpl.memFile == nil {
+		// Building a template: QEMU writes the guest's RAM into the
+		// memory file. A clone gets no path to it, only the sealed
+		// memfd it inherits (see template.go).
 		j.Binds = append(j.Binds, vmm.Bind{Path: v.tpl.mem, Writable: true})
 	}
 	if accel == AccelKVM {
@@ -145,7 +146,7 @@ func (v *VM) launch(ctx context.Context, accel string, args []string) (*vmm.Proc
 		warnUnconfined.Do(func() {
 			log.G(ctx).Warn("vm: not running as root: QEMU runs with the caller's credentials and its seccomp sandbox, without a mount namespace of its own")
 		})
-		return vmm.StartConfigured(vm.QEMU, "path", c.Path, args, v.path(VMMLogName))
+		return vmm.StartConfigured(vm.QEMU, "path", c.Path, args, v.path(VMMLogName), v.inherited()...)
 	}
 	base, count := c.VMMUIDs()
 	uid, lease, err := vmm.LeaseUID(base, count)
@@ -154,7 +155,7 @@ func (v *VM) launch(ctx context.Context, accel string, args []string) (*vmm.Proc
 	}
 	defer lease.Close() // QEMU holds its own copy
 	j := v.Jail(accel)
-	j.UID, j.GID, j.Lease = uid, uid, lease
+	j.UID, j.GID, j.Lease, j.Files = uid, uid, lease, v.inherited()
 	if err := os.Mkdir(j.Root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
@@ -178,6 +179,15 @@ func (v *VM) launch(ctx context.Context, accel string, args []string) (*vmm.Proc
 	v.uid = uid
 	log.G(ctx).WithField("sandbox", v.spec.ID).WithField("uid", uid).WithField("caps", j.Caps).Debug("vm: qemu confined")
 	return p, nil
+}
+
+// inherited are the files QEMU inherits (see vmm.InheritedFD): a
+// clone's sealed template memory.
+func (v *VM) inherited() []*os.File {
+	if v.tpl != nil && v.tpl.memFile != nil {
+		return []*os.File{v.tpl.memFile}
+	}
+	return nil
 }
 
 // UID is the uid (and gid) the confined QEMU runs under, 0 when it runs

@@ -30,11 +30,14 @@ import (
 // RAM in a shared memory file, is paused as soon as its agent serves, and
 // QEMU saves its device state (x-ignore-shared: the RAM stays in the
 // file) over a unix socket the host copies to the template's state file.
-// A clone runs the same command line with the file mapped privately
-// (copy-on-write) and -incoming defer, and loads the state back the same
-// way. The template is taken before any ttrpc traffic: the agent's server
-// remembers the stream ids of its connection, which a clone's new client
-// would start again from 1.
+// A clone runs the same command line with -incoming defer and its RAM
+// mapped privately (copy-on-write) from the template's sealed memfd
+// (template.Template.Memory), which it inherits and opens as
+// /proc/self/fd/N: the clone's jail holds no path to the template, and
+// the seals make every write to it fail (see vm/internal/template). It
+// loads the state back over a unix socket too. The template is taken
+// before any ttrpc traffic: the agent's server remembers the stream ids
+// of its connection, which a clone's new client would start again from 1.
 
 // MigrateSocketName is the unix socket the device state travels through.
 const MigrateSocketName = "migrate.sock"
@@ -45,9 +48,20 @@ const AgentReadyLine = ": serving on "
 
 // tplMode is how a VM's RAM is backed for templating.
 type tplMode struct {
-	mem      string // memory file
-	share    bool   // true while building the template
-	incoming bool   // restoring from a template
+	mem      string   // memory file QEMU opens (a clone: /proc/self/fd/N of memFile)
+	memFile  *os.File // a clone's sealed memory, inherited by QEMU
+	share    bool     // true while building the template
+	incoming bool     // restoring from a template
+}
+
+// cloneMode is how a clone of t maps its RAM: t's sealed memory,
+// inherited by QEMU as the first extra file (jailed or not).
+func cloneMode(t *template.Template, jailed bool) (*tplMode, error) {
+	f := t.Memory()
+	if f == nil {
+		return nil, fmt.Errorf("template %s has no sealed memory (not handed out by its store): %w", t.Dir, errdefs.ErrFailedPrecondition)
+	}
+	return &tplMode{mem: "/proc/self/fd/" + strconv.Itoa(vmm.InheritedFD(jailed, 0)), memFile: f, incoming: true}, nil
 }
 
 // templateArgs are the arguments that back guest RAM with the template's
@@ -319,7 +333,11 @@ func (e *TemplateError) Unwrap() error { return e.Err }
 // process or socket behind; when QEMU refused the template's state
 // (rather than being killed) the error is a *TemplateError.
 func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retErr error) {
-	v.tpl = &tplMode{mem: t.MemPath, incoming: true}
+	tpl, err := cloneMode(t, vmm.CanJail())
+	if err != nil {
+		return err
+	}
+	v.tpl = tpl
 	if err := v.Start(ctx); err != nil {
 		// A QEMU that exited by itself before QMP answered could not use
 		// the template (its memory file gone, say); one that was killed
@@ -351,7 +369,7 @@ func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retEr
 		return fmt.Errorf("sending the template's device state to qemu: %w", err)
 	}
 	// The template was paused when saved: the clone arrives paused.
-	err := vmm.Poll(ctx, p, 2*time.Millisecond, func() error {
+	err = vmm.Poll(ctx, p, 2*time.Millisecond, func() error {
 		s, err := q.QueryStatus(ctx)
 		if err != nil {
 			return err
@@ -413,8 +431,10 @@ func send(ctx context.Context, sock, state string) error {
 }
 
 // RestoreArgs is the command line StartFromTemplate runs QEMU with for
-// t and accel (benchmarks compare the driver with QEMU started by hand).
+// t and accel without a jail (benchmarks compare the driver with QEMU
+// started by hand): start QEMU with t.Memory() as its first extra file
+// (descriptor 3), which the memory backend opens.
 func (v *VM) RestoreArgs(accel string, t *template.Template) []string {
-	c := &VM{spec: v.spec, tpl: &tplMode{mem: t.MemPath, incoming: true}}
+	c := &VM{spec: v.spec, tpl: &tplMode{mem: "/proc/self/fd/" + strconv.Itoa(vmm.InheritedFD(false, 0)), incoming: true}}
 	return c.Args(accel)
 }

@@ -117,17 +117,21 @@ type Template struct {
 	Key Key
 	// Dir is its directory (meta and state).
 	Dir string
-	// MemPath is the guest memory file (restore maps it privately).
+	// MemPath is the guest memory file. Restored VMs never open it: they
+	// map Memory(), its sealed copy (see sealed.go).
 	MemPath string
 	// StatePath is the saved device state.
 	StatePath string
 
-	build string // tells a rebuilt template from this one
+	build    string   // tells a rebuilt template from this one
+	memInode uint64   // the memory file's inode (sealed copies check it)
+	mem      *os.File // sealed copy of the memory, read-only (Memory)
 }
 
 // Store keeps templates in Dir (state) and MemDir (memory files).
 type Store struct {
 	dir, memDir string
+	sealed      sealedCache // this process's sealed copies (sealed.go)
 }
 
 // NewStore returns a store keeping templates in dir and their memory
@@ -160,8 +164,20 @@ type BuildFunc func(ctx context.Context, key Key, mem, state string) error
 
 // Get returns the template for key, building it with build when there is
 // none or the one there is broken (the reason is logged). Concurrent
-// callers for one key build it once.
+// callers for one key build it once. The template's Memory is set; the
+// caller closes it with Close.
 func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, error) {
+	t, err := s.get(ctx, key, build)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.attachSealed(ctx, t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (s *Store) get(ctx context.Context, key Key, build BuildFunc) (*Template, error) {
 	d := key.Digest()
 	if t, err := s.lookup(key); err == nil {
 		return t, nil
@@ -184,8 +200,18 @@ func (s *Store) Get(ctx context.Context, key Key, build BuildFunc) (*Template, e
 }
 
 // Lookup returns the template for key when a usable one exists
-// (errdefs.ErrNotFound when none, another error when it is broken).
-func (s *Store) Lookup(key Key) (*Template, error) { return s.lookup(key) }
+// (errdefs.ErrNotFound when none, another error when it is broken),
+// with its Memory set as Get does.
+func (s *Store) Lookup(key Key) (*Template, error) {
+	t, err := s.lookup(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.attachSealed(context.TODO(), t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
 
 func (s *Store) paths(d string) (dir, mem string) {
 	return filepath.Join(s.dir, d), filepath.Join(s.memDir, d+memSuffix)
@@ -216,7 +242,7 @@ func (s *Store) lookup(key Key) (*Template, error) {
 	if err := unix.Stat(state, &st); err != nil || st.Size != m.StateSize || st.Size == 0 {
 		return nil, fmt.Errorf("template %s: state file %s missing or not the one saved (%v): %w", d, state, err, errdefs.ErrDataLoss)
 	}
-	return &Template{Key: m.Key, Dir: dir, MemPath: mem, StatePath: state, build: m.Build}, nil
+	return &Template{Key: m.Key, Dir: dir, MemPath: mem, StatePath: state, build: m.Build, memInode: m.MemInode}, nil
 }
 
 // lock takes the exclusive build lock of digest d; the wait ends with ctx.
@@ -319,7 +345,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 	}
 	log.G(ctx).WithField("template", d).WithField("memory_mb", key.MemoryMB).WithField("state_bytes", sst.Size).Info("vm: template built")
 	s.pruneStale(ctx, d)
-	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build}, nil
+	return &Template{Key: key, Dir: dir, MemPath: mem, StatePath: filepath.Join(dir, StateName), build: m.Build, memInode: m.MemInode}, nil
 }
 
 // removeLeftovers removes what a builder of digest d that died left
@@ -367,6 +393,7 @@ func (s *Store) Invalidate(ctx context.Context, t *Template, reason error) error
 }
 
 func (s *Store) removeLocked(d string) {
+	s.dropSealed(d)
 	dir, mem := s.paths(d)
 	_ = os.RemoveAll(dir)
 	_ = os.Remove(mem)

@@ -64,6 +64,12 @@ type Jail struct {
 	// Lease, when set, is inherited by the VMM (as fd 3) and keeps its
 	// uid leased for as long as the VMM lives (see LeaseUID).
 	Lease *os.File `json:"-"`
+	// Files are inherited by the VMM as descriptors InheritedFD(true, 0),
+	// InheritedFD(true, 1), ... (e.g. a VM template's sealed memory,
+	// which the VMM opens through /proc/self/fd instead of a path).
+	Files []*os.File `json:"-"`
+	// NFiles is len(Files), set by StartJailed for the helper.
+	NFiles int `json:"nfiles,omitempty"`
 }
 
 // Bind is one host path visible in a Jail at the same path.
@@ -89,6 +95,17 @@ const (
 	leaseFD  = 3 // the uid lease, kept open across exec by the VMM
 	statusFD = 4 // close-on-exec: an error text, or EOF once the VMM runs
 )
+
+// InheritedFD is the descriptor number the i-th of the extra files
+// handed to a VMM (Jail.Files when jailed, Start's files otherwise) has
+// in the VMM: after the lease and the helper's status pipe in a jail,
+// right after stderr otherwise.
+func InheritedFD(jailed bool, i int) int {
+	if jailed {
+		return statusFD + 1 + i
+	}
+	return 3 + i
+}
 
 // jailSetupTimeout bounds the helper's set-up (a few ms normally).
 const jailSetupTimeout = 30 * time.Second
@@ -118,6 +135,7 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 	if j.UID == 0 || j.GID == 0 {
 		return nil, fmt.Errorf("vmm jail for %s: uid and gid must not be 0: %w", path, errdefs.ErrInvalidArgument)
 	}
+	j.NFiles = len(j.Files)
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return nil, err
@@ -150,7 +168,7 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 		Env:        []string{procmark.Pair(Owner(logPath))},
 		Stdout:     lf,
 		Stderr:     lf,
-		ExtraFiles: []*os.File{lease, sw},
+		ExtraFiles: append([]*os.File{lease, sw}, j.Files...),
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC,
@@ -279,8 +297,9 @@ func runJailHelper(specJSON, path string, args []string) error {
 	if err := dropPrivileges(j); err != nil {
 		return err
 	}
-	// Descriptors the runtime opened must not reach the VMM.
-	if err := unix.CloseRange(statusFD+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+	// Descriptors the runtime opened must not reach the VMM; j.Files
+	// (inherited after the status pipe) must.
+	if err := unix.CloseRange(uint(InheritedFD(true, j.NFiles)), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
 	}
 	// The VMM gets no environment but its owner's mark (procmark).

@@ -86,7 +86,14 @@ func TestJail(t *testing.T) {
 	}
 	// The VMM (exec'd by the helper, same pid) carries its owner's mark
 	// and is recorded with its start time, for a restarted sandboxer.
-	if owner, err := procmark.OwnerOf(p.Pid()); err != nil || owner != base {
+	// The shell may be exec'ing sleep right now, when its environ reads
+	// empty: poll until the deadline.
+	owner, err := procmark.OwnerOf(p.Pid())
+	for err == nil && owner == "" && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+		owner, err = procmark.OwnerOf(p.Pid())
+	}
+	if err != nil || owner != base {
 		t.Errorf("mark of the jailed VMM: %q %v; want %s", owner, err, base)
 	}
 	if r, err := procmark.Read(RecordPath(filepath.Join(base, "log"))); err != nil || r.Pid != p.Pid() || !procmark.Alive(r.Proc()) {

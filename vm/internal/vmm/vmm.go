@@ -44,10 +44,11 @@ type Process struct {
 }
 
 // Start runs path with args in its own process group, its stdout and
-// stderr appended to logPath.
+// stderr appended to logPath; files are inherited as descriptors
+// InheritedFD(false, 0), InheritedFD(false, 1), ...
 // The process is marked and recorded (see the package doc); a failure to
 // record it kills it.
-func Start(path string, args []string, logPath string) (*Process, error) {
+func Start(path string, args []string, logPath string, files ...*os.File) (*Process, error) {
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -60,6 +61,7 @@ func Start(path string, args []string, logPath string) (*Process, error) {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), procmark.Pair(Owner(logPath)))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		forget(logPath)
 		return nil, fmt.Errorf("start %s: %w", path, err)
@@ -91,8 +93,8 @@ func Prepare(p *Process, id, stateDir string) error {
 // StartConfigured is Start for a binary named by key in section
 // [hypervisor.<section>] of the configuration: a failure to start names
 // that key, so the error says what to fix.
-func StartConfigured(section, key, path string, args []string, logPath string) (*Process, error) {
-	p, err := Start(path, args, logPath)
+func StartConfigured(section, key, path string, args []string, logPath string, files ...*os.File) (*Process, error) {
+	p, err := Start(path, args, logPath, files...)
 	if err != nil {
 		return nil, fmt.Errorf("%w (check %q in [hypervisor.%s])", err, key, section)
 	}

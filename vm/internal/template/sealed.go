@@ -1,0 +1,201 @@
+package template
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+)
+
+// A restored VM must never be able to change its template: a guest that
+// takes over its VMM would otherwise rewrite the memory every later clone
+// starts from (a cross-tenant attack). QEMU 7.2 opens a memory backend
+// file read-write even for a private mapping, so a read-only bind of the
+// memory file is not enough, and a writable one hands the template to
+// the VMM. Clones therefore never see the memory file: the store copies
+// it once per process into a sealed memfd (F_SEAL_WRITE, F_SEAL_GROW,
+// F_SEAL_SHRINK, then F_SEAL_SEAL, so no seal can be removed) that every
+// clone inherits and maps privately. The kernel refuses every write to a
+// write-sealed memfd, whoever holds it and however it was opened:
+// write(2), a shared writable mmap(2), ftruncate(2), fallocate(2) hole
+// punching, and the same through a reopened /proc/self/fd/N. A private
+// writable mapping stays allowed (copy-on-write into the clone's own
+// pages), and the clones of one process share the memfd's pages until
+// they write them, as they shared the file's.
+
+// Seals are the seals a template's memory carries (F_GET_SEALS).
+const Seals = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
+
+// sealedCache holds one sealed memfd per template build for this process.
+type sealedCache struct {
+	mu sync.Mutex
+	m  map[string]*sealedMem // digest → memfd
+}
+
+type sealedMem struct {
+	build string
+	f     *os.File
+}
+
+// Memory is the template's guest memory as a sealed memfd, opened
+// read-only for this Template (see Close): hand it to the VMM, which
+// maps it privately. Nil for a Template the store did not hand out.
+func (t *Template) Memory() *os.File { return t.mem }
+
+// Close releases the template's memory descriptor (not the memory,
+// which the store and running clones keep). Without it the descriptor is
+// closed when t is garbage collected.
+func (t *Template) Close() error {
+	if t.mem == nil {
+		return nil
+	}
+	return t.mem.Close()
+}
+
+// attachSealed gives t its own read-only descriptor of the sealed copy of
+// its memory, making the copy on first use of this build.
+func (s *Store) attachSealed(ctx context.Context, t *Template) error {
+	d := t.Key.Digest()
+	s.sealed.mu.Lock()
+	defer s.sealed.mu.Unlock()
+	c := s.sealed.m[d]
+	if c == nil || c.build != t.build {
+		t0 := time.Now()
+		src, err := os.OpenFile(t.MemPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("template %s: %w", d, err)
+		}
+		defer src.Close()
+		// Rebuilt by another process since t was looked up: its memory
+		// does not go with t's state.
+		if st, err := src.Stat(); err != nil || st.Sys().(*syscall.Stat_t).Ino != t.memInode {
+			return fmt.Errorf("template %s was rebuilt while being read (%v): %w", d, err, errdefs.ErrAborted)
+		}
+		f, err := sealedCopy(src, "kuasar-vm-template-"+d)
+		if err != nil {
+			return fmt.Errorf("template %s: sealing its memory: %w", d, err)
+		}
+		var st unix.Stat_t
+		_ = unix.Fstat(int(f.Fd()), &st)
+		log.G(ctx).WithField("template", d).WithField("data_bytes", st.Blocks*512).WithField("took", time.Since(t0)).Info("vm: template memory copied into a sealed memfd for this process")
+		if c != nil {
+			c.f.Close()
+		}
+		if s.sealed.m == nil {
+			s.sealed.m = map[string]*sealedMem{}
+		}
+		c = &sealedMem{build: t.build, f: f}
+		s.sealed.m[d] = c
+	}
+	// A read-only open file description of its own: the caller may close
+	// it, and the store may drop its copy, independently.
+	f, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(c.f.Fd())), os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("template %s: reopening its sealed memory: %w", d, err)
+	}
+	t.mem = f
+	return nil
+}
+
+// dropSealed forgets digest d's sealed copy (the template was removed);
+// clones that inherited it keep it.
+func (s *Store) dropSealed(d string) {
+	s.sealed.mu.Lock()
+	defer s.sealed.mu.Unlock()
+	if c := s.sealed.m[d]; c != nil {
+		c.f.Close()
+		delete(s.sealed.m, d)
+	}
+}
+
+// SealedCopy copies the file at path into a new memfd named name (its
+// holes stay holes: only the data the guest touched is copied) and seals
+// it with Seals. The memfd is close-on-exec; pass it to a child
+// explicitly.
+func SealedCopy(path, name string) (*os.File, error) {
+	src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	return sealedCopy(src, name)
+}
+
+// sealedCopy is SealedCopy of the open file src.
+func sealedCopy(src *os.File, name string) (_ *os.File, retErr error) {
+	path := src.Name()
+	fi, err := src.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) { // before Linux 6.3
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	dst := os.NewFile(uintptr(fd), "memfd:"+name)
+	defer func() {
+		if retErr != nil {
+			dst.Close()
+		}
+	}()
+	size := fi.Size()
+	if err := dst.Truncate(size); err != nil {
+		return nil, err
+	}
+	if err := copyData(dst, src, size); err != nil {
+		return nil, fmt.Errorf("copying %s into a memfd: %w", path, err)
+	}
+	if _, err := unix.FcntlInt(dst.Fd(), unix.F_ADD_SEALS, Seals); err != nil {
+		return nil, fmt.Errorf("sealing the memfd: %w", err)
+	}
+	if got, err := unix.FcntlInt(dst.Fd(), unix.F_GET_SEALS, 0); err != nil || got&Seals != Seals {
+		return nil, fmt.Errorf("memfd seals %#x after sealing (%v), want %#x: %w", got, err, Seals, errdefs.ErrInternal)
+	}
+	return dst, nil
+}
+
+// copyData copies the data regions of src (SEEK_DATA/SEEK_HOLE) into dst
+// at the same offsets.
+func copyData(dst, src *os.File, size int64) error {
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) { // only a hole is left
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		end, err := unix.Seek(int(src.Fd()), start, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		// Through the file offsets, so the kernel copies (splice)
+		// without a round trip through user space.
+		if _, err := src.Seek(start, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := dst.Seek(start, io.SeekStart); err != nil {
+			return err
+		}
+		if n, err := io.CopyN(dst, src, end-start); err != nil {
+			return fmt.Errorf("copied %d of %d bytes at %d: %w", n, end-start, start, err)
+		}
+		off = end
+	}
+	return nil
+}
