@@ -196,3 +196,24 @@ func running(p procmark.Proc) bool {
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
 }
+
+// TestCheckSocketRoom: a work directory leaves room for the builder's
+// sockets, or the error says by how much the state directory must shrink.
+func TestCheckSocketRoom(t *testing.T) {
+	for _, tc := range []struct {
+		work string
+		ok   bool
+	}{
+		{"/run/kuasar/vm-templates/.build-0123456789abcdef-1234567890", true},
+		{"/" + strings.Repeat("d", maxSocketPath-24-1), true},
+		{"/" + strings.Repeat("d", maxSocketPath-24), false},
+	} {
+		err := CheckSocketRoom(tc.work, 24)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckSocketRoom(%d bytes) = %v, want ok %v", len(tc.work), err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "1 bytes shorter") {
+			t.Errorf("error %q does not say by how much", err)
+		}
+	}
+}

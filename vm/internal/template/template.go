@@ -59,8 +59,14 @@ const (
 	memSuffix = ".mem"
 	// tmpPrefix marks directories and files being built.
 	tmpPrefix = ".tmp-"
-	// buildPrefix names the work directories of builds (WorkDir).
+	// buildPrefix names the work directories of builds (WorkDir):
+	// .build-<first buildDigestLen hex digits of the digest>-<random>,
+	// short for the VMM's unix sockets below it.
 	buildPrefix = ".build-"
+	// buildDigestLen is how much of the digest names a work directory.
+	buildDigestLen = 16
+	// maxSocketPath is the longest path a unix socket address holds.
+	maxSocketPath = 107
 )
 
 // Key is everything a VM restored from a template must have in common
@@ -177,6 +183,18 @@ type BuildFunc func(ctx context.Context, key Key, mem, state string) error
 
 type workDirKey struct{}
 
+// CheckSocketRoom fails, naming the fix, when unix sockets of up to room
+// bytes appended to a build's work directory work would not fit a socket
+// address: the store's directory (below the state directory) is too long.
+func CheckSocketRoom(work string, room int) error {
+	if len(work)+room <= maxSocketPath {
+		return nil
+	}
+	over := len(work) + room - maxSocketPath
+	return fmt.Errorf("the VM template builder's work directory %s is %d bytes too long for its unix sockets: "+
+		"use a state directory %d bytes shorter, or template = \"off\": %w", work, over, over, errdefs.ErrInvalidArgument)
+}
+
 // WorkDir is the work directory of the build that ctx (the context a
 // BuildFunc is called with) belongs to: an empty directory of the store,
 // short enough for a VMM's unix sockets below a short state directory,
@@ -291,11 +309,12 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 		return nil, err
 	}
 	tmpMem := filepath.Join(s.memDir, tmpPrefix+filepath.Base(tmpDir)+memSuffix)
-	work, err := os.MkdirTemp(s.dir, buildPrefix+d+"-")
+	work, err := os.MkdirTemp(s.dir, buildPrefix+d[:buildDigestLen]+"-")
 	if err != nil {
 		os.RemoveAll(tmpDir)
 		return nil, err
 	}
+
 	defer func() {
 		// A VMM the build left (it failed half-way) is killed before
 		// the files it may still write go.
@@ -374,7 +393,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 // half-written template and its memory file.
 func (s *Store) removeLeftovers(d string) error {
 	var errs []error
-	works, _ := filepath.Glob(filepath.Join(s.dir, buildPrefix+d+"-*"))
+	works, _ := filepath.Glob(filepath.Join(s.dir, buildPrefix+d[:buildDigestLen]+"-*"))
 	for _, w := range works {
 		if err := reapWork(w); err != nil {
 			errs = append(errs, err)
@@ -442,37 +461,68 @@ func (s *Store) Reap(ctx context.Context) (int, error) {
 		if name != e.Name() {
 			name = tmpPrefix + name
 		}
-		var d string
-		switch {
-		case strings.HasPrefix(name, buildPrefix):
-			d, _, _ = strings.Cut(strings.TrimPrefix(name, buildPrefix), "-")
-		case strings.HasPrefix(name, tmpPrefix):
-			d, _, _ = strings.Cut(strings.TrimPrefix(name, tmpPrefix), "-")
-		default:
+		if strings.HasPrefix(name, buildPrefix) && len(s.digestsOf(name)) == 0 {
+			// No lock names it: no builder can hold one; it died.
+			if err := reapWork(filepath.Join(s.dir, name)); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
-		if seen[d] || !validDigest(d) {
-			continue
+		for _, d := range s.digestsOf(name) {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			unlock, ok, err := s.tryLock(d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !ok {
+				continue // a live builder
+			}
+			err = s.removeLeftovers(d)
+			unlock()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+			log.G(ctx).WithField("template", d).Warn("vm: cleaned up a template build whose builder died (its VMM killed, its files removed)")
 		}
-		seen[d] = true
-		unlock, ok, err := s.tryLock(d)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if !ok {
-			continue // a live builder
-		}
-		err = s.removeLeftovers(d)
-		unlock()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-		log.G(ctx).WithField("template", d).Warn("vm: cleaned up a template build whose builder died (its VMM killed, its files removed)")
 	}
 	return n, errors.Join(errs...)
+}
+
+// digestsOf returns the digests whose build may have left the entry name
+// of the store's directory: the one a .tmp- name holds; for a .build-
+// work directory, which holds the first buildDigestLen hex digits only,
+// every digest with a lock file starting with them (a build creates its
+// lock before its work directory).
+func (s *Store) digestsOf(name string) []string {
+	switch {
+	case strings.HasPrefix(name, tmpPrefix):
+		if d, _, _ := strings.Cut(strings.TrimPrefix(name, tmpPrefix), "-"); validDigest(d) {
+			return []string{d}
+		}
+	case strings.HasPrefix(name, buildPrefix):
+		p, _, _ := strings.Cut(strings.TrimPrefix(name, buildPrefix), "-")
+		if len(p) != buildDigestLen {
+			return nil
+		}
+		if _, err := hex.DecodeString(p); err != nil {
+			return nil
+		}
+		locks, _ := filepath.Glob(filepath.Join(s.dir, p+"*.lock"))
+		var out []string
+		for _, l := range locks {
+			if d := strings.TrimSuffix(filepath.Base(l), ".lock"); validDigest(d) {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // validDigest reports whether d looks like a Key.Digest (so a name built
@@ -568,19 +618,17 @@ func (s *Store) RemoveAll(ctx context.Context) error {
 			unlock()
 		case strings.HasPrefix(name, tmpPrefix), strings.HasPrefix(name, buildPrefix):
 			// A build in progress holds its lock; one that died left this.
-			d, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(name, tmpPrefix), buildPrefix), "-")
-			if !validDigest(d) {
-				continue
+			for _, d := range s.digestsOf(name) {
+				unlock, err := s.lock(ctx, d)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if err := s.removeLeftovers(d); err != nil {
+					errs = append(errs, err)
+				}
+				unlock()
 			}
-			unlock, err := s.lock(ctx, d)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if err := s.removeLeftovers(d); err != nil {
-				errs = append(errs, err)
-			}
-			unlock()
 		}
 	}
 	for _, e := range ents {
