@@ -171,9 +171,9 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
 		// The store's work directory: the builder's VMM is recorded and
 		// marked there, so it is reaped if this process dies. Its sockets
-		// go in work/vm ("/vm/migrate.sock" and a margin).
+		// go in work/vm, the longest being the migration socket.
 		work := template.WorkDir(ctx)
-		if err := template.CheckSocketRoom(work, 24); err != nil {
+		if err := template.CheckSocketRoom(work, len(filepath.Join("/vm", qemu.MigrateSocketName))); err != nil {
 			return err
 		}
 		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)

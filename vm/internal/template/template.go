@@ -309,7 +309,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 		return nil, err
 	}
 	tmpMem := filepath.Join(s.memDir, tmpPrefix+filepath.Base(tmpDir)+memSuffix)
-	work, err := os.MkdirTemp(s.dir, buildPrefix+d[:buildDigestLen]+"-")
+	work, err := mkWorkDir(s.dir, d)
 	if err != nil {
 		os.RemoveAll(tmpDir)
 		return nil, err
@@ -413,6 +413,20 @@ func (s *Store) removeLeftovers(d string) error {
 		s.removeLocked(d)
 	}
 	return errors.Join(errs...)
+}
+
+// mkWorkDir makes a build work directory for digest d in dir:
+// .build-<16 hex of d>-<8 random hex>, as short as it can be.
+func mkWorkDir(dir, d string) (string, error) {
+	for {
+		var r [4]byte
+		_, _ = rand.Read(r[:])
+		w := filepath.Join(dir, buildPrefix+d[:buildDigestLen]+"-"+hex.EncodeToString(r[:]))
+		err := os.Mkdir(w, 0o700)
+		if !errors.Is(err, os.ErrExist) {
+			return w, err
+		}
+	}
 }
 
 func fileExists(p string) bool {
