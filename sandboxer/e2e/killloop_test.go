@@ -169,6 +169,36 @@ func TestKillLoopVM(t *testing.T) {
 	k.report(n, time.Since(start), append(append([]string{}, vmTemplatePoints...), vmPodPoints...))
 }
 
+// TestKillLoopQuark runs 5 Quark pod lives on the STAND-IN quark
+// (quark/internal/standin: Quark cannot be obtained here), each cut by a
+// SIGKILL of the sandboxer while it starts the pod: once quark started
+// the sandbox process but before its pid was read and recorded
+// (quark.started), right after (quark.recorded), once the backend started
+// and once it was saved, and once the sandbox was saved ready. The
+// sandbox process carries its backend directory as its mark and is
+// recorded there before quark runs, so the restarted sandboxer kills it
+// however far the start got. (The lives end before a container runs: the
+// stand-in's runc containers, unlike Quark's, outlive its sandbox
+// process.)
+func TestKillLoopQuark(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs containerd, the sandboxer and runc")
+	}
+	testenv.RequireRoot(t)
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(standinQuark(t)))
+	const ref = "docker.io/library/busybox-sh:killloop-quark"
+	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
+	kind := podKind{name: "quark", annot: map[string]string{"kuasar.io/isolation": "quark"}, image: ref,
+		args: []string{"sleep 600"}, exec: []string{"/bin/echo", "exec-ok"}}
+	points := []string{"quark.started", "quark.recorded", "sandbox.backend.started", "sandbox.backend.saved", "sandbox.start.saved"}
+	k := newKillLoop(t, e)
+	start := time.Now()
+	for n, p := range points {
+		k.iteration(kind, n, p, 0)
+	}
+	k.report(len(points), time.Since(start), points)
+}
+
 // Iterations of the Wasm loop: at named points, and killed from outside;
 // and of the VM loop killed from outside. With the VM loop's 18 named
 // points, 200 lives in all.
