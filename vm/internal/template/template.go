@@ -17,7 +17,8 @@
 // state and metadata in the state directory (Dir).
 //
 // A build runs its VMM in a work directory of the store
-// (Dir/.build-<digest>-<random>, WorkDir), never outside it: the VMM is
+// (Dir/.build-<16 hex of the digest>-<random>, WorkDir), never outside
+// it, nor in a temporary directory no one owns: the VMM is
 // recorded there before it starts and carries the directory as its mark
 // (internal/procmark), and the build holds the digest's flock while the
 // directory exists. So when the process that builds is killed, whoever
