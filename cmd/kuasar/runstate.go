@@ -30,23 +30,22 @@ import (
 // (every VMM is, vm/internal/vmm) are killed through a pidfd, its mounts
 // detached, its files removed.
 //
-// A directory is made and its owner recorded under a shared flock of
-// runsLockName in the parent, and reaped under an exclusive one, so a
-// reaper never takes a run that is being set up for a dead one.
+// A directory is made and its owner recorded under a shared flock of the
+// parent directory, and reaped under an exclusive one, so a reaper never
+// takes a run that is being set up for a dead one.
 
 const (
 	// runPrefix names run directories.
 	runPrefix = "kuasar-run-"
 	// runOwnerName is the owner record in a run directory.
 	runOwnerName = "owner" + procmark.RecordExt
-	// runsLockName is the flock file of a parent of run directories.
-	runsLockName = ".runs.lock"
 )
 
-// lockRuns takes parent's runs lock (shared or exclusive); the returned
-// function releases it.
+// lockRuns takes parent's runs lock (shared or exclusive): a flock of
+// the directory itself, so no lock file is left. The returned function
+// releases it.
 func lockRuns(parent string, how int) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(parent, runsLockName), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(parent, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("lock the run directories in %s: %w", parent, err)
 	}
