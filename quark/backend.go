@@ -14,12 +14,15 @@ import (
 	"strings"
 	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 )
 
@@ -108,22 +111,40 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 	if err != nil {
 		return nil, err
 	}
+	// The sandbox process is recorded before quark runs and carries the
+	// state directory as its mark (Quark forks it with quark's
+	// environment): a sandboxer killed before it learns the pid leaves a
+	// record that names the directory, and the mark finds the process
+	// (sandboxer/reconcile.go, `kuasar run`'s dead runs).
+	rec := filepath.Join(sb.StateDir, recordName)
+	if err := procmark.Write(rec, procmark.Record{Owner: sb.StateDir, Path: bin}); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("quark sandbox %s: recording its process before the start: %w", sb.ID, err)
+	}
 	argv := Command(bin, bundle, sock, sb.ID, pidFile)
 	cmd := exec.CommandContext(sctx, argv[0], argv[1:]...)
 	cmd.Dir = bundle
+	cmd.Env = append(os.Environ(), procmark.Pair(sb.StateDir))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	runErr := cmd.Run()
 	lf.Close()
+	crashpoint.Hit("quark.started")
 	// Whatever happened, a pid Quark wrote is a process to account for.
 	p, perr := readPidFile(pidFile)
 	defer func() {
-		if retErr != nil && p != nil {
+		if retErr == nil {
+			return
+		}
+		if p != nil {
 			p.kill()
 			p.close()
 		}
-		if retErr != nil {
-			os.Remove(sock)
+		// And whatever it forked that carries the mark.
+		if _, err := procmark.Reap(sb.StateDir); err != nil {
+			log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Warn("quark: kill the processes of a failed start")
 		}
+		os.Remove(sock)
+		os.Remove(rec)
 	}()
 	if runErr != nil {
 		return nil, fmt.Errorf("quark sandbox %s: %s failed: %w (its output: %q)", sb.ID, strings.Join(argv, " "), runErr, tail(logPath, 512))
@@ -131,11 +152,19 @@ func (b *Backend) Start(ctx context.Context, sb backend.Sandbox) (_ backend.Inst
 	if perr != nil {
 		return nil, fmt.Errorf("quark sandbox %s: %w", sb.ID, perr)
 	}
+	if err := procmark.Write(rec, procmark.Record{Owner: sb.StateDir, Path: bin, Pid: p.pid, StartTime: p.start}); err != nil {
+		return nil, fmt.Errorf("quark sandbox %s: recording its process: %w", sb.ID, err)
+	}
 	if err := writeProcessRecord(sb.StateDir, p); err != nil {
 		return nil, fmt.Errorf("quark sandbox %s: recording its process: %w", sb.ID, err)
 	}
+	crashpoint.Hit("quark.recorded")
 	client, err := dial(sctx, sock, p)
 	if err != nil {
+		return nil, fmt.Errorf("quark sandbox %s: task socket %s: %w (quark's output: %q)", sb.ID, sock, err, tail(logPath, 512))
+	}
+	if err := probe(sctx, client, p); err != nil {
+		client.Close()
 		return nil, fmt.Errorf("quark sandbox %s: task socket %s: %w (quark's output: %q)", sb.ID, sock, err, tail(logPath, 512))
 	}
 	inst := newInstance(sb, p, client, b.publisher)
@@ -196,6 +225,46 @@ func dial(ctx context.Context, sock string, p *process) (*ttrpc.Client, error) {
 		}
 		t.Stop()
 	}
+}
+
+// Probes of Quark's Task API: a socket that accepts a connection proves
+// nothing (a hung Quark accepts and never answers), so Start asks one
+// question, each try bounded by its own deadline.
+const (
+	// probeTimeout bounds one probe.
+	probeTimeout = 3 * time.Second
+	// probeAttempts is how many probes may go unanswered before Start
+	// gives up.
+	probeAttempts = 3
+)
+
+// probe asks Quark's Task API a question (Connect, which every Task API
+// server answers, if only with an error) until it answers, each try
+// bounded by probeTimeout: a server that answers anything serves. It fails
+// once probeAttempts went unanswered, the connection is closed, the
+// process exits or ctx ends.
+func probe(ctx context.Context, c *ttrpc.Client, p *process) error {
+	tasks := NewV2Bridge(c)
+	var last error
+	for range probeAttempts {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := tasks.Connect(pctx, &taskAPI.ConnectRequest{})
+		timedOut := pctx.Err() != nil
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("no answer to a Connect probe: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+		case p.exited():
+			return fmt.Errorf("quark's sandbox process %d exited before answering a Connect probe: %w", p.pid, errdefs.ErrUnavailable)
+		case !timedOut && errors.Is(err, ttrpc.ErrClosed):
+			return fmt.Errorf("quark closed the connection instead of answering a Connect probe: %w: %w", err, errdefs.ErrUnavailable)
+		case !timedOut:
+			return nil // answered (an error reply is an answer)
+		}
+		last = err
+	}
+	return fmt.Errorf("accepted the connection but answered none of %d Connect probes within %v each (%v): Quark hangs; see its log: %w",
+		probeAttempts, probeTimeout, last, errdefs.ErrUnavailable)
 }
 
 // readPidFile reads the pid Quark wrote and records its process.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/atomicfile"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/task/forward"
@@ -37,12 +38,15 @@ import (
 //	pid                   the pid Quark writes
 //	process.json          the pid and start time recorded for Recover
 //	quark.log             the quark command's output
+//	quark.proc            the sandbox process's record (internal/procmark),
+//	                      written before quark runs, then with its pid
 const (
 	bundleDir   = "sandbox"
 	socketName  = "quark-task.sock"
 	pidName     = "pid"
 	processName = "process.json"
 	logName     = "quark.log"
+	recordName  = "quark" + procmark.RecordExt
 )
 
 // sandboxSpec is the sandbox's OCI spec, from what the pod asked for:

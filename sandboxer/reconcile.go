@@ -20,8 +20,9 @@ import (
 )
 
 // Crash consistency. Every process a backend starts for a sandbox (a VMM,
-// virtiofsd) is owned by the sandbox's backend directory: it is recorded
-// there (a *.proc file one level down, e.g. vm/vmm.proc) before it is
+// virtiofsd, Quark's sandbox process) is owned by the sandbox's backend
+// directory: it is recorded there (a *.proc file in it or one level down,
+// e.g. quark.proc, vm/vmm.proc) before it is
 // started and again with its pid and start time once it runs, and it
 // carries the directory as its mark (internal/procmark). Every socket a
 // sandbox owns is its task socket or lives in that directory. So whatever
@@ -60,12 +61,17 @@ func reapDir(ctx context.Context, dir string) error {
 	return errors.Join(errs...)
 }
 
-// owned reports whether a process was ever recorded in dir: records are
-// written before a process starts, so a directory without one owns none
-// and needs no scan of /proc.
+// owned reports whether a process was ever recorded in dir (in it, as
+// Quark's quark.proc, or one level down, as a VM's vm/vmm.proc): records
+// are written before a process starts, so a directory without one owns
+// none and needs no scan of /proc.
 func owned(dir string) bool {
-	recs, _ := filepath.Glob(filepath.Join(dir, "*", "*"+procmark.RecordExt))
-	return len(recs) > 0
+	for _, pat := range []string{filepath.Join(dir, "*"+procmark.RecordExt), filepath.Join(dir, "*", "*"+procmark.RecordExt)} {
+		if recs, _ := filepath.Glob(pat); len(recs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // unmountBelow detaches every mount at or below dir, deepest first, and

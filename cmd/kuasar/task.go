@@ -73,7 +73,20 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	defer signal.Stop(sigc)
 
 	ctx = namespaces.WithNamespace(ctx, cliNamespace)
-	dir, err := os.MkdirTemp(parent, "kuasar-run-")
+	// A sandbox with state (a VM, Quark) runs in a directory of the
+	// state directory's, with its owner recorded; what runs that died
+	// left there goes first (runstate.go). A stateless one (Wasm, in a
+	// shared runtime directory) leaves no process and keeps only FIFOs.
+	var dir string
+	var err error
+	if stateless {
+		dir, err = os.MkdirTemp(parent, runPrefix)
+	} else {
+		if _, rerr := reapDeadRuns(ctx, parent); rerr != nil {
+			log.G(ctx).WithError(rerr).Warn("clean up after kuasar runs that died")
+		}
+		dir, err = newRunDir(parent)
+	}
 	if err != nil {
 		return runResult{}, fmt.Errorf("private run directory: %w", err)
 	}

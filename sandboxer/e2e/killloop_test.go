@@ -74,10 +74,10 @@ type killLoopEnv struct {
 	phases map[string]time.Duration
 }
 
-// TestKillLoopWasm runs 150 Wasm pod lives, each cut by a SIGKILL of the
-// sandboxer: 120 at named crash points (every point of sandbox create and
+// TestKillLoopWasm runs 180 Wasm pod lives, each cut by a SIGKILL of the
+// sandboxer: 144 at named crash points (every point of sandbox create and
 // start with the pod's kind named and not named, of task create, start,
-// exec, kill and delete, of stop and shutdown) and 30 at a random moment
+// exec, kill and delete, of stop and shutdown) and 36 at a random moment
 // from outside.
 func TestKillLoopWasm(t *testing.T) {
 	e := testenv.NewEnv(t)
@@ -112,44 +112,109 @@ func TestKillLoopWasm(t *testing.T) {
 	k.report(n, time.Since(start), points)
 }
 
-// TestKillLoopVM runs 8 VM pod lives under QEMU (TCG here, seconds per
-// boot), each cut by a SIGKILL of the sandboxer: while QEMU is forked but
-// not yet recorded, while the guest boots, when the agent is up, when the
-// sandbox started, at task create and start, in stop and in shutdown; and
-// two at a random moment from outside.
+// vmTemplatePoints are the phases of a VM template's build (the first VM
+// pod builds it): work directory made, the builder's QEMU forked (the
+// first vmm.forked while no template exists), its agent up, its state
+// saved, its memory file in place. Each kills the sandboxer once more,
+// until a life finds no template and builds it whole.
+var vmTemplatePoints = []string{"template.build.workdir", "vmm.forked", "template.build.agent-ready",
+	"template.build.saved", "template.build.mem-placed"}
+
+// vmPodPoints are the points of a VM pod's life once its template exists
+// (the first life builds it whole, then dies once its QEMU, restored from
+// it, runs): started, forked, agent up, sandbox started, task create,
+// start, exec, kill and delete, stop and shutdown.
+var vmPodPoints = []string{"vm.vmm-started", "vmm.forked", "vm.agent-ready", "sandbox.start.saved",
+	"task.Create", "task.Start.done", "task.Exec", "task.Exec.done", "task.Kill", "task.Delete.done",
+	"sandbox.stop", "sandbox.stop.done", "sandbox.shutdown.backend"}
+
+// TestKillLoopVM runs 20 VM pod lives under QEMU (TCG here) with VM
+// templates on, each cut by a SIGKILL of the sandboxer: 5 in the phases
+// of the template's build (the builder's QEMU must not outlive it), 13
+// at the named points of a pod restored from the template, and 2 at a
+// random moment from outside.
 func TestKillLoopVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots VMs")
 	}
 	testenv.RequireRoot(t)
-	// VM templates are off: a sandboxer killed while it builds one leaves
-	// the builder's QEMU running (its directory is outside the sandboxer's,
-	// see docs/reliability.md, "Not covered yet"); with them on, the
-	// first iteration (killed at vmm.forked) finds that orphan.
-	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)+"template = \"off\"\n"))
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(qemuConfig(t)))
+	removeTemplates(t, e)
 	const ref = "docker.io/library/busybox-sh:killloop"
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
 	kind := podKind{name: "vm", annot: map[string]string{"kuasar.io/isolation": "vm"}, image: ref,
 		args: []string{"sleep 600"}, exec: []string{"/bin/echo", "exec-ok"}}
-	points := []string{"vmm.forked", "vm.vmm-started", "vm.agent-ready", "sandbox.start.saved",
-		"task.Start.done", "task.Exec", "sandbox.stop", "sandbox.shutdown.backend"}
 	k := newKillLoop(t, e)
 	start := time.Now()
 	n := 0
-	for _, p := range points {
+	for _, p := range vmTemplatePoints {
 		k.iteration(kind, n, p, 0)
 		n++
 	}
+	if tpls := templateDirs(e); len(tpls) != 0 {
+		t.Errorf("templates %v after lives killed while they were built: a half-built template is visible", tpls)
+	}
+	for i, p := range vmPodPoints {
+		k.iteration(kind, n, p, 0)
+		n++
+		if tpls := templateDirs(e); i == 0 && len(tpls) != 1 {
+			t.Errorf("templates %v after a life killed once its VM started: want the one it built", tpls)
+		}
+	}
 	rng := rand.New(rand.NewPCG(2, 7))
-	for range 2 {
-		k.iteration(kind, n, "", 2*time.Second+time.Duration(rng.Int64N(int64(6*time.Second))))
+	for range vmRandom {
+		k.iteration(kind, n, "", time.Second+time.Duration(rng.Int64N(int64(5*time.Second))))
 		n++
 	}
-	k.report(n, time.Since(start), points)
+	k.report(n, time.Since(start), append(append([]string{}, vmTemplatePoints...), vmPodPoints...))
 }
 
-// Iterations of the Wasm loop: at named points, and killed from outside.
-var wasmNamed, wasmRandom = 120, 30
+// TestKillLoopQuark runs 5 Quark pod lives on the STAND-IN quark
+// (quark/internal/standin: Quark cannot be obtained here), each cut by a
+// SIGKILL of the sandboxer while it starts the pod: once quark started
+// the sandbox process but before its pid was read and recorded
+// (quark.started), right after (quark.recorded), once the backend started
+// and once it was saved, and once the sandbox was saved ready. The
+// sandbox process carries its backend directory as its mark and is
+// recorded there before quark runs, so the restarted sandboxer kills it
+// however far the start got. (The lives end before a container runs: the
+// stand-in's runc containers, unlike Quark's, outlive its sandbox
+// process.)
+func TestKillLoopQuark(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs containerd, the sandboxer and runc")
+	}
+	testenv.RequireRoot(t)
+	e := testenv.NewEnv(t, testenv.WithSandboxerConfig(standinQuark(t)))
+	const ref = "docker.io/library/busybox-sh:killloop-quark"
+	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
+	kind := podKind{name: "quark", annot: map[string]string{"kuasar.io/isolation": "quark"}, image: ref,
+		args: []string{"sleep 600"}, exec: []string{"/bin/echo", "exec-ok"}}
+	points := []string{"quark.started", "quark.recorded", "sandbox.backend.started", "sandbox.backend.saved", "sandbox.start.saved"}
+	k := newKillLoop(t, e)
+	start := time.Now()
+	for n, p := range points {
+		k.iteration(kind, n, p, 0)
+	}
+	k.report(len(points), time.Since(start), points)
+}
+
+// Iterations of the Wasm loop: at named points, and killed from outside;
+// and of the VM loop killed from outside. With the VM loop's 18 named
+// points, 200 lives in all.
+var wasmNamed, wasmRandom, vmRandom = 144, 36, 2
+
+// templateDirs lists the usable VM templates of e's sandboxer.
+func templateDirs(e *testenv.Env) []string {
+	var out []string
+	ents, _ := os.ReadDir(filepath.Join(e.SandboxerState, "vm-templates"))
+	for _, en := range ents {
+		if _, err := os.Stat(filepath.Join(e.SandboxerState, "vm-templates", en.Name(), "meta.json")); err == nil {
+			out = append(out, en.Name())
+		}
+	}
+	return out
+}
 
 func newKillLoop(t *testing.T, e *testenv.Env) *killLoopEnv {
 	return &killLoopEnv{t: t, e: e, sbc: sandboxerClient(t, e), hit: map[string]int{}, phases: map[string]time.Duration{}}
@@ -465,11 +530,25 @@ type orphan struct {
 func (k *killLoopEnv) findOrphans() []orphan {
 	e := k.e
 	var found []orphan
+	h := sha256.Sum256([]byte(filepath.Join(e.SandboxerState, "vm-templates")))
+	tplMem := "kuasar-vm-templates/" + hex.EncodeToString(h[:8])
 	for _, sub := range []string{"sandboxes", "s", "b"} {
 		ents, _ := os.ReadDir(filepath.Join(e.SandboxerState, sub))
 		for _, en := range ents {
 			p := filepath.Join(e.SandboxerState, sub, en.Name())
 			found = append(found, orphan{"file " + p, func() { _ = os.RemoveAll(p) }})
+		}
+	}
+	// A template build's leftovers: its work directory, its half-built
+	// template, its memory file (built templates stay: they are a cache).
+	tplDirs := []string{filepath.Join(e.SandboxerState, "vm-templates"), filepath.Join("/dev/shm", tplMem)}
+	for _, d := range tplDirs {
+		ents, _ := os.ReadDir(d)
+		for _, en := range ents {
+			if strings.HasPrefix(en.Name(), ".build-") || strings.HasPrefix(en.Name(), ".tmp-") {
+				p := filepath.Join(d, en.Name())
+				found = append(found, orphan{"template build file " + p, func() { _ = os.RemoveAll(p) }})
+			}
 		}
 	}
 	procs, _ := procmark.Scan(e.SandboxerState)
@@ -480,10 +559,8 @@ func (k *killLoopEnv) findOrphans() []orphan {
 	}
 	// Unmarked processes too (the code before marks existed): any process
 	// but the sandboxer whose command line names the state directory, or
-	// the memory directory of its VM templates (a template being built
-	// runs in a directory of its own).
-	h := sha256.Sum256([]byte(filepath.Join(e.SandboxerState, "vm-templates")))
-	tplMem := "kuasar-vm-templates/" + hex.EncodeToString(h[:8])
+	// the memory directory of its VM templates (before, a template being
+	// built ran in a directory of its own under /tmp).
 	ents, _ := os.ReadDir("/proc")
 	for _, en := range ents {
 		pid, err := strconv.Atoi(en.Name())

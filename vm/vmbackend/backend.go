@@ -105,6 +105,7 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("default hypervisor %q: use qemu, cloud-hypervisor or stratovirt ([hypervisor] default): %w", b.defaultHV, errdefs.ErrInvalidArgument)
 	}
+	b.reapTemplateBuilds(ctx)
 	return b, nil
 }
 

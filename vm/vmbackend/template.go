@@ -72,6 +72,19 @@ func (b *Backend) RemoveTemplates(ctx context.Context) error {
 	return err
 }
 
+// reapTemplateBuilds cleans up after template builders that died with
+// the process that ran them (a sandboxer or `kuasar run` SIGKILLed during
+// a build): their VMMs are killed and their files removed. Builds that
+// another live process runs are left alone (template.Store.Reap).
+func (b *Backend) reapTemplateBuilds(ctx context.Context) {
+	if b.templates == nil {
+		return
+	}
+	if _, err := b.templates.Reap(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("vm: clean up template builds interrupted by a crash")
+	}
+}
+
 // Templates lists the usable VM templates: their directories.
 func (b *Backend) Templates() []string {
 	if b.templates == nil {
@@ -156,9 +169,11 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
 	}
 	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
-		// Short: the VM's unix sockets go in it (108-byte limit).
-		work, err := os.MkdirTemp("", "kuasar-tpl-")
-		if err != nil {
+		// The store's work directory: the builder's VMM is recorded and
+		// marked there, so it is reaped if this process dies. Its sockets
+		// go in work/vm, the longest being the migration socket.
+		work := template.WorkDir(ctx)
+		if err := template.CheckSocketRoom(work, len(filepath.Join("/vm", qemu.MigrateSocketName))); err != nil {
 			return err
 		}
 		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)

@@ -73,6 +73,11 @@ func parse(argv []string) (args, error) {
 
 const serveEnv = "QUARK_STANDIN_SERVE"
 
+// muteEnv set to 1 makes the sandbox process accept connections on its
+// task socket and never answer (a hung Quark, for the tests of the
+// backend's probe deadline).
+const muteEnv = "QUARK_STANDIN_MUTE"
+
 func main() {
 	a, err := parse(os.Args[1:])
 	if err != nil {
@@ -170,7 +175,21 @@ func serve(a args) error {
 	if err != nil {
 		return err
 	}
-	go func() { _ = srv.Serve(ctx, l) }()
+	if os.Getenv(muteEnv) == "1" {
+		// A hung Quark: every connection is accepted and never answered.
+		go func() {
+			var held []net.Conn
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				held = append(held, c)
+			}
+		}()
+	} else {
+		go func() { _ = srv.Serve(ctx, l) }()
+	}
 	ready.WriteString("ok")
 	ready.Close()
 loop:

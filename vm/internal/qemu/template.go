@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/internal/unixsock"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
@@ -193,6 +194,7 @@ func (v *VM) BuildTemplate(ctx context.Context, workDir string, timeout time.Dur
 	if err := b.waitConsole(ctx, AgentReadyLine); err != nil {
 		return err
 	}
+	crashpoint.Hit("template.build.agent-ready")
 	q := b.qmp
 	if _, err := q.Execute(ctx, "stop", nil); err != nil {
 		return err

@@ -15,6 +15,18 @@
 //
 // The memory file lives on a tmpfs (MemDir) where one is available, the
 // state and metadata in the state directory (Dir).
+//
+// A build runs its VMM in a work directory of the store
+// (Dir/.build-<16 hex of the digest>-<random>, WorkDir), never outside
+// it, nor in a temporary directory no one owns: the VMM is
+// recorded there before it starts and carries the directory as its mark
+// (internal/procmark), and the build holds the digest's flock while the
+// directory exists. So when the process that builds is killed, whoever
+// next takes that flock (the next build of the key, or Reap when a
+// sandboxer or `kuasar run` opens the store) finds the builder's VMM by
+// its mark, kills it, and removes the work directory and the half-built
+// template. Crash points (internal/crashpoint) named template.build.* let
+// the kill-loop test each phase.
 package template
 
 import (
@@ -33,6 +45,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 )
 
 // File names inside a template's directory.
@@ -45,6 +60,14 @@ const (
 	memSuffix = ".mem"
 	// tmpPrefix marks directories and files being built.
 	tmpPrefix = ".tmp-"
+	// buildPrefix names the work directories of builds (WorkDir):
+	// .build-<first buildDigestLen hex digits of the digest>-<random>,
+	// short for the VMM's unix sockets below it.
+	buildPrefix = ".build-"
+	// buildDigestLen is how much of the digest names a work directory.
+	buildDigestLen = 16
+	// maxSocketPath is the longest path a unix socket address holds.
+	maxSocketPath = 107
 )
 
 // Key is everything a VM restored from a template must have in common
@@ -159,8 +182,35 @@ func (s *Store) Dir() string { return s.dir }
 
 // BuildFunc makes a template for key: it must write the guest memory to
 // mem and the device state to state (both exist, empty, when it is
-// called; it may recreate them) and leave nothing running.
+// called; it may recreate them) and leave nothing running. Whatever it
+// runs must run in WorkDir(ctx), marked with a directory below it.
 type BuildFunc func(ctx context.Context, key Key, mem, state string) error
+
+type workDirKey struct{}
+
+// CheckSocketRoom fails, naming the fix, when unix sockets of up to room
+// bytes appended to a build's work directory work would not fit a socket
+// address: the store's directory (below the state directory) is too long.
+func CheckSocketRoom(work string, room int) error {
+	if len(work)+room <= maxSocketPath {
+		return nil
+	}
+	over := len(work) + room - maxSocketPath
+	return fmt.Errorf("the VM template builder's work directory %s is %d bytes too long for its unix sockets: "+
+		"use a state directory %d bytes shorter, or template = \"off\": %w", work, over, over, errdefs.ErrInvalidArgument)
+}
+
+// WorkDir is the work directory of the build that ctx (the context a
+// BuildFunc is called with) belongs to: an empty directory of the store,
+// short enough for a VMM's unix sockets below a short state directory,
+// removed when the build ends. A VMM started with its state there and
+// marked with it (as vm/internal/vmm marks every VMM with its state
+// directory) is killed by the store when the builder dies. It is "" for
+// another context.
+func WorkDir(ctx context.Context) string {
+	d, _ := ctx.Value(workDirKey{}).(string)
+	return d
+}
 
 // Get returns the template for key, building it with build when there is
 // none or the one there is broken (the reason is logged). Concurrent
@@ -278,19 +328,33 @@ func (s *Store) lock(ctx context.Context, d string) (func(), error) {
 func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *Template, retErr error) {
 	d := key.Digest()
 	dir, mem := s.paths(d)
-	s.removeLeftovers(d)
+	if err := s.removeLeftovers(d); err != nil {
+		return nil, fmt.Errorf("building VM template %s: clean up after an earlier builder: %w", d, err)
+	}
 	tmpDir, err := os.MkdirTemp(s.dir, tmpPrefix+d+"-")
 	if err != nil {
 		return nil, err
 	}
 	tmpMem := filepath.Join(s.memDir, tmpPrefix+filepath.Base(tmpDir)+memSuffix)
+	work, err := mkWorkDir(s.dir, d)
+	if err != nil {
+		os.RemoveAll(tmpDir)
+		return nil, err
+	}
+
 	defer func() {
+		// A VMM the build left (it failed half-way) is killed before
+		// the files it may still write go.
+		if err := reapWork(work); err != nil {
+			log.G(ctx).WithField("template", d).WithError(err).Warn("vm: clean up a template build's work directory")
+		}
 		if retErr != nil {
 			os.RemoveAll(tmpDir)
 			os.Remove(tmpMem)
 			os.Remove(mem)
 		}
 	}()
+	crashpoint.Hit("template.build.workdir")
 	state := filepath.Join(tmpDir, StateName)
 	for _, p := range []string{tmpMem, state} {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
@@ -299,9 +363,10 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 		}
 		f.Close()
 	}
-	if err := build(ctx, key, tmpMem, state); err != nil {
+	if err := build(context.WithValue(ctx, workDirKey{}, work), key, tmpMem, state); err != nil {
 		return nil, fmt.Errorf("building VM template %s: %w", d, err)
 	}
+	crashpoint.Hit("template.build.saved")
 	var mst, sst unix.Stat_t
 	if err := unix.Stat(tmpMem, &mst); err != nil {
 		return nil, fmt.Errorf("building VM template %s: memory file: %w", d, err)
@@ -327,6 +392,7 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 	if err := os.Rename(tmpMem, mem); err != nil {
 		return nil, err
 	}
+	crashpoint.Hit("template.build.mem-placed")
 	if err := unix.Stat(mem, &mst); err != nil {
 		return nil, err
 	}
@@ -349,14 +415,182 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 }
 
 // removeLeftovers removes what a builder of digest d that died left
-// (its lock is ours now, so no builder of d runs).
-func (s *Store) removeLeftovers(d string) {
+// (its lock is ours now, so no builder of d runs): the VMMs still
+// running in its work directories first, then the directories, the
+// half-written template and its memory file.
+func (s *Store) removeLeftovers(d string) error {
+	var errs []error
+	works, _ := filepath.Glob(filepath.Join(s.dir, buildPrefix+d[:buildDigestLen]+"-*"))
+	for _, w := range works {
+		if err := reapWork(w); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range []string{filepath.Join(s.dir, tmpPrefix+d+"-*"), filepath.Join(s.memDir, tmpPrefix+tmpPrefix+d+"-*"+memSuffix)} {
 		old, _ := filepath.Glob(p)
 		for _, o := range old {
-			_ = os.RemoveAll(o)
+			if err := os.RemoveAll(o); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
+	// A memory file renamed into place whose directory never was (the
+	// builder died between the two renames) is no template.
+	if dir, mem := s.paths(d); fileExists(mem) && !fileExists(filepath.Join(dir, MetaName)) {
+		s.removeLocked(d)
+	}
+	return errors.Join(errs...)
+}
+
+// mkWorkDir makes a build work directory for digest d in dir:
+// .build-<16 hex of d>-<8 random hex>, as short as it can be.
+func mkWorkDir(dir, d string) (string, error) {
+	for {
+		var r [4]byte
+		_, _ = rand.Read(r[:])
+		w := filepath.Join(dir, buildPrefix+d[:buildDigestLen]+"-"+hex.EncodeToString(r[:]))
+		err := os.Mkdir(w, 0o700)
+		if !errors.Is(err, os.ErrExist) {
+			return w, err
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// reapWork kills every process marked with a directory below the build
+// work directory w and removes w. The VMM's jail mounts live in its own
+// mount namespace, so nothing is mounted below w on the host.
+func reapWork(w string) error {
+	if _, err := procmark.Reap(w); err != nil {
+		return fmt.Errorf("template build %s: kill its processes: %w", w, err)
+	}
+	if err := os.RemoveAll(w); err != nil {
+		return fmt.Errorf("template build %s: %w", w, err)
+	}
+	return nil
+}
+
+// Reap cleans up after every builder that died (a sandboxer or `kuasar
+// run` SIGKILLed while it built a template): for each key with leftovers
+// whose lock no live builder holds, it kills the builder's VMM (found by
+// its mark), removes its work directory, the half-built template and its
+// memory file, and returns how many builds it cleaned. Builds in progress
+// (their lock is held) are left alone. Call it when a process opens the
+// store after a restart.
+func (s *Store) Reap(ctx context.Context) (int, error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if s.memDir != s.dir {
+		// A memory file whose directory is gone already.
+		mems, _ := os.ReadDir(s.memDir)
+		ents = append(ents, mems...)
+	}
+	seen := map[string]bool{}
+	var errs []error
+	n := 0
+	for _, e := range ents {
+		name := strings.TrimPrefix(e.Name(), tmpPrefix+tmpPrefix)
+		if name != e.Name() {
+			name = tmpPrefix + name
+		}
+		if strings.HasPrefix(name, buildPrefix) && len(s.digestsOf(name)) == 0 {
+			// No lock names it: no builder can hold one; it died.
+			if err := reapWork(filepath.Join(s.dir, name)); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		for _, d := range s.digestsOf(name) {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			unlock, ok, err := s.tryLock(d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !ok {
+				continue // a live builder
+			}
+			err = s.removeLeftovers(d)
+			unlock()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+			log.G(ctx).WithField("template", d).Warn("vm: cleaned up a template build whose builder died (its VMM killed, its files removed)")
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// digestsOf returns the digests whose build may have left the entry name
+// of the store's directory: the one a .tmp- name holds; for a .build-
+// work directory, which holds the first buildDigestLen hex digits only,
+// every digest with a lock file starting with them (a build creates its
+// lock before its work directory).
+func (s *Store) digestsOf(name string) []string {
+	switch {
+	case strings.HasPrefix(name, tmpPrefix):
+		if d, _, _ := strings.Cut(strings.TrimPrefix(name, tmpPrefix), "-"); validDigest(d) {
+			return []string{d}
+		}
+	case strings.HasPrefix(name, buildPrefix):
+		p, _, _ := strings.Cut(strings.TrimPrefix(name, buildPrefix), "-")
+		if len(p) != buildDigestLen {
+			return nil
+		}
+		if _, err := hex.DecodeString(p); err != nil {
+			return nil
+		}
+		locks, _ := filepath.Glob(filepath.Join(s.dir, p+"*.lock"))
+		var out []string
+		for _, l := range locks {
+			if d := strings.TrimSuffix(filepath.Base(l), ".lock"); validDigest(d) {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// validDigest reports whether d looks like a Key.Digest (so a name built
+// from it stays in the store's directory).
+func validDigest(d string) bool {
+	if len(d) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(d)
+	return err == nil
+}
+
+// tryLock takes d's build lock without waiting: ok is false when a live
+// builder holds it.
+func (s *Store) tryLock(d string) (unlock func(), ok bool, err error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, d+".lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, false, fmt.Errorf("template store: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("template store: lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, true, nil
 }
 
 func syncPath(dir string) error {
@@ -424,21 +658,23 @@ func (s *Store) RemoveAll(ctx context.Context) error {
 			s.removeLocked(d)
 			os.Remove(filepath.Join(s.dir, name))
 			unlock()
-		case strings.HasPrefix(name, tmpPrefix):
+		case strings.HasPrefix(name, tmpPrefix), strings.HasPrefix(name, buildPrefix):
 			// A build in progress holds its lock; one that died left this.
-			d, _, _ := strings.Cut(strings.TrimPrefix(name, tmpPrefix), "-")
-			unlock, err := s.lock(ctx, d)
-			if err != nil {
-				errs = append(errs, err)
-				continue
+			for _, d := range s.digestsOf(name) {
+				unlock, err := s.lock(ctx, d)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if err := s.removeLeftovers(d); err != nil {
+					errs = append(errs, err)
+				}
+				unlock()
 			}
-			os.RemoveAll(filepath.Join(s.dir, name))
-			os.Remove(filepath.Join(s.memDir, tmpPrefix+name+memSuffix))
-			unlock()
 		}
 	}
 	for _, e := range ents {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), tmpPrefix) {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), tmpPrefix) && !strings.HasPrefix(e.Name(), buildPrefix) {
 			s.removeLocked(e.Name())
 		}
 	}
@@ -490,7 +726,7 @@ func (s *Store) all() []Template {
 	ents, _ := os.ReadDir(s.dir)
 	var out []Template
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), tmpPrefix) {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), tmpPrefix) || strings.HasPrefix(e.Name(), buildPrefix) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(s.dir, e.Name(), MetaName))
