@@ -66,6 +66,14 @@ func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, f
 		closeAll()
 		return nil, nil, err
 	}
+	closeBackends := closeAll
+	closeAll = func() {
+		// The warm pool's idle clones go; running VM sandboxes stay.
+		if err := v.Close(context.WithoutCancel(ctx)); err != nil {
+			log.G(ctx).WithError(err).Warn("close vm backend")
+		}
+		closeBackends()
+	}
 	q := quark.New(cfg.Quark, quark.WithPublisher(pub))
 	if err := q.Check(); err != nil {
 		log.G(ctx).WithError(err).Info("quark backend: pods with kuasar.io/isolation=quark will fail until this is fixed")
