@@ -80,6 +80,10 @@ type pool struct {
 	wg      sync.WaitGroup
 }
 
+// poolRefillDelay is how long after a clone is taken its replacement
+// begins (a restore is about 0.4-2 s of CPU under TCG).
+const poolRefillDelay = time.Second
+
 // poolKey names one set of interchangeable clones.
 type poolKey struct {
 	digest string // the template's
@@ -131,7 +135,25 @@ func (p *pool) take(ctx context.Context, key poolKey, name string, spec vm.Spec)
 		s.adopted++
 	}
 	s.failures = 0
-	p.fillLocked(key, s)
+	if got == nil {
+		p.fillLocked(key, s)
+		return nil
+	}
+	// Refill once the adopting sandbox has had the CPU for its own
+	// set-up and first container: a restore started now would compete
+	// with exactly the start the clone was kept for.
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		select {
+		case <-time.After(poolRefillDelay):
+		case <-p.ctx.Done():
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.fillLocked(key, s)
+	}()
 	return got
 }
 
