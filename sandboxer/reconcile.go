@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
@@ -83,10 +84,19 @@ func owned(dir string) bool {
 // directory it was made in and recorded there, and the record moves
 // into the sandbox's directory with the rest of the clone when a sandbox
 // adopts it, while the mark, fixed at exec, does not.
+//
+// Such a record is honoured only from a directory no one but this process's
+// user can write (a VM's own state directory is writable by its confined
+// VMM's group, and a compromised VMM must not name another sandbox's
+// process there); the VM backend keeps a copy of a clone's record in a
+// directory of its own for that (vm/vmbackend/pool.go).
 func recordedProcs(dir string) []procmark.Proc {
 	recs, _ := filepath.Glob(filepath.Join(dir, "*", "*"+procmark.RecordExt))
 	var out []procmark.Proc
 	for _, path := range recs {
+		if !ownOnly(filepath.Dir(path)) {
+			continue
+		}
 		r, err := procmark.Read(path)
 		if err != nil || r.Pid == 0 || procmark.Under(r.Owner, dir) {
 			continue
@@ -94,6 +104,17 @@ func recordedProcs(dir string) []procmark.Proc {
 		out = append(out, r.Proc())
 	}
 	return out
+}
+
+// ownOnly reports whether dir is a real directory of this process's user
+// that no group or other user can write.
+func ownOnly(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
 }
 
 // killRecorded kills the processes recordedProcs finds in dir (each by

@@ -183,6 +183,24 @@ func TestRestartAdoptedProcesses(t *testing.T) {
 	orphan := plantVMM(t, h.svc.store.backendDir("norecord"), filepath.Join(root, "p-00000000000002", "vm"))
 	idleDir := filepath.Join(root, "p-00000000000003")
 	idle := plantVMM(t, idleDir, filepath.Join(idleDir, "vm"))
+	// A record in a directory a VMM's group may write (as a confined
+	// VMM's own state directory) naming a foreign mark is not honoured:
+	// a compromised VMM of a sandbox being reaped forges one naming the
+	// running sandbox's adopted clone.
+	forgedDir := filepath.Join(h.svc.store.backendDir("forged"), "vm")
+	rec, err := procmark.Read(filepath.Join(h.svc.store.backendDir("live"), "vm", "vmm"+procmark.RecordExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(forgedDir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(forgedDir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := procmark.Write(filepath.Join(forgedDir, "vmm"+procmark.RecordExt), rec); err != nil {
+		t.Fatal(err)
+	}
 
 	h.vmRecoverLive = true
 	h.restart()
@@ -198,8 +216,9 @@ func TestRestartAdoptedProcesses(t *testing.T) {
 	// Kills are synchronous (procmark.Kill waits for the exit): a killed
 	// process is a zombie now, until the test reaps it.
 	if gone(t, h.svc.store.backendDir("live")) {
-		t.Fatal("the adopted clone of a running sandbox was killed at the restart")
+		t.Fatal("the adopted clone of a running sandbox was killed at the restart (or through a record forged in a VMM-writable directory)")
 	}
+
 	// Its sandbox's removal takes it.
 	ctx := context.Background()
 	if _, err := h.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "live"}); err != nil {

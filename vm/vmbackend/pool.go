@@ -21,6 +21,7 @@ import (
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/qemu"
+	"github.com/kuasar-go/kuasar/vm/internal/vmm"
 )
 
 // The warm pool ([hypervisor.qemu] template_pool = N): for each VM
@@ -44,10 +45,12 @@ import (
 //     with its parent) become the sandbox's, and a crash either side of
 //     the rename leaves it owned by the pool or by the sandbox;
 //   - its QEMU is recorded (vm/vmm.proc) and marked with its pool path
-//     before it starts (vm/internal/vmm), like every VMM. The record moves
-//     with the directory; the mark cannot change, which is why the
-//     sandboxer kills the processes recorded in a backend directory as
-//     well as those marked with it (sandboxer/reconcile.go);
+//     before it starts (vm/internal/vmm), like every VMM, and the record
+//     is copied into pool/ (cloneRecordDir), which only root can write.
+//     The records move with the directory; the mark cannot change, which
+//     is why the sandboxer kills the processes recorded (in a directory
+//     only it can write) in a backend directory as well as those marked
+//     with it (sandboxer/reconcile.go);
 //   - after a crash, the sandboxer's restart reaps every p-* directory as
 //     a backend directory no record names, and the backend reaps those it
 //     finds when it first uses a parent directory (reapStaleClones).
@@ -76,6 +79,7 @@ type pool struct {
 	mu      sync.Mutex
 	sets    map[poolKey]*poolSet
 	parents map[string]bool // parent directories swept of stale clones
+	parent  string          // the one whose sandboxes it serves (serves)
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -106,11 +110,28 @@ func newPool(b *Backend) *pool {
 }
 
 // size is the configured pool size for hypervisor name (0: no pool).
+// Without root there is none: an unconfined QEMU resolves its agent
+// socket's path in the host's mount namespace, so an adopted clone, whose
+// directory was renamed, could not reconnect after a sandboxer restart
+// (a confined one sees its directory through a bind made at its start).
 func (p *pool) size(name string) int {
-	if p == nil {
+	if p == nil || os.Geteuid() != 0 {
 		return 0
 	}
 	return p.b.configs[name].TemplatePool
+}
+
+// serves reports whether the pool serves sandboxes whose directories are
+// in parent: the parent of the first sandbox it saw (for the sandboxer,
+// <base>/b, where every sandbox's is), so that the clones it holds stay
+// bounded by template_pool per template.
+func (p *pool) serves(parent string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parent == "" {
+		p.parent = parent
+	}
+	return p.parent == parent
 }
 
 // take hands out an idle clone of key, nil when there is none; either way
@@ -348,6 +369,9 @@ func (b *Backend) makeClone(ctx context.Context, key poolKey, name string, spec 
 	}
 	inst.template = digest
 	inst.started = t0
+	if err := keepRecord(dir, spec.StateDir); err != nil {
+		return nil, err
+	}
 	if err := inst.connect(ctx, b.agentTimeout); err != nil {
 		return nil, err
 	}
@@ -363,6 +387,27 @@ func (b *Backend) makeClone(ctx context.Context, key poolKey, name string, spec 
 	inst.watch()
 	log.G(ctx).WithField("clone", id).WithField("took", time.Since(t0)).Debug("vm: pool clone made")
 	return inst, nil
+}
+
+// cloneRecordDir holds, in a clone's directory, the copy of its QEMU's
+// record the sandboxer trusts once a sandbox adopted it: the QEMU's own
+// state directory (vm/) is writable by the confined QEMU's group, so a
+// record there naming a process marked elsewhere is not honoured
+// (sandboxer/reconcile.go, recordedProcs). Root-only, mode 0700.
+const cloneRecordDir = "pool"
+
+// keepRecord copies the record of the QEMU in stateDir into dir's
+// cloneRecordDir.
+func keepRecord(dir, stateDir string) error {
+	r, err := procmark.Read(vmm.RecordPath(filepath.Join(stateDir, qemu.VMMLogName)))
+	if err != nil {
+		return fmt.Errorf("reading the pool clone's process record: %w", err)
+	}
+	rd := filepath.Join(dir, cloneRecordDir)
+	if err := os.Mkdir(rd, 0o700); err != nil {
+		return err
+	}
+	return procmark.Write(filepath.Join(rd, "vmm"+procmark.RecordExt), r)
 }
 
 // adopt makes clone c sandbox sb's, whose spec is spec: c's directory is
@@ -416,6 +461,9 @@ func (b *Backend) fromPool(ctx context.Context, sb backend.Sandbox, name string,
 		return nil, nil
 	}
 	key := poolKey{digest: tkey.Digest(), parent: filepath.Dir(sb.StateDir)}
+	if !b.pool.serves(key.parent) {
+		return nil, nil
+	}
 	c := b.pool.take(ctx, key, name, spec)
 	if c == nil {
 		return nil, nil
@@ -434,6 +482,9 @@ func (b *Backend) wantPool(ctx context.Context, inst *Instance) {
 		return
 	}
 	key := poolKey{digest: inst.template, parent: filepath.Dir(inst.sb.StateDir)}
+	if !b.pool.serves(key.parent) {
+		return
+	}
 	b.pool.mu.Lock()
 	defer b.pool.mu.Unlock()
 	if b.pool.closed {
