@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/events"
@@ -52,6 +53,9 @@ type Backend struct {
 	// hypervisor has one.
 	pool   *pool
 	noPool bool // WithoutPool
+	// knownVersions primes the QEMU driver with the versions kept
+	// templates recorded, once.
+	knownVersions sync.Once
 }
 
 // bootRootfs is the rootfs of the one container known before boot

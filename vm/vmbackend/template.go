@@ -172,6 +172,15 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 
 // template returns the template for q's key, built first when missing.
 func (b *Backend) template(ctx context.Context, q *qemu.VM) (*template.Template, template.Key, error) {
+	b.knownVersions.Do(func() {
+		// The QEMU versions the kept templates recorded, by binary
+		// identity: no `qemu -version` per process (see KnowVersion).
+		for _, t := range b.templates.List() {
+			if t.Key.VMM == vm.QEMU {
+				qemu.KnowVersion(t.Key.Binary, t.Key.Version)
+			}
+		}
+	})
 	key, err := q.TemplateKey(ctx)
 	if err != nil {
 		return nil, key, fmt.Errorf("%w: %w", errTemplateUnavailable, err)
