@@ -30,6 +30,9 @@ type fakeBackend struct {
 	gate chan struct{}
 	// recoverGate, when set, holds Recover until it is closed.
 	recoverGate chan struct{}
+	// recoverLive makes Recover re-attach (a live instance) instead of
+	// reporting the sandbox exited.
+	recoverLive bool
 }
 
 func (b *fakeBackend) Name() string { return b.name }
@@ -59,7 +62,7 @@ func (b *fakeBackend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte
 		return nil, fmt.Errorf("bad checkpoint %q: %w", cp, errdefs.ErrInvalidArgument)
 	}
 	b.recovered = append(b.recovered, sb.ID)
-	return newFakeInstance(b, sb, true), nil
+	return newFakeInstance(b, sb, !b.recoverLive), nil
 }
 
 type fakeInstance struct {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	api "github.com/containerd/containerd/api/services/sandbox/v1"
@@ -37,6 +38,12 @@ import (
 //     cannot be, and is reported exited, is reaped;
 //   - a marked process whose sandbox is not running after all that is
 //     killed (reconcileProcs).
+//
+// A process may also be owned by a directory other than its mark's: a VM
+// clone made ahead of need in a directory of its own (the VM backend's
+// warm pool, <base>/b/p-*) moves, record included, into the directory of
+// the sandbox that adopts it. Its record there makes it that sandbox's
+// (recordedProcs): reaped with it, spared while it runs.
 
 // reapDir kills every process owned by dir (a backend directory), detaches
 // every mount below it and removes it. Nothing is removed while a mount is
@@ -50,6 +57,9 @@ func reapDir(ctx context.Context, dir string) error {
 			log.G(ctx).WithField("pid", p.Pid).WithField("owner", p.Owner).Warn("killed a process of a sandbox that is not running")
 		}
 		if err != nil {
+			errs = append(errs, err)
+		}
+		if err := killRecorded(ctx, dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -72,6 +82,62 @@ func owned(dir string) bool {
 		}
 	}
 	return false
+}
+
+// recordedProcs lists the running processes recorded in dir (a backend
+// directory) whose mark is another directory's: a VM clone the backend
+// made ahead of need (the VM backend's warm pool) is marked with the
+// directory it was made in and recorded there, and the record moves
+// into the sandbox's directory with the rest of the clone when a sandbox
+// adopts it, while the mark, fixed at exec, does not.
+//
+// Such a record is honoured only from a directory no one but this process's
+// user can write (a VM's own state directory is writable by its confined
+// VMM's group, and a compromised VMM must not name another sandbox's
+// process there); the VM backend keeps a copy of a clone's record in a
+// directory of its own for that (vm/vmbackend/pool.go).
+func recordedProcs(dir string) []procmark.Proc {
+	recs, _ := filepath.Glob(filepath.Join(dir, "*", "*"+procmark.RecordExt))
+	var out []procmark.Proc
+	for _, path := range recs {
+		if !ownOnly(filepath.Dir(path)) {
+			continue
+		}
+		r, err := procmark.Read(path)
+		if err != nil || r.Pid == 0 || procmark.Under(r.Owner, dir) {
+			continue
+		}
+		out = append(out, r.Proc())
+	}
+	return out
+}
+
+// ownOnly reports whether dir is a real directory of this process's user
+// that no group or other user can write.
+func ownOnly(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}
+
+// killRecorded kills the processes recordedProcs finds in dir (each by
+// pid, start time and mark, through a pidfd: a reused pid is never hit).
+func killRecorded(ctx context.Context, dir string) error {
+	var errs []error
+	for _, p := range recordedProcs(dir) {
+		if !procmark.Alive(p) {
+			continue
+		}
+		if err := procmark.Kill(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.G(ctx).WithField("pid", p.Pid).WithField("owner", p.Owner).Warn("killed an adopted process of a sandbox that is not running")
+	}
+	return errors.Join(errs...)
 }
 
 // unmountBelow detaches every mount at or below dir, deepest first, and
@@ -114,8 +180,12 @@ func (s *store) ownerDir(owner string) string {
 // reconcileProcs kills every marked process below the backends root whose
 // sandbox does not run: no record names its directory, or the record's
 // sandbox has no live backend instance. It runs once the records are
-// re-attached.
-func (s *Service) reconcileProcs(ctx context.Context) {
+// re-attached. Processes started after since (procmark.Now, taken before
+// the records were read; a process of the same clock tick counts as
+// before) belong to this run and are left alone:
+// sandboxes are served while the old ones are re-attached, and a backend
+// may make processes of its own ahead of need (the VM backend's warm pool).
+func (s *Service) reconcileProcs(ctx context.Context, since uint64) {
 	procs, err := procmark.Scan(s.store.backendsRoot())
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("scan for processes of sandboxes")
@@ -125,17 +195,22 @@ func (s *Service) reconcileProcs(ctx context.Context) {
 		return
 	}
 	live := map[string]bool{}
+	adopted := map[procmark.Proc]bool{}
 	s.mu.Lock()
 	for _, sb := range s.sandboxes {
 		sb.mu.Lock()
 		if sb.inst != nil && !sb.rec.Exited {
-			live[s.store.backendDir(sb.rec.ID)] = true
+			dir := s.store.backendDir(sb.rec.ID)
+			live[dir] = true
+			for _, p := range recordedProcs(dir) {
+				adopted[procmark.Proc{Pid: p.Pid, StartTime: p.StartTime}] = true
+			}
 		}
 		sb.mu.Unlock()
 	}
 	s.mu.Unlock()
 	for _, p := range procs {
-		if live[s.store.ownerDir(p.Owner)] {
+		if p.StartTime > since || live[s.store.ownerDir(p.Owner)] || adopted[procmark.Proc{Pid: p.Pid, StartTime: p.StartTime}] {
 			continue
 		}
 		if err := procmark.Kill(p); err != nil {

@@ -1,10 +1,12 @@
 package sandboxer
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -161,4 +163,84 @@ func TestShutdownReapsOwnedProcesses(t *testing.T) {
 	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 		t.Fatalf("backend directory %s left: %v", dir, err)
 	}
+}
+
+// TestRestartAdoptedProcesses: a VM clone made ahead of need (the VM
+// backend's warm pool, <base>/b/p-*) is marked with its pool directory
+// and, once a sandbox adopts it, recorded in that sandbox's directory. A
+// restart spares it while its sandbox runs, kills it when its sandbox's
+// directory is reaped, and reaps idle clones (no sandbox) with their
+// directories. Before, a clone adopted by a live sandbox was killed as a
+// process of no running sandbox, and one of a reaped sandbox survived.
+func TestRestartAdoptedProcesses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reads other processes' environment")
+	}
+	h := newHarness(t, "")
+	h.createStart(context.Background(), "live", map[string]string{AnnotationIsolation: "vm"})
+	root := h.svc.store.backendsRoot()
+	live := plantVMM(t, h.svc.store.backendDir("live"), filepath.Join(root, "p-00000000000001", "vm"))
+	orphan := plantVMM(t, h.svc.store.backendDir("norecord"), filepath.Join(root, "p-00000000000002", "vm"))
+	idleDir := filepath.Join(root, "p-00000000000003")
+	idle := plantVMM(t, idleDir, filepath.Join(idleDir, "vm"))
+	// A record in a directory a VMM's group may write (as a confined
+	// VMM's own state directory) naming a foreign mark is not honoured:
+	// a compromised VMM of a sandbox being reaped forges one naming the
+	// running sandbox's adopted clone.
+	forgedDir := filepath.Join(h.svc.store.backendDir("forged"), "vm")
+	rec, err := procmark.Read(filepath.Join(h.svc.store.backendDir("live"), "vm", "vmm"+procmark.RecordExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(forgedDir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(forgedDir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := procmark.Write(filepath.Join(forgedDir, "vmm"+procmark.RecordExt), rec); err != nil {
+		t.Fatal(err)
+	}
+
+	h.vmRecoverLive = true
+	h.restart()
+	if !killedWithin(orphan, 10*time.Second) {
+		t.Error("the adopted clone of a sandbox without a record still runs after the restart")
+	}
+	if !killedWithin(idle, 10*time.Second) {
+		t.Error("an idle pool clone still runs after the restart")
+	}
+	if _, err := os.Lstat(idleDir); !os.IsNotExist(err) {
+		t.Errorf("idle pool clone directory %s left: %v", idleDir, err)
+	}
+	// Kills are synchronous (procmark.Kill waits for the exit): a killed
+	// process is a zombie now, until the test reaps it.
+	if gone(t, h.svc.store.backendDir("live")) {
+		t.Fatal("the adopted clone of a running sandbox was killed at the restart (or through a record forged in a VMM-writable directory)")
+	}
+
+	// Its sandbox's removal takes it.
+	ctx := context.Background()
+	if _, err := h.client.Shutdown(ctx, &api.ControllerShutdownRequest{SandboxID: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	if !killedWithin(live, 10*time.Second) {
+		t.Fatal("Shutdown left the adopted clone of the sandbox running")
+	}
+}
+
+// gone reports whether the process recorded in dir/vm has exited (it may
+// still be a zombie the test has not reaped).
+func gone(t *testing.T, dir string) bool {
+	t.Helper()
+	r, err := procmark.Read(filepath.Join(dir, "vm", "vmm"+procmark.RecordExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(r.Pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || len(b) < i+3 || b[i+2] == 'Z'
 }

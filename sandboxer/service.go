@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
 )
@@ -162,6 +163,9 @@ func (s *Service) Recover(ctx context.Context) error {
 // waits for that sandbox's own recovery) instead of being told it does not
 // exist, while new sandboxes are served at once.
 func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
+	// Processes started from here on are this run's (new sandboxes, a
+	// backend's clones made ahead of need), never a crash's leftovers.
+	since := procmark.Now()
 	recs, orphans, err := s.store.load()
 	if err != nil {
 		return nil, fmt.Errorf("read sandbox records under %s: %w", s.store.root, err)
@@ -203,7 +207,7 @@ func (s *Service) LoadRecords(ctx context.Context) (wait func(), err error) {
 		defer close(reconciled)
 		wg.Wait()
 		s.dropForgotten(ctx, ids)
-		s.reconcileProcs(ctx)
+		s.reconcileProcs(ctx, since)
 	}()
 	return func() { <-reconciled }, nil
 }

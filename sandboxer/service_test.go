@@ -41,6 +41,9 @@ type harness struct {
 	vm     *fakeBackend
 	// state is the state directory; "" means <dir>/state.
 	state string
+	// vmRecoverLive makes the vm backend of the next restart re-attach
+	// its sandboxes live.
+	vmRecoverLive bool
 }
 
 // shortTempDir keeps socket paths under the unix limit.
@@ -112,7 +115,7 @@ func (h *harness) stop() {
 func (h *harness) restart() {
 	h.stop()
 	h.wasm = &fakeBackend{name: "wasm"}
-	h.vm = &fakeBackend{name: "vm"}
+	h.vm = &fakeBackend{name: "vm", recoverLive: h.vmRecoverLive}
 	h.start()
 }
 

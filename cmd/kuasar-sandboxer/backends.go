@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 
 	"github.com/containerd/log"
@@ -65,6 +67,31 @@ func backends(ctx context.Context, cfg *kbackends.Config) ([]sandboxer.Option, f
 	if err != nil {
 		closeAll()
 		return nil, nil, err
+	}
+	// The template of the default VM sizes is built in the background
+	// now, not by the first pod that needs it (docs/vm.md).
+	tctx, stopTemplates := context.WithCancel(context.WithoutCancel(ctx))
+	templatesDone := make(chan struct{})
+	go func() {
+		defer close(templatesDone)
+		_, err := v.BuildTemplates(tctx)
+		switch {
+		case err == nil || tctx.Err() != nil:
+		case errors.Is(err, fs.ErrNotExist):
+			log.G(ctx).WithError(err).Info("vm: no VM template built ahead of time (QEMU or the guest images missing); VM pods fail until they are installed")
+		default:
+			log.G(ctx).WithError(err).Warn("vm: building the VM template ahead of time failed; the first VM pod boots cold and tries again")
+		}
+	}()
+	closeBackends := closeAll
+	closeAll = func() {
+		stopTemplates()
+		<-templatesDone
+		// The warm pool's idle clones go; running VM sandboxes stay.
+		if err := v.Close(context.WithoutCancel(ctx)); err != nil {
+			log.G(ctx).WithError(err).Warn("close vm backend")
+		}
+		closeBackends()
 	}
 	q := quark.New(cfg.Quark, quark.WithPublisher(pub))
 	if err := q.Check(); err != nil {

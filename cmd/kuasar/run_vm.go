@@ -90,9 +90,11 @@ func runIsolated(ctx context.Context, env *cliEnv, wl *images.Workload, iso imag
 	// The same backend kuasar-sandboxer serves pods with, told the one
 	// container's rootfs before boot (rootfs_mode "block" attaches it as
 	// a disk).
-	// Templates are kept across runs (`kuasar vm-templates` lists them).
+	// Templates are kept across runs (`kuasar vm-templates` lists them);
+	// a warm pool would die with this process, so there is none.
 	b, err := vmbackend.New(ctx, append(cfg.VM.Options(), vmbackend.WithDefaultHypervisor(name), vmbackend.WithHypervisor(name, hv),
-		vmbackend.WithBootRootfs(containerID, rootfs, ""), vmbackend.WithTemplateDir(filepath.Join(env.stateDir, "vm-templates")))...)
+		vmbackend.WithBootRootfs(containerID, rootfs, ""), vmbackend.WithTemplateDir(filepath.Join(env.stateDir, "vm-templates")),
+		vmbackend.WithoutPool())...)
 	if err != nil {
 		return fail(err)
 	}

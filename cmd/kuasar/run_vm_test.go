@@ -81,6 +81,12 @@ func TestRunLinuxImageInVM(t *testing.T) {
 			t.Errorf("templates left after rm: %q", out.String())
 		}
 	})
+	// The template is built ahead (and the runs restore from that one:
+	// the clean-up finds exactly one).
+	var tout, terr bytes.Buffer
+	if code := runCLI(context.Background(), &cliEnv{stdout: &tout, stderr: &terr, stateDir: state}, []string{"vm-templates", "build"}); code != 0 || strings.Count(tout.String(), "\n") != 1 {
+		t.Fatalf("vm-templates build: exit %d, printed %q, stderr %s", code, tout.String(), terr.String())
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -234,6 +234,22 @@ func Watch(p Proc) <-chan struct{} {
 	return done
 }
 
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's start time: 100
+// on every Linux architecture (the kernel converts to it for user space).
+const clockTicks = 100
+
+// Now is the current time in the unit and clock of Proc.StartTime (clock
+// ticks since boot, CLOCK_BOOTTIME): a process whose StartTime is at or
+// after a Now was started after it. Should the clock not be readable, it
+// is the largest value (every process counts as started before).
+func Now() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return ^uint64(0)
+	}
+	return uint64(ts.Nano()) / (uint64(time.Second) / clockTicks)
+}
+
 // Alive reports whether p (pid and start time) still runs.
 func Alive(p Proc) bool {
 	st, err := StartTime(p.Pid)

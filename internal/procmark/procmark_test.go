@@ -142,3 +142,28 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatalf("Read of a torn record: %v; want DataLoss", err)
 	}
 }
+
+// TestNow: Now is on the clock of StartTime: this process started before
+// it, a process started after it did not start before.
+func TestNow(t *testing.T) {
+	self, err := StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := Now()
+	if self > now {
+		t.Fatalf("this process started at tick %d, after Now %d", self, now)
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st < now {
+		t.Fatalf("a process started after Now (%d) has start time %d", now, st)
+	}
+}

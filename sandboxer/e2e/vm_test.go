@@ -69,7 +69,7 @@ func TestVMPodCRI(t *testing.T) {
 	}
 	e.Crictl("rm", once)
 	// The pod's VM came from a VM template (template = "auto", default
-	// sizes), built at its runp.
+	// sizes), built when the sandboxer started or at its runp.
 	if n := len(templates.Templates()); n != 1 || !strings.Contains(e.Sandboxer.Output(), "vm: template built") {
 		t.Fatalf("%d VM templates in the sandboxer's state, want the one its runp built", n)
 	}
@@ -93,8 +93,8 @@ func TestVMPodCRI(t *testing.T) {
 	if dirs := sandboxDirs(e); len(dirs) != 0 {
 		t.Fatalf("left after rmp: %v", dirs)
 	}
-	if out, _ := exec.Command("pgrep", "-f", "qemu.*"+e.SandboxerState).Output(); len(out) != 0 {
-		t.Fatalf("hypervisor processes left: %s", out)
+	if pids := podQEMUs(t, e.SandboxerState); len(pids) != 0 {
+		t.Fatalf("hypervisor processes left: %v", pids)
 	}
 }
 
@@ -131,8 +131,8 @@ func TestLinuxImageRoutesToVM(t *testing.T) {
 	if dirs := sandboxDirs(e); len(dirs) != 0 {
 		t.Fatalf("left after rmp: %v", dirs)
 	}
-	if out, _ := exec.Command("pgrep", "-f", "qemu.*"+e.SandboxerState).Output(); len(out) != 0 {
-		t.Fatalf("hypervisor processes left: %s", out)
+	if pids := podQEMUs(t, e.SandboxerState); len(pids) != 0 {
+		t.Fatalf("hypervisor processes left: %v", pids)
 	}
 }
 
@@ -159,8 +159,7 @@ func removeTemplates(t *testing.T, e *testenv.Env) *vmbackend.Backend {
 // VMM"; vm/vmbackend TestVMMConfined checks the rest).
 func checkQEMUConfined(t *testing.T, state string) {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+state).Output()
-	pids := strings.Fields(string(out))
+	pids := podQEMUs(t, state)
 	if len(pids) != 1 {
 		t.Fatalf("qemu processes of the pod: %q, want one", pids)
 	}
@@ -182,4 +181,21 @@ func checkQEMUConfined(t *testing.T, state string) {
 	if uid := strings.Fields(st["Uid"]); len(uid) == 0 || uid[0] == "0" {
 		t.Errorf("pod's qemu runs as uid %q, want its own non-root uid", st["Uid"])
 	}
+}
+
+// podQEMUs lists the QEMU processes of the sandboxer with state directory
+// state that run pods: the idle clones of its warm pool (template_pool,
+// -name kuasar-p-...) are the sandboxer's until it stops, not a pod's.
+func podQEMUs(t *testing.T, state string) []string {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+state).Output()
+	var pids []string
+	for _, pid := range strings.Fields(string(out)) {
+		cmd, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil || strings.Contains(string(cmd), "-name\x00kuasar-p-") {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
 }

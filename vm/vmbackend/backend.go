@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/events"
@@ -48,6 +49,13 @@ type Backend struct {
 	templates    *template.Store // nil: no templates
 	// templateMemDir is where templates' memory files are (a tmpfs).
 	templateMemDir string
+	// pool keeps restored clones ready (template_pool); nil when no
+	// hypervisor has one.
+	pool   *pool
+	noPool bool // WithoutPool
+	// knownVersions primes the QEMU driver with the versions kept
+	// templates recorded, once.
+	knownVersions sync.Once
 }
 
 // bootRootfs is the rootfs of the one container known before boot
@@ -98,6 +106,12 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	for name, c := range b.configs {
 		if err := checkTemplateSetting(name, c); err != nil {
 			return nil, err
+		}
+		if err := checkPoolSetting(name, c); err != nil {
+			return nil, err
+		}
+		if c.TemplatePool > 0 && b.pool == nil && !b.noPool {
+			b.pool = newPool(b)
 		}
 	}
 	switch b.defaultHV {
@@ -211,6 +225,11 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 		}
 		spec.Disks = []vm.Disk{blk.disk()}
 	}
+	if blk == nil {
+		if inst, err := b.fromPool(ctx, sb, name, spec); inst != nil || err != nil {
+			return b.startAdopted(ctx, inst, err)
+		}
+	}
 	d, err := b.newDriver(name, spec)
 	if err != nil {
 		return nil, err
@@ -258,6 +277,31 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 	inst.watch()
 	log.G(ctx).WithField("sandbox", sb.ID).WithField("hypervisor", name).WithField("pid", d.Pid()).
 		WithField("agent_ready", inst.timings.AgentReady).Info("vm: sandbox started")
+	b.wantPool(ctx, inst)
+	return inst, nil
+}
+
+// startAdopted finishes the start of a sandbox that adopted a pool clone
+// (see fromPool): the sandbox's own SetupSandbox (hostname, clock,
+// entropy; the share is already mounted). A failure shuts the clone down
+// and leaves nothing in the sandbox's directory.
+func (b *Backend) startAdopted(ctx context.Context, inst *Instance, err error) (_ backend.Instance, retErr error) {
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = inst.Shutdown(context.WithoutCancel(ctx))
+			_ = removeUnmounted(inst.spec.StateDir)
+		}
+	}()
+	crashpoint.Hit("vm.pool-adopted")
+	if err := inst.setup(ctx); err != nil {
+		return nil, err
+	}
+	inst.timings.SandboxReady = time.Since(inst.started)
+	log.G(ctx).WithField("sandbox", inst.sb.ID).WithField("hypervisor", inst.hvName).WithField("pid", inst.Pid()).
+		WithField("clone", inst.vmID).WithField("sandbox_ready", inst.timings.SandboxReady).Info("vm: sandbox started from a pool clone")
 	return inst, nil
 }
 
@@ -265,6 +309,9 @@ func (b *Backend) start(ctx context.Context, sb backend.Sandbox, blk *blockRootf
 type checkpoint struct {
 	Hypervisor string `json:"hypervisor"`
 	Pid        int    `json:"pid"`
+	// VM is the VM's own ID when it is not the sandbox's: a clone
+	// adopted from the warm pool keeps the ID its QEMU runs with.
+	VM string `json:"vm,omitempty"`
 }
 
 // Recover re-attaches to a sandbox's VMM if it still runs (same pid and
@@ -282,6 +329,11 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 	if err != nil {
 		return nil, err
 	}
+	if c.VM != "" {
+		spec.ID = c.VM
+	}
+	// Idle pool clones of the run that ended are nobody's.
+	b.pool.sweep(filepath.Dir(sb.StateDir))
 	d, err := b.newDriver(c.Hypervisor, spec)
 	if err != nil {
 		return exitedInstance(sb, c.Hypervisor, spec, nil), nil
@@ -295,6 +347,7 @@ func (b *Backend) Recover(ctx context.Context, sb backend.Sandbox, cp []byte) (b
 		return exitedInstance(sb, c.Hypervisor, spec, d), nil
 	}
 	inst := newInstance(sb, c.Hypervisor, spec, d, b.publisher)
+	inst.vmID = c.VM
 	if err := inst.connect(ctx, 15*time.Second); err != nil {
 		_ = inst.events.Close(ctx)
 		log.G(ctx).WithField("sandbox", sb.ID).WithError(err).Warn("vm: VMM runs but agent unreachable; stopping it")

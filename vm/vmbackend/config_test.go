@@ -3,6 +3,7 @@ package vmbackend
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -55,5 +56,53 @@ func TestConfigGet(t *testing.T) {
 	}
 	if accel, _ := DetectAccel(t.Context()); accel != AccelKVM && accel != AccelTCG {
 		t.Fatalf("DetectAccel = %q, want %q or %q", accel, AccelKVM, AccelTCG)
+	}
+}
+
+// TestTemplatePoolSetting: template_pool is checked at start-up, in the
+// configuration (Validate, naming the key) and by New (a caller that
+// builds its own vm.Config).
+func TestTemplatePoolSetting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hv   string
+		pool int
+		ok   bool
+	}{
+		{"off", vm.QEMU, 0, true},
+		{"default", vm.QEMU, DefaultTemplatePool, true},
+		{"largest", vm.QEMU, MaxTemplatePool, true},
+		{"negative", vm.QEMU, -1, false},
+		{"too large", vm.QEMU, MaxTemplatePool + 1, false},
+		{"not qemu", vm.CloudHypervisor, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			switch tc.hv {
+			case vm.QEMU:
+				c.QEMU.TemplatePool = tc.pool
+			case vm.CloudHypervisor:
+				c.CloudHypervisor.TemplatePool = tc.pool
+			}
+			err := c.Validate()
+			if tc.ok != (err == nil) {
+				t.Fatalf("Validate: %v; want ok=%v", err, tc.ok)
+			}
+			if err != nil && (!errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "hypervisor."+tc.hv+".template_pool")) {
+				t.Fatalf("Validate: %v; want an invalid-argument error naming the key", err)
+			}
+			h, _ := c.Get(tc.hv)
+			b, err := New(t.Context(), WithHypervisor(tc.hv, h))
+			if tc.ok != (err == nil) {
+				t.Fatalf("New: %v; want ok=%v", err, tc.ok)
+			}
+			if err == nil {
+				if err := b.Close(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			} else if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "template_pool") {
+				t.Fatalf("New: %v; want an invalid-argument error naming template_pool", err)
+			}
+		})
 	}
 }

@@ -63,6 +63,10 @@ type Instance struct {
 	// template is the digest of the VM template the VM was restored
 	// from, "" after a cold boot.
 	template string
+	// vmID is the VM's own ID when the sandbox adopted a clone from the
+	// warm pool ("" otherwise); the clone's shared directory is then
+	// already mounted in the guest.
+	vmID string
 }
 
 var _ backend.Instance = (*Instance)(nil)
@@ -190,13 +194,10 @@ func (i *Instance) setup(ctx context.Context) error {
 		Hostname:      host,
 		ClockUnixNano: time.Now().UnixNano(),
 		Entropy:       entropy(),
-		Mounts: []*agentapi.Mount{{
-			Source: vm.ShareTag, Fstype: "9p", Target: vm.GuestSharedDir,
-			Options: []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
-		}},
 	}
-	if shareMode(i.spec.Config, i.hv.Capabilities()) == vm.ShareVirtioFS {
-		req.Mounts[0] = &agentapi.Mount{Source: vm.ShareTag, Fstype: "virtiofs", Target: vm.GuestSharedDir}
+	if i.vmID == "" {
+		// A pool clone mounted its share while it was warmed.
+		req.Mounts = []*agentapi.Mount{shareMount(i)}
 	}
 	if i.block != nil {
 		// Bundles still come through the share; the rootfs from the disk.
@@ -284,7 +285,7 @@ func (i *Instance) Pid() uint32 {
 
 // Checkpoint records the hypervisor and VMM pid.
 func (i *Instance) Checkpoint() []byte {
-	b, _ := json.Marshal(checkpoint{Hypervisor: i.hvName, Pid: int(i.Pid())})
+	b, _ := json.Marshal(checkpoint{Hypervisor: i.hvName, Pid: int(i.Pid()), VM: i.vmID})
 	return b
 }
 

@@ -164,25 +164,9 @@ var errTemplateUnavailable = errors.New("no VM template")
 // restore restores q from the template for its key (built first when
 // missing), and returns the template's digest.
 func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
-	key, err := q.TemplateKey(ctx)
+	t, key, err := b.template(ctx, q)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
-	}
-	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
-		// The store's work directory: the builder's VMM is recorded and
-		// marked there, so it is reaped if this process dies. Its sockets
-		// go in work/vm, the longest being the migration socket.
-		work := template.WorkDir(ctx)
-		if err := template.CheckSocketRoom(work, len(filepath.Join("/vm", qemu.MigrateSocketName))); err != nil {
-			return err
-		}
-		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", err
-		}
-		return "", fmt.Errorf("%w: %w", errTemplateUnavailable, err)
+		return "", err
 	}
 	defer t.Close() // the clone's QEMU holds its own copy of the sealed memory
 	t0 := time.Now()
@@ -198,6 +182,76 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 	}
 	log.G(ctx).WithField("template", key.Digest()).WithField("took", time.Since(t0)).Debug("vm: restored from template")
 	return key.Digest(), nil
+}
+
+// template returns the template for q's key, built first when missing.
+func (b *Backend) template(ctx context.Context, q *qemu.VM) (*template.Template, template.Key, error) {
+	b.knownVersions.Do(func() {
+		// The QEMU versions the kept templates recorded, by binary
+		// identity: no `qemu -version` per process (see KnowVersion).
+		for _, t := range b.templates.List() {
+			if t.Key.VMM == vm.QEMU {
+				qemu.KnowVersion(t.Key.Binary, t.Key.Version)
+			}
+		}
+	})
+	key, err := q.TemplateKey(ctx)
+	if err != nil {
+		return nil, key, fmt.Errorf("%w: %w", errTemplateUnavailable, err)
+	}
+	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
+		// The store's work directory: the builder's VMM is recorded and
+		// marked there, so it is reaped if this process dies. Its sockets
+		// go in work/vm, the longest being the migration socket.
+		work := template.WorkDir(ctx)
+		if err := template.CheckSocketRoom(work, len(filepath.Join("/vm", qemu.MigrateSocketName))); err != nil {
+			return err
+		}
+		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, key, err
+		}
+		return nil, key, fmt.Errorf("%w: %w", errTemplateUnavailable, err)
+	}
+	return t, key, nil
+}
+
+// BuildTemplates makes sure the template for the default sizes of the
+// default hypervisor exists, building it when missing, and returns its
+// directory: ahead of time, so that the first sandbox is restored rather
+// than paying a cold boot plus the save (the sandboxer calls it in the
+// background at start, `kuasar vm-templates build` from the command
+// line). It does nothing ("", nil) when templates are off or the default
+// hypervisor has none.
+func (b *Backend) BuildTemplates(ctx context.Context) (string, error) {
+	name := b.defaultHV
+	c, ok := b.configs[name]
+	if !ok || b.templates == nil || c.Template == TemplateOff || name != vm.QEMU || c.RootfsMode == vm.ShareBlock {
+		// Block mode attaches disks per VM: it never restores.
+		return "", nil
+	}
+	vcpus, mem := vm.Sizes(c, vm.Resources{})
+	// The directories only name things in the key (replaced by fixed
+	// names there); nothing is created in them.
+	placeholder := filepath.Join(os.TempDir(), "kuasar-template-key")
+	spec := vm.Spec{ID: "template-key", StateDir: filepath.Join(placeholder, "vm"), SharedDir: filepath.Join(placeholder, "shared"), VCPUs: vcpus, MemoryMB: mem}
+	d, err := b.newDriver(name, spec)
+	if err != nil {
+		return "", err
+	}
+	if why := b.noTemplate(backend.Sandbox{}, name, spec, d); why != "" {
+		return "", nil
+	}
+	t0 := time.Now()
+	t, key, err := b.template(ctx, d.(*qemu.VM))
+	if err != nil {
+		return "", fmt.Errorf("building the VM template for the default sizes (%d vCPUs, %d MiB): %w", vcpus, mem, err)
+	}
+	defer t.Close()
+	log.G(ctx).WithField("template", key.Digest()).WithField("took", time.Since(t0)).Info("vm: template for the default sizes ready")
+	return t.Dir, nil
 }
 
 // entropy is fresh host randomness for the guest's pool.

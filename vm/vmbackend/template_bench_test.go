@@ -40,17 +40,20 @@ func pssBytes(tb testing.TB, pid int) uint64 {
 	return 0
 }
 
-// BenchmarkTemplateStart measures create → container running, cold boot
-// and from a template side by side in one run (the template is built
-// before the timer starts), and each VMM's PSS with three such sandboxes
-// at once (what a template shares shows only across sandboxes): idle
-// (set up, no container) and with a sleeping container each. Run with
-// -benchtime=5x.
+// BenchmarkTemplateStart measures create → container running, cold boot,
+// from a template and from the warm pool side by side in one run (the
+// template is built before the timer starts), and each VMM's PSS with
+// three such sandboxes at once (what a template shares shows only across
+// sandboxes): idle (set up, no container) and with a sleeping container
+// each. The pool row starts one sandbox per iteration, once the pool
+// holds its clone again (timer stopped), and reports the idle clone's
+// PSS. Run with -benchtime=5x.
 func BenchmarkTemplateStart(b *testing.B) {
 	a := agentGuest(b)
 	ctx := context.Background()
 	cfg := qemuConfig(b, a)
 	tpl := templateBackend(b, ctx, cfg)
+	defer benchPool(b, ctx, cfg)
 	warm, _ := startSandbox(b, ctx, tpl, backend.Sandbox{ID: "bench-warm"})
 	warm.Shutdown(ctx)
 	bd := bundle(b, busyboxRootfs(b), "/bin/sleep", "60")
@@ -102,6 +105,52 @@ func BenchmarkTemplateStart(b *testing.B) {
 			b.ReportMetric(float64(busy>>20)/(3*n), "vmm-pss-with-container-MiB")
 		})
 	}
+}
+
+// benchPool runs the "pool" row of BenchmarkTemplateStart.
+func benchPool(b *testing.B, ctx context.Context, cfg vm.Config) {
+	pb := poolBackend(b, ctx, cfg, 1)
+	bd := bundle(b, busyboxRootfs(b), "/bin/sleep", "60")
+	// The pool is per parent directory: every sandbox here in one.
+	parent := b.TempDir()
+	start := func(b *testing.B, id string) backend.Instance {
+		dir, err := os.MkdirTemp(parent, "sb-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		bi, err := pb.Start(ctx, backend.Sandbox{ID: id, StateDir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return bi
+	}
+	start(b, "bench-pool-warm").Shutdown(ctx)
+	b.Run("pool", func(b *testing.B) {
+		var total time.Duration
+		var idle uint64
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			waitIdle(b, wctx, pb, 1)
+			cancel()
+			pids, _ := vmbackend.PoolClones(pb)
+			idle += pssBytes(b, pids[0])
+			b.StartTimer()
+			t0 := time.Now()
+			bi := start(b, "bench-pool")
+			startContainer(b, ctx, bi, "c", bd)
+			total += time.Since(t0)
+			b.StopTimer()
+			bi.Shutdown(ctx)
+			if !bi.(*vmbackend.Instance).FromPool() {
+				b.Fatal("not from the pool")
+			}
+			b.StartTimer()
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(total.Milliseconds())/n, "create-to-running-ms")
+		b.ReportMetric(float64(idle>>20)/n, "idle-clone-pss-MiB")
+	})
 }
 
 // BenchmarkTemplateOverhead alternates, per iteration, a restore of one

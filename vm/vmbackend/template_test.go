@@ -330,3 +330,35 @@ func TestTemplateRestoreKilled(t *testing.T) {
 		t.Errorf("%d templates after a killed restore, want the one (not the template's fault)", n)
 	}
 }
+
+// TestBuildTemplatesAhead: BuildTemplates makes the template of the
+// default sizes before any sandbox, and the first sandbox is restored
+// from that very template (no second one is built); with templates off it
+// builds nothing.
+func TestBuildTemplatesAhead(t *testing.T) {
+	a, ctx := vmTest(t, 4*time.Minute)
+	cfg := qemuConfig(t, a)
+	b := templateBackend(t, ctx, cfg)
+	dir, err := b.BuildTemplates(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Templates(); len(got) != 1 || got[0] != dir {
+		t.Fatalf("templates after BuildTemplates: %v; want [%s]", got, dir)
+	}
+	bi, sb := startSandbox(t, ctx, b, backend.Sandbox{ID: "ahead"})
+	if !bi.(*vmbackend.Instance).FromTemplate() {
+		t.Error("the first sandbox after BuildTemplates booted cold")
+	}
+	if got := b.Templates(); len(got) != 1 || got[0] != dir {
+		t.Errorf("templates after the first sandbox: %v; want only the one built ahead, %s", got, dir)
+	}
+	shutdownClean(t, bi, sb)
+
+	off := cfg
+	off.Template = vmbackend.TemplateOff
+	ob := templateBackend(t, ctx, off)
+	if dir, err := ob.BuildTemplates(ctx); err != nil || dir != "" || len(ob.Templates()) != 0 {
+		t.Fatalf("template = off: BuildTemplates built %q (%v), %d templates", dir, err, len(ob.Templates()))
+	}
+}
