@@ -1,0 +1,7 @@
+package bench
+
+import "context"
+
+func criScenario(ctx context.Context, r *runner) error    { return nil }
+func crictlScenario(ctx context.Context, r *runner) error { return nil }
+func vmStart(ctx context.Context, r *runner) error        { return nil }
