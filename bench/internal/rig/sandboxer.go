@@ -32,8 +32,8 @@ type Sandboxer struct {
 	// Dir holds the sockets, config, bundles and the "image" directory
 	// bind-mounted as each task's rootfs (hello.wasm, wasi.wasm).
 	Dir, Sock, DebugSock, State, Image string
-	Client                            api.ControllerClient
-	conn                              *grpc.ClientConn
+	Client                             api.ControllerClient
+	conn                               *grpc.ClientConn
 	// Events receives the task events when no containerd does.
 	Events *EventSink
 }
