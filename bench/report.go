@@ -77,10 +77,33 @@ type Series struct {
 	// ("tasks/s", "KiB/sandbox").
 	Unit string `json:"unit"`
 	// Baseline marks another runtime's figures, measured for comparison.
-	Baseline bool          `json:"baseline,omitempty"`
-	What     string        `json:"what"`
-	Samples  []float64     `json:"samples"`
-	Stats    stats.Summary `json:"stats"`
+	Baseline bool      `json:"baseline,omitempty"`
+	What     string    `json:"what"`
+	Samples  []float64 `json:"samples"`
+	Stats    Stats     `json:"stats"`
+	// noRatio leaves the series out of the ratios (a part of a
+	// breakdown, which no baseline measures).
+	noRatio bool
+}
+
+// Stats summarises a series: quantiles as bench/internal/stats computes
+// them (see its documentation for the method).
+type Stats struct {
+	N      int     `json:"n"`
+	Min    float64 `json:"min"`
+	Median float64 `json:"median"`
+	P95    float64 `json:"p95"`
+	P99    float64 `json:"p99"`
+	Max    float64 `json:"max"`
+	Mean   float64 `json:"mean"`
+}
+
+func summarize(samples []float64) Stats {
+	if len(samples) == 0 {
+		return Stats{}
+	}
+	s := stats.Summarize(samples)
+	return Stats{N: s.N, Min: s.Min, Median: s.Median, P95: s.P95, P99: s.P99, Max: s.Max, Mean: s.Mean}
 }
 
 // Ratio is how many times faster (or smaller) Series is than Baseline:
@@ -125,14 +148,14 @@ func (r *ScenarioResult) finish(targets map[string]float64) {
 		if s.Samples == nil {
 			s.Samples = []float64{}
 		}
-		s.Stats = stats.Summarize(s.Samples)
+		s.Stats = summarize(s.Samples)
 		if s.Baseline && len(s.Samples) > 0 {
 			bases = append(bases, s)
 		}
 	}
 	r.Ratios = nil
 	for _, s := range r.Series {
-		if s.Baseline || len(s.Samples) == 0 || s.Unit != "s" {
+		if s.Baseline || s.noRatio || len(s.Samples) == 0 || s.Unit != "s" {
 			continue
 		}
 		for _, b := range bases {
