@@ -162,7 +162,7 @@ func (r *ScenarioResult) finish(targets map[string]float64) {
 			if b.Unit != s.Unit {
 				continue
 			}
-			ci := stats.Ratio(b.Samples, s.Samples)
+			ci := stats.Ratio(b.Samples, s.Samples).Speedup()
 			r.Ratios = append(r.Ratios, Ratio{Series: s.Name, Baseline: b.Name, Ratio: ci.Ratio, Low: ci.Low, High: ci.High,
 				Target: targets[s.Name+"/"+b.Name]})
 		}

@@ -31,8 +31,11 @@ func Summarize(samples []float64) Summary {
 // RatioCI is a ratio of medians with an interval.
 type RatioCI struct{ Ratio, Low, High float64 }
 
-// Ratio is median(base)/median(x).
+// Ratio is median(x)/median(base).
 func Ratio(base, x []float64) RatioCI {
-	r := Summarize(base).Median / Summarize(x).Median
+	r := Summarize(x).Median / Summarize(base).Median
 	return RatioCI{r, r, r}
 }
+
+// Speedup is the inverse ratio.
+func (r RatioCI) Speedup() RatioCI { return RatioCI{1 / r.Ratio, 1 / r.High, 1 / r.Low} }
