@@ -298,12 +298,18 @@ func density(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
+	baseMem, err := sb.Memory(ctx)
+	if err != nil {
+		return err
+	}
 	start := r.series("sandbox start", "s", "sandbox Create+Start and idle task Create+Start while the others stay idle", false)
 	perRSS := &Curve{Name: "RSS per idle sandbox", XLabel: "live sandboxes", YLabel: "sandboxer RSS / sandbox", Unit: "KiB", Target: 100}
 	total := &Curve{Name: "sandboxer RSS", XLabel: "live sandboxes", YLabel: "RSS", Unit: "MiB"}
 	gor := &Curve{Name: "goroutines per idle sandbox", XLabel: "live sandboxes", YLabel: "goroutines / sandbox", Unit: "goroutines"}
+	heap := &Curve{Name: "Go heap in use per idle sandbox", XLabel: "live sandboxes", YLabel: "sandboxer RSS / sandbox", Unit: "KiB"}
+	stacks := &Curve{Name: "goroutine stacks per idle sandbox", XLabel: "live sandboxes", YLabel: "sandboxer RSS / sandbox", Unit: "KiB"}
 	fds := &Curve{Name: "fds per idle sandbox", XLabel: "live sandboxes", YLabel: "fds / sandbox", Unit: "fds"}
-	r.res.Curves = append(r.res.Curves, perRSS, total, gor, fds)
+	r.res.Curves = append(r.res.Curves, perRSS, heap, stacks, total, gor, fds)
 	levels := densityLevels(r.o.Quick)
 	if r.o.Runs > 0 {
 		levels = []int{r.o.Runs}
@@ -336,13 +342,20 @@ func density(ctx context.Context, r *runner) error {
 		if err != nil {
 			return err
 		}
+		mem, err := sb.Memory(ctx)
+		if err != nil {
+			return err
+		}
 		x := float64(n)
+		heap.Points = append(heap.Points, Point{X: x, Y: (float64(mem.HeapInuse) - float64(baseMem.HeapInuse)) / x / 1024})
+		stacks.Points = append(stacks.Points, Point{X: x, Y: (float64(mem.Stacks) - float64(baseMem.Stacks)) / x / 1024})
 		perRSS.Points = append(perRSS.Points, Point{X: x, Y: float64(rss-min(rss, baseRSS)) / x / 1024})
 		total.Points = append(total.Points, Point{X: x, Y: float64(rss) / (1 << 20)})
 		gor.Points = append(gor.Points, Point{X: x, Y: float64(g-baseG) / x})
 		fds.Points = append(fds.Points, Point{X: x, Y: float64(fd-baseFD) / x})
-		r.progress.note(fmt.Sprintf("%d idle sandboxes: sandboxer RSS %.1f MiB (%.1f KiB each), %.2f goroutines and %.2f fds each",
-			n, float64(rss)/(1<<20), float64(rss-min(rss, baseRSS))/x/1024, float64(g-baseG)/x, float64(fd-baseFD)/x))
+		r.progress.note(fmt.Sprintf("%d idle sandboxes: sandboxer RSS %.1f MiB (%.1f KiB each: Go heap %.1f, stacks %.1f), %.2f goroutines and %.2f fds each",
+			n, float64(rss)/(1<<20), float64(rss-min(rss, baseRSS))/x/1024, heap.Points[len(heap.Points)-1].Y, stacks.Points[len(stacks.Points)-1].Y,
+			float64(g-baseG)/x, float64(fd-baseFD)/x))
 	}
 	// The baseline: what one idle Wasm task costs as a process of its own.
 	if err := idleWazeroRSS(ctx, r); err != nil {

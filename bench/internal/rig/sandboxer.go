@@ -1,10 +1,10 @@
 package rig
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -227,31 +227,75 @@ func (s *Sandboxer) RunOnce(ctx context.Context, id string, req *taskAPI.CreateT
 	return nil
 }
 
-// Goroutines is the sandboxer's goroutine count, read from its debug
-// socket's /debug/pprof/goroutine.
-func (s *Sandboxer) Goroutines(ctx context.Context) (int, error) {
+// debugGet fetches path from the sandboxer's debug socket (net/http/pprof).
+func (s *Sandboxer) debugGet(ctx context.Context, path string) (string, error) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", s.DebugSock)
-	}}, Timeout: 30 * time.Second}
+	}}, Timeout: 60 * time.Second}
 	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sandboxer/debug/pprof/goroutine?debug=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sandboxer"+path, nil)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("sandboxer debug %s: %s", path, resp.Status)
+	}
+	return string(b), nil
+}
+
+// Goroutines is the sandboxer's goroutine count, read from its debug
+// socket's /debug/pprof/goroutine.
+func (s *Sandboxer) Goroutines(ctx context.Context) (int, error) {
+	body, err := s.debugGet(ctx, "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return 0, err
 	}
 	// "goroutine profile: total N"
+	line, _, _ := strings.Cut(body, "\n")
 	_, n, ok := strings.Cut(strings.TrimSpace(line), "total ")
 	if !ok {
 		return 0, fmt.Errorf("unexpected goroutine profile header %q", line)
 	}
 	return strconv.Atoi(n)
+}
+
+// GoMemory is where the sandboxer's Go runtime memory is, in bytes.
+type GoMemory struct {
+	// HeapInuse is the heap's spans in use (the guests' linear memories
+	// included: wazero allocates them on the Go heap).
+	HeapInuse uint64
+	// Stacks is the goroutine stacks.
+	Stacks uint64
+}
+
+// Memory reads the sandboxer's runtime.MemStats from its heap profile.
+func (s *Sandboxer) Memory(ctx context.Context) (GoMemory, error) {
+	body, err := s.debugGet(ctx, "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return GoMemory{}, err
+	}
+	var m GoMemory
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			m.HeapInuse, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "# Stack = "); ok {
+			f, _, _ := strings.Cut(v, " ")
+			m.Stacks, _ = strconv.ParseUint(f, 10, 64)
+		}
+	}
+	if m.HeapInuse == 0 {
+		return m, fmt.Errorf("the sandboxer's heap profile has no runtime.MemStats")
+	}
+	return m, nil
 }
