@@ -273,3 +273,19 @@ func TestReportJSONGolden(t *testing.T) {
 		t.Errorf("kuasar vs runc-run ratio %v, want 100 (0.2 s / 2 ms)", ws.Ratios[0].Ratio)
 	}
 }
+
+func TestDescribeRatio(t *testing.T) {
+	tests := []struct {
+		ra   Ratio
+		want string
+	}{
+		{Ratio{Ratio: 42, Low: 30, High: 50}, "42× faster (95% interval 30× to 50×)"},
+		{Ratio{Ratio: 2.5, Low: 2, High: 3}, "2.50× faster (95% interval 2.00× to 3.00×)"},
+		{Ratio{Ratio: 0.5, Low: 0.25, High: 0.8}, "2.00× slower (95% interval 1.25× to 4.00×)"},
+	}
+	for _, tt := range tests {
+		if got := describeRatio(tt.ra); got != tt.want {
+			t.Errorf("describeRatio(%+v) = %q, want %q", tt.ra, got, tt.want)
+		}
+	}
+}

@@ -45,7 +45,7 @@ func (r *runner) containerd(ctx context.Context) (*rig.Containerd, error) {
 }
 
 func criScenario(ctx context.Context, r *runner) error {
-	n := r.runs(30, 8)
+	n := r.runs(30, 6)
 	c, err := r.containerd(ctx)
 	if err != nil {
 		return err
@@ -66,7 +66,7 @@ func criScenario(ctx context.Context, r *runner) error {
 }
 
 func crictlScenario(ctx context.Context, r *runner) error {
-	n := r.runs(20, 5)
+	n := r.runs(20, 3)
 	c, err := r.containerd(ctx)
 	if err != nil {
 		return err

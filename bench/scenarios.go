@@ -97,7 +97,7 @@ func (r *runner) wazeroArm(module string, args ...string) (arm, bool) {
 }
 
 func wasmStart(ctx context.Context, r *runner) error {
-	n := r.runs(100, 30)
+	n := r.runs(100, 20)
 	sb, err := r.sandboxer(ctx, rig.SandboxerOptions{})
 	if err != nil {
 		return err
@@ -126,7 +126,7 @@ func wasmStart(ctx context.Context, r *runner) error {
 var concurrencyLevels = []int{1, 2, 8, 32, 128}
 
 func throughput(ctx context.Context, r *runner) error {
-	perLevel := r.runs(2000, 400)
+	perLevel := r.runs(2000, 200)
 	sb, err := r.sandboxer(ctx, rig.SandboxerOptions{})
 	if err != nil {
 		return err
@@ -439,7 +439,7 @@ func waitIdleRSS(ctx context.Context, pid int) (uint64, error) {
 }
 
 func compileCache(ctx context.Context, r *runner) error {
-	n := r.runs(30, 10)
+	n := r.runs(30, 8)
 	cacheDir := filepath.Join(r.dir, "cache")
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return err

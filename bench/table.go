@@ -35,8 +35,7 @@ func writeTable(w io.Writer, rep *Report) {
 		}
 		tw.Flush()
 		for _, ra := range res.Ratios {
-			fmt.Fprintf(w, "  %s vs %s: %s faster (95%% interval %s to %s)%s\n", ra.Series, ra.Baseline,
-				formatRatio(ra.Ratio), formatRatio(ra.Low), formatRatio(ra.High), targetNote(ra.Ratio, ra.Target, true))
+			fmt.Fprintf(w, "  %s vs %s: %s%s\n", ra.Series, ra.Baseline, describeRatio(ra), targetNote(ra.Ratio, ra.Target, true))
 		}
 		for _, c := range res.Curves {
 			var pts []string
@@ -77,6 +76,15 @@ func targetNote(v, target float64, above bool) string {
 		verdict = "NOT met"
 	}
 	return fmt.Sprintf("; target %s%g: %s", op, target, verdict)
+}
+
+// describeRatio says how many times faster (ratio >= 1) or slower the
+// series is than the baseline, with the interval.
+func describeRatio(ra Ratio) string {
+	if ra.Ratio >= 1 || math.IsNaN(ra.Ratio) {
+		return fmt.Sprintf("%s faster (95%% interval %s to %s)", formatRatio(ra.Ratio), formatRatio(ra.Low), formatRatio(ra.High))
+	}
+	return fmt.Sprintf("%s slower (95%% interval %s to %s)", formatRatio(1/ra.Ratio), formatRatio(1/ra.High), formatRatio(1/ra.Low))
 }
 
 func formatRatio(r float64) string {
