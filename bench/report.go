@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,9 @@ type Series struct {
 	// noRatio leaves the series out of the ratios (a part of a
 	// breakdown, which no baseline measures).
 	noRatio bool
+	// vs names the baselines the series is compared with; empty means
+	// every baseline of the scenario.
+	vs []string
 }
 
 // Stats summarises a series: quantiles as bench/internal/stats computes
@@ -159,7 +163,7 @@ func (r *ScenarioResult) finish(targets map[string]float64) {
 			continue
 		}
 		for _, b := range bases {
-			if b.Unit != s.Unit {
+			if b.Unit != s.Unit || (len(s.vs) > 0 && !slices.Contains(s.vs, b.Name)) {
 				continue
 			}
 			ci := stats.Ratio(b.Samples, s.Samples).Speedup()

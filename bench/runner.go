@@ -65,6 +65,8 @@ func (r *runner) skip(format string, args ...any) {
 type arm struct {
 	s    *Series
 	once func(ctx context.Context, i int) (float64, error)
+	// warmed arms skip interleave's warm-up run (their caller ran one).
+	warmed bool
 }
 
 // timed wraps a function that does one run into an arm's once, measuring
@@ -84,6 +86,9 @@ func timed(f func(ctx context.Context, i int) error) func(ctx context.Context, i
 // slow minute of the machine falls on every arm alike.
 func (r *runner) interleave(ctx context.Context, n int, arms []arm) error {
 	for _, a := range arms {
+		if a.warmed {
+			continue
+		}
 		if _, err := a.once(ctx, -1); err != nil {
 			return fmt.Errorf("%s (warm-up): %w", a.s.Name, err)
 		}

@@ -112,6 +112,7 @@ func vmStart(ctx context.Context, r *runner) error {
 	}
 	total.noRatio = true
 	bare := r.series("bare QEMU", "s", "the same kernel, initramfs and QEMU command line started by hand, to the agent's first answer: "+goTest("BenchmarkBareQEMU"), true)
+	ready.vs = []string{bare.Name}
 	arms := []arm{
 		{s: total, once: func(ctx context.Context, i int) (float64, error) {
 			m, err := benchOnce(ctx, bin, dir, "BenchmarkSandboxStart")
@@ -133,6 +134,26 @@ func vmStart(ctx context.Context, r *runner) error {
 			}
 			return m[" agent-ready-ms"] / 1000, nil
 		}},
+	}
+	// From a VM template (a restored snapshot), beside QEMU restoring the
+	// same template by hand; both measured by one benchmark run, in turn.
+	// Skipped, with why, where templates cannot be built.
+	if m, err := benchOnce(ctx, bin, dir, "BenchmarkTemplateOverhead"); err != nil {
+		r.skip("from a template: %v", err)
+	} else if _, ok := m[" sandbox-agent-ready-ms"]; !ok {
+		r.skip("from a template: BenchmarkTemplateOverhead reported no sandbox-agent-ready-ms (%v)", m)
+	} else {
+		tpl := r.series("kuasar from template, agent ready", "s", "VM sandbox from a template (snapshot restore) to the agent's first answer: "+goTest("BenchmarkTemplateOverhead"), false)
+		restore := r.series("bare QEMU restore", "s", "QEMU restoring the same template by hand to the agent's first answer (same benchmark run)", true)
+		tpl.vs = []string{restore.Name}
+		arms = append(arms, arm{s: tpl, warmed: true, once: func(ctx context.Context, i int) (float64, error) {
+			m, err := benchOnce(ctx, bin, dir, "BenchmarkTemplateOverhead")
+			if err != nil {
+				return 0, err
+			}
+			restore.add(m[" bare-restore-agent-ready-ms"] / 1000)
+			return m[" sandbox-agent-ready-ms"] / 1000, nil
+		}})
 	}
 	return r.interleave(ctx, n, arms)
 }
