@@ -236,6 +236,12 @@ func throughput(ctx context.Context, r *runner) error {
 	return nil
 }
 
+// fdsPerIdleSandbox and fdHeadroom size the open files density needs.
+const (
+	fdsPerIdleSandbox = 4
+	fdHeadroom        = 2048
+)
+
 // densityLevels are the density curve's points (live idle sandboxes).
 func densityLevels(quick bool) []int {
 	if quick {
@@ -313,6 +319,21 @@ func density(ctx context.Context, r *runner) error {
 	levels := densityLevels(r.o.Quick)
 	if r.o.Runs > 0 {
 		levels = []int{r.o.Runs}
+	}
+	// Each idle sandbox holds about 4 of the sandboxer's descriptors (its
+	// Task API listener, its stdin FIFO, its rootfs): levels the limit
+	// cannot hold are skipped, saying so, rather than failing at EMFILE.
+	if limit := rig.OpenFilesLimit(); limit > 0 {
+		fit := levels[:0:0]
+		for _, n := range levels {
+			if need := uint64(n)*fdsPerIdleSandbox + fdHeadroom; need > limit {
+				r.skip("%d idle sandboxes: they need about %d open files and RLIMIT_NOFILE is %d here (the shipped unit sets LimitNOFILE=%d; raising it needs CAP_SYS_RESOURCE)",
+					n, need, limit, rig.ShippedOpenFiles)
+				continue
+			}
+			fit = append(fit, n)
+		}
+		levels = fit
 	}
 	live := 0
 	for _, n := range levels {

@@ -124,6 +124,17 @@ func raiseOpenFiles() {
 	}
 }
 
+// OpenFilesLimit is the RLIMIT_NOFILE the sandboxer gets (after
+// raiseOpenFiles): the hard limit, to which it raises its soft one.
+func OpenFilesLimit() uint64 {
+	raiseOpenFiles()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return lim.Max
+}
+
 // Close stops the sandboxer and removes its state.
 func (s *Sandboxer) Close() {
 	if s.conn != nil {
