@@ -247,7 +247,7 @@ func densityLevels(quick bool) []int {
 	if quick {
 		return []int{1, 10, 100, 1000}
 	}
-	return []int{1, 10, 100, 1000, 10000}
+	return []int{1, 10, 100, 1000, 4000, 10000}
 }
 
 func density(ctx context.Context, r *runner) error {
