@@ -3,9 +3,11 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -235,23 +237,7 @@ func TestLockRefusesSecondRun(t *testing.T) {
 // TestReportJSONGolden checks the JSON report's shape (field names, units,
 // summaries, ratios, curves) against a golden file; -update rewrites it.
 func TestReportJSONGolden(t *testing.T) {
-	t0 := time.Date(2026, 12, 5, 14, 0, 0, 0, time.UTC)
-	rep := &Report{Schema: SchemaVersion, Command: "kuasar bench wasm-start density --quick", Quick: true, Started: t0, Finished: t0.Add(90 * time.Second),
-		Machine: Machine{CPUs: 2, CPUModel: "Test CPU", MemTotalBytes: 8 << 30, Kernel: "6.1.0", OS: "linux", Arch: "amd64", GoVersion: "go1.26",
-			Kuasar: "v0.0.0 (test)", LoadStart: [3]float64{1.5, 1, 0.5}, LoadEnd: [3]float64{2, 1.2, 0.6}}}
-	ws := &ScenarioResult{Name: "wasm-start", Summary: "start to exit", Command: "kuasar bench wasm-start --quick", Seconds: 12.5,
-		Series: []*Series{
-			{Name: "kuasar", Unit: "s", What: "sandbox API", Samples: []float64{0.002, 0.001, 0.003, 0.002, 0.002}},
-			{Name: "runc-run", Unit: "s", What: "runc run", Baseline: true, Samples: []float64{0.2, 0.1, 0.3, 0.2, 0.2}},
-		},
-		Skipped: []string{"wazero-process: not installed"}}
-	ws.finish(map[string]float64{"kuasar/runc-run": 30})
-	dens := &ScenarioResult{Name: "density", Summary: "idle sandboxes", Command: "kuasar bench density --quick", Seconds: 30,
-		Curves: []*Curve{{Name: "RSS per idle sandbox", XLabel: "live sandboxes", YLabel: "KiB", Unit: "KiB", Target: 100,
-			Points: []Point{{X: 1, Y: 300}, {X: 1000, Y: 120}}}},
-		Error: "interrupted"}
-	dens.finish(nil)
-	rep.Scenarios = []*ScenarioResult{ws, dens}
+	rep := testReport()
 	var buf bytes.Buffer
 	if err := rep.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
@@ -269,9 +255,61 @@ func TestReportJSONGolden(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), want) {
 		t.Errorf("JSON report differs from %s (go test -update after checking the change):\n%s", golden, buf.String())
 	}
-	if ws.Ratios[0].Ratio != 100 {
-		t.Errorf("kuasar vs runc-run ratio %v, want 100 (0.2 s / 2 ms)", ws.Ratios[0].Ratio)
+	if r := rep.Scenarios[0].Ratios[0].Ratio; r != 100 {
+		t.Errorf("kuasar vs runc-run ratio %v, want 100 (0.2 s / 2 ms)", r)
 	}
+}
+
+// TestWritePlots checks that a report gives the expected charts and that
+// each is well-formed XML.
+func TestWritePlots(t *testing.T) {
+	dir := t.TempDir()
+	files, err := writePlots(dir, testReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(bytes.NewReader(b))
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s is not well-formed XML: %v", f, err)
+			}
+		}
+	}
+	want := []string{"wasm-start-cdf.svg", "density-curve1-rss-per-idle-sandbox.svg", "density-bars.svg", "ratios.svg"}
+	if !slices.Equal(names, want) {
+		t.Errorf("plots %v, want %v", names, want)
+	}
+}
+
+// testReport is a small report with every kind of figure.
+func testReport() *Report {
+	t0 := time.Date(2026, 12, 5, 14, 0, 0, 0, time.UTC)
+	rep := &Report{Schema: SchemaVersion, Command: "kuasar bench wasm-start density --quick", Quick: true, Started: t0, Finished: t0.Add(90 * time.Second),
+		Machine: Machine{CPUs: 2, CPUModel: "Test CPU", MemTotalBytes: 8 << 30, Kernel: "6.1.0", OS: "linux", Arch: "amd64", GoVersion: "go1.26",
+			Kuasar: "v0.0.0 (test)", LoadStart: [3]float64{1.5, 1, 0.5}, LoadEnd: [3]float64{2, 1.2, 0.6}}}
+	ws := &ScenarioResult{Name: "wasm-start", Summary: "start to exit", Command: "kuasar bench wasm-start --quick", Seconds: 12.5,
+		Series: []*Series{
+			{Name: "kuasar", Unit: "s", What: "sandbox API", Samples: []float64{0.002, 0.001, 0.003, 0.002, 0.002}},
+			{Name: "runc-run", Unit: "s", What: "runc run", Baseline: true, Samples: []float64{0.2, 0.1, 0.3, 0.2, 0.2}},
+		},
+		Skipped: []string{"wazero-process: not installed"}}
+	ws.finish(map[string]float64{"kuasar/runc-run": 30})
+	dens := &ScenarioResult{Name: "density", Summary: "idle sandboxes", Command: "kuasar bench density --quick", Seconds: 30,
+		Curves: []*Curve{{Name: "RSS per idle sandbox", XLabel: "live sandboxes", YLabel: "KiB", Unit: "KiB", Target: 100,
+			Points: []Point{{X: 1, Y: 300}, {X: 1000, Y: 120}}}},
+		Error: "interrupted"}
+	dens.finish(nil)
+	rep.Scenarios = []*ScenarioResult{ws, dens}
+	return rep
 }
 
 func TestDescribeRatio(t *testing.T) {

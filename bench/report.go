@@ -147,6 +147,9 @@ func (s *Series) add(v float64) { s.Samples = append(s.Samples, v) }
 
 // finish computes the summaries of every series and the ratios.
 func (r *ScenarioResult) finish(targets map[string]float64) {
+	if r.Series == nil {
+		r.Series = []*Series{} // [] rather than null in the JSON
+	}
 	var bases []*Series
 	for _, s := range r.Series {
 		if s.Samples == nil {
