@@ -129,9 +129,12 @@ func densityBars(res *ScenarioResult) []svgplot.Bar {
 		if c.Unit != "KiB" {
 			continue
 		}
+		// The first curve in KiB is the RSS per sandbox; the others are
+		// its parts.
 		for _, p := range c.Points {
-			bars = append(bars, svgplot.Bar{Name: fmt.Sprintf("kuasar, %g sandboxes", p.X), Value: p.Y * 1024})
+			bars = append(bars, svgplot.Bar{Name: fmt.Sprintf("kuasar sandbox, %g live", p.X), Value: p.Y * 1024})
 		}
+		break
 	}
 	if len(bars) == 0 {
 		return nil
