@@ -57,8 +57,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 5s); their seed corpor
 		done; \
 	done
 
-bench: ## run the benchmarks and write a report under bench/results
-	$(GO) run ./bench -out bench/results
+bench: build ## run kuasar bench (BENCH_ARGS='--quick', or scenario names) and write its JSON and plots under bench/results
+	$(BIN)/kuasar bench --json bench/results/bench.json --plot bench/results $(BENCH_ARGS)
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1)

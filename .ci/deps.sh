@@ -43,5 +43,8 @@ install_go_tool "$TOOLS/containerd-$CONTAINERD_VERSION" "containerd ctr containe
   github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION \
   github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
 install_go_tool "$TOOLS/crictl-$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
+# wazero's CLI, the version go.mod requires: `kuasar bench`'s fresh-process-per-Wasm-task baseline.
+WAZERO_VERSION=$(cd "$(dirname "$0")/.." && go list -m -f '{{.Version}}' github.com/tetratelabs/wazero)
+install_go_tool "$TOOLS/wazero-$WAZERO_VERSION" wazero github.com/tetratelabs/wazero/cmd/wazero@$WAZERO_VERSION
 
 echo "deps: ok (tools in $TOOLS)"

@@ -234,8 +234,19 @@ func (sb *sandbox) startBackend(ctx context.Context, kind, hypervisor string) er
 	}
 	crashpoint.Hit("sandbox.backend.saved")
 	sb.logger(ctx).WithField("backend", kind).Info("backend started")
-	go sb.watch(ctx, inst)
+	sb.watchExit(ctx, inst)
 	return nil
+}
+
+// watchExit runs watch once inst has exited: through context.AfterFunc when
+// the backend can tell without a goroutine (backend.ExitNotifier), so that
+// an idle sandbox costs no parked goroutine; else on a goroutine of its own.
+func (sb *sandbox) watchExit(ctx context.Context, inst backend.Instance) {
+	if n, ok := inst.(backend.ExitNotifier); ok {
+		context.AfterFunc(n.ExitContext(), func() { sb.watch(ctx, inst) })
+		return
+	}
+	go sb.watch(ctx, inst)
 }
 
 // watch records the instance's exit.
@@ -300,7 +311,7 @@ func (sb *sandbox) recover(ctx context.Context) {
 				sb.markExitedLocked(backend.Exit{Status: 137})
 			} else {
 				sb.inst = inst
-				go sb.watch(ctx, inst)
+				sb.watchExit(ctx, inst)
 			}
 		}
 	}

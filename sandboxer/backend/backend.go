@@ -96,6 +96,17 @@ type Instance interface {
 	Shutdown(ctx context.Context) error
 }
 
+// ExitNotifier is an optional interface of an Instance whose exit can be
+// awaited without a blocked goroutine: the sandboxer then reacts to the exit
+// with context.AfterFunc instead of parking a goroutine in Wait for each
+// live sandbox (at least 8 KiB of stack apiece, which counts at thousands of
+// idle Wasm sandboxes).
+type ExitNotifier interface {
+	// ExitContext returns a context that is done once the sandbox has
+	// exited; Wait then returns at once.
+	ExitContext() context.Context
+}
+
 // Exit is how a sandbox ended.
 type Exit struct {
 	Status   uint32

@@ -227,13 +227,23 @@ type Instance struct {
 	exited   chan struct{}
 	exitInfo backend.Exit
 	shutdown bool
+	// exitCtx is done once exited is closed (backend.ExitNotifier).
+	exitCtx    context.Context
+	exitCancel context.CancelFunc
 }
 
-var _ backend.Instance = (*Instance)(nil)
+var (
+	_ backend.Instance     = (*Instance)(nil)
+	_ backend.ExitNotifier = (*Instance)(nil)
+)
 
 func newInstance(sb backend.Sandbox, svc *wasmtask.Service, pid uint32) *Instance {
-	return &Instance{sb: sb, svc: svc, pid: pid, exited: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Instance{sb: sb, svc: svc, pid: pid, exited: make(chan struct{}), exitCtx: ctx, exitCancel: cancel}
 }
+
+// ExitContext implements backend.ExitNotifier.
+func (i *Instance) ExitContext() context.Context { return i.exitCtx }
 
 // exit records the sandbox's end once.
 func (i *Instance) exit(e backend.Exit) {
@@ -244,6 +254,7 @@ func (i *Instance) exit(e backend.Exit) {
 	default:
 		i.exitInfo = e
 		close(i.exited)
+		i.exitCancel()
 	}
 }
 

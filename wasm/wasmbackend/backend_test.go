@@ -79,8 +79,12 @@ func TestStopMetricsShutdown(t *testing.T) {
 	if inst.Pid() != uint32(os.Getpid()) {
 		t.Errorf("pid %d", inst.Pid())
 	}
+	exitCtx := inst.(backend.ExitNotifier).ExitContext()
 	rootfs := createTask(t, ctx, inst, dir, "spin", []string{"/m.wasm", "loop"})
 	time.Sleep(100 * time.Millisecond)
+	if exitCtx.Err() != nil {
+		t.Fatal("ExitContext is done while the sandbox runs")
+	}
 	m, err := inst.Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +103,11 @@ func TestStopMetricsShutdown(t *testing.T) {
 	defer cancel()
 	if e, err := inst.Wait(wctx); err != nil || e.Status != 0 {
 		t.Errorf("sandbox wait: %+v %v", e, err)
+	}
+	// Wait returned, so the exit is recorded: ExitContext must be done
+	// already, with no further wait.
+	if exitCtx.Err() == nil {
+		t.Error("ExitContext is not done after the sandbox exited")
 	}
 	if m, _ := inst.Metrics(ctx); m.Tasks != 0 || m.MemoryBytes != 0 {
 		t.Errorf("metrics after stop: %+v", m)

@@ -1,4 +1,7 @@
-package main
+// Package reap finds and kills every process that descends from this one,
+// daemonised ones included, so that an interrupted benchmark leaves nothing
+// running.
+package reap
 
 import (
 	"errors"
@@ -20,18 +23,18 @@ import (
 // is reparented to it rather than to PID 1, and after each suite (and on
 // SIGINT/SIGTERM) it kills and reaps every process that descends from it.
 
-// becomeSubreaper makes orphaned descendants of this process its children
-// (prctl PR_SET_CHILD_SUBREAPER), so that killDescendants finds them.
-func becomeSubreaper() error {
+// BecomeSubreaper makes orphaned descendants of this process its children
+// (prctl PR_SET_CHILD_SUBREAPER), so that KillDescendants finds them.
+func BecomeSubreaper() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w; without it an interrupted suite can leave QEMU or containerd running", err)
 	}
 	return nil
 }
 
-// descendants returns the pids of the live and zombie processes whose parent
+// Descendants returns the pids of the live and zombie processes whose parent
 // chain leads to root, read from /proc, with each one's parent.
-func descendants(root int) (map[int]int, error) {
+func Descendants(root int) (map[int]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -82,18 +85,18 @@ func parentOf(pid int) (int, error) {
 	return strconv.Atoi(f[1])
 }
 
-// killDescendants SIGKILLs every process descending from this one and reaps
+// KillDescendants SIGKILLs every process descending from this one and reaps
 // those that become its children, until none is left or timeout passes. It
 // returns how many processes it killed and an error naming the survivors.
 // It must not run while an exec.Cmd of this process is being waited for: it
 // reaps any child.
-func killDescendants(timeout time.Duration) (int, error) {
+func KillDescendants(timeout time.Duration) (int, error) {
 	self := os.Getpid()
 	killed := map[int]bool{}
 	deadline := time.Now().Add(timeout)
 	for {
 		reapChildren()
-		ds, err := descendants(self)
+		ds, err := Descendants(self)
 		if err != nil {
 			return len(killed), err
 		}
