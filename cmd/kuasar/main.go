@@ -5,9 +5,17 @@
 //
 //	kuasar run [flags] TARGET [-- ARGS...]
 //	kuasar image build --wasm FILE [--artifact] --tag REF (--push | --output PATH)
+//	kuasar image ls|rm|inspect|tag|push|prune
 //	kuasar pull REF
-//	kuasar images
-//	kuasar version
+//	kuasar images [--format json]
+//	kuasar check [--format json]
+//	kuasar version [--format json]
+//	kuasar completion bash|zsh|fish
+//
+// The command tree is built with github.com/spf13/cobra (see RATIONALE.md):
+// GNU-style --long flags with docker's short aliases, help on stdout, and
+// shell completion. Commands added with register keep their own argument
+// parsing.
 package main
 
 import (
@@ -16,13 +24,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/containerd/log"
+	"github.com/spf13/cobra"
 )
 
-// command is one subcommand: it parses its own flags from args and returns
-// the process exit code.
+// command is a subcommand added with register: it parses its own flags from
+// args and returns the process exit code.
 type command struct {
 	summary string
 	run     func(ctx context.Context, env *cliEnv, args []string) int
@@ -37,11 +48,24 @@ type cliEnv struct {
 	stateDir string
 }
 
+// commands are the subcommands added with register, by name.
 var commands = map[string]command{}
 
+// register adds a subcommand that parses its own arguments: kuasar passes
+// everything after its name untouched (-h and --help included) and exits
+// with the code run returns. It is the bridge for commands not yet written
+// as cobra commands; a name that is also a built-in command is ignored.
 func register(name, summary string, run func(ctx context.Context, env *cliEnv, args []string) int) {
 	commands[name] = command{summary: summary, run: run}
 }
+
+// Exit codes of usage errors: `kuasar run` follows docker run (125 for
+// kuasar's own failures), the other commands the shell convention (2).
+const exitUsage = 2
+
+// annotationUsageExit names the exit code a command returns for a usage
+// error, when it is not exitUsage.
+const annotationUsageExit = "kuasar.io/usage-exit"
 
 func main() {
 	// The CLI speaks through its output and exit code; library logs are for
@@ -60,31 +84,163 @@ func main() {
 	os.Exit(runCLI(ctx, env, os.Args[1:]))
 }
 
-// runCLI dispatches args to a subcommand and returns the exit code.
-func runCLI(ctx context.Context, env *cliEnv, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(env.stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(env.stderr, "kuasar: unknown command %q\n", args[0])
-		usage(env.stderr)
-		return 2
-	}
-	return cmd.run(ctx, env, args[1:])
+// cli holds one invocation's state: the streams and the exit code the
+// command that ran set.
+type cli struct {
+	ctx  context.Context
+	env  *cliEnv
+	code int
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: kuasar COMMAND [flags] [args]")
-	fmt.Fprintln(w, "\ncommands:")
-	for _, name := range sortedCommandNames() {
-		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+// action adapts a command body that returns an exit code to cobra.
+func (c *cli) action(f func(cmd *cobra.Command, args []string) int) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c.code = f(cmd, args)
+		return nil
 	}
-	fmt.Fprintln(w, "\nRun 'kuasar COMMAND -h' for a command's flags.")
+}
+
+// runCLI runs `kuasar args...` and returns the exit code. The command tree
+// is built anew for every call, so flags never carry over between calls
+// (tests run many in one process).
+func runCLI(ctx context.Context, env *cliEnv, args []string) int {
+	c := &cli{ctx: ctx, env: env}
+	root := c.newRoot()
+	if args == nil {
+		args = []string{} // cobra reads os.Args for nil
+	}
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return c.code
+	}
+	if cmd == nil {
+		cmd = root
+	}
+	name := cmd.CommandPath()
+	fmt.Fprintf(env.stderr, "%s: %s\n", name, explainFlagError(cmd, args, err))
+	fmt.Fprintf(env.stderr, "Run '%s --help' for usage.\n", name)
+	if s, ok := cmd.Annotations[annotationUsageExit]; ok {
+		var code int
+		fmt.Sscan(s, &code)
+		return code
+	}
+	return exitUsage
+}
+
+// explainFlagError adds the fix to a flag error caused by a long flag
+// written with one dash (-memory, as Go's flag package took it), which
+// pflag reads as short flags (-m emory): say --memory.
+func explainFlagError(cmd *cobra.Command, args []string, err error) string {
+	msg := err.Error()
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) < 3 || a[0] != '-' || a[1] == '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(a[1:], "=")
+		if len(name) > 1 && cmd.Flags().Lookup(name) != nil {
+			return fmt.Sprintf("%s (long flags take two dashes: write -%s)", msg, a)
+		}
+	}
+	return msg
+}
+
+// newRoot builds the command tree.
+func (c *cli) newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kuasar",
+		Short: "Run WebAssembly and Linux OCI workloads in the sandbox they ask for",
+		Long: `kuasar runs WebAssembly modules and OCI images in the sandbox they ask for
+(in-process Wasm, a micro-VM or Quark) without a daemon, and manages the local
+image store. kuasar-sandboxer serves the same sandboxes to containerd.`,
+		Example: `  kuasar run hello.wasm
+  kuasar run --dir . -e GREETING=hi app.wasm -- ls .
+  kuasar run ghcr.io/org/app:v1
+  kuasar check`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	showVersion := root.Flags().BoolP("version", "v", false, "print kuasar's version and its engines' (as 'kuasar version')")
+	root.RunE = c.action(func(cmd *cobra.Command, args []string) int {
+		if *showVersion {
+			return printVersion(c.env.stdout, "text")
+		}
+		cmd.Help()
+		return 0
+	})
+	root.SetIn(c.env.stdin)
+	root.SetOut(c.env.stdout)
+	root.SetErr(c.env.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return err })
+	root.AddGroup(&cobra.Group{ID: "run", Title: "Run workloads:"}, &cobra.Group{ID: "image", Title: "Images:"}, &cobra.Group{ID: "host", Title: "This host and kuasar:"})
+
+	for _, sub := range []*cobra.Command{
+		c.newRunCommand(),
+		c.newPullCommand(),
+		c.newImagesCommand(),
+		c.newImageCommand(),
+		c.newCheckCommand(),
+		c.newVersionCommand(),
+		c.newTemplatesCommand(),
+	} {
+		root.AddCommand(sub)
+	}
+	for _, name := range sortedCommandNames() {
+		if found, _, err := root.Find([]string{name}); err == nil && found != root {
+			continue // a built-in command of that name wins
+		}
+		root.AddCommand(c.bridge(name, commands[name]))
+	}
+	return root
+}
+
+// bridge makes a command added with register into a cobra command whose
+// arguments pass through untouched.
+func (c *cli) bridge(name string, b command) *cobra.Command {
+	return &cobra.Command{
+		Use:                name + " [ARGS...]",
+		Short:              b.summary,
+		GroupID:            "run",
+		DisableFlagParsing: true,
+		RunE: c.action(func(cmd *cobra.Command, args []string) int {
+			return b.run(c.ctx, c.env, args)
+		}),
+	}
+}
+
+// sortedCommandNames lists the names added with register, sorted.
+func sortedCommandNames() []string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// exactArgs accepts exactly n arguments, naming what they are when the
+// count is wrong.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("want %s, got %d argument(s)", what, len(args))
+		}
+		return nil
+	}
+}
+
+// minArgs accepts n or more arguments.
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return fmt.Errorf("want %s", what)
+		}
+		return nil
+	}
 }
 
 // defaultStateDir is $KUASAR_STATE_DIR, else /var/lib/kuasar as root, else
