@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,5 +258,37 @@ func TestBridge(t *testing.T) {
 	}
 	if h := runInProcess(t, t.TempDir(), "", "--help"); !strings.Contains(h.stdout, "test-bridge") {
 		t.Errorf("root help does not list the bridged command:\n%s", h.stdout)
+	}
+}
+
+// TestBridgeParseFlags checks parseFlags, the helper of bridged commands
+// written with Go's flag package: help on stdout with exit 0, a bad flag
+// on stderr with exit 2.
+func TestBridgeParseFlags(t *testing.T) {
+	register("test-flags", "a bridged command with Go flags", func(_ context.Context, env *cliEnv, args []string) int {
+		fs := flag.NewFlagSet("test-flags", flag.ContinueOnError)
+		n := fs.Int("n", 1, "a number")
+		fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: kuasar test-flags [-n N]") }
+		if code, ok := parseFlags(fs, env, args); !ok {
+			return code
+		}
+		fmt.Fprintln(env.stdout, *n)
+		return 0
+	})
+	defer delete(commands, "test-flags")
+	for _, tc := range []struct {
+		args             []string
+		code             int
+		stdout, inStderr string
+	}{
+		{[]string{"-n", "3"}, 0, "3\n", ""},
+		{[]string{"-h"}, 0, "usage: kuasar test-flags [-n N]\n", ""},
+		{[]string{"--help"}, 0, "usage: kuasar test-flags [-n N]\n", ""},
+		{[]string{"-x"}, exitUsage, "", "flag provided but not defined: -x"},
+	} {
+		r := runInProcess(t, t.TempDir(), "", append([]string{"test-flags"}, tc.args...)...)
+		if r.code != tc.code || r.stdout != tc.stdout || !strings.Contains(r.stderr, tc.inStderr) || (tc.inStderr == "" && r.stderr != "") {
+			t.Errorf("test-flags %v: exit %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, r.code, r.stdout, r.stderr, tc.code, tc.stdout, tc.inStderr)
+		}
 	}
 }

@@ -20,6 +20,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -256,4 +258,24 @@ func defaultStateDir() string {
 		return d + "/kuasar"
 	}
 	return os.TempDir() + "/kuasar"
+}
+
+// parseFlags parses the flags of a command added with register that uses
+// Go's flag package; it returns false (and the exit code) when the command
+// should stop. Help (-h) goes to stdout, flag errors to stderr.
+func parseFlags(fs *flag.FlagSet, env *cliEnv, args []string) (int, bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(env.stdout)
+		fs.Usage()
+		return 0, false
+	case err != nil:
+		fmt.Fprintf(env.stderr, "kuasar %s: %v\n", fs.Name(), err)
+		fs.SetOutput(env.stderr)
+		fs.Usage()
+		return exitUsage, false
+	}
+	return 0, true
 }
