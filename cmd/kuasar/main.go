@@ -107,7 +107,7 @@ func (c *cli) action(f func(cmd *cobra.Command, args []string) int) func(*cobra.
 // (tests run many in one process).
 func runCLI(ctx context.Context, env *cliEnv, args []string) int {
 	c := &cli{ctx: ctx, env: env}
-	root := c.newRoot()
+	root := c.newRoot(args)
 	if args == nil {
 		args = []string{} // cobra reads os.Args for nil
 	}
@@ -150,8 +150,14 @@ func explainFlagError(cmd *cobra.Command, args []string, err error) string {
 	return msg
 }
 
-// newRoot builds the command tree.
-func (c *cli) newRoot() *cobra.Command {
+// builtin is a command written for cobra, by name.
+type builtin struct {
+	name  string
+	build func() *cobra.Command
+}
+
+// newRoot builds the command tree for args.
+func (c *cli) newRoot(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kuasar",
 		Short: "Run WebAssembly and Linux OCI workloads in the sandbox they ask for",
@@ -180,19 +186,38 @@ image store. kuasar-sandboxer serves the same sandboxes to containerd.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return err })
 	root.AddGroup(&cobra.Group{ID: "run", Title: "Run workloads:"}, &cobra.Group{ID: "image", Title: "Images:"}, &cobra.Group{ID: "host", Title: "This host and kuasar:"})
 
-	for _, sub := range []*cobra.Command{
-		c.newRunCommand(),
-		c.newPullCommand(),
-		c.newImagesCommand(),
-		c.newImageCommand(),
-		c.newCheckCommand(),
-		c.newVersionCommand(),
-		c.newTemplatesCommand(),
-	} {
-		root.AddCommand(sub)
+	builtins := []builtin{
+		{"run", c.newRunCommand},
+		{"pull", c.newPullCommand},
+		{"images", c.newImagesCommand},
+		{"image", c.newImageCommand},
+		{"check", c.newCheckCommand},
+		{"version", c.newVersionCommand},
+		{"vm-templates", c.newTemplatesCommand},
+	}
+	// A command line naming a command builds only that command: a fresh
+	// `kuasar run` pays for its own flags, not for the whole tree's. Help,
+	// completion and anything else get the whole tree.
+	only := ""
+	if len(args) > 0 {
+		only = args[0]
+	}
+	known := slices.ContainsFunc(builtins, func(b builtin) bool { return b.name == only })
+	if _, bridged := commands[only]; !known && !bridged {
+		only = ""
+	}
+	// cobra adds `completion` (four commands) to a tree with subcommands.
+	root.CompletionOptions.DisableDefaultCmd = only != ""
+	for _, b := range builtins {
+		if only == "" || b.name == only {
+			root.AddCommand(b.build())
+		}
 	}
 	for _, name := range sortedCommandNames() {
-		if found, _, err := root.Find([]string{name}); err == nil && found != root {
+		if only != "" && name != only {
+			continue
+		}
+		if slices.ContainsFunc(builtins, func(b builtin) bool { return b.name == name }) {
 			continue // a built-in command of that name wins
 		}
 		root.AddCommand(c.bridge(name, commands[name]))
