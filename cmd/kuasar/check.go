@@ -59,7 +59,7 @@ func (c *cli) newCheckCommand() *cobra.Command {
 		format     formatFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "check [--config FILE] [--format json]",
+		Use:   "check",
 		Short: "Check that this host can run each sandbox kind, and say how to fix what is missing",
 		Long: `Checks that this host can run each sandbox kind (Wasm, the VM hypervisors,
 the accelerator) and the containerd integration, and says how to fix what is
@@ -76,7 +76,7 @@ Exit codes: 0 when nothing failed, 1 when a check failed.`,
 			return printChecks(c.env.stdout, results)
 		}),
 	}
-	cmd.Flags().StringVar(&configPath, "config", config.DefaultPath, "kuasar-sandboxer configuration to check (embedded defaults when absent)")
+	cmd.Flags().StringVar(&configPath, "config", config.DefaultPath, "the kuasar-sandboxer configuration `FILE` to check (embedded defaults when absent)")
 	format.register(cmd)
 	return cmd
 }

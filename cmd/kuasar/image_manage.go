@@ -32,7 +32,7 @@ func (c *cli) newImageRemoveCommand() *cobra.Command {
 		Aliases:           []string{"remove", "rmi"},
 		Short:             "Remove images from the local store and free what no other image uses",
 		Long:              "Removes images from the local store (names as 'kuasar images' lists them, or references)\nand deletes the blobs and unpacked rootfs trees no other image uses, printing each.",
-		Args:              minArgs(1, "one or more image names"),
+		Args:              minArgs(1, "missing NAME: give one or more image names (see kuasar images)"),
 		ValidArgsFunction: c.completeImageNames,
 		RunE: c.action(func(cmd *cobra.Command, args []string) int {
 			s, err := openImageStore(c.env)
@@ -61,7 +61,7 @@ func (c *cli) newImagePruneCommand() *cobra.Command {
 		format formatFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "prune [--all]",
+		Use:   "prune",
 		Short: "Delete blobs and rootfs trees no image uses; with --all, every image",
 		Long: `Deletes the blobs and unpacked rootfs trees in the local store that no image
 uses (left by an interrupted operation); with --all it removes every image
@@ -95,7 +95,7 @@ func (c *cli) newImageInspectCommand() *cobra.Command {
 		Use:               "inspect NAME...",
 		Short:             "Show images' store entries, manifests and configs (JSON)",
 		Long:              "Shows each image's store entry, manifest and config, verified against their digests,\nas a JSON array (as docker image inspect); --format text prints a summary.",
-		Args:              minArgs(1, "one or more image names"),
+		Args:              minArgs(1, "missing NAME: give one or more image names (see kuasar images)"),
 		ValidArgsFunction: c.completeImageNames,
 		RunE: c.action(func(cmd *cobra.Command, args []string) int {
 			s, err := openImageStore(c.env)

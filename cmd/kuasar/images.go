@@ -65,7 +65,7 @@ func (c *cli) imageListCommand(use string, aliases []string) *cobra.Command {
 		format formatFlag
 	)
 	cmd := &cobra.Command{
-		Use:     use + " [-q] [--format json]",
+		Use:     use,
 		Aliases: aliases,
 		Short:   "List the images in the local store",
 		Long:    "Lists the images in the local store ($KUASAR_STATE_DIR/images, here " + filepath.Join(c.env.stateDir, "images") + ").",

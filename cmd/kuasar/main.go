@@ -260,11 +260,11 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
-// minArgs accepts n or more arguments.
-func minArgs(n int, what string) cobra.PositionalArgs {
+// minArgs accepts n or more arguments, else fails with msg.
+func minArgs(n int, msg string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < n {
-			return fmt.Errorf("want %s", what)
+			return errors.New(msg)
 		}
 		return nil
 	}

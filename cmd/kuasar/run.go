@@ -127,7 +127,7 @@ func (c *cli) newRunCommand() *cobra.Command {
 		Example:     runExample,
 		GroupID:     "run",
 		Annotations: map[string]string{annotationUsageExit: strconv.Itoa(exitKuasarError)},
-		Args:        minArgs(1, "TARGET (a .wasm file, an image reference or a local image): missing TARGET"),
+		Args:        minArgs(1, "missing TARGET: give a .wasm file, an image reference or a local image"),
 		RunE: c.action(func(cmd *cobra.Command, args []string) int {
 			if code, ok := o.finish(c.env, args); !ok {
 				return code
