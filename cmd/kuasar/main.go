@@ -50,6 +50,10 @@ type cliEnv struct {
 	stateDir string
 }
 
+// processSignals, set by main, carries the SIGINT and SIGTERM the process
+// received, from its start; nil when the CLI runs inside a test.
+var processSignals <-chan os.Signal
+
 // commands are the subcommands added with register, by name.
 var commands = map[string]command{}
 
@@ -80,8 +84,24 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kuasar: KUASAR_LOG_LEVEL=%q: use trace, debug, info, warn or error\n", level)
 		os.Exit(2)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT and SIGTERM cancel ctx (stopping a pull or a compilation) and
+	// are kept for runInSandbox, which passes them on to the container
+	// even when they came before it started.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	caught := make(chan os.Signal, 4)
+	signal.Notify(caught, os.Interrupt, syscall.SIGTERM)
+	forward := make(chan os.Signal, 4)
+	processSignals = forward
+	go func() {
+		for s := range caught {
+			cancel()
+			select {
+			case forward <- s:
+			default: // runInSandbox has enough to act on
+			}
+		}
+	}()
 	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, stateDir: defaultStateDir()}
 	os.Exit(runCLI(ctx, env, os.Args[1:]))
 }
