@@ -435,70 +435,8 @@ func (t *txn) commit(ctx context.Context, e Entry, rootfsTmp string, uses []dige
 
 // Remove drops the named images from the store, then deletes every blob and
 // rootfs tree that no remaining image uses. Unknown names are an error and
-// nothing is removed.
+// nothing is removed. RemoveImages says what went.
 func (s *Store) Remove(ctx context.Context, names ...string) error {
-	unlock, err := s.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	idx, err := s.readIndex()
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if !slices.ContainsFunc(idx.Images, func(e Entry) bool { return e.Name == n }) {
-			return fmt.Errorf("image %q is not in the store (see kuasar images): %w", n, errdefs.ErrNotFound)
-		}
-	}
-	idx.Images = slices.DeleteFunc(idx.Images, func(e Entry) bool { return slices.Contains(names, e.Name) })
-	if err := s.writeIndex(idx); err != nil {
-		return err
-	}
-	return s.gc(ctx, idx)
-}
-
-// gc deletes blobs and rootfs trees no entry of idx uses; the caller holds
-// the lock. A blob of an entry that cannot be read keeps everything (safe).
-func (s *Store) gc(ctx context.Context, idx *indexFile) error {
-	keep := map[string]bool{}
-	keepRootfs := map[string]bool{}
-	for _, e := range idx.Images {
-		keep[e.Target.Digest.Encoded()] = true
-		keep[e.Manifest.Digest.Encoded()] = true
-		keepRootfs[e.Manifest.Digest.Encoded()] = true
-		var m ocispec.Manifest
-		if err := readJSON(ctx, s, e.Manifest, &m); err != nil {
-			return fmt.Errorf("image %s is unreadable, not collecting garbage: %w", e.Name, err)
-		}
-		keep[m.Config.Digest.Encoded()] = true
-		for _, l := range m.Layers {
-			keep[l.Digest.Encoded()] = true
-		}
-	}
-	blobDir := filepath.Join(s.root, "blobs", "sha256")
-	ents, err := os.ReadDir(blobDir)
-	if err != nil {
-		return err
-	}
-	for _, b := range ents {
-		if !keep[b.Name()] {
-			if err := os.Remove(filepath.Join(blobDir, b.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	rootfsDir := filepath.Join(s.root, "rootfs")
-	ents, err = os.ReadDir(rootfsDir)
-	if err != nil {
-		return err
-	}
-	for _, r := range ents {
-		if !keepRootfs[r.Name()] {
-			if err := removeTree(filepath.Join(rootfsDir, r.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	_, err := s.RemoveImages(ctx, names...)
+	return err
 }

@@ -79,7 +79,11 @@ type Module interface {
 type Mount struct {
 	// HostPath is an absolute directory on the host.
 	HostPath string
-	// GuestPath is the absolute path the guest sees it at ("/" for the root).
+	// GuestPath is the name the guest sees it under: an absolute path ("/"
+	// for the root), or a relative one, as wasmtime's --dir gives: "."
+	// is the guest's current directory, which wasi-libc and Go resolve
+	// relative paths against, so a guest given "." can list ".". A
+	// relative name never starts with "..".
 	GuestPath string
 	// ReadOnly refuses every write through this mount.
 	ReadOnly bool

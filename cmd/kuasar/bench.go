@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("bench", "measure kuasar beside runc and other baselines: table, JSON, SVG plots", runBench)
+	register("bench", "Measure kuasar beside runc and other baselines: table, JSON, SVG plots", runBench)
 }
 
 func runBench(ctx context.Context, env *cliEnv, args []string) int {

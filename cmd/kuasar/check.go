@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/internal/fsroot"
@@ -20,10 +21,6 @@ import (
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
 )
-
-func init() {
-	register("check", "check that this host can run each sandbox kind, and say how to fix what is missing", checkCommand)
-}
 
 // checkStatus is the verdict of one preflight check.
 type checkStatus string
@@ -50,23 +47,69 @@ var emptyCommand = []byte{
 	0x74, 0x61, 0x72, 0x74, 0x00, 0x00, 0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
 }
 
-// checkCommand runs the preflight checks: the Wasm engine and its cache, the
-// image store, the configuration, every hypervisor's binary, kernel and
-// initramfs, the accelerator, and the containerd integration (the shim binary
-// in PATH, containerd's and the sandboxer's sockets). It exits 1 when a check
-// fails; warnings concern sandbox kinds or integrations not in use.
-func checkCommand(ctx context.Context, env *cliEnv, args []string) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	configPath := fs.String("config", config.DefaultPath, "kuasar-sandboxer configuration to check (embedded defaults when absent)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+// newCheckCommand builds `kuasar check`, the preflight checks: the Wasm
+// engine and its cache, the image store, the configuration, every
+// hypervisor's binary, kernel and initramfs, the accelerator, and the
+// containerd integration (the shim binary in PATH, containerd's and the
+// sandboxer's sockets). It exits 1 when a check fails; warnings concern
+// sandbox kinds or integrations not in use.
+func (c *cli) newCheckCommand() *cobra.Command {
+	var (
+		configPath string
+		format     formatFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check that this host can run each sandbox kind, and say how to fix what is missing",
+		Long: `Checks that this host can run each sandbox kind (Wasm, the VM hypervisors,
+the accelerator) and the containerd integration, and says how to fix what is
+missing. Each line is ok, warn (a kind or integration not in use) or FAIL.
+
+Exit codes: 0 when nothing failed, 1 when a check failed.`,
+		GroupID: "host",
+		Args:    cobra.NoArgs,
+		RunE: c.action(func(cmd *cobra.Command, args []string) int {
+			results := runChecks(c.ctx, c.env.stateDir, configPath)
+			if format == "json" {
+				return printChecksJSON(c.env.stdout, results)
+			}
+			return printChecks(c.env.stdout, results)
+		}),
 	}
-	results := runChecks(ctx, env.stateDir, *configPath)
-	return printChecks(env.stdout, results)
+	cmd.Flags().StringVar(&configPath, "config", config.DefaultPath, "the kuasar-sandboxer configuration `FILE` to check (embedded defaults when absent)")
+	format.register(cmd)
+	return cmd
+}
+
+// checkJSON is one check in `kuasar check --format json`.
+type checkJSON struct {
+	Area string `json:"area"`
+	// Status is ok, warn or fail.
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// printChecksJSON writes {"ok": bool, "checks": [...]} and returns the exit
+// code printChecks would.
+func printChecksJSON(w io.Writer, results []checkResult) int {
+	out := struct {
+		OK     bool        `json:"ok"`
+		Checks []checkJSON `json:"checks"`
+	}{OK: true, Checks: []checkJSON{}}
+	for _, r := range results {
+		j := checkJSON{Area: r.area, Status: strings.ToLower(string(r.status)), Detail: r.detail}
+		if r.status != checkOK {
+			j.Fix = r.fix
+		}
+		out.OK = out.OK && r.status != checkFail
+		out.Checks = append(out.Checks, j)
+	}
+	writeJSON(w, out)
+	if !out.OK {
+		return 1
+	}
+	return 0
 }
 
 func printChecks(w io.Writer, results []checkResult) int {

@@ -2,33 +2,37 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 
 	"github.com/kuasar-go/kuasar/images"
 )
 
-func init() {
-	register("pull", "fetch an image (registry, OCI layout or OCI archive) into the local store", runPull)
-}
-
-func runPull(ctx context.Context, env *cliEnv, args []string) int {
-	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
+func (c *cli) newPullCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pull [flags] REF",
+		Short: "Fetch an image (registry, OCI layout or OCI archive) into the local store",
+		Long: `Fetches REF into the local store and prints its name, manifest digest and kind.
+REF is a registry reference (ghcr.io/org/app:tag), an OCI layout directory or
+an OCI archive (.tar), optionally PATH:NAME.`,
+		Example: "  kuasar pull ghcr.io/org/app:v1\n  kuasar pull app.tar:app",
+		GroupID: "image",
+		Args:    exactArgs(1, "one REF"),
+	}
+	fs := cmd.Flags()
 	plainHTTP := fs.Bool("plain-http", false, "talk plain HTTP to the registry (automatic for localhost, 127.0.0.1 and [::1])")
 	dockerConfig := fs.String("docker-config", "", "read registry credentials from this docker config.json (default $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	var imf imageFlags
 	imf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: kuasar pull [flags] REF\n\nREF is a registry reference (ghcr.io/org/app:tag), an OCI layout directory\nor an OCI archive (.tar), optionally PATH:NAME. Prints the name and manifest digest.\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if code, ok := parseFlags(fs, env, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
+	cmd.RunE = c.action(func(cmd *cobra.Command, args []string) int {
+		return pull(c.ctx, c.env, args[0], *plainHTTP, *dockerConfig, &imf)
+	})
+	return cmd
+}
+
+// pull fetches ref into the store.
+func pull(ctx context.Context, env *cliEnv, ref string, plainHTTP bool, dockerConfig string, imf *imageFlags) int {
 	fail := func(err error) int {
 		fmt.Fprintf(env.stderr, "kuasar pull: %v\n", err)
 		return exitImageFailure
@@ -41,11 +45,11 @@ func runPull(ctx context.Context, env *cliEnv, args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	opts := append([]images.Option{images.WithPlainHTTP(*plainHTTP), images.WithProgress(progressWriter(env))}, limitOpts...)
-	if *dockerConfig != "" {
-		opts = append(opts, images.WithDockerConfig(*dockerConfig))
+	opts := append([]images.Option{images.WithPlainHTTP(plainHTTP), images.WithProgress(progressWriter(env))}, limitOpts...)
+	if dockerConfig != "" {
+		opts = append(opts, images.WithDockerConfig(dockerConfig))
 	}
-	t, err := images.ParseTarget(fs.Arg(0))
+	t, err := images.ParseTarget(ref)
 	if err != nil {
 		return fail(err)
 	}

@@ -3,12 +3,12 @@ package main
 // Registry timeouts and layer limits shared by pull, run and image build.
 
 import (
-	"flag"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/spf13/pflag"
 
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/bytesize"
@@ -26,7 +26,7 @@ type imageFlags struct {
 }
 
 // registerTimeouts adds --registry-connect-timeout and --registry-timeout.
-func (f *imageFlags) registerTimeouts(fs *flag.FlagSet) {
+func (f *imageFlags) registerTimeouts(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.connectTimeout, "registry-connect-timeout", images.DefaultConnectTimeout,
 		"longest wait to connect to a registry (DNS and TCP), and separately for its TLS handshake; 0 waits forever")
 	fs.DurationVar(&f.timeout, "registry-timeout", images.DefaultResponseTimeout,
@@ -35,7 +35,7 @@ func (f *imageFlags) registerTimeouts(fs *flag.FlagSet) {
 
 // register adds the timeout flags and --max-layer-size, --max-layer-entries
 // and --max-layer-ratio.
-func (f *imageFlags) register(fs *flag.FlagSet) {
+func (f *imageFlags) register(fs *pflag.FlagSet) {
 	f.registerTimeouts(fs)
 	f.maxLayerSize = byteSize(images.DefaultMaxLayerSize)
 	fs.Var(&f.maxLayerSize, "max-layer-size", "refuse an image with a layer larger than this `size` uncompressed: bytes or 512Mi, 16Gi, ...")
@@ -103,3 +103,5 @@ func (b *byteSize) Set(v string) error {
 	*b = byteSize(n)
 	return nil
 }
+
+func (b *byteSize) Type() string { return "size" }

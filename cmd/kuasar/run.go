@@ -3,17 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/cobra"
 
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/bytesize"
@@ -34,10 +35,6 @@ const (
 	// "command not found").
 	exitFunctionNotFound = 127
 )
-
-func init() {
-	register("run", "run a .wasm module (or an image) in the sandbox it asks for", runCommand)
-}
 
 // engineFactories are the Wasm engines this build has, by --engine name.
 // Engines behind build tags add themselves from their own init().
@@ -69,50 +66,112 @@ type runOptions struct {
 	images    imageFlags // registry timeouts and layer limits
 	workdir   string
 	vmTmpl    string // --vm-template: "", auto or off
+	invoke    string // --invoke: the export to call instead of _start
 	target    string
 	args      []string // nil: the image's default args
 }
 
-func runUsage(fs *flag.FlagSet) func() {
-	return func() {
-		w := fs.Output()
-		fmt.Fprintln(w, "usage: kuasar run [flags] TARGET [-- ARGS...]")
-		fmt.Fprintln(w, "\nRuns TARGET (a .wasm file, path.wasm#function to start another export).")
-		fmt.Fprintln(w, "ARGS replace the image's default arguments; argv[0] stays the module.")
-		fmt.Fprintln(w, "\nflags:")
-		fs.PrintDefaults()
-	}
-}
+// runLong is the body of `kuasar run --help`.
+const runLong = `Runs TARGET in the sandbox it asks for and exits with its exit code.
 
-func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
+TARGET is one of:
+  FILE.wasm             a WebAssembly module (recognised by its \0asm header);
+                        FILE.wasm#FUNC, or --invoke FUNC, calls export FUNC
+                        instead of _start
+  REGISTRY/REPO:TAG     an OCI image reference, pulled into the local store
+                        when it is not there yet (ghcr.io/org/app:v1)
+  NAME                  an image already in the local store ('kuasar images')
+  DIR | FILE.tar[:NAME] an OCI image layout directory or OCI archive
+Wasm images run in-process (wazero); Linux images in a micro-VM
+(--isolation vm) or Quark. ARGS replace the image's default arguments;
+argv[0] stays the module's name. Flags end at TARGET: what follows is the
+guest's.
+
+Directories (as wasmtime's --dir, and docker's -v):
+  --dir DIR             DIR under the same name: --dir . gives the guest the
+                        host's current directory as its ".", so 'ls .' works
+  --dir HOST::GUEST     HOST under the name GUEST (/data, or a relative name)
+  -v HOST:GUEST[:ro]    HOST at the absolute GUEST path, read-only with :ro
+                        (--dir HOST:GUEST[:ro] is the same)
+
+Sizes (--memory, --max-layer-size) are bytes or a number with a unit, as
+Kubernetes writes them: Ki, Mi, Gi, Ti are powers of 1024 (64Mi = 67108864);
+K, M, G, T are powers of 1000 (64M = 64000000, as Kubernetes, where docker
+would read 64 MiB). Lower-case k, m, g, t are refused: docker reads m as MiB,
+Kubernetes as milli.
+
+Exit codes:
+  0-255  the guest's own exit status (WASI proc_exit, or the VM process's)
+  125    kuasar could not run the workload (bad flag, bad module or image,
+         no such file, engine failure before the guest started)
+  127    the module has no such function (FILE.wasm#FUNC, --invoke)
+  130    kuasar was interrupted (SIGINT; 143 for SIGTERM): 128 + signal
+  137    the guest was killed: --timeout, a trap, memory exhausted, SIGKILL`
+
+// runExample is the example section of `kuasar run --help`.
+const runExample = `  kuasar run hello.wasm
+  kuasar run app.wasm -- --verbose input.txt
+  kuasar run --dir . app.wasm ls .
+  kuasar run --dir ./data::/data -e LEVEL=debug -m 64Mi app.wasm
+  kuasar run reactor.wasm#greet          # or: --invoke greet reactor.wasm
+  kuasar run ghcr.io/org/app:v1
+  kuasar run --isolation vm -m 256Mi docker.io/library/busybox:latest -- echo hi`
+
+// newRunCommand builds `kuasar run`.
+func (c *cli) newRunCommand() *cobra.Command {
 	o := &runOptions{}
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	fs.Var(&o.dirs, "dir", "make host directory HOST visible to the guest at GUEST (default: HOST); HOST[:GUEST][:ro]; repeatable")
-	fs.Var(&o.envs, "env", "set KEY=VALUE in the guest's environment (KEY alone copies it from kuasar's); repeatable")
-	fs.Var(&o.memory, "memory", "cap the guest's memory: bytes or a size like 64Mi, 512M, 1G; for Wasm guests the default is 512Mi and max means the wasm32 maximum (4Gi)")
+	cmd := &cobra.Command{
+		Use:         "run [flags] TARGET [-- ARGS...]",
+		Short:       "Run a .wasm module or an image in the sandbox it asks for",
+		Long:        runLong,
+		Example:     runExample,
+		GroupID:     "run",
+		Annotations: map[string]string{annotationUsageExit: strconv.Itoa(exitKuasarError)},
+		Args:        minArgs(1, "missing TARGET: give a .wasm file, an image reference or a local image"),
+		RunE: c.action(func(cmd *cobra.Command, args []string) int {
+			if code, ok := o.finish(c.env, args); !ok {
+				return code
+			}
+			return runCommand(c.ctx, c.env, o)
+		}),
+	}
+	fs := cmd.Flags()
+	fs.SetInterspersed(false) // flags end at TARGET: the rest is the guest's
+	fs.Var(&o.dirs, "dir", "give the guest host directory DIR under the same name (--dir . is the guest's \".\"), or HOST::GUEST under the name GUEST; repeatable")
+	fs.VarP(&volumeFlag{&o.dirs}, "volume", "v", "bind HOST at the absolute guest path GUEST, read-only with :ro (docker's -v); repeatable")
+	fs.VarP(&o.envs, "env", "e", "set KEY=VALUE in the guest's environment (KEY alone copies kuasar's); repeatable")
+	fs.VarP(&o.memory, "memory", "m", "cap the guest's memory: bytes or 64Mi, 512M, 1Gi (see Sizes); Wasm default 512Mi, max = the wasm32 maximum (4Gi)")
 	fs.IntVar(&o.openFiles, "open-files", defaultOpenFiles, "most files the guest may hold open, stdio and --dir mounts included (its RLIMIT_NOFILE); past it opens fail with EMFILE")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the guest after this long (exit code 137), e.g. 500ms, 10s; 0 means never")
-	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox kind: auto (the image decides), wasm, vm or quark")
-	fs.StringVar(&o.engine, "engine", wazero.EngineName, "Wasm engine")
+	fs.StringVar(&o.isolation, "isolation", "auto", "the `KIND` of sandbox: auto (the image decides), wasm, vm or quark")
+	fs.StringVar(&o.engine, "engine", wazero.EngineName, "the Wasm `ENGINE`: "+strings.Join(engineNames(), " or "))
+	fs.StringVar(&o.invoke, "invoke", "", "call export `FUNC` instead of _start (as TARGET#FUNC)")
+	fs.StringVarP(&o.workdir, "workdir", "w", "", "the guest's working directory, an absolute `PATH` (default: the image's, else /)")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "talk plain HTTP to registries (local test registries only)")
 	o.images.register(fs)
-	fs.StringVar(&o.workdir, "workdir", "", "the guest's working directory (default: the image's, else /)")
 	fs.StringVar(&o.vmTmpl, "vm-template", "", "vm isolation: auto restores the VM from a template (built on the first run) when one fits, off always boots it (default: [hypervisor.NAME] template, else auto)")
-	fs.Usage = runUsage(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0, false
+	fs.BoolP("interactive", "i", true, "accepted for docker's -i: the guest always reads kuasar's stdin")
+	fs.BoolP("tty", "t", false, "accepted for docker's -t: the guest sees a terminal when kuasar's stdio is one")
+	cmd.RegisterFlagCompletionFunc("isolation", cobra.FixedCompletions([]string{"auto", "wasm", "vm", "quark"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("engine", cobra.FixedCompletions(engineNames(), cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("vm-template", cobra.FixedCompletions([]string{"auto", "off"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("dir", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	})
+	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveDefault // the guest's arguments
 		}
-		return nil, exitKuasarError, false
+		return []string{"wasm"}, cobra.ShellCompDirectiveFilterFileExt
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(env.stderr, "kuasar run: missing TARGET (a .wasm file)")
-		fs.Usage()
-		return nil, exitKuasarError, false
-	}
-	o.target = fs.Arg(0)
-	rest := fs.Args()[1:]
+	return cmd
+}
+
+// finish takes TARGET and the guest's arguments from args and checks what
+// the flags cannot check alone.
+func (o *runOptions) finish(env *cliEnv, args []string) (int, bool) {
+	o.target = args[0]
+	rest := args[1:]
 	if len(rest) > 0 && rest[0] == "--" {
 		rest = rest[1:]
 		o.args = []string{} // "--" with nothing after still clears the default args
@@ -122,20 +181,17 @@ func parseRunFlags(env *cliEnv, args []string) (*runOptions, int, bool) {
 	}
 	if o.openFiles < 1 {
 		fmt.Fprintf(env.stderr, "kuasar run: --open-files %d: give a positive count (default %d)\n", o.openFiles, defaultOpenFiles)
-		return nil, exitKuasarError, false
+		return exitKuasarError, false
 	}
 	if o.timeout < 0 {
 		fmt.Fprintf(env.stderr, "kuasar run: --timeout %v is negative\n", o.timeout)
-		return nil, exitKuasarError, false
+		return exitKuasarError, false
 	}
-	return o, 0, true
+	return 0, true
 }
 
-func runCommand(ctx context.Context, env *cliEnv, args []string) int {
-	o, code, ok := parseRunFlags(env, args)
-	if !ok {
-		return code
-	}
+// runCommand runs the workload o names and returns kuasar's exit code.
+func runCommand(ctx context.Context, env *cliEnv, o *runOptions) int {
 	fail := func(err error) int {
 		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
 		return exitKuasarError
@@ -293,6 +349,12 @@ func runConfig(wl *images.Workload, o *runOptions) (wasm.RunConfig, error) {
 	if argv0 == "" {
 		argv0 = path.Base(wl.Reference)
 	}
+	if o.invoke != "" {
+		if wl.Function != "" && wl.Function != o.invoke {
+			return wasm.RunConfig{}, fmt.Errorf("--invoke %s and %s name different functions: give one: %w", o.invoke, wl.Reference, errdefs.ErrInvalidArgument)
+		}
+		function = o.invoke
+	}
 	args := []string{argv0}
 	if o.args != nil {
 		args = append(args, o.args...)
@@ -368,11 +430,13 @@ func mergeEnv(base, flags []string) ([]string, error) {
 	return out, nil
 }
 
+// engineNames lists the --engine names this build offers, sorted.
 func engineNames() []string {
 	var names []string
 	for n := range engineFactories {
 		names = append(names, n)
 	}
+	sort.Strings(names)
 	return names
 }
 
@@ -381,14 +445,16 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+func (l *listFlag) Type() string       { return "KEY=VALUE" }
 
-// dirFlag is a repeatable HOST[:GUEST][:ro] flag.
+// dirFlag is the repeatable --dir: wasmtime's DIR and HOST::GUEST, and
+// docker's HOST:GUEST[:ro].
 type dirFlag []wasm.Mount
 
 func (d *dirFlag) String() string {
 	var s []string
 	for _, m := range *d {
-		s = append(s, m.HostPath+":"+m.GuestPath)
+		s = append(s, m.HostPath+"::"+m.GuestPath)
 	}
 	return strings.Join(s, ",")
 }
@@ -402,42 +468,108 @@ func (d *dirFlag) Set(v string) error {
 	return nil
 }
 
+func (d *dirFlag) Type() string { return "DIR" }
+
+// volumeFlag is -v/--volume: docker's HOST:GUEST[:ro|rw], into the same
+// list as --dir.
+type volumeFlag struct{ dirs *dirFlag }
+
+func (v *volumeFlag) String() string { return "" }
+
+func (v *volumeFlag) Set(s string) error {
+	if !strings.Contains(s, ":") || strings.Contains(s, "::") {
+		return fmt.Errorf("%q: want HOST:GUEST[:ro] with an absolute GUEST (or use --dir %s)", s, s)
+	}
+	m, err := parseVolume(s)
+	if err != nil {
+		return err
+	}
+	*v.dirs = append(*v.dirs, m)
+	return nil
+}
+
+func (v *volumeFlag) Type() string { return "HOST:GUEST[:ro]" }
+
+// parseDir reads a --dir value as wasmtime does: DIR gives the guest the
+// host directory DIR under the same name, HOST::GUEST under the name
+// GUEST. A relative name stays relative, as the guest's preopen name: "."
+// is the guest's current directory (wasi-libc and Go resolve relative
+// paths against it), so --dir . lets the guest 'ls .'. Docker's
+// HOST:GUEST[:ro] is taken too (see parseVolume).
 func parseDir(v string) (wasm.Mount, error) {
-	var m wasm.Mount
+	host, guest, wasmtime := strings.Cut(v, "::")
+	if !wasmtime {
+		if strings.Contains(v, ":") {
+			return parseVolume(v)
+		}
+		host, guest = v, v
+	}
+	if host == "" || guest == "" {
+		return wasm.Mount{}, fmt.Errorf("%q: want DIR or HOST::GUEST", v)
+	}
+	name, err := guestName(guest)
+	if err != nil {
+		return wasm.Mount{}, fmt.Errorf("%q: %w", v, err)
+	}
+	return hostDir(v, host, name, false)
+}
+
+// guestName checks and cleans the name a --dir directory gets in the
+// guest: an absolute path, or a relative one that stays below the guest's
+// current directory ("." itself, "data").
+func guestName(g string) (string, error) {
+	if path.IsAbs(g) {
+		return path.Clean(g), nil
+	}
+	c := path.Clean(g)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", fmt.Errorf("the guest name %q leaves the guest's current directory: write HOST::/NAME for an absolute one", g)
+	}
+	return c, nil
+}
+
+// parseVolume reads docker's HOST:GUEST[:ro|rw]; GUEST must be absolute.
+func parseVolume(v string) (wasm.Mount, error) {
 	parts := strings.Split(v, ":")
+	ro := false
 	switch last := parts[len(parts)-1]; {
 	case len(parts) > 1 && last == "ro":
-		m.ReadOnly = true
+		ro = true
 		parts = parts[:len(parts)-1]
 	case len(parts) > 1 && last == "rw":
 		parts = parts[:len(parts)-1]
 	}
-	if len(parts) > 2 || parts[0] == "" {
-		return m, fmt.Errorf("%q: want HOST[:GUEST][:ro]", v)
-	}
-	host, err := filepath.Abs(parts[0])
-	if err != nil {
-		return m, err
-	}
-	m.HostPath = host
-	m.GuestPath = parts[0]
-	if len(parts) == 2 {
-		m.GuestPath = parts[1]
-	}
-	if !path.IsAbs(m.GuestPath) {
-		if len(parts) == 2 {
-			return m, fmt.Errorf("%q: the guest path %q must be absolute", v, m.GuestPath)
+	if len(parts) == 1 { // DIR:ro
+		name, err := guestName(parts[0])
+		if err != nil {
+			return wasm.Mount{}, fmt.Errorf("%q: %w", v, err)
 		}
-		m.GuestPath = host // a relative HOST appears at the same absolute path
+		return hostDir(v, parts[0], name, ro)
 	}
-	st, err := os.Stat(host)
+	if len(parts) != 2 || parts[0] == "" {
+		return wasm.Mount{}, fmt.Errorf("%q: want HOST:GUEST[:ro]", v)
+	}
+	if !path.IsAbs(parts[1]) {
+		return wasm.Mount{}, fmt.Errorf("%q: the guest path %q must be absolute (or give it a relative name with --dir HOST::%s)", v, parts[1], parts[1])
+	}
+	return hostDir(v, parts[0], path.Clean(parts[1]), ro)
+}
+
+// hostDir resolves the host side of a --dir or -v value and checks that it
+// is a directory.
+func hostDir(v, host, guest string, ro bool) (wasm.Mount, error) {
+	abs, err := filepath.Abs(host)
 	if err != nil {
-		return m, fmt.Errorf("%q: %w", v, err)
+		return wasm.Mount{}, err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return wasm.Mount{}, fmt.Errorf("%q: %w", v, err)
 	}
 	if !st.IsDir() {
-		return m, fmt.Errorf("%q: %s is not a directory", v, host)
+		return wasm.Mount{}, fmt.Errorf("%q: %s is not a directory", v, abs)
 	}
-	return m, nil
+	return wasm.Mount{HostPath: abs, GuestPath: guest, ReadOnly: ro}, nil
 }
 
 // sizeFlag is a byte count written as a plain number or with a unit suffix
@@ -470,6 +602,8 @@ func (s *sizeFlag) Set(v string) error {
 	*s = sizeFlag(n)
 	return nil
 }
+
+func (s *sizeFlag) Type() string { return "size" }
 
 // Defaults of `kuasar run`: a guest always runs with bounds, as a container
 // does under a runtime's defaults.

@@ -183,7 +183,13 @@ func TestRunCLI(t *testing.T) {
 		{name: "bad env", args: []string{"--env", "=x", hello}, wantCode: 125, wantErr: "missing the variable name"},
 		{name: "relative workdir", args: []string{"--workdir", "app", hello}, wantCode: 125, wantErr: "absolute"},
 		{name: "no target", args: nil, wantCode: 125, wantErr: "missing TARGET"},
-		{name: "help", args: []string{"-h"}, wantErr: "usage: kuasar run"},
+		{name: "invoke", args: []string{"--invoke", "greet", fixture(t, "reactor")}, wantOut: "hello from greet\n"},
+		{name: "invoke and #func agree", args: []string{"--invoke", "greet", fixture(t, "reactor") + "#greet"}, wantOut: "hello from greet\n"},
+		{name: "invoke and #func differ", args: []string{"--invoke", "trap", fixture(t, "reactor") + "#greet"}, wantCode: 125, wantErr: "name different functions"},
+		{name: "invoke missing", args: []string{"--invoke", "nope", hello}, wantCode: 127, wantErr: `"nope"`},
+		{name: "short aliases", args: []string{"-e", "A=1", "-w", "/data", "-v", data + ":/data", "-m", "64Mi", wasi, "getenv", "A"}, wantOut: "1\n"},
+		{name: "lower-case m refused", args: []string{"-m", "64m", hello}, wantCode: 125, wantErr: "write 64Mi (powers of 1024) or 64M"},
+		{name: "one-dash long flag", args: []string{"-memory", "64Mi", hello}, wantCode: 125, wantErr: "write --memory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

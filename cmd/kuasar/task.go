@@ -68,9 +68,16 @@ type runResult struct {
 func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backend.Sandbox, spec *specs.Spec, parent string, timeout time.Duration, stateless bool) (_ runResult, retErr error) {
 	// Which signal stops us decides the exit code (128+signal): learn it
 	// before anything runs, so a signal during a long boot counts too.
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigc)
+	// In the kuasar process, main has caught every signal since it
+	// started (processSignals), so one that came before this run began
+	// (while the module compiled) counts too.
+	sigc := processSignals
+	if sigc == nil {
+		c := make(chan os.Signal, 2)
+		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(c)
+		sigc = c
+	}
 
 	ctx = namespaces.WithNamespace(ctx, cliNamespace)
 	// A sandbox with state (a VM, Quark) runs in a directory of the

@@ -2,69 +2,59 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
 
 	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
-
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
-func init() {
-	register("vm-templates", "list the VM templates `kuasar run --isolation vm` restores from, build the default one ahead of time (build), or remove them (rm)", templatesCommand)
-}
-
-// templatesCommand lists the VM templates kept under the state directory
-// or, with "rm", removes them all (their memory files on /dev/shm too);
-// the next VM run builds a template again.
-func templatesCommand(ctx context.Context, env *cliEnv, args []string) int {
-	fs := flag.NewFlagSet("vm-templates", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	dir := filepath.Join(env.stateDir, "vm-templates")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: kuasar vm-templates [build|rm]\n\nLists the VM templates in "+dir+"; build makes the one of the configured default sizes now\n(so the first run is restored, not booted); rm removes them (running VMs are not affected).")
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+func (c *cli) newTemplatesCommand() *cobra.Command {
+	dir := filepath.Join(c.env.stateDir, "vm-templates")
+	return &cobra.Command{
+		Use:       "vm-templates [build|rm]",
+		Short:     "List the VM templates 'kuasar run --isolation vm' restores from, build the default one ahead of time (build), or remove them (rm)",
+		Long:      "Lists the VM templates in " + dir + "; build makes the one of the configured default sizes now\n(so the first run is restored, not booted); rm removes them all, their memory files on /dev/shm too\n(running VMs are not affected); the next VM run builds one again.",
+		GroupID:   "host",
+		Args:      cobra.MatchAll(cobra.MaximumNArgs(1), cobra.OnlyValidArgs),
+		ValidArgs: []string{"build", "rm"},
+		RunE: c.action(func(cmd *cobra.Command, args []string) int {
+			b, err := vmbackend.New(c.ctx, vmbackend.WithTemplateDir(dir))
+			if err != nil {
+				fmt.Fprintf(c.env.stderr, "kuasar vm-templates: %v\n", err)
+				return exitKuasarError
+			}
+			switch {
+			case len(args) == 0:
+				for _, t := range b.Templates() {
+					fmt.Fprintln(c.env.stdout, t)
+				}
+			case args[0] == "build":
+				t, err := buildTemplate(c.ctx, dir)
+				if err != nil {
+					fmt.Fprintf(c.env.stderr, "kuasar vm-templates build: %v\n", err)
+					return exitKuasarError
+				}
+				if t == "" {
+					fmt.Fprintln(c.env.stderr, "kuasar vm-templates build: templates are off, or the default hypervisor has none ([hypervisor] default, [hypervisor.qemu] template, rootfs_mode)")
+					return 0
+				}
+				fmt.Fprintln(c.env.stdout, t)
+			default:
+				if err := b.RemoveTemplates(c.ctx); err != nil {
+					fmt.Fprintf(c.env.stderr, "kuasar vm-templates rm: %v\n", err)
+					return exitKuasarError
+				}
+			}
 			return 0
-		}
-		return exitKuasarError
+		}),
+		Annotations: map[string]string{annotationUsageExit: strconv.Itoa(exitKuasarError)},
 	}
-	b, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(dir))
-	if err != nil {
-		fmt.Fprintf(env.stderr, "kuasar vm-templates: %v\n", err)
-		return exitKuasarError
-	}
-	switch fs.Arg(0) {
-	case "":
-		for _, t := range b.Templates() {
-			fmt.Fprintln(env.stdout, t)
-		}
-	case "build":
-		t, err := buildTemplate(ctx, dir)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "kuasar vm-templates build: %v\n", err)
-			return exitKuasarError
-		}
-		if t == "" {
-			fmt.Fprintln(env.stderr, "kuasar vm-templates build: templates are off, or the default hypervisor has none ([hypervisor] default, [hypervisor.qemu] template, rootfs_mode)")
-			return 0
-		}
-		fmt.Fprintln(env.stdout, t)
-	case "rm":
-		if err := b.RemoveTemplates(ctx); err != nil {
-			fmt.Fprintf(env.stderr, "kuasar vm-templates rm: %v\n", err)
-			return exitKuasarError
-		}
-	default:
-		fs.Usage()
-		return exitKuasarError
-	}
-	return 0
 }
 
 // templateCheck is `kuasar check`'s line on VM templates: the setting,

@@ -109,8 +109,12 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 		if !isBind(m) {
 			continue
 		}
-		if !filepath.IsAbs(m.Source) || !path.IsAbs(m.Destination) {
-			return "", "", cfg, fmt.Errorf("mounts[%d] (%s -> %s): source and destination must be absolute paths: %w", i, m.Source, m.Destination, errdefs.ErrInvalidArgument)
+		// A relative destination is a WASI preopen name, as wasmtime's
+		// --dir gives ("." is the guest's current directory); it may not
+		// start with "..".
+		dst := path.Clean(m.Destination)
+		if !filepath.IsAbs(m.Source) || m.Destination == "" || dst == ".." || strings.HasPrefix(dst, "../") {
+			return "", "", cfg, fmt.Errorf("mounts[%d] (%s -> %s): the source must be an absolute path and the destination absolute or a relative name not starting with \"..\": %w", i, m.Source, m.Destination, errdefs.ErrInvalidArgument)
 		}
 		st, err := os.Stat(m.Source)
 		if err != nil {
@@ -123,7 +127,7 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 		}
 		cfg.Mounts = append(cfg.Mounts, wasm.Mount{
 			HostPath:  m.Source,
-			GuestPath: path.Clean(m.Destination),
+			GuestPath: dst,
 			ReadOnly:  slices.Contains(m.Options, "ro"),
 		})
 	}

@@ -157,6 +157,22 @@ func TestFromSpec(t *testing.T) {
 			wantKind: errdefs.ErrInvalidArgument, wantMsg: "mounts[0]",
 		},
 		{
+			name: "relative destinations are preopen names (wasmtime's --dir .)",
+			spec: specs.Spec{Process: &specs.Process{Args: []string{"m.wasm"}}, Mounts: []specs.Mount{
+				{Destination: ".", Type: "bind", Source: data},
+				{Destination: "./sub/", Type: "bind", Source: data, Options: []string{"ro"}},
+			}},
+			wantCfg: wasm.RunConfig{Args: []string{"m.wasm"}, Cwd: "/", Mounts: []wasm.Mount{
+				{HostPath: data, GuestPath: "."},
+				{HostPath: data, GuestPath: "sub", ReadOnly: true},
+			}},
+		},
+		{
+			name:     "relative destination leaving",
+			spec:     specs.Spec{Process: &specs.Process{Args: []string{"m.wasm"}}, Mounts: []specs.Mount{{Destination: "../up", Type: "bind", Source: data}}},
+			wantKind: errdefs.ErrInvalidArgument, wantMsg: "mounts[0]",
+		},
+		{
 			name:     "missing mount source",
 			spec:     specs.Spec{Process: &specs.Process{Args: []string{"/app/m.wasm"}}, Mounts: []specs.Mount{{Destination: "/d", Type: "bind", Source: "/nonexistent/kuasar"}}},
 			rootfs:   root,

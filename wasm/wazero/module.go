@@ -283,10 +283,12 @@ func guestEnv(cfg wasm.RunConfig) ([]string, error) {
 	return append(slices.Clip(cfg.Env), "PWD="+path.Clean(cwd)), nil
 }
 
-// checkMount checks a mount and returns its cleaned guest path.
+// checkMount checks a mount and returns its cleaned guest path: absolute,
+// or relative (wasmtime's --dir . and --dir data), the preopen's name.
 func checkMount(mnt wasm.Mount) (string, error) {
-	if !path.IsAbs(mnt.GuestPath) {
-		return "", fmt.Errorf("mount %s: guest path %q is not absolute: %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
+	guest := path.Clean(mnt.GuestPath)
+	if mnt.GuestPath == "" || guest == ".." || strings.HasPrefix(guest, "../") {
+		return "", fmt.Errorf("mount %s: guest path %q must be absolute, or a relative name such as \".\" that does not start with \"..\": %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 	}
 	st, err := os.Stat(mnt.HostPath)
 	if err != nil {
@@ -295,7 +297,7 @@ func checkMount(mnt wasm.Mount) (string, error) {
 	if !st.IsDir() {
 		return "", fmt.Errorf("mount %s at %s: not a directory (WASI preopens are directories): %w", mnt.HostPath, mnt.GuestPath, errdefs.ErrInvalidArgument)
 	}
-	return path.Clean(mnt.GuestPath), nil
+	return guest, nil
 }
 
 // sleepCtx sleeps ns nanoseconds or until ctx is done, so a guest sleeping
