@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -62,22 +61,14 @@ func runBench(ctx context.Context, env *cliEnv, args []string) int {
 	// dies first, the kernel interrupts the harness.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
-	err = cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &exit) && exit.ExitCode() >= 0:
-		return exit.ExitCode()
-	case errors.As(err, &exit):
-		// Killed by a signal: 128+N, as a shell reports it.
-		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal())
-		}
-		fmt.Fprintf(env.stderr, "kuasar bench: %s: %v\n", helper, err)
-		return 1
-	default:
+	if err := cmd.Run(); cmd.ProcessState == nil {
 		fmt.Fprintf(env.stderr, "kuasar bench: running %s: %v\n", helper, err)
 		return 1
 	}
+	// The harness's own exit code, also after an interrupt; killed by a
+	// signal: 128+N, as a shell reports it.
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
 }
