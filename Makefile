@@ -8,7 +8,7 @@ GUEST_DIR ?= /var/lib/kuasar/guest
 TEST_TIMEOUT ?= 75m
 FUZZTIME  ?= 5s
 
-BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1
+BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench
 
 WASMEDGE_BIN ?= $(BIN)/wasmedge
 

@@ -2,84 +2,73 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"slices"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/kuasar-go/kuasar/bench"
 )
 
 func init() {
 	register("bench", "Measure kuasar beside runc and other baselines: table, JSON, SVG plots", runBench)
 }
 
-func runBench(ctx context.Context, env *cliEnv, args []string) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	o := bench.Options{StateDir: env.stateDir, Stdout: env.stdout, Stderr: env.stderr}
-	fs.BoolVar(&o.Quick, "quick", false, "fewer samples and shorter scaling curves (under 3 minutes on 2 cores); without scenario names, the quick scenarios")
-	fs.StringVar(&o.JSON, "json", "", "write every sample and the machine's description as JSON to `FILE`")
-	fs.StringVar(&o.PlotDir, "plot", "", "write SVG plots (latency CDFs, scaling curves, density bars) into `DIR`")
-	fs.IntVar(&o.Runs, "runs", 0, "samples per series (`N`; default per scenario); for density, the one number of idle sandboxes")
-	list := fs.Bool("list", false, "list the scenarios and exit")
-	fs.Usage = func() { benchUsage(fs.Output(), fs) }
-	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" }) {
-		fs.SetOutput(env.stdout)
-		fs.Usage()
-		return 0
+// benchHelper is the harness's binary, built beside kuasar by make build:
+// the harness links the CRI API, containerd's Sandbox and Task API clients
+// and gRPC's client stack, whose package initialisation every fresh kuasar
+// process would otherwise pay (see RATIONALE.md, "kuasar bench in its own
+// binary").
+const benchHelper = "kuasar-bench"
+
+// findBenchHelper returns the harness's binary: next to this executable,
+// else on $PATH. A variable so that tests can point it at a fresh build.
+var findBenchHelper = func() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the kuasar executable: %w", err)
 	}
-	// Scenario names and flags may come in any order.
-	for {
-		if code, ok := parseFlags(fs, env, args); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		o.Scenarios = append(o.Scenarios, fs.Arg(0))
-		args = fs.Args()[1:]
+	next := filepath.Join(filepath.Dir(self), benchHelper)
+	if fi, err := os.Stat(next); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return next, nil
 	}
-	if *list {
-		for _, s := range bench.Scenarios() {
-			q := ""
-			if s.Quick {
-				q = " (quick)"
-			}
-			fmt.Fprintf(env.stdout, "%-11s %s%s\n", s.Name, s.Summary, q)
-		}
-		return 0
+	if p, err := exec.LookPath(benchHelper); err == nil {
+		return p, nil
 	}
-	if err := bench.Run(ctx, o); err != nil {
-		fmt.Fprintf(env.stderr, "kuasar bench: %v\n", err)
-		if errors.Is(err, errdefs.ErrInvalidArgument) {
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return "", fmt.Errorf("%s, the benchmark harness, is neither next to %s nor on $PATH: run make build (or make install): %w", benchHelper, self, errdefs.ErrNotFound)
 }
 
-func benchUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintln(w, `usage: kuasar bench [SCENARIO...] [--quick] [--json FILE] [--plot DIR] [--runs N]
-
-Measures kuasar's scenarios beside baselines taken in the same run, sample by
-sample in turn (runc, containerd's runc handler, a fresh wazero process per
-Wasm task, bare QEMU), prints a table (median, p95, p99, ratio to each baseline
-with its 95% interval, targets) and, on request, every sample as JSON and SVG
-plots. Needs root and the tools of make deps; make build's binaries are found
-next to this one. Each scenario prints the command that reproduces it.
-
-scenarios (all when none is named; --quick alone runs those marked quick):`)
-	for _, s := range bench.Scenarios() {
-		q := ""
-		if s.Quick {
-			q = " (quick)"
-		}
-		fmt.Fprintf(w, "  %-11s %s%s\n", s.Name, s.Summary, q)
+// runBench runs the harness's binary with the same arguments and streams,
+// kuasar's state directory and this executable, forwards SIGINT/SIGTERM (as
+// an interrupt, so that the harness stops what it started) and returns its
+// exit code.
+func runBench(ctx context.Context, env *cliEnv, args []string) int {
+	helper, err := findBenchHelper()
+	if err != nil {
+		fmt.Fprintf(env.stderr, "kuasar bench: %v\n", err)
+		return 1
 	}
-	fmt.Fprintln(w, "\nflags:")
-	fs.PrintDefaults()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(env.stderr, "kuasar bench: finding the kuasar executable: %v\n", err)
+		return 1
+	}
+	cmd := exec.CommandContext(ctx, helper, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.stdin, env.stdout, env.stderr
+	cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+env.stateDir, "KUASAR_BENCH_KUASAR="+self)
+	// The harness cleans up on an interrupt; kuasar waits for it. If kuasar
+	// dies first, the kernel interrupts the harness.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
+	if err := cmd.Run(); cmd.ProcessState == nil {
+		fmt.Fprintf(env.stderr, "kuasar bench: running %s: %v\n", helper, err)
+		return 1
+	}
+	// The harness's own exit code, also after an interrupt; killed by a
+	// signal: 128+N, as a shell reports it.
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
 }
