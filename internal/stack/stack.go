@@ -180,8 +180,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context, o Options) error {
-	kcfg := fmt.Sprintf("[sandboxer]\ncontainerd_address = %q\ncontainerd_ttrpc_address = %q\n[wasm]\ncache_dir = %q\n",
-		s.ContainerdSock, s.ContainerdTTRPC, s.WasmCache)
+	// The paths are flags (docs/sandboxer.md's private set-up); the file
+	// holds the rest.
+	kcfg := "# kuasar-sandboxer configuration of a private stack (internal/stack)\n"
 	if !o.VMTemplates {
 		kcfg += "[hypervisor.qemu]\ntemplate = \"off\"\n"
 	}
@@ -198,7 +199,8 @@ func (s *Stack) start(ctx context.Context, o Options) error {
 	}
 	var err error
 	s.sandboxer, err = startChild(s.Dir, "sandboxer", o.SandboxerLog, o.SandboxerEnv, filepath.Join(s.BinDir, "kuasar-sandboxer"),
-		"--config", s.SandboxerConfig, "--listen", s.SandboxerSock, "--state-dir", s.SandboxerState, "--log-level", level)
+		"--config", s.SandboxerConfig, "--listen", s.SandboxerSock, "--state-dir", s.SandboxerState, "--log-level", level,
+		"--containerd-address", s.ContainerdSock, "--containerd-ttrpc-address", s.ContainerdTTRPC, "--wasm-cache-dir", s.WasmCache)
 	if err != nil {
 		return err
 	}
