@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -487,24 +488,32 @@ func (s *Stack) Processes() []procmark.Proc {
 	if s.Dir == "" {
 		return nil
 	}
+	return ProcessesUnder(s.Dir, s.containerd.pid(), s.sandboxer.pid())
+}
+
+// ProcessesUnder lists the processes, other than the caller and skip,
+// that a sandbox marked with an owner under dir (internal/procmark) or
+// whose command line names a path under dir: what a stack in dir still
+// runs. Tests check it is empty after Close.
+func ProcessesUnder(dir string, skip ...int) []procmark.Proc {
 	ents, _ := os.ReadDir("/proc")
 	self := os.Getpid()
 	var out []procmark.Proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || pid == s.containerd.pid() || pid == s.sandboxer.pid() {
+		if err != nil || pid == self || slices.Contains(skip, pid) {
 			continue
 		}
 		p, err := procmark.Identify(pid)
 		if err != nil {
 			continue
 		}
-		if procmark.Under(p.Owner, s.Dir) {
+		if procmark.Under(p.Owner, dir) {
 			out = append(out, p)
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && bytes.Contains(cmdline, []byte(s.Dir+"/")) {
+		if err == nil && bytes.Contains(cmdline, []byte(dir+"/")) {
 			out = append(out, procmark.Proc{Pid: pid, StartTime: p.StartTime})
 		}
 	}

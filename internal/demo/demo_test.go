@@ -1,0 +1,204 @@
+package demo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kuasar-go/kuasar/internal/stack"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs containerd, crictl and QEMU; -short runs unit tests only")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the demo needs root")
+	}
+}
+
+// build builds the named commands into a temporary directory.
+func build(t *testing.T, cmds ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + "/"}
+	for _, c := range cmds {
+		args = append(args, "./cmd/"+c)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = filepath.Join("..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// checkNothingLeft fails t if any process, mount or file of the stack in
+// dir remains (its sockets were files under dir).
+func checkNothingLeft(t *testing.T, dir string) {
+	t.Helper()
+	if !strings.HasPrefix(dir, os.TempDir()+"/kuasar-stack-") {
+		t.Fatalf("stack directory %q is not where the demo puts it", dir)
+	}
+	if ps := stack.ProcessesUnder(dir); len(ps) != 0 {
+		t.Errorf("processes of the stack left: %v", ps)
+	}
+	if ms := stack.MountsUnder(dir); len(ms) != 0 {
+		t.Errorf("mounts left: %v", ms)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists (%v)", dir, err)
+	}
+}
+
+// TestDemo runs the demo as `make demo` does and checks what it prints:
+// both pods' output and exit codes, timings, and that the clean-up
+// reports nothing left; then that nothing is left indeed.
+func TestDemo(t *testing.T) {
+	requireRoot(t)
+	bin := build(t, "kuasar-sandboxer", "containerd-shim-kuasar-v1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := Run(ctx, Options{Out: &out, Stack: stack.Options{BinDir: bin}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rep.Pods) != 2 || rep.Pods[0].Kind != "wasm" || rep.Pods[1].Kind != "vm" {
+		t.Fatalf("pods %+v, want a wasm then a vm pod\n%s", rep.Pods, out.String())
+	}
+	for _, p := range rep.Pods {
+		if p.ExitCode != 0 || p.RunPodSandbox <= 0 || p.StartToExit <= 0 || p.Total < p.RunPodSandbox+p.StartToExit {
+			t.Errorf("%s pod: %+v", p.Kind, p.PodResult)
+		}
+	}
+	text := out.String()
+	for _, re := range []string{
+		`(?m)^WASM pod: runtime handler "kuasar"`,
+		`(?m)^    \| hello from wasm$`,
+		`(?m)^    \| argv\[1\]=from$`,
+		`(?m)^VM pod: runtime handler "kuasar-vm"`,
+		`(?m)^    \| hello from a VM pod$`,
+		`(?m)^    \| guest kernel: Linux \S+$`,
+		`(?m)^  timings: runp \S+, create \S+, start to exit \S+, remove \S+; total \S+$`,
+		`(?m)^  done in \S+: nothing left$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("output lacks %s:\n%s", re, text)
+		}
+	}
+	if n := strings.Count(text, "\n  exit code 0\n"); n != 2 {
+		t.Errorf("%d exit codes 0 printed, want 2:\n%s", n, text)
+	}
+	checkNothingLeft(t, rep.Dir)
+}
+
+// TestDemoInterrupted runs `kuasar demo` as a user does and interrupts it
+// as a terminal's ^C does (SIGINT to its whole process group) while the VM
+// pod's QEMU runs: it must exit 130 after removing the pods, the daemons,
+// QEMU, mounts and the directory.
+func TestDemoInterrupted(t *testing.T) {
+	requireRoot(t)
+	bin := build(t, "kuasar", "kuasar-sandboxer", "containerd-shim-kuasar-v1")
+	cmd := exec.Command(filepath.Join(bin, "kuasar"), "demo")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var mu sync.Mutex
+	var out strings.Builder
+	dirc := make(chan string, 1)
+	vmc := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		dirRE := regexp.MustCompile(`everything under (\S+):$`)
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			out.WriteString(line + "\n")
+			mu.Unlock()
+			if m := dirRE.FindStringSubmatch(line); m != nil {
+				dirc <- m[1]
+			}
+			if strings.HasPrefix(line, "VM pod:") {
+				close(vmc)
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() + stderr.String() }
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+
+	var dir string
+	select {
+	case dir = <-dirc:
+	case err := <-done:
+		t.Fatalf("demo ended before starting its stack: %v\n%s", err, output())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no stack directory printed after 2 min\n%s", output())
+	}
+	select {
+	case <-vmc:
+	case err := <-done:
+		t.Fatalf("demo ended before its VM pod: %v\n%s", err, output())
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("no VM pod after 5 min\n%s", output())
+	}
+	// Interrupt while the pod's QEMU runs (polled, with a deadline).
+	deadline := time.Now().Add(3 * time.Minute)
+	for !qemuRuns(dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no QEMU under %s after 3 min\n%s", dir, output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("demo still runs 3 min after SIGINT\n%s", output())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("exit %v, want code 130\n%s", err, output())
+	}
+	for _, want := range []string{"interrupted", "nothing left"} {
+		if !strings.Contains(output(), want) {
+			t.Errorf("output lacks %q:\n%s", want, output())
+		}
+	}
+	checkNothingLeft(t, dir)
+}
+
+// qemuRuns reports whether a QEMU of the stack in dir runs.
+func qemuRuns(dir string) bool {
+	for _, p := range stack.ProcessesUnder(dir) {
+		if b, err := os.ReadFile("/proc/" + itoa(p.Pid) + "/cmdline"); err == nil && bytes.Contains(b, []byte("qemu")) {
+			return true
+		}
+	}
+	return false
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
