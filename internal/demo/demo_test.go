@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -54,6 +56,9 @@ func checkNothingLeft(t *testing.T, dir string) {
 	}
 	if ps := stack.ProcessesUnder(dir); len(ps) != 0 {
 		t.Errorf("processes of the stack left: %v", ps)
+	}
+	if _, err := os.Stat(templateMemDir(filepath.Join(dir, "k"))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("VM template memory %s left (%v)", templateMemDir(filepath.Join(dir, "k")), err)
 	}
 	if ms := stack.MountsUnder(dir); len(ms) != 0 {
 		t.Errorf("mounts left: %v", ms)
@@ -202,3 +207,11 @@ func qemuRuns(dir string) bool {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// templateMemDir is where the VM backend keeps the memory files of the
+// templates of a sandboxer whose state directory is state, as
+// vmbackend.WithTemplateDir lays it out: on /dev/shm, outside the stack.
+func templateMemDir(state string) string {
+	h := sha256.Sum256([]byte(filepath.Join(state, "vm-templates")))
+	return filepath.Join("/dev/shm", "kuasar-vm-templates", hex.EncodeToString(h[:8]))
+}

@@ -46,6 +46,7 @@ import (
 	"github.com/kuasar-go/kuasar/configs"
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/procmark"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // Runtime handlers of the shipped containerd configuration.
@@ -448,6 +449,12 @@ func (s *Stack) close() error {
 			errs = append(errs, err)
 		}
 	}
+	// VM templates keep their memory on /dev/shm, outside Dir.
+	if tb, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(s.templateDir())); err != nil {
+		errs = append(errs, err)
+	} else if err := tb.RemoveTemplates(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	mps := MountsUnder(s.Dir)
 	for i := len(mps) - 1; i >= 0; i-- {
 		if err := syscall.Unmount(mps[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
@@ -459,6 +466,9 @@ func (s *Stack) close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// templateDir is where the sandboxer keeps VM templates.
+func (s *Stack) templateDir() string { return filepath.Join(s.SandboxerState, "vm-templates") }
 
 // RemovePods stops and removes every pod CRI knows, so that the sandboxer
 // shuts their sandboxes (and VMs) down. Errors are returned joined; each

@@ -2,13 +2,18 @@ package stack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/fixtures"
@@ -98,6 +103,9 @@ func checkNothingLeft(t *testing.T, s *Stack, pids ...int) {
 	if ps := s.Processes(); len(ps) != 0 {
 		t.Errorf("processes left: %v", ps)
 	}
+	if _, err := os.Stat(templateMemDir(s.SandboxerState)); !os.IsNotExist(err) {
+		t.Errorf("VM template memory %s left (%v)", templateMemDir(s.SandboxerState), err)
+	}
 	if ms := MountsUnder(s.Dir); len(ms) != 0 {
 		t.Errorf("mounts left: %v", ms)
 	}
@@ -107,3 +115,56 @@ func checkNothingLeft(t *testing.T, s *Stack, pids ...int) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// templateMemDir is where the VM backend keeps the memory files of the
+// templates of a sandboxer whose state directory is state, as
+// vmbackend.WithTemplateDir lays it out: on /dev/shm, outside the stack.
+func templateMemDir(state string) string {
+	h := sha256.Sum256([]byte(filepath.Join(state, "vm-templates")))
+	return filepath.Join("/dev/shm", "kuasar-vm-templates", hex.EncodeToString(h[:8]))
+}
+
+// TestVMPodWithTemplateLeavesNothing runs a VM pod (handler kuasar-vm)
+// with VM templates on: the sandboxer builds a template whose memory lives
+// on /dev/shm, outside the stack's directory; Close removes it with the
+// rest.
+func TestVMPodWithTemplateLeavesNothing(t *testing.T) {
+	requireStack(t)
+	if _, err := os.Stat("/var/lib/kuasar/vmlinux"); err != nil {
+		t.Fatalf("the guest kernel is missing: run make guest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Options{BinDir: binaries(t), VMTemplates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	files, err := images.BusyboxFiles("/bin/busybox", "sh", "echo")
+	if err != nil {
+		t.Fatalf("%v: make deps", err)
+	}
+	img, err := images.BuildLinuxImage(ctx, files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}}, ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref = "docker.io/library/stack-busybox:test"
+	if err := s.ImportImage(ctx, img, ref, ""); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.RunPod(ctx, Pod{Name: "vm", Handler: HandlerVM, Image: ref, Args: []string{"echo in-vm; exit 5"}, Timeout: 5 * time.Minute})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.Logs())
+	}
+	if res.ExitCode != 5 || res.Logs != "in-vm\n" {
+		t.Errorf("exit code %d, logs %q; want 5 and in-vm", res.ExitCode, res.Logs)
+	}
+	if _, err := os.Stat(templateMemDir(s.SandboxerState)); err != nil {
+		t.Errorf("no VM template memory at %s (%v): the test no longer checks that Close removes it", templateMemDir(s.SandboxerState), err)
+	}
+	cpid, spid := s.ContainerdPid(), s.SandboxerPid()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkNothingLeft(t, s, cpid, spid)
+}
