@@ -110,27 +110,37 @@ func TestDemo(t *testing.T) {
 	checkNothingLeft(t, rep.Dir)
 }
 
-// TestDemoInterrupted runs `kuasar demo` as a user does and interrupts it
-// as a terminal's ^C does (SIGINT to its whole process group) while the VM
-// pod's QEMU runs: it must exit 130 after removing the pods, the daemons,
-// QEMU, mounts and the directory.
-func TestDemoInterrupted(t *testing.T) {
-	requireRoot(t)
-	bin := build(t, "kuasar", "kuasar-sandboxer", "containerd-shim-kuasar-v1")
-	cmd := exec.Command(filepath.Join(bin, "kuasar"), "demo")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := cmd.StdoutPipe()
+// demoProcess is a `kuasar demo` child in a process group of its own.
+type demoProcess struct {
+	cmd  *exec.Cmd
+	dir  string
+	done chan error
+	mu   sync.Mutex
+	out  strings.Builder
+	errb bytes.Buffer
+}
+
+func (d *demoProcess) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.String() + d.errb.String()
+}
+
+// startDemoUntilQEMU runs `kuasar demo` from bin and returns once the VM
+// pod's QEMU runs (polled, with deadlines), with the stack's directory.
+func startDemoUntilQEMU(t *testing.T, bin string) *demoProcess {
+	t.Helper()
+	d := &demoProcess{cmd: exec.Command(filepath.Join(bin, "kuasar"), "demo"), done: make(chan error, 1)}
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	d.cmd.Stderr = &d.errb
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	var mu sync.Mutex
-	var out strings.Builder
+	t.Cleanup(func() { syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL) })
 	dirc := make(chan string, 1)
 	vmc := make(chan struct{})
 	go func() {
@@ -138,9 +148,9 @@ func TestDemoInterrupted(t *testing.T) {
 		dirRE := regexp.MustCompile(`everything under (\S+):$`)
 		for sc.Scan() {
 			line := sc.Text()
-			mu.Lock()
-			out.WriteString(line + "\n")
-			mu.Unlock()
+			d.mu.Lock()
+			d.out.WriteString(line + "\n")
+			d.mu.Unlock()
 			if m := dirRE.FindStringSubmatch(line); m != nil {
 				dirc <- m[1]
 			}
@@ -148,52 +158,90 @@ func TestDemoInterrupted(t *testing.T) {
 				close(vmc)
 			}
 		}
-		done <- cmd.Wait()
+		d.done <- d.cmd.Wait()
 	}()
-	output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() + stderr.String() }
-	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-
-	var dir string
 	select {
-	case dir = <-dirc:
-	case err := <-done:
-		t.Fatalf("demo ended before starting its stack: %v\n%s", err, output())
+	case d.dir = <-dirc:
+	case err := <-d.done:
+		t.Fatalf("demo ended before starting its stack: %v\n%s", err, d.output())
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("no stack directory printed after 2 min\n%s", output())
+		t.Fatalf("no stack directory printed after 2 min\n%s", d.output())
 	}
 	select {
 	case <-vmc:
-	case err := <-done:
-		t.Fatalf("demo ended before its VM pod: %v\n%s", err, output())
+	case err := <-d.done:
+		t.Fatalf("demo ended before its VM pod: %v\n%s", err, d.output())
 	case <-time.After(5 * time.Minute):
-		t.Fatalf("no VM pod after 5 min\n%s", output())
+		t.Fatalf("no VM pod after 5 min\n%s", d.output())
 	}
-	// Interrupt while the pod's QEMU runs (polled, with a deadline).
 	deadline := time.Now().Add(3 * time.Minute)
-	for !qemuRuns(dir) {
+	for !qemuRuns(d.dir) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no QEMU under %s after 3 min\n%s", dir, output())
+			t.Fatalf("no QEMU under %s after 3 min\n%s", d.dir, d.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+	return d
+}
+
+// wait waits for the demo to exit, failing t after timeout.
+func (d *demoProcess) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("demo still runs after %v\n%s", timeout, d.output())
+		return nil
+	}
+}
+
+// TestDemoInterrupted runs `kuasar demo` as a user does and interrupts it
+// as a terminal's ^C does (SIGINT to its whole process group) while the VM
+// pod's QEMU runs: it must exit 130 after removing the pods, the daemons,
+// QEMU, mounts and the directory.
+func TestDemoInterrupted(t *testing.T) {
+	requireRoot(t)
+	bin := build(t, "kuasar", "kuasar-sandboxer", "containerd-shim-kuasar-v1")
+	d := startDemoUntilQEMU(t, bin)
+	if err := syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err = <-done:
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("demo still runs 3 min after SIGINT\n%s", output())
-	}
+	err := d.wait(t, 3*time.Minute)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Errorf("exit %v, want code 130\n%s", err, output())
+		t.Errorf("exit %v, want code 130\n%s", err, d.output())
 	}
 	for _, want := range []string{"interrupted", "nothing left"} {
-		if !strings.Contains(output(), want) {
-			t.Errorf("output lacks %q:\n%s", want, output())
+		if !strings.Contains(d.output(), want) {
+			t.Errorf("output lacks %q:\n%s", want, d.output())
 		}
 	}
-	checkNothingLeft(t, dir)
+	checkNothingLeft(t, d.dir)
+}
+
+// TestDemoKilled SIGKILLs `kuasar demo` while its VM pod's QEMU runs: it
+// cannot clean up, its daemons die with it (PR_SET_PDEATHSIG), and the
+// next stack started removes what is left (the QEMU, mounts, files) since
+// the stack's owner is gone.
+func TestDemoKilled(t *testing.T) {
+	requireRoot(t)
+	bin := build(t, "kuasar", "kuasar-sandboxer", "containerd-shim-kuasar-v1")
+	d := startDemoUntilQEMU(t, bin)
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d.wait(t, time.Minute)
+	if _, err := os.Stat(d.dir); err != nil {
+		t.Fatalf("the killed demo's directory is gone already (%v): nothing to test", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if _, err := Run(ctx, Options{Out: &out, NoVM: true, Stack: stack.Options{BinDir: bin}}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	checkNothingLeft(t, d.dir)
 }
 
 // qemuRuns reports whether a QEMU of the stack in dir runs.

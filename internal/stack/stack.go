@@ -24,6 +24,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/kuasar-go/kuasar/configs"
@@ -152,9 +154,14 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 30 * time.Second
 	}
-	dir, err := os.MkdirTemp(o.Parent, "kuasar-stack-")
+	removeAbandoned(ctx, o.Parent)
+	dir, err := os.MkdirTemp(o.Parent, dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("stack directory: %w", err)
+	}
+	if err := writeOwner(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
 	s := &Stack{
 		Dir: dir, Tools: tools, BinDir: bin,
@@ -162,7 +169,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		ContainerdTTRPC:  filepath.Join(dir, "containerd.sock.ttrpc"),
 		ContainerdConfig: filepath.Join(dir, "containerd.toml"),
 		SandboxerSock:    filepath.Join(dir, "sandboxer.sock"),
-		SandboxerState:   filepath.Join(dir, "k"),
+		SandboxerState:   filepath.Join(dir, stateSubdir),
 		SandboxerConfig:  filepath.Join(dir, "kuasar.toml"),
 		WasmCache:        filepath.Join(dir, "wasm-cache"),
 	}
@@ -443,32 +450,91 @@ func (s *Stack) close() error {
 	}
 	s.containerd.stop(10 * time.Second)
 	s.sandboxer.stop(10 * time.Second)
+	return removeDir(ctx, s.Dir)
+}
+
+// removeDir removes a stack's directory and everything of it that lives
+// elsewhere: its processes (sandbox-marked ones and those of the stack's
+// programs that name dir), its VM templates' memory on /dev/shm, every
+// mount under dir, then dir. It refuses a directory that is not a
+// stack's (by its name), so that no mistake can reach other mounts.
+func removeDir(ctx context.Context, dir string) error {
+	if !filepath.IsAbs(dir) || !strings.HasPrefix(filepath.Base(dir), dirPrefix) {
+		return fmt.Errorf("%q is not a stack directory (%s*): refusing to remove it: %w", dir, dirPrefix, errdefs.ErrInvalidArgument)
+	}
 	var errs []error
-	for _, p := range s.Processes() {
+	for _, p := range ProcessesUnder(dir) {
 		if err := procmark.Kill(p); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	// VM templates keep their memory on /dev/shm, outside Dir.
-	if tb, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(s.templateDir())); err != nil {
+	// VM templates keep their memory on /dev/shm, outside dir.
+	if tb, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(filepath.Join(dir, stateSubdir, "vm-templates"))); err != nil {
 		errs = append(errs, err)
 	} else if err := tb.RemoveTemplates(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	mps := MountsUnder(s.Dir)
+	mps := MountsUnder(dir)
 	for i := len(mps) - 1; i >= 0; i-- {
 		if err := syscall.Unmount(mps[i], syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mps[i], err))
 		}
 	}
-	if err := os.RemoveAll(s.Dir); err != nil {
-		errs = append(errs, fmt.Errorf("remove %s: %w", s.Dir, err))
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 	}
 	return errors.Join(errs...)
 }
 
-// templateDir is where the sandboxer keeps VM templates.
-func (s *Stack) templateDir() string { return filepath.Join(s.SandboxerState, "vm-templates") }
+// Layout of a stack's directory.
+const (
+	// dirPrefix starts the name of every stack directory.
+	dirPrefix = "kuasar-stack-"
+	// stateSubdir is the sandboxer's state directory.
+	stateSubdir = "k"
+	// ownerFile records the process that made the stack (procmark.Proc,
+	// JSON): a stack whose owner is gone was abandoned (SIGKILL).
+	ownerFile = "owner.json"
+)
+
+// removeAbandoned removes the stacks under parent whose owner process is
+// gone: a caller killed with SIGKILL cannot run Close, and its daemons
+// die with it (PR_SET_PDEATHSIG) but its VMs, mounts and files would
+// stay. A stack being created (no owner file yet) is left alone.
+func removeAbandoned(ctx context.Context, parent string) {
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	dirs, _ := filepath.Glob(filepath.Join(parent, dirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue
+		}
+		var owner procmark.Proc
+		if json.Unmarshal(b, &owner) != nil || owner.Pid <= 0 || procmark.Alive(owner) {
+			continue
+		}
+		if err := removeDir(ctx, d); err != nil {
+			log.G(ctx).WithError(err).WithField("dir", d).Warn("remove abandoned stack")
+		} else {
+			log.G(ctx).WithField("dir", d).Info("removed a stack whose owner was killed")
+		}
+	}
+}
+
+// writeOwner records the calling process as the owner of the stack in dir.
+func writeOwner(dir string) error {
+	self, err := procmark.Identify(os.Getpid())
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(self)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, ownerFile), b, 0o600)
+}
 
 // RemovePods stops and removes every pod CRI knows, so that the sandboxer
 // shuts their sandboxes (and VMs) down. Errors are returned joined; each
@@ -523,12 +589,30 @@ func ProcessesUnder(dir string, skip ...int) []procmark.Proc {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && bytes.Contains(cmdline, []byte(dir+"/")) {
+		if err == nil && bytes.Contains(cmdline, []byte(dir+"/")) && ours(cmdline) {
 			out = append(out, procmark.Proc{Pid: pid, StartTime: p.StartTime})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pid < out[j].Pid })
 	return out
+}
+
+// stackPrograms are the programs a stack runs: a process naming the
+// stack's directory is the stack's only if it is one of them (a user's
+// `tail -f DIR/containerd.log` is not).
+var stackPrograms = []string{"containerd", "kuasar", "crictl", "ctr", "qemu", "virtiofsd", "runc"}
+
+// ours reports whether the program of cmdline (NUL-separated argv) is one
+// of stackPrograms.
+func ours(cmdline []byte) bool {
+	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+	base := filepath.Base(string(argv0))
+	for _, p := range stackPrograms {
+		if strings.HasPrefix(base, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // MountsUnder lists the mount points below dir, in mount order (for
