@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 
 	"github.com/containerd/errdefs"
 )
@@ -59,13 +60,19 @@ func FindTools(t Tools) (Tools, error) {
 	containerdDir := filepath.Join(ToolsDir(), "containerd-"+ContainerdVersion)
 	crictlDir := filepath.Join(ToolsDir(), "crictl-"+CrictlVersion)
 	var err error
-	if t.Containerd, err = findTool(t.Containerd, EnvContainerd, "containerd", containerdDir); err != nil {
+	if t.Containerd, err = findTool(t.Containerd, EnvContainerd, "containerd", containerdDir, isContainerd2); err != nil {
 		return t, err
 	}
-	if t.Ctr, err = findTool(t.Ctr, EnvCtr, "ctr", containerdDir); err != nil {
+	// ctr from the same release as containerd, when it has one beside it.
+	if t.Ctr == "" && os.Getenv(EnvCtr) == "" {
+		if p := filepath.Join(filepath.Dir(t.Containerd), "ctr"); isExecutable(p) {
+			t.Ctr = p
+		}
+	}
+	if t.Ctr, err = findTool(t.Ctr, EnvCtr, "ctr", containerdDir, nil); err != nil {
 		return t, err
 	}
-	if t.Crictl, err = findTool(t.Crictl, EnvCrictl, "crictl", crictlDir); err != nil {
+	if t.Crictl, err = findTool(t.Crictl, EnvCrictl, "crictl", crictlDir, nil); err != nil {
 		return t, err
 	}
 	if t.RuncShim == "" {
@@ -84,7 +91,9 @@ func FindTools(t Tools) (Tools, error) {
 	return t, nil
 }
 
-func findTool(explicit, env, name, dir string) (string, error) {
+// findTool returns explicit, else $env, else name in $PATH when pathOK
+// (nil: any) accepts it, else dir/name.
+func findTool(explicit, env, name, dir string, pathOK func(string) bool) (string, error) {
 	if explicit != "" {
 		if !isExecutable(explicit) {
 			return "", fmt.Errorf("%s %s is not an executable file: %w", name, explicit, errdefs.ErrNotFound)
@@ -97,7 +106,7 @@ func findTool(explicit, env, name, dir string) (string, error) {
 		}
 		return p, nil
 	}
-	if p, err := exec.LookPath(name); err == nil {
+	if p, err := exec.LookPath(name); err == nil && (pathOK == nil || pathOK(p)) {
 		return p, nil
 	}
 	if p := filepath.Join(dir, name); isExecutable(p) {
@@ -106,6 +115,19 @@ func findTool(explicit, env, name, dir string) (string, error) {
 	return "", fmt.Errorf("%s not found in $%s, $PATH or %s: run make deps (it builds it there), or set $%s: %w",
 		name, env, dir, env, errdefs.ErrNotFound)
 }
+
+// isContainerd2 reports whether the containerd at p is a 2.x release
+// (the stack's configuration is version 4): Debian 12's own containerd
+// package is 1.6, which a PATH lookup must pass over.
+func isContainerd2(p string) bool {
+	out, err := exec.Command(p, "--version").Output()
+	return err == nil && containerd2Version.Match(out)
+}
+
+// containerd2Version matches `containerd --version` of a 2.x release
+// ("containerd github.com/containerd/containerd/v2 v2.4.2 <commit>", or
+// "2.4.2+unknown" when built with go install).
+var containerd2Version = regexp.MustCompile(`\sv?2\.\d+\.\d+`)
 
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
