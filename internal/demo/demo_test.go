@@ -54,6 +54,9 @@ func checkNothingLeft(t *testing.T, dir string) {
 	if !strings.HasPrefix(dir, os.TempDir()+"/kuasar-stack-") {
 		t.Fatalf("stack directory %q is not where the demo puts it", dir)
 	}
+	if socks := boundSockets(dir); len(socks) != 0 {
+		t.Errorf("unix sockets still bound under %s: %v", dir, socks)
+	}
 	if ps := stack.ProcessesUnder(dir); len(ps) != 0 {
 		t.Errorf("processes of the stack left: %v", ps)
 	}
@@ -262,4 +265,19 @@ func itoa(i int) string { return strconv.Itoa(i) }
 func templateMemDir(state string) string {
 	h := sha256.Sum256([]byte(filepath.Join(state, "vm-templates")))
 	return filepath.Join("/dev/shm", "kuasar-vm-templates", hex.EncodeToString(h[:8]))
+}
+
+// boundSockets lists the unix sockets bound under dir that some process
+// still holds (/proc/net/unix keeps a socket's path after its file is
+// removed).
+func boundSockets(dir string) []string {
+	b, _ := os.ReadFile("/proc/net/unix")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[7], dir+"/") {
+			out = append(out, f[7])
+		}
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,6 +82,9 @@ func TestWasmPodLeavesNothing(t *testing.T) {
 	if res.ExitCode != 0 || !strings.Contains(res.Logs, "one") || !strings.Contains(res.Logs, "two") {
 		t.Errorf("exit code %d, logs %q: want 0 and the arguments", res.ExitCode, res.Logs)
 	}
+	if socks := boundSockets(s.Dir); !slices.Contains(socks, s.ContainerdSock) || !slices.Contains(socks, s.SandboxerSock) {
+		t.Errorf("bound sockets %v lack containerd's and the sandboxer's: the leak check below would prove nothing", socks)
+	}
 	if out, err := s.Crictl(ctx, "pods", "-q"); err != nil || out != "" {
 		t.Errorf("pods after RunPod: %q %v; want none", out, err)
 	}
@@ -99,6 +103,9 @@ func checkNothingLeft(t *testing.T, s *Stack, pids ...int) {
 		if _, err := os.Stat("/proc/" + itoa(pid)); err == nil {
 			t.Errorf("daemon %d still runs after Close", pid)
 		}
+	}
+	if socks := boundSockets(s.Dir); len(socks) != 0 {
+		t.Errorf("unix sockets still bound under %s: %v", s.Dir, socks)
 	}
 	if ps := s.Processes(); len(ps) != 0 {
 		t.Errorf("processes left: %v", ps)
@@ -167,4 +174,19 @@ func TestVMPodWithTemplateLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNothingLeft(t, s, cpid, spid)
+}
+
+// boundSockets lists the unix sockets bound under dir that some process
+// still holds (/proc/net/unix keeps a socket's path after its file is
+// removed).
+func boundSockets(dir string) []string {
+	b, _ := os.ReadFile("/proc/net/unix")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[7], dir+"/") {
+			out = append(out, f[7])
+		}
+	}
+	return out
 }
