@@ -5,10 +5,12 @@
 // touches none of the system's paths (/run/containerd, /run/kuasar,
 // /var/lib/...), so it runs beside a system containerd, and Close removes
 // everything it made: pods, processes (its daemons' process groups, every
-// process a sandbox marked, every process whose command line names the
-// directory), mounts, sockets and files.
+// process a sandbox marked, every containerd, shim, QEMU... whose command
+// line names the directory), VM template memory on /dev/shm, mounts,
+// sockets and files. A stack whose owner was SIGKILLed (no Close) is
+// removed by the next Start.
 //
-// `kuasar demo` runs pods on it, the benchmarks time CRI calls on it, and
+// `kuasar demo` runs pods on it, benchmarks can time CRI calls on it, and
 // docs/sandboxer.md's private set-up is the same configuration written by
 // hand. containerd is configured with the kuasar proxy sandboxer and the
 // shipped runtime handlers (configs/containerd-config.toml: "kuasar" for
