@@ -12,12 +12,12 @@ BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench
 
 WASMEDGE_BIN ?= $(BIN)/wasmedge
 
-.PHONY: help deps build guest guest-minimal fixtures test test-short test-race fuzz bench lint clean install wasmedge test-wasmedge
+.PHONY: help deps build demo guest guest-minimal fixtures test test-short test-race fuzz bench lint clean install wasmedge test-wasmedge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install Debian packages and build containerd, ctr and crictl into ~/.cache/kuasar-tools
+deps: ## install Debian packages and build containerd, ctr and crictl into ~/.cache/kuasar-tools (idempotent: well under a second when done)
 	bash .ci/deps.sh
 
 build: ## build the binaries into ./bin
@@ -31,7 +31,10 @@ wasmedge: ## build the binaries with the WasmEdge engine (-tags wasmedge) into b
 test-wasmedge: wasmedge ## the WasmEdge engine's tests, CLI parity with WasmEdge's own CLI, and containerd + crictl pods on WasmEdge (root)
 	bash .ci/wasmedge.sh test $(WASMEDGE_BIN)
 
-guest: ## build the micro-VM guest (Debian kernel + initramfs) into $(GUEST_DIR)/<version>, linked from /var/lib/kuasar
+demo: deps build guest ## on a fresh machine: install what is needed, build, then run a Wasm pod and a VM pod through crictl on a private containerd + kuasar-sandboxer, and remove everything (root)
+	$(BIN)/kuasar demo
+
+guest: deps ## build the micro-VM guest (Debian kernel + initramfs) into $(GUEST_DIR)/<version>, linked from /var/lib/kuasar
 	$(GO) run ./vm/guest/cmd/kuasar-guest-build -out $(GUEST_DIR) -link /var/lib/kuasar
 
 guest-minimal: ## the same with a minimal kernel built from linux-source-6.1 (~5-10 min once, cached; boot with machine_options = "acpi=off")
@@ -40,7 +43,7 @@ guest-minimal: ## the same with a minimal kernel built from linux-source-6.1 (~5
 fixtures: ## rebuild the Wasm test modules from their C and WAT sources
 	bash internal/fixtures/build.sh
 
-test: guest ## run every test, integration tests with real containerd, crictl and QEMU included (root)
+test: deps guest ## install the dependencies (make deps), then run every test, integration tests with real containerd, crictl and QEMU included (root)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (-short): no QEMU, containerd, crictl or binaries built; in-process registries and Wasm only; under 2 minutes

@@ -39,12 +39,32 @@ func main() {
 	}
 }
 
+// loadConfig reads the configuration: the embedded defaults, the file at
+// path over them (it must exist when --config was given), then the
+// override flags given on fs's command line over both; the result is
+// checked whole.
+func loadConfig(fs *flag.FlagSet, path string, o *kbackends.Overrides) (*kbackends.Config, error) {
+	explicit := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "config" {
+			explicit = true
+		}
+	})
+	cfg, err := kbackends.Load(path, explicit)
+	if err != nil {
+		return nil, err
+	}
+	o.Apply(cfg)
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("kuasar-sandboxer", flag.ContinueOnError)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file (TOML); the embedded defaults are used when the default path is absent")
-	listen := fs.String("listen", "", "unix socket for the Sandbox API (overrides sandboxer.listen)")
-	stateDir := fs.String("state-dir", "", "state directory (overrides sandboxer.state_dir)")
-	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error (overrides sandboxer.log_level)")
+	overrides := kbackends.RegisterOverrides(fs)
 	debugListen := fs.String("debug-listen", "", "unix socket serving /debug/pprof (goroutines, heap) for diagnosis; off when empty")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -54,26 +74,8 @@ func run(args []string) error {
 		fmt.Println("kuasar-sandboxer", version.Version, version.Revision)
 		return nil
 	}
-	explicit := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "config" {
-			explicit = true
-		}
-	})
-	cfg, err := kbackends.Load(*cfgPath, explicit)
+	cfg, err := loadConfig(fs, *cfgPath, overrides)
 	if err != nil {
-		return err
-	}
-	if *listen != "" {
-		cfg.Sandboxer.Listen = *listen
-	}
-	if *stateDir != "" {
-		cfg.Sandboxer.StateDir = *stateDir
-	}
-	if *logLevel != "" {
-		cfg.Sandboxer.LogLevel = *logLevel
-	}
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	// Guest paths are resolved with openat2(2); without it there is no
@@ -145,6 +147,9 @@ func run(args []string) error {
 	go func() { errc <- gs.Serve(l) }()
 	log.G(ctx).WithField("listen", cfg.Sandboxer.Listen).WithField("state_dir", svc.StateDir()).
 		WithField("version", version.Version+" "+version.Revision).Info("kuasar-sandboxer serving")
+	for _, st := range cfg.Settings() {
+		log.G(ctx).WithField("key", st.Key).WithField("value", st.Value).WithField("source", st.Source).Info("effective setting")
+	}
 
 	select {
 	case <-ctx.Done():

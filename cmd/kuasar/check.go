@@ -169,6 +169,7 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 	} else {
 		add("config", checkOK, "embedded defaults ("+configPath+" absent)", "")
 	}
+	out = append(out, settingResults(cfg)...)
 
 	// Micro-VMs: each hypervisor's files, the default one failing hard.
 	for _, name := range []string{vm.QEMU, vm.CloudHypervisor, vm.StratoVirt} {

@@ -337,3 +337,16 @@ func (c *Config) HandlerIsolation(name string) (isolation, hypervisor string) {
 	}
 	return isolation, hypervisor
 }
+
+// Source names where the value of key (a dotted path split in parts, such
+// as "sandboxer", "listen") comes from: the last file that sets it, or
+// "embedded defaults". Command-line overrides are the caller's to report.
+func (c *Config) Source(key ...string) string {
+	src := "embedded defaults"
+	for _, l := range c.layers {
+		if l.md.IsDefined(key...) {
+			src = l.name
+		}
+	}
+	return src
+}

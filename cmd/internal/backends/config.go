@@ -30,6 +30,9 @@ type Config struct {
 	VM vmbackend.Config
 	// Quark is the [quark] section.
 	Quark quark.Config
+
+	// flags are the override flags Apply set, by name.
+	flags map[string]string
 }
 
 // Load reads the configuration at path over the embedded defaults (see
@@ -70,6 +73,18 @@ func Decode(c *config.Config) (*Config, error) {
 	if err := c.Section(quark.ConfigSection).Decode(&out.Quark); err != nil {
 		return nil, err
 	}
+	if err := out.Check(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Check checks every section's values (the sandboxer's, each backend's,
+// the names runtime handlers use) and reports every problem at once;
+// Decode runs it, and a caller that changed values (Overrides.Apply) runs
+// it again.
+func (out *Config) Check() error {
+	c := out.Config
 	errs := []error{c.Validate(), out.Wasm.Validate(), out.VM.Validate(), out.Quark.Validate()}
 	names := make([]string, 0, len(c.RuntimeHandlers))
 	for n := range c.RuntimeHandlers {
@@ -84,8 +99,5 @@ func Decode(c *config.Config) (*Config, error) {
 			errs = append(errs, wasmbackend.CheckEngine("runtime_handlers."+n+".wasm_engine", e))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return errors.Join(errs...)
 }
