@@ -88,6 +88,9 @@ type killLoopEnv struct {
 	// pool clones made since are its own, older ones a killed one's.
 	restarted      time.Time
 	restartedTicks uint64
+	// clonesKilled counts the warm pool clone directories a killed
+	// sandboxer left (the restarted one must reap them).
+	clonesKilled int
 }
 
 // TestKillLoopWasm runs 180 Wasm pod lives, each cut by a SIGKILL of the
@@ -303,7 +306,7 @@ func newKillLoop(t *testing.T, e *testenv.Env) *killLoopEnv {
 // report logs the figures and fails for every crash point never reached
 // and for the orphans found.
 func (k *killLoopEnv) report(n int, took time.Duration, points []string) {
-	k.t.Logf("kill-loop: %d iterations in %v (phases %v); deaths at named points %v; orphans %d", n, took.Round(time.Second), k.phases, k.hit, len(k.orphans))
+	k.t.Logf("kill-loop: %d iterations in %v (phases %v); deaths at named points %v; warm pool clones a killed sandboxer left %d; orphans %d", n, took.Round(time.Second), k.phases, k.hit, k.clonesKilled, len(k.orphans))
 	for _, p := range points {
 		if k.hit[p] == 0 {
 			k.t.Errorf("crash point %s was never reached: the loop does not test it", p)
@@ -362,6 +365,13 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 		t.Errorf("iteration %d (%s, %s): step %s failed with the sandboxer alive: %v\n%s", n, kind.name, point, step, err, tail(e.Sandboxer.Output(), 20))
 	}
 	e.Sandboxer.Kill9()
+	if ents, err := os.ReadDir(filepath.Join(e.SandboxerState, "b")); err == nil {
+		for _, en := range ents {
+			if strings.HasPrefix(en.Name(), "p-") {
+				k.clonesKilled++
+			}
+		}
+	}
 	what := fmt.Sprintf("iteration %d (%s, killed at %q after step %s, delay %v)", n, kind.name, point, step, delay)
 	if k.afterDeath != nil {
 		k.afterDeath(what)
