@@ -137,6 +137,12 @@ func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
 func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 	select {
 	case <-i.done:
+		// An exit already reported wins over a done ctx.
+		ctx = context.Background()
+	default:
+	}
+	select {
+	case <-i.done:
 		i.mu.Lock()
 		defer i.mu.Unlock()
 		return *i.exit, nil

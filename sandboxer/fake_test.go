@@ -33,6 +33,11 @@ type fakeBackend struct {
 	// recoverLive makes Recover re-attach (a live instance) instead of
 	// reporting the sandbox exited.
 	recoverLive bool
+	// waitGate, when set, holds every Wait with a ctx not yet done until
+	// it is closed, exit or not: the goroutine that watches a sandbox
+	// (sb.watch) learns of an exit only then, as when the scheduler runs
+	// it late. A Wait with a done ctx still reports an exit at once.
+	waitGate chan struct{}
 }
 
 func (b *fakeBackend) Name() string { return b.name }
@@ -103,6 +108,18 @@ func (i *fakeInstance) Stop(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 func (i *fakeInstance) Wait(ctx context.Context) (backend.Exit, error) {
+	if i.b.waitGate != nil && ctx.Err() == nil {
+		select {
+		case <-i.b.waitGate:
+		case <-ctx.Done():
+		}
+	}
+	select {
+	case <-i.done:
+		// An exit already reported wins over a done ctx.
+		ctx = context.Background()
+	default:
+	}
 	select {
 	case <-i.done:
 		return i.exit, nil

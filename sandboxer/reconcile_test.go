@@ -104,6 +104,12 @@ func TestRestartReapsInterruptedBackends(t *testing.T) {
 			other := t.TempDir()
 			bystander := plantVMM(t, other, filepath.Join(other, "vm"))
 
+			// The watch of a re-attached sandbox learns of its exit
+			// only after the reconciliation (it is a goroutine the
+			// scheduler may run late): the exit a recovered instance
+			// reports at once must count all the same.
+			h.vmWaitGate = make(chan struct{})
+			t.Cleanup(func() { close(h.vmWaitGate) })
 			h.restart()
 			if !killedWithin(vmm, 10*time.Second) {
 				t.Fatal("the VMM of the interrupted start still runs after the restart")

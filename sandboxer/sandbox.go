@@ -282,6 +282,19 @@ func (sb *sandbox) markExitedLocked(exit backend.Exit) {
 	sb.doneOnce.Do(func() { close(sb.done) })
 }
 
+// noteExitedLocked records at once the exit of a re-attached instance
+// that reports its sandbox exited already (Recover of a sandbox whose VMM
+// or process is gone): the reconciliation that follows the re-attaching
+// must see it not running and kill what it left (virtiofsd), and cannot
+// wait for sb.watch, which marks it later.
+func (sb *sandbox) noteExitedLocked(inst backend.Instance) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if exit, err := inst.Wait(done); err == nil {
+		sb.markExitedLocked(exit)
+	}
+}
+
 // recover re-attaches a sandbox read from disk.
 func (sb *sandbox) recover(ctx context.Context) {
 	sb.mu.Lock()
@@ -311,6 +324,7 @@ func (sb *sandbox) recover(ctx context.Context) {
 				sb.markExitedLocked(backend.Exit{Status: 137})
 			} else {
 				sb.inst = inst
+				sb.noteExitedLocked(inst)
 				sb.watchExit(ctx, inst)
 			}
 		}

@@ -44,6 +44,8 @@ type harness struct {
 	// vmRecoverLive makes the vm backend of the next restart re-attach
 	// its sandboxes live.
 	vmRecoverLive bool
+	// vmWaitGate is the vm backend's waitGate at the next restart.
+	vmWaitGate chan struct{}
 }
 
 // shortTempDir keeps socket paths under the unix limit.
@@ -115,7 +117,7 @@ func (h *harness) stop() {
 func (h *harness) restart() {
 	h.stop()
 	h.wasm = &fakeBackend{name: "wasm"}
-	h.vm = &fakeBackend{name: "vm", recoverLive: h.vmRecoverLive}
+	h.vm = &fakeBackend{name: "vm", recoverLive: h.vmRecoverLive, waitGate: h.vmWaitGate}
 	h.start()
 }
 

@@ -85,7 +85,10 @@ type Instance interface {
 	// Stop stops every container, then the sandbox. timeout bounds the
 	// graceful part; after it everything is killed.
 	Stop(ctx context.Context, timeout time.Duration) error
-	// Wait blocks until the sandbox has exited or ctx is done.
+	// Wait blocks until the sandbox has exited or ctx is done. A sandbox
+	// that has already exited reports its exit even when ctx is done
+	// already: the sandboxer asks so, with a done ctx, right after
+	// Recover, to learn at once whether the sandbox still runs.
 	Wait(ctx context.Context) (Exit, error)
 	// Metrics reports the sandbox's resource use.
 	Metrics(ctx context.Context) (Metrics, error)

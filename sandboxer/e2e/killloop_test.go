@@ -23,6 +23,7 @@ import (
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/internal/testenv"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // The kill-loop: the sandboxer is SIGKILLed at every named point of a
@@ -72,6 +73,24 @@ type killLoopEnv struct {
 	orphans []string
 	// phases sums the time spent in each phase of the iterations.
 	phases map[string]time.Duration
+	// beforeLife, when set, runs once the sandboxer of the previous
+	// life is killed, before the one that is to die starts.
+	beforeLife func()
+	// afterDeath, when set, runs once the sandboxer died (or the life
+	// ended), before it is restarted.
+	afterDeath func(what string)
+	// settle, when set, runs once the sandboxer is restarted after a
+	// life, before the checks: it waits for what the sandboxer does on
+	// its own at start.
+	settle func(what string)
+	// restarted and restartedTicks are when the running sandboxer was
+	// started after the last life (wall clock; procmark.Now): the warm
+	// pool clones made since are its own, older ones a killed one's.
+	restarted      time.Time
+	restartedTicks uint64
+	// clonesKilled counts the warm pool clone directories a killed
+	// sandboxer left (the restarted one must reap them).
+	clonesKilled int
 }
 
 // TestKillLoopWasm runs 180 Wasm pod lives, each cut by a SIGKILL of the
@@ -112,11 +131,14 @@ func TestKillLoopWasm(t *testing.T) {
 	k.report(n, time.Since(start), points)
 }
 
-// vmTemplatePoints are the phases of a VM template's build (the first VM
-// pod builds it): work directory made, the builder's QEMU forked (the
-// first vmm.forked while no template exists), its agent up, its state
-// saved, its memory file in place. Each kills the sandboxer once more,
-// until a life finds no template and builds it whole.
+// vmTemplatePoints are the phases of a VM template's build: work
+// directory made, the builder's QEMU forked (the first vmm.forked while no
+// template exists), its agent up, its state saved, its memory file in
+// place. The sandboxer builds the template of the default sizes in the
+// background as it starts (vmbackend.BuildTemplates), and a VM pod that
+// finds none builds it too: each of these lives starts a sandboxer with
+// no template, which dies at the point in whichever build reaches it
+// first, the start-up one or the pod's.
 var vmTemplatePoints = []string{"template.build.workdir", "vmm.forked", "template.build.agent-ready",
 	"template.build.saved", "template.build.mem-placed"}
 
@@ -129,10 +151,14 @@ var vmPodPoints = []string{"vm.vmm-started", "vmm.forked", "vm.agent-ready", "sa
 	"sandbox.stop", "sandbox.stop.done", "sandbox.shutdown.backend"}
 
 // TestKillLoopVM runs 20 VM pod lives under QEMU (TCG here) with VM
-// templates on, each cut by a SIGKILL of the sandboxer: 5 in the phases
-// of the template's build (the builder's QEMU must not outlive it), 13
-// at the named points of a pod restored from the template, and 2 at a
-// random moment from outside.
+// templates and the warm pool (template_pool = 1) on, each cut by a
+// SIGKILL of the sandboxer: 5 in the phases of the template's build (the
+// builder's QEMU must not outlive it, and no half-built template may ever
+// be visible: only complete ones, such as the one the next sandboxer
+// builds at its start), 13 at the named points of a pod restored from the
+// template, and 2 at a random moment from outside. The idle clones of the
+// running sandboxer's pool are its own, not orphans; those of a killed
+// one are.
 func TestKillLoopVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots VMs")
@@ -144,21 +170,44 @@ func TestKillLoopVM(t *testing.T) {
 	e.ImportImage(testenv.BusyboxImage(t, []string{"/bin/sh", "-c"}), ref)
 	kind := podKind{name: "vm", annot: map[string]string{"kuasar.io/isolation": "vm"}, image: ref,
 		args: []string{"sleep 600"}, exec: []string{"/bin/echo", "exec-ok"}}
+	tb := removeTemplates(t, e)
 	k := newKillLoop(t, e)
+	// After every restart the sandboxer builds the template if missing:
+	// the loop lets that build end before it counts orphans (its work
+	// directory and QEMU are the running sandboxer's).
+	k.settle = func(what string) { waitTemplateBuilt(t, e, tb, what) }
 	start := time.Now()
 	n := 0
 	for _, p := range vmTemplatePoints {
+		// The life starts with no template (the sandboxer was killed
+		// first), and once it died no half-built one may be visible.
+		k.beforeLife = func() {
+			if err := tb.RemoveTemplates(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k.afterDeath = func(what string) {
+			if half := halfBuiltTemplates(e, tb); len(half) != 0 {
+				t.Errorf("%s: a half-built template is visible: %v", what, half)
+			}
+			if tpls := tb.Templates(); len(tpls) != 0 {
+				t.Errorf("%s: templates %v after a sandboxer killed while it built the only one", what, tpls)
+			}
+		}
 		k.iteration(kind, n, p, 0)
 		n++
 	}
-	if tpls := templateDirs(e); len(tpls) != 0 {
-		t.Errorf("templates %v after lives killed while they were built: a half-built template is visible", tpls)
+	k.beforeLife = nil
+	k.afterDeath = func(what string) {
+		if half := halfBuiltTemplates(e, tb); len(half) != 0 {
+			t.Errorf("%s: a half-built template is visible: %v", what, half)
+		}
 	}
-	for i, p := range vmPodPoints {
+	for _, p := range vmPodPoints {
 		k.iteration(kind, n, p, 0)
 		n++
-		if tpls := templateDirs(e); i == 0 && len(tpls) != 1 {
-			t.Errorf("templates %v after a life killed once its VM started: want the one it built", tpls)
+		if tpls := tb.Templates(); len(tpls) != 1 {
+			t.Errorf("templates %v after a life of a pod restored from one, want that one", tpls)
 		}
 	}
 	rng := rand.New(rand.NewPCG(2, 7))
@@ -204,16 +253,50 @@ func TestKillLoopQuark(t *testing.T) {
 // points, 200 lives in all.
 var wasmNamed, wasmRandom, vmRandom = 144, 36, 2
 
-// templateDirs lists the usable VM templates of e's sandboxer.
-func templateDirs(e *testenv.Env) []string {
+// halfBuiltTemplates lists the directories in e's VM template directory
+// that a sandboxer would look at as templates (not a build's hidden work
+// directories, .build-* and .tmp-*, which findOrphans counts once no build
+// runs; not the keys' lock files) and that are not complete, usable
+// templates as the VM backend tb sees them.
+func halfBuiltTemplates(e *testenv.Env, tb *vmbackend.Backend) []string {
+	usable := map[string]bool{}
+	for _, d := range tb.Templates() {
+		usable[filepath.Base(d)] = true
+	}
 	var out []string
 	ents, _ := os.ReadDir(filepath.Join(e.SandboxerState, "vm-templates"))
 	for _, en := range ents {
-		if _, err := os.Stat(filepath.Join(e.SandboxerState, "vm-templates", en.Name(), "meta.json")); err == nil {
+		if en.IsDir() && !strings.HasPrefix(en.Name(), ".") && !usable[en.Name()] {
 			out = append(out, en.Name())
 		}
 	}
 	return out
+}
+
+// templateBuildTimeout bounds the wait for the template a restarted
+// sandboxer builds at its start (a cold boot and a save under TCG, on a
+// loaded machine).
+const templateBuildTimeout = 3 * time.Minute
+
+// waitTemplateBuilt polls, under one deadline, until e's sandboxer has
+// its complete template of the default sizes and no build runs (no work
+// files left in the template directory).
+func waitTemplateBuilt(t *testing.T, e *testenv.Env, tb *vmbackend.Backend, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(templateBuildTimeout); ; time.Sleep(200 * time.Millisecond) {
+		building := false
+		ents, _ := os.ReadDir(filepath.Join(e.SandboxerState, "vm-templates"))
+		for _, en := range ents {
+			building = building || strings.HasPrefix(en.Name(), ".build-") || strings.HasPrefix(en.Name(), ".tmp-")
+		}
+		if len(tb.Templates()) == 1 && !building {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: the restarted sandboxer did not build its VM template within %v (templates %v, build running %v)\n%s", what, templateBuildTimeout, tb.Templates(), building, tail(e.Sandboxer.Output(), 20))
+			return
+		}
+	}
 }
 
 func newKillLoop(t *testing.T, e *testenv.Env) *killLoopEnv {
@@ -223,7 +306,7 @@ func newKillLoop(t *testing.T, e *testenv.Env) *killLoopEnv {
 // report logs the figures and fails for every crash point never reached
 // and for the orphans found.
 func (k *killLoopEnv) report(n int, took time.Duration, points []string) {
-	k.t.Logf("kill-loop: %d iterations in %v (phases %v); deaths at named points %v; orphans %d", n, took.Round(time.Second), k.phases, k.hit, len(k.orphans))
+	k.t.Logf("kill-loop: %d iterations in %v (phases %v); deaths at named points %v; warm pool clones a killed sandboxer left %d; orphans %d", n, took.Round(time.Second), k.phases, k.hit, k.clonesKilled, len(k.orphans))
 	for _, p := range points {
 		if k.hit[p] == 0 {
 			k.t.Errorf("crash point %s was never reached: the loop does not test it", p)
@@ -249,6 +332,9 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 	}
 	e.Sandboxer.Kill9()
 	e.SandboxerEnv = nil
+	if k.beforeLife != nil {
+		k.beforeLife()
+	}
 	if point != "" {
 		e.SandboxerEnv = []string{crashpoint.Env + "=" + point}
 	}
@@ -279,10 +365,25 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 		t.Errorf("iteration %d (%s, %s): step %s failed with the sandboxer alive: %v\n%s", n, kind.name, point, step, err, tail(e.Sandboxer.Output(), 20))
 	}
 	e.Sandboxer.Kill9()
+	if ents, err := os.ReadDir(filepath.Join(e.SandboxerState, "b")); err == nil {
+		for _, en := range ents {
+			if strings.HasPrefix(en.Name(), "p-") {
+				k.clonesKilled++
+			}
+		}
+	}
+	what := fmt.Sprintf("iteration %d (%s, killed at %q after step %s, delay %v)", n, kind.name, point, step, delay)
+	if k.afterDeath != nil {
+		k.afterDeath(what)
+	}
 	e.SandboxerEnv = nil
+	k.restarted, k.restartedTicks = time.Now(), procmark.Now()
 	e.StartSandboxer()
 	phase("live")
-	what := fmt.Sprintf("iteration %d (%s, killed at %q after step %s, delay %v)", n, kind.name, point, step, delay)
+	if k.settle != nil {
+		k.settle(what)
+		phase("settle")
+	}
 	k.agree(what)
 	phase("agree")
 	k.removeAll(what)
@@ -532,10 +633,15 @@ func (k *killLoopEnv) findOrphans() []orphan {
 	var found []orphan
 	h := sha256.Sum256([]byte(filepath.Join(e.SandboxerState, "vm-templates")))
 	tplMem := "kuasar-vm-templates/" + hex.EncodeToString(h[:8])
+	// The idle clones of the running sandboxer's warm pool are its own.
+	clones := k.currentClones()
 	for _, sub := range []string{"sandboxes", "s", "b"} {
 		ents, _ := os.ReadDir(filepath.Join(e.SandboxerState, sub))
 		for _, en := range ents {
 			p := filepath.Join(e.SandboxerState, sub, en.Name())
+			if sub == "b" && clones[en.Name()] {
+				continue
+			}
 			found = append(found, orphan{"file " + p, func() { _ = os.RemoveAll(p) }})
 		}
 	}
@@ -555,6 +661,9 @@ func (k *killLoopEnv) findOrphans() []orphan {
 	seen := map[int]bool{}
 	for _, p := range procs {
 		seen[p.Pid] = true
+		if clones[cloneOf(e, p.Owner)] && p.StartTime > k.restartedTicks {
+			continue
+		}
 		found = append(found, orphan{fmt.Sprintf("process %d (%s)", p.Pid, cmdline(p.Pid)), func() { _ = procmark.Kill(p) }})
 	}
 	// Unmarked processes too (the code before marks existed): any process
@@ -574,9 +683,52 @@ func (k *killLoopEnv) findOrphans() []orphan {
 		}
 	}
 	for _, m := range append(testenv.MountsUnder(e.Dir), testenv.MountsUnder(e.SandboxerState)...) {
+		if rest, ok := strings.CutPrefix(m, filepath.Join(e.SandboxerState, "b")+"/"); ok {
+			if first, _, _ := strings.Cut(rest, "/"); clones[first] {
+				continue
+			}
+		}
 		found = append(found, orphan{"mount " + m, func() { _ = unix.Unmount(m, unix.MNT_DETACH) }})
 	}
 	return found
+}
+
+// currentClones names the warm pool clone directories (<state>/b/p-*)
+// of the sandboxer started after the last life: its QEMU, as recorded in
+// the clone's vm/vmm.proc, started after it; or, while the clone is being
+// made (no QEMU recorded yet), the directory was made after it. A clone
+// of a killed sandboxer is neither, and its restarted successor must reap
+// it.
+func (k *killLoopEnv) currentClones() map[string]bool {
+	out := map[string]bool{}
+	b := filepath.Join(k.e.SandboxerState, "b")
+	ents, _ := os.ReadDir(b)
+	for _, en := range ents {
+		if !strings.HasPrefix(en.Name(), "p-") {
+			continue
+		}
+		dir := filepath.Join(b, en.Name())
+		if r, err := procmark.Read(filepath.Join(dir, "vm", "vmm"+procmark.RecordExt)); err == nil && r.Pid != 0 {
+			out[en.Name()] = r.StartTime > k.restartedTicks && procmark.Alive(r.Proc())
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil && !time.Unix(st.Ctim.Unix()).Before(k.restarted) {
+			out[en.Name()] = true
+		}
+	}
+	return out
+}
+
+// cloneOf is the name of the directory in <state>/b a process's mark
+// names ("" when it is not there).
+func cloneOf(e *testenv.Env, owner string) string {
+	rest, ok := strings.CutPrefix(owner, filepath.Join(e.SandboxerState, "b")+"/")
+	if !ok {
+		return ""
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	return first
 }
 
 func cmdline(pid int) string {

@@ -324,6 +324,12 @@ func (i *Instance) hasExited() bool {
 func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 	select {
 	case <-i.exitCh:
+		// An exit already reported wins over a done ctx.
+		ctx = context.Background()
+	default:
+	}
+	select {
+	case <-i.exitCh:
 		i.mu.Lock()
 		defer i.mu.Unlock()
 		return *i.exit, nil

@@ -293,6 +293,12 @@ func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
 func (i *Instance) Wait(ctx context.Context) (backend.Exit, error) {
 	select {
 	case <-i.exited:
+		// An exit already reported wins over a done ctx.
+		ctx = context.Background()
+	default:
+	}
+	select {
+	case <-i.exited:
 		i.mu.Lock()
 		defer i.mu.Unlock()
 		return i.exitInfo, nil
