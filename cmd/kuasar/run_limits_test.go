@@ -124,6 +124,7 @@ func TestRunStdoutFlood(t *testing.T) {
 		t.Fatalf("exit %d (%v); want 137 (stopped by --timeout)", code, err)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	t.Logf("peak RSS of kuasar run: %d MiB", ru.Maxrss>>10)
 	if rss := uint64(ru.Maxrss) << 10; rss > 128<<20 {
 		t.Errorf("peak RSS %d MiB while flooding stdout; want under 128 MiB", rss>>20)
 	}
