@@ -179,8 +179,15 @@ const Namespace = "kuasar-bench"
 // StartSandbox creates and starts sandbox id and returns a Task API client
 // for it and a function closing that client.
 func (s *Sandboxer) StartSandbox(ctx context.Context, id string) (taskAPI.TTRPCTaskService, func(), error) {
+	return s.StartSandboxAnnotated(ctx, id, nil)
+}
+
+// StartSandboxAnnotated is StartSandbox of a sandbox created with the pod
+// annotations annot (kuasar.io/isolation: vm for a VM sandbox, whose VM is
+// running when it returns).
+func (s *Sandboxer) StartSandboxAnnotated(ctx context.Context, id string, annot map[string]string) (taskAPI.TTRPCTaskService, func(), error) {
 	ctx = namespaces.WithNamespace(ctx, Namespace)
-	if _, err := s.Client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id}); err != nil {
+	if _, err := s.Client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id, Annotations: annot}); err != nil {
 		return nil, nil, fmt.Errorf("sandbox create: %w", err)
 	}
 	st, err := s.Client.Start(ctx, &api.ControllerStartRequest{SandboxID: id})
