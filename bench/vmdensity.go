@@ -130,13 +130,13 @@ func parsePss(r io.Reader) (uint64, error) {
 func settleQEMUs(ctx context.Context, pid, want int) (qemuMemory, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	var last qemuMemory
-	stable := 0
+	probed, stable := false, 0
 	for {
 		m, err := qemusBelow(pid)
 		if err != nil {
 			return m, err
 		}
-		if m.procs >= want && m.procs == last.procs && last.pss > 0 &&
+		if probed && m.procs >= want && m.procs == last.procs &&
 			float64(max(m.pss, last.pss)-min(m.pss, last.pss)) <= 0.02*float64(last.pss) {
 			stable++
 			if stable >= 3 {
@@ -145,7 +145,7 @@ func settleQEMUs(ctx context.Context, pid, want int) (qemuMemory, error) {
 		} else {
 			stable = 0
 		}
-		last = m
+		last, probed = m, true
 		if time.Now().After(deadline) {
 			return m, nil
 		}
