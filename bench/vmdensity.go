@@ -126,32 +126,33 @@ func parsePss(r io.Reader) (uint64, error) {
 // settleQEMUs polls the QEMUs below pid until their number is at least
 // want and their summed PSS has stayed within 2% for three probes (the
 // warm pool refills in the background after each adoption), and returns
-// their memory then; past the deadline it returns the last probe.
-func settleQEMUs(ctx context.Context, pid, want int) (qemuMemory, error) {
+// their memory then; past the deadline it returns the last probe and
+// settled false, so the caller says its figure is of a moving target.
+func settleQEMUs(ctx context.Context, pid, want int) (m qemuMemory, settled bool, err error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	var last qemuMemory
 	probed, stable := false, 0
 	for {
-		m, err := qemusBelow(pid)
+		m, err = qemusBelow(pid)
 		if err != nil {
-			return m, err
+			return m, false, err
 		}
 		if probed && m.procs >= want && m.procs == last.procs &&
 			float64(max(m.pss, last.pss)-min(m.pss, last.pss)) <= 0.02*float64(last.pss) {
 			stable++
 			if stable >= 3 {
-				return m, nil
+				return m, true, nil
 			}
 		} else {
 			stable = 0
 		}
 		last, probed = m, true
 		if time.Now().After(deadline) {
-			return m, nil
+			return m, false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return m, ctx.Err()
+			return m, false, ctx.Err()
 		case <-time.After(time.Second): // polling interval: QEMU's memory under TCG moves slowly
 		}
 	}
@@ -186,9 +187,12 @@ func vmDensity(ctx context.Context, r *runner) error {
 		}
 		// The pool's clone (and the template) exist before the first
 		// sandbox: the base every level is measured against.
-		base, err := settleQEMUs(ctx, pid, 0)
+		base, settled, err := settleQEMUs(ctx, pid, 0)
 		if err != nil {
 			return err
+		}
+		if !settled {
+			r.progress.note(fmt.Sprintf("%s: the QEMUs' memory before the first sandbox did not settle in 2 minutes: measured as it was", mode.name))
 		}
 		cs := curves[mode.name]
 		for _, n := range levels {
@@ -210,10 +214,13 @@ func vmDensity(ctx context.Context, r *runner) error {
 				ids = append(ids, id)
 			}
 			r.progress.status("%s: %d VM sandboxes: waiting for the QEMUs' memory to settle", mode.name, n)
-			m, err := settleQEMUs(ctx, pid, n)
+			m, settled, err := settleQEMUs(ctx, pid, n)
 			if err != nil {
 				stopAll()
 				return err
+			}
+			if !settled {
+				r.progress.note(fmt.Sprintf("%s: %d VM sandboxes: the QEMUs' memory did not settle in 2 minutes (%d QEMUs): measured as it was", mode.name, n, m.procs))
 			}
 			rss, err := procRSS(pid)
 			if err != nil {
