@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // Sandboxer is a kuasar-sandboxer process serving its Sandbox API on a
@@ -135,7 +136,8 @@ func OpenFilesLimit() uint64 {
 	return lim.Max
 }
 
-// Close stops the sandboxer and removes its state.
+// Close stops the sandboxer and removes its state, its VM templates'
+// memory included.
 func (s *Sandboxer) Close() {
 	if s.conn != nil {
 		s.conn.Close()
@@ -145,6 +147,13 @@ func (s *Sandboxer) Close() {
 	}
 	if s.Events != nil {
 		s.Events.Close()
+	}
+	// VM templates the sandboxer built keep their memory on /dev/shm,
+	// outside its state directory (about 100 MiB each): remove them too.
+	if s.State != "" {
+		if tb, err := vmbackend.New(context.Background(), vmbackend.WithTemplateDir(filepath.Join(s.State, "vm-templates"))); err == nil {
+			tb.RemoveTemplates(context.Background())
+		}
 	}
 	if s.State != "" && strings.HasPrefix(s.State, "/dev/shm/") {
 		UnmountUnder(s.State)
