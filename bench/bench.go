@@ -1,7 +1,7 @@
 // Package bench is kuasar-go's benchmark harness, run as `kuasar bench`: it
 // measures named scenarios (a Wasm sandbox's start to exit over the
 // sandboxer's API, the same through containerd's CRI API and crictl,
-// sustained throughput, idle density, compile cache, VM start) together
+// sustained throughput, idle density, compile cache, VM start, VM density) together
 // with baselines taken in the same run, interleaved sample by sample so
 // that machine drift cancels (runc, containerd's runc handler, a fresh
 // process per Wasm task, bare QEMU), and scaling curves. It prints a live

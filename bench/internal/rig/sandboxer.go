@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // Sandboxer is a kuasar-sandboxer process serving its Sandbox API on a
@@ -135,7 +136,8 @@ func OpenFilesLimit() uint64 {
 	return lim.Max
 }
 
-// Close stops the sandboxer and removes its state.
+// Close stops the sandboxer and removes its state, its VM templates'
+// memory included.
 func (s *Sandboxer) Close() {
 	if s.conn != nil {
 		s.conn.Close()
@@ -145,6 +147,13 @@ func (s *Sandboxer) Close() {
 	}
 	if s.Events != nil {
 		s.Events.Close()
+	}
+	// VM templates the sandboxer built keep their memory on /dev/shm,
+	// outside its state directory (about 100 MiB each): remove them too.
+	if s.State != "" {
+		if tb, err := vmbackend.New(context.Background(), vmbackend.WithTemplateDir(filepath.Join(s.State, "vm-templates"))); err == nil {
+			tb.RemoveTemplates(context.Background())
+		}
 	}
 	if s.State != "" && strings.HasPrefix(s.State, "/dev/shm/") {
 		UnmountUnder(s.State)
@@ -179,8 +188,15 @@ const Namespace = "kuasar-bench"
 // StartSandbox creates and starts sandbox id and returns a Task API client
 // for it and a function closing that client.
 func (s *Sandboxer) StartSandbox(ctx context.Context, id string) (taskAPI.TTRPCTaskService, func(), error) {
+	return s.StartSandboxAnnotated(ctx, id, nil)
+}
+
+// StartSandboxAnnotated is StartSandbox of a sandbox created with the pod
+// annotations annot (kuasar.io/isolation: vm for a VM sandbox, whose VM is
+// running when it returns).
+func (s *Sandboxer) StartSandboxAnnotated(ctx context.Context, id string, annot map[string]string) (taskAPI.TTRPCTaskService, func(), error) {
 	ctx = namespaces.WithNamespace(ctx, Namespace)
-	if _, err := s.Client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id}); err != nil {
+	if _, err := s.Client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id, Annotations: annot}); err != nil {
 		return nil, nil, fmt.Errorf("sandbox create: %w", err)
 	}
 	st, err := s.Client.Start(ctx, &api.ControllerStartRequest{SandboxID: id})
