@@ -392,6 +392,18 @@ func (k *killLoopEnv) iteration(kind podKind, n int, point string, delay time.Du
 	phase("orphans")
 }
 
+// channelNotReady reports whether err is containerd's gRPC channel to the
+// sandboxer failing fast while it reconnects after a restart: refused while
+// nothing listens yet, or reset when the connection it had started was in the
+// killed sandboxer's backlog ("error reading server preface"). Both are the
+// channel's last connection error, returned as Unavailable before the call is
+// sent, so the sandboxer never saw the request.
+func channelNotReady(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") ||
+		strings.Contains(msg, "error reading server preface")
+}
+
 // live runs a pod's life through crictl until a step fails; it returns the
 // step it stopped at.
 func (k *killLoopEnv) live(kind podKind, name string) (string, error) {
@@ -406,7 +418,7 @@ func (k *killLoopEnv) live(kind podKind, name string) (string, error) {
 	var err error
 	for deadline := time.Now().Add(reconnectTimeout); ; {
 		pod, err = e.CrictlErr("runp", "--runtime", "kuasar", podCfg)
-		if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Now().After(deadline) {
+		if err == nil || !channelNotReady(err) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
