@@ -92,42 +92,62 @@ func TestSweepOrphanMemory(t *testing.T) {
 }
 
 // TestClaimDropsFormerOwnersMemory: a store whose directory was deleted
-// and recreated removes, when it opens, the memory the former directory
-// left under its memory directory, before anyone else sweeps.
+// and recreated does not adopt the memory the former directory left in
+// its memory directory, whether it opens (Reap) or builds straight away.
 func TestClaimDropsFormerOwnersMemory(t *testing.T) {
-	ctx := context.Background()
-	dir, mem := filepath.Join(t.TempDir(), "s"), filepath.Join(t.TempDir(), "0123456789abcdef")
-	key := testKey(t)
-	var calls atomic.Int32
-	s := NewStore(dir, mem)
-	tpl, err := s.Get(ctx, key, fakeBuild(&calls))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl.Close()
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := NewStore(dir, mem).Reap(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(tpl.MemPath); !os.IsNotExist(err) {
-		t.Fatalf("former directory's memory %s left after the new store opened (%v)", tpl.MemPath, err)
-	}
-	if _, err := os.Stat(mem + ownerSuffix); err != nil {
-		t.Fatalf("the new store did not record itself as owner: %v", err)
-	}
-	// RemoveAll takes the memory directory and its record.
-	if err := NewStore(dir, mem).RemoveAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{mem, mem + ownerSuffix} {
-		if _, err := os.Lstat(p); !os.IsNotExist(err) {
-			t.Errorf("%s left after RemoveAll (%v)", p, err)
-		}
+	for _, reap := range []bool{true, false} {
+		t.Run(map[bool]string{true: "reap", false: "get"}[reap], func(t *testing.T) {
+			ctx := context.Background()
+			dir, mem := filepath.Join(t.TempDir(), "s"), filepath.Join(t.TempDir(), "0123456789abcdef")
+			key, other := testKey(t), testKey(t)
+			other.Cmdline = "other"
+			var calls atomic.Int32
+			s := NewStore(dir, mem)
+			var mems []string
+			for _, k := range []Key{key, other} {
+				tpl, err := s.Get(ctx, k, fakeBuild(&calls))
+				if err != nil {
+					t.Fatal(err)
+				}
+				tpl.Close()
+				mems = append(mems, tpl.MemPath)
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			s = NewStore(dir, mem)
+			if reap {
+				if _, err := s.Reap(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tpl, err := s.Get(ctx, key, fakeBuild(&calls))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tpl.Close()
+			if n := calls.Load(); n != 3 {
+				t.Errorf("built %d times, want 3: the recreated store used the former one's template", n)
+			}
+			if _, err := os.Stat(mems[1]); !os.IsNotExist(err) {
+				t.Errorf("former directory's memory %s left after the new store opened (%v)", mems[1], err)
+			}
+			if o, err := readOwner(mem); err != nil || !o.alive() {
+				t.Errorf("the new store is not the recorded owner: %+v, %v", o, err)
+			}
+			// RemoveAll takes the memory directory and its record.
+			if err := s.RemoveAll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{mem, mem + ownerSuffix} {
+				if _, err := os.Lstat(p); !os.IsNotExist(err) {
+					t.Errorf("%s left after RemoveAll (%v)", p, err)
+				}
+			}
+		})
 	}
 }
 

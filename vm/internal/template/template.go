@@ -485,7 +485,7 @@ func reapWork(w string) error {
 // (their lock is held) are left alone. Call it when a process opens the
 // store after a restart. It sweeps the memory other stores left whose
 // directory is gone first (SweepOrphans), and claims the store's own
-// memory directory (see owner.go).
+// memory directory when there is one (see owner.go).
 func (s *Store) Reap(ctx context.Context) (int, error) {
 	if _, err := s.SweepOrphans(ctx); err != nil {
 		log.G(ctx).WithError(err).Warn("vm: sweep template memory whose store is gone")
@@ -497,8 +497,11 @@ func (s *Store) Reap(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := s.claimMem(ctx); err != nil {
-		return 0, err
+	if fileExists(s.memDir) {
+		// Records the owner of a memory directory made before records.
+		if err := s.claimMem(ctx); err != nil {
+			return 0, err
+		}
 	}
 	if s.memDir != s.dir {
 		// A memory file whose directory is gone already.
