@@ -14,6 +14,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/configs"
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
 // PauseImage is the image CRI runs as the pause container of runc pods
@@ -106,10 +107,26 @@ func stateDir(t testing.TB) string {
 		return filepath.Join(TempDir(t), "k")
 	}
 	t.Cleanup(func() {
+		removeTemplates(t, filepath.Join(d, "vm-templates"))
 		unmountUnder(d)
 		os.RemoveAll(d)
 	})
 	return d
+}
+
+// removeTemplates removes the VM templates the sandboxer kept in dir
+// (its "vm-templates" state), with their memory, which lives on
+// /dev/shm outside the state directory. The sandboxer is stopped by
+// then (its clean-up runs first).
+func removeTemplates(t testing.TB, dir string) {
+	ctx := context.Background()
+	b, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(dir), vmbackend.WithoutPool())
+	if err == nil {
+		err = b.RemoveTemplates(ctx)
+	}
+	if err != nil {
+		t.Errorf("remove the sandboxer's VM templates in %s: %v", dir, err)
+	}
 }
 
 // StartSandboxer starts (or restarts) kuasar-sandboxer and waits for its socket.

@@ -43,6 +43,14 @@ func qemuBackend(t testing.TB, ctx context.Context, cfg vm.Config, opts ...vmbac
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The templates' memory lives on /dev/shm, outside the test's
+	// temporary directories: remove it with them (the sweep of the next
+	// store that opens would, but not before).
+	t.Cleanup(func() {
+		if err := b.RemoveTemplates(context.Background()); err != nil {
+			t.Errorf("remove the test's VM templates: %v", err)
+		}
+	})
 	return b
 }
 

@@ -14,7 +14,9 @@
 // wait for the first.
 //
 // The memory file lives on a tmpfs (MemDir) where one is available, the
-// state and metadata in the state directory (Dir).
+// state and metadata in the state directory (Dir). A memory directory
+// records its store as owner, and opening a store removes the memory of
+// stores whose directory is gone (owner.go).
 //
 // A build runs its VMM in a work directory of the store
 // (Dir/.build-<16 hex of the digest>-<random>, WorkDir), never outside
@@ -297,10 +299,11 @@ func (s *Store) lookup(key Key) (*Template, error) {
 
 // lock takes the exclusive build lock of digest d; the wait ends with ctx.
 func (s *Store) lock(ctx context.Context, d string) (func(), error) {
-	for _, dir := range []string{s.dir, s.memDir} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("template store: %w", err)
-		}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("template store: %w", err)
+	}
+	if err := s.claimMem(ctx); err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, d+".lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -480,14 +483,25 @@ func reapWork(w string) error {
 // its mark), removes its work directory, the half-built template and its
 // memory file, and returns how many builds it cleaned. Builds in progress
 // (their lock is held) are left alone. Call it when a process opens the
-// store after a restart.
+// store after a restart. It sweeps the memory other stores left whose
+// directory is gone first (SweepOrphans), and claims the store's own
+// memory directory when there is one (see owner.go).
 func (s *Store) Reap(ctx context.Context) (int, error) {
+	if _, err := s.SweepOrphans(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("vm: sweep template memory whose store is gone")
+	}
 	ents, err := os.ReadDir(s.dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
+	}
+	if fileExists(s.memDir) {
+		// Records the owner of a memory directory made before records.
+		if err := s.claimMem(ctx); err != nil {
+			return 0, err
+		}
 	}
 	if s.memDir != s.dir {
 		// A memory file whose directory is gone already.
@@ -678,9 +692,7 @@ func (s *Store) RemoveAll(ctx context.Context) error {
 			s.removeLocked(e.Name())
 		}
 	}
-	if s.memDir != s.dir {
-		_ = os.Remove(s.memDir) // only once empty
-	}
+	s.releaseMem() // only once empty
 	return errors.Join(errs...)
 }
 
