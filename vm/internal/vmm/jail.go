@@ -174,28 +174,9 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC,
 		},
 	}
-	err = cmd.Start()
-	sw.Close()
+	p, err := startHelper(cmd, sr, sw, logPath, fmt.Sprintf("start the vmm jail helper for %s", path), fmt.Sprintf("confining %s (mount namespace, uid %d, capabilities)", path, j.UID))
 	if err != nil {
-		forget(logPath)
-		return nil, fmt.Errorf("start the vmm jail helper for %s: %w", path, err)
-	}
-	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	// The helper writes nothing and its end closes on exec: EOF means
-	// the VMM runs; anything else is the helper's error.
-	_ = sr.SetReadDeadline(time.Now().Add(jailSetupTimeout))
-	msg, rerr := io.ReadAll(io.LimitReader(sr, 4096))
-	if rerr != nil || len(msg) > 0 {
-		p.Kill()
-		if len(msg) == 0 {
-			msg = []byte(rerr.Error())
-		}
-		forget(logPath)
-		return nil, fmt.Errorf("confining %s (mount namespace, uid %d, capabilities): %s: %w", path, j.UID, msg, errdefs.ErrFailedPrecondition)
+		return nil, err
 	}
 	crashpoint.Hit("vmm.forked")
 	// The helper exec'd the VMM in place: same pid, same start time.
@@ -511,4 +492,34 @@ func dropPrivileges(j Jail) error {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	return nil
+}
+
+// startHelper starts cmd, a helper that sets up the VMM's confinement and
+// then execs it, and waits (within jailSetupTimeout) for the helper's
+// report on sr: EOF (its end closes on exec) means the VMM runs; anything
+// else is the helper's error, and the helper is killed. starting and
+// confining name the VMM in the two errors.
+func startHelper(cmd *exec.Cmd, sr, sw *os.File, logPath, starting, confining string) (*Process, error) {
+	err := cmd.Start()
+	sw.Close()
+	if err != nil {
+		forget(logPath)
+		return nil, fmt.Errorf("%s: %w", starting, err)
+	}
+	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	_ = sr.SetReadDeadline(time.Now().Add(jailSetupTimeout))
+	msg, rerr := io.ReadAll(io.LimitReader(sr, 4096))
+	if rerr != nil || len(msg) > 0 {
+		p.Kill()
+		if len(msg) == 0 {
+			msg = []byte(rerr.Error())
+		}
+		forget(logPath)
+		return nil, fmt.Errorf("%s: %s: %w", confining, msg, errdefs.ErrFailedPrecondition)
+	}
+	return p, nil
 }

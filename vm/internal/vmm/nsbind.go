@@ -3,14 +3,12 @@ package vmm
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -91,26 +89,9 @@ func StartInNamespace(path string, args []string, logPath string, binds []NSBind
 		ExtraFiles:  []*os.File{sw},
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS},
 	}
-	err = cmd.Start()
-	sw.Close()
+	p, err := startHelper(cmd, sr, sw, logPath, fmt.Sprintf("start the vmm namespace helper for %s", path), fmt.Sprintf("mount namespace for %s", path))
 	if err != nil {
-		forget(logPath)
-		return nil, fmt.Errorf("start the vmm namespace helper for %s: %w", path, err)
-	}
-	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	_ = sr.SetReadDeadline(time.Now().Add(jailSetupTimeout))
-	msg, rerr := io.ReadAll(io.LimitReader(sr, 4096))
-	if rerr != nil || len(msg) > 0 {
-		p.Kill()
-		if len(msg) == 0 {
-			msg = []byte(rerr.Error())
-		}
-		forget(logPath)
-		return nil, fmt.Errorf("mount namespace for %s: %s: %w", path, msg, errdefs.ErrFailedPrecondition)
+		return nil, err
 	}
 	crashpoint.Hit("vmm.forked")
 	if err := p.recordStarted(path); err != nil {
