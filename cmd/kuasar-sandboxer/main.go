@@ -65,7 +65,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("kuasar-sandboxer", flag.ContinueOnError)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file (TOML); the embedded defaults are used when the default path is absent")
 	overrides := kbackends.RegisterOverrides(fs)
-	debugListen := fs.String("debug-listen", "", "unix socket serving /debug/pprof (goroutines, heap) for diagnosis; off when empty")
+	debugListen := fs.String("debug-listen", "", "unix socket serving /debug/pprof (goroutines, heap, CPU profile, trace) for diagnosis; off when empty")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -124,6 +124,8 @@ func run(args []string) error {
 		defer os.Remove(*debugListen)
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(dl)
 		defer hs.Close()
