@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -42,22 +43,27 @@ func vmDensityLevels(runs int) []int {
 // vmDensityMode is one arm of the VM density curve: how its sandboxes'
 // VMs start, chosen by pod annotation.
 type vmDensityMode struct {
-	name  string
-	annot map[string]string
+	name string
+	// template is true for the arm whose VMs must restore a template.
+	template bool
+	annot    map[string]string
 }
 
 // vmDensityModes are the curve's arms: the default config (a template
 // restore, a warm-pool clone adopted when one is ready) and a full boot of
 // the same kernel and initramfs, so the curve shows what templates save.
 var vmDensityModes = []vmDensityMode{
-	{name: "template", annot: map[string]string{"kuasar.io/isolation": "vm"}},
+	{name: "template", template: true, annot: map[string]string{"kuasar.io/isolation": "vm"}},
 	{name: "boot", annot: map[string]string{"kuasar.io/isolation": "vm", "kuasar.io/vm-template": "off"}},
 }
 
 // qemuMemory is the memory of the QEMU processes below the sandboxer.
 type qemuMemory struct {
 	procs int
-	pss   uint64 // bytes, summed
+	// restored is how many of them restore a VM template (their command
+	// line has -incoming) rather than boot the kernel.
+	restored int
+	pss      uint64 // bytes, summed
 }
 
 // isQEMU tells a QEMU process by its /proc/PID/comm.
@@ -82,8 +88,23 @@ func qemusBelow(pid int) (qemuMemory, error) {
 		}
 		m.procs++
 		m.pss += pss
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); err == nil && restoresTemplate(cmdline) {
+			m.restored++
+		}
 	}
 	return m, nil
+}
+
+// restoresTemplate tells, from a QEMU's NUL-separated /proc/PID/cmdline,
+// whether it restores a VM template (-incoming) instead of booting, so the
+// template arm can show its VMs really came from the template.
+func restoresTemplate(cmdline []byte) bool {
+	for _, arg := range bytes.Split(cmdline, []byte{0}) {
+		if string(arg) == "-incoming" {
+			return true
+		}
+	}
+	return false
 }
 
 // pssBytes reads a process's proportional set size from
@@ -231,8 +252,17 @@ func vmDensity(ctx context.Context, r *runner) error {
 			cs[0].Points = append(cs[0].Points, Point{X: x, Y: float64(m.pss) / (1 << 20)})
 			cs[1].Points = append(cs[1].Points, Point{X: x, Y: float64(m.pss-min(m.pss, base.pss)) / x / (1 << 20)})
 			cs[2].Points = append(cs[2].Points, Point{X: x, Y: float64(rss) / (1 << 20)})
-			r.progress.note(fmt.Sprintf("%s: %d VM sandboxes: %d QEMUs, PSS %.1f MiB (%.1f MiB per sandbox above the %d idle QEMUs' %.1f MiB), sandboxer RSS %.1f MiB",
-				mode.name, n, m.procs, float64(m.pss)/(1<<20), cs[1].Points[len(cs[1].Points)-1].Y, base.procs, float64(base.pss)/(1<<20), float64(rss)/(1<<20)))
+			r.progress.note(fmt.Sprintf("%s: %d VM sandboxes: %d QEMUs (%d restored from a template), PSS %.1f MiB (%.1f MiB per sandbox above the %d idle QEMUs' %.1f MiB), sandboxer RSS %.1f MiB",
+				mode.name, n, m.procs, m.restored, float64(m.pss)/(1<<20), cs[1].Points[len(cs[1].Points)-1].Y, base.procs, float64(base.pss)/(1<<20), float64(rss)/(1<<20)))
+			// The arm must be what it says: every live sandbox's VM
+			// restored in the template arm, booted in the other (the
+			// idle pool clone counted in base is restored in both).
+			if mode.template && m.restored < n {
+				r.progress.note(fmt.Sprintf("template: only %d of the %d QEMUs restore a template for %d live sandboxes: the others booted (see the sandboxer's log for the fall-back reason)", m.restored, m.procs, n))
+			}
+			if !mode.template && m.restored > base.restored {
+				r.progress.note(fmt.Sprintf("boot: %d QEMUs restore a template beside the %d pool clones: a template-off pod was restored", m.restored-base.restored, base.restored))
+			}
 		}
 		stopAll()
 	}

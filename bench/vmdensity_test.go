@@ -94,3 +94,21 @@ Shared_Clean:       1234 kB
 		}
 	}
 }
+
+// TestRestoresTemplate tells a restoring QEMU from a booting one by its
+// NUL-separated command line, the way the template arm checks its VMs.
+func TestRestoresTemplate(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline string
+		want    bool
+	}{
+		{"qemu-system-x86_64\x00-name\x00k\x00-incoming\x00defer\x00", true},
+		{"qemu-system-x86_64\x00-name\x00k\x00-kernel\x00/vmlinux\x00", false},
+		{"qemu-system-x86_64\x00-name\x00-incoming-x\x00", false},
+		{"", false},
+	} {
+		if got := restoresTemplate([]byte(tc.cmdline)); got != tc.want {
+			t.Errorf("restoresTemplate(%q) = %v, want %v", tc.cmdline, got, tc.want)
+		}
+	}
+}
