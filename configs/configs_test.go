@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,5 +79,38 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if out, err := exec.Command(sa, "verify", p).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) != 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestPrivateContainerd decodes the private stack's containerd config and
+// checks that every path containerd would otherwise take from the system is
+// moved under the stack, the shipped runtimes name its sandboxer, and the
+// runc handler is there only when asked for.
+func TestPrivateContainerd(t *testing.T) {
+	for _, runc := range []bool{false, true} {
+		p := configs.PrivateContainerd{Dir: "/x", GRPC: "/x/c.sock", TTRPC: "/x/c.ttrpc", Sandboxer: "/x/k.sock", Runc: runc}
+		var v struct {
+			Root, State  string
+			ProxyPlugins map[string]struct{ Address string } `toml:"proxy_plugins"`
+			Plugins      map[string]map[string]any           `toml:"plugins"`
+		}
+		if _, err := toml.Decode(p.Config(), &v); err != nil {
+			t.Fatalf("runc=%v: %v\n%s", runc, err, p.Config())
+		}
+		got := []string{v.Root, v.State, v.ProxyPlugins["kuasar"].Address,
+			v.Plugins["io.containerd.server.v1.grpc"]["address"].(string),
+			v.Plugins["io.containerd.server.v1.ttrpc"]["address"].(string),
+			v.Plugins["io.containerd.shim.v1.manager"]["socket_dir"].(string)}
+		want := []string{"/x/root", "/x/state", "/x/k.sock", "/x/c.sock", "/x/c.ttrpc", "/x/s"}
+		if !slices.Equal(got, want) {
+			t.Errorf("runc=%v: paths %q, want %q", runc, got, want)
+		}
+		rts := v.Plugins["io.containerd.cri.v1.runtime"]["containerd"].(map[string]any)["runtimes"].(map[string]any)
+		if _, ok := rts["runc"]; ok != runc {
+			t.Errorf("runc=%v: runc handler present: %v", runc, ok)
+		}
+		if _, ok := rts["kuasar"]; !ok {
+			t.Errorf("runc=%v: no kuasar handler", runc)
+		}
 	}
 }

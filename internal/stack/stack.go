@@ -34,7 +34,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -230,36 +229,10 @@ func (s *Stack) start(ctx context.Context, o Options) error {
 	return waitSocket(ctx, s.ContainerdSock, o.Timeout, s.containerd)
 }
 
-// containerdConfig is the shipped snippet (configs/containerd-config.toml)
-// with its sandboxer socket pointed into the stack, plus what moves
-// containerd off its system paths: with config version 4 a top-level
-// [grpc] is ignored, so the sockets are set on the server plugins, and the
-// shim socket directory on the shim manager.
+// containerdConfig is the shipped snippet with its sandboxer socket and
+// containerd's own paths moved into the stack (configs.PrivateContainerd).
 func (s *Stack) containerdConfig(runc bool) string {
-	snippet := strings.NewReplacer(
-		"version = 4\n", "",
-		`"/run/kuasar/sandboxer.sock"`, strconv.Quote(s.SandboxerSock),
-		`"linux/amd64"`, strconv.Quote("linux/"+runtime.GOARCH),
-	).Replace(string(configs.ContainerdSnippet))
-	cfg := fmt.Sprintf(`version = 4
-root  = %q
-state = %q
-%s
-[plugins.'io.containerd.server.v1.grpc']
-  address = %q
-[plugins.'io.containerd.server.v1.ttrpc']
-  address = %q
-[plugins.'io.containerd.shim.v1.manager']
-  socket_dir = %q
-[plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-`, filepath.Join(s.Dir, "root"), filepath.Join(s.Dir, "state"), snippet,
-		s.ContainerdSock, s.ContainerdTTRPC, filepath.Join(s.Dir, "s"))
-	if runc {
-		cfg += "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n"
-	}
-	return cfg
+	return configs.PrivateContainerd{Dir: s.Dir, GRPC: s.ContainerdSock, TTRPC: s.ContainerdTTRPC, Sandboxer: s.SandboxerSock, Runc: runc}.Config()
 }
 
 func startChild(dir, name string, w io.Writer, env []string, bin string, args ...string) (*child, error) {

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,28 +155,7 @@ func (e *Env) startContainerd() {
 	// The shipped snippet (configs/containerd-config.toml) is used as is,
 	// with its paths pointed into the test directory, so the tests check
 	// what users install.
-	snippet := strings.NewReplacer(
-		"version = 4\n", "",
-		`"/run/kuasar/sandboxer.sock"`, strconv.Quote(e.SandboxerSock),
-		`"linux/amd64"`, strconv.Quote("linux/"+runtime.GOARCH),
-	).Replace(string(configs.ContainerdSnippet))
-	cfg := fmt.Sprintf(`version = 4
-root  = %[1]q
-state = %[2]q
-%[7]s
-[plugins.'io.containerd.server.v1.grpc']
-  address = %[3]q
-[plugins.'io.containerd.server.v1.ttrpc']
-  address = %[4]q
-[plugins.'io.containerd.shim.v1.manager']
-  socket_dir = %[5]q
-[plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-`, filepath.Join(e.Dir, "root"), filepath.Join(e.Dir, "state"),
-		e.ContainerdSock, e.ContainerdTTRPC, filepath.Join(e.Dir, "s"), "", snippet)
+	cfg := configs.PrivateContainerd{Dir: e.Dir, GRPC: e.ContainerdSock, TTRPC: e.ContainerdTTRPC, Sandboxer: e.SandboxerSock, Runc: true}.Config()
 	p := filepath.Join(e.Dir, "containerd.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -77,27 +76,7 @@ func StartContainerd(ctx context.Context, sandboxerBin, dir string, status func(
 	if c.Sandboxer, err = StartSandboxer(ctx, sandboxerBin, filepath.Join(dir, "k"), SandboxerOptions{Containerd: c.Sock, ContainerdTTRPC: c.TTRPC}); err != nil {
 		return nil, err
 	}
-	snippet := strings.NewReplacer(
-		"version = 4\n", "",
-		`"/run/kuasar/sandboxer.sock"`, strconv.Quote(c.Sandboxer.Sock),
-		`"linux/amd64"`, strconv.Quote("linux/"+runtime.GOARCH),
-	).Replace(string(configs.ContainerdSnippet))
-	cfg := fmt.Sprintf(`version = 4
-root  = %[1]q
-state = %[2]q
-%[6]s
-[plugins.'io.containerd.server.v1.grpc']
-  address = %[3]q
-[plugins.'io.containerd.server.v1.ttrpc']
-  address = %[4]q
-[plugins.'io.containerd.shim.v1.manager']
-  socket_dir = %[5]q
-[plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Sock, c.TTRPC, filepath.Join(dir, "s"), snippet)
+	cfg := configs.PrivateContainerd{Dir: dir, GRPC: c.Sock, TTRPC: c.TTRPC, Sandboxer: c.Sandboxer.Sock, Runc: true}.Config()
 	p := filepath.Join(dir, "containerd.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		return nil, err
