@@ -1,0 +1,10 @@
+package qemu
+
+// TemplateUnusable marks a TemplateError as a template.Unusable: the
+// VM backend removes the template and boots cold.
+func (e *TemplateError) TemplateUnusable() {}
+
+// TemplateMemoryMapped reports that a clone maps its template's memory
+// (privately, from a sealed memfd; see template.go): it needs
+// template.Store.Get, which hands out that sealed copy.
+func (v *VM) TemplateMemoryMapped() bool { return true }
