@@ -8,9 +8,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/internal/testenv/chfake"
 )
 
 // TestReattach re-attaches to a running Cloud Hypervisor after the driver

@@ -16,10 +16,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/internal/testenv/chfake"
 )
 
 // These tests verify the driver against Cloud Hypervisor's specification

@@ -3,7 +3,7 @@ package cloudhypervisor_test
 import (
 	"testing"
 
-	"github.com/kuasar-go/kuasar/vm/internal/testenv/chfake"
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 )
 
 // TestMain serves as the fake Cloud Hypervisor (vm/internal/testenv/chfake)

@@ -175,6 +175,14 @@ func (v *VM) Templatable() string {
 // copy is needed (template.Store.GetCopied).
 func (v *VM) TemplateMemoryMapped() bool { return false }
 
+// TemplateSocketRoom is how long the paths of the unix sockets a
+// template build's VMM makes below its work directory get: in vm/, the
+// API, virtio-fs and hybrid vsock sockets, the longest being the one
+// Cloud Hypervisor listens on for the agent's port (vsock.sock_1024).
+func (v *VM) TemplateSocketRoom() int {
+	return len(fmt.Sprintf("/vm/%s_%d", VsockSocketName, vm.AgentVsockPort))
+}
+
 // TemplateError is a restore that failed because of the template itself
 // (Cloud Hypervisor refused its snapshot, or exited by itself while
 // loading it): the caller removes the template and boots cold.

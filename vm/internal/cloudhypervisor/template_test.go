@@ -17,11 +17,11 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
-	"github.com/kuasar-go/kuasar/vm/internal/testenv/chfake"
 )
 
 // templateSpecs prepares a test of templates with the fake VMM (root:

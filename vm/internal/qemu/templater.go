@@ -8,3 +8,8 @@ func (e *TemplateError) TemplateUnusable() {}
 // (privately, from a sealed memfd; see template.go): it needs
 // template.Store.Get, which hands out that sealed copy.
 func (v *VM) TemplateMemoryMapped() bool { return true }
+
+// TemplateSocketRoom is how long the paths of the unix sockets a
+// template build's QEMU makes below its work directory get: the
+// migration socket in vm/.
+func (v *VM) TemplateSocketRoom() int { return len("/vm/" + MigrateSocketName) }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/ttrpc"
@@ -31,6 +32,10 @@ const Env = "KUASAR_FAKE_CH"
 // vmm.shutdown; by default RecordName beside its API socket (in its
 // VM's state directory).
 const RecordEnv = "KUASAR_FAKE_CH_RECORD"
+
+// DieAtEnv names an endpoint (e.g. "/vm.restore") at which a fake VMM
+// process kills itself with SIGKILL, as a VMM killed half-way does.
+const DieAtEnv = "KUASAR_FAKE_CH_DIE_AT"
 
 // RecordName is the default record file of a fake VMM.
 const RecordName = "fake-record.json"
@@ -58,6 +63,7 @@ type Fake struct {
 	state    string
 	vsock    net.Listener
 	shutdown chan struct{}
+	process  bool // serving as a VMM process (Serve), not in a test
 }
 
 // AgentCall is one call the fake guest agent served.
@@ -119,6 +125,9 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	ep := strings.TrimPrefix(r.URL.Path, "/api/v1")
 	f.log = append(f.log, r.Method+" "+ep)
+	if f.process && os.Getenv(DieAtEnv) == ep {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 	ops, ok := f.api.Paths[ep]
 	if !ok {
 		f.problem("%s %s: no such endpoint in the OpenAPI description", r.Method, ep)
@@ -537,6 +546,7 @@ func Serve(args []string) int {
 		return 2
 	}
 	f := New(api)
+	f.process = true
 	if seccomp != "true" {
 		f.problems = append(f.problems, fmt.Sprintf("command line %q: want --seccomp true (the VMM's seccomp filters on)", args))
 	}
