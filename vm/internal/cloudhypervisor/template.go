@@ -40,10 +40,21 @@ import (
 // VMM runs in a mount namespace of its own (vmm.StartInNamespace) in
 // which the config's paths lead to its own files: the config names
 // VMDir, bound there to that VM's state directory, and SnapshotDir,
-// bound to the template's snapshot directory (read-only for clones, so
-// a clone's VMM cannot change what later clones restore from). The
-// sandboxer reaches each clone's sockets at their host paths in its
-// state directory.
+// bound to the snapshot directory. The sandboxer reaches each clone's
+// sockets at their host paths in its state directory.
+//
+// The template is kept in a template.Store like QEMU's (crash-safe
+// build in the store's work directory, reaping, rebuild when found
+// broken): the snapshot's memory-ranges file is the template's memory
+// file, its other files (config.json, state.json) are packed into the
+// template's state file (snapshot.go). A clone unpacks its own copy of
+// those into its state directory (CloneSnapshotName), which its VMM's
+// namespace binds read-only at SnapshotDir, with the template's memory
+// file bound read-only over SnapshotDir/memory-ranges: a clone's VMM has
+// no writable path to what later clones restore from. Cloud Hypervisor
+// reads memory-ranges into guest memory of its own at vm.restore (never
+// maps it; see docs/vm.md), so clones share no memory pages with the
+// template or each other, and need no sealed copy.
 
 // Canonical paths a template's config names (see above). They are empty
 // directories on the host, created on first use; only inside a VMM's own
