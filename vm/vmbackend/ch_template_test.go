@@ -167,6 +167,8 @@ func TestCHTemplateFirstNeedThenRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	b := chBackend(t, ctx, nil)
+	journal := filepath.Join(t.TempDir(), "journal")
+	t.Setenv(chfake.JournalEnv, journal)
 	var stamp string
 	for i, id := range []string{"ch-first", "ch-second"} {
 		before := time.Now()
@@ -211,6 +213,15 @@ func TestCHTemplateFirstNeedThenRestore(t *testing.T) {
 		if strings.Join(c.Mounts, ",") != "virtiofs:"+vm.ShareTag+":"+vm.GuestSharedDir {
 			t.Errorf("%s: SetupSandbox mounts %v, want the share over virtio-fs", id, c.Mounts)
 		}
+	}
+	// Three VMMs ran: the template's builder, then the two clones.
+	rs := chfake.ReadJournal(t, journal)
+	if len(rs) != 3 {
+		t.Fatalf("%d VMMs recorded, want 3 (one build, two clones): %+v", len(rs), rs)
+	}
+	want := "GET /vmm.ping,PUT /vm.create,PUT /vm.boot,PUT /vm.pause,PUT /vm.snapshot,PUT /vm.shutdown,PUT /vmm.shutdown"
+	if got := strings.Join(rs[0].Log, ","); got != want || len(rs[0].Problems) > 0 {
+		t.Errorf("the template build's API calls %s (problems %v), want %s", got, rs[0].Problems, want)
 	}
 }
 

@@ -37,6 +37,12 @@ const RecordEnv = "KUASAR_FAKE_CH_RECORD"
 // process kills itself with SIGKILL, as a VMM killed half-way does.
 const DieAtEnv = "KUASAR_FAKE_CH_DIE_AT"
 
+// JournalEnv names a file every fake VMM process appends its Record to
+// (one JSON line, Pid set) at vmm.shutdown, besides its record file:
+// for tests that need the records of VMMs whose directories are gone
+// (a template build's).
+const JournalEnv = "KUASAR_FAKE_CH_JOURNAL"
+
 // RecordName is the default record file of a fake VMM.
 const RecordName = "fake-record.json"
 
@@ -78,6 +84,7 @@ type AgentCall struct {
 
 // Record is what a fake VMM process saw, written at vmm.shutdown.
 type Record struct {
+	Pid      int `json:",omitempty"`
 	Log      []string
 	Problems []string
 	Bodies   map[string]map[string]any
@@ -566,7 +573,36 @@ func Serve(args []string) int {
 	}
 	b, _ := json.Marshal(Record{Log: f.log, Problems: f.problems, Bodies: f.bodies, Agent: f.agent})
 	os.WriteFile(rec, b, 0o600)
+	if j := os.Getenv(JournalEnv); j != "" {
+		b, _ := json.Marshal(Record{Pid: os.Getpid(), Log: f.log, Problems: f.problems})
+		if jf, err := os.OpenFile(j, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
+			jf.Write(append(b, '\n'))
+			jf.Close()
+		}
+	}
 	return 0
+}
+
+// ReadJournal reads the records fake VMMs appended to the journal file
+// path (JournalEnv).
+func ReadJournal(t testing.TB, path string) []Record {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []Record
+	for _, l := range bytes.Split(bytes.TrimSpace(raw), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatalf("journal %s: %v", path, err)
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // ReadRecord reads the record a fake VMM wrote to path, failing the test
