@@ -63,7 +63,7 @@ var (
 	_ templater = (*cloudhypervisor.VM)(nil)
 )
 
-// Template settings ([hypervisor.qemu] template, TemplateAnnotation).
+// Template settings ([hypervisor.NAME] template, TemplateAnnotation).
 const (
 	// TemplateAuto restores sandboxes from templates where one fits (default).
 	TemplateAuto = "auto"
