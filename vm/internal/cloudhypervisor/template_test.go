@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
@@ -361,4 +364,112 @@ func TestTemplateKey(t *testing.T) {
 			t.Errorf("%s: same key %v, want %v", tc.name, got == base, tc.same)
 		}
 	}
+}
+
+// chBuilderEnv makes TestHelperCHBuilder build: "<store dir>:<state dir>".
+const chBuilderEnv = "KUASAR_CH_TEST_BUILDER"
+
+// TestHelperCHBuilder is the builder process TestTemplateBuilderKilled
+// kills: it builds a Cloud Hypervisor template (the fake VMM, with
+// virtio-fs) in a template.Store until the crash point the test chose.
+// It does nothing in a normal test run.
+func TestHelperCHBuilder(t *testing.T) {
+	v := os.Getenv(chBuilderEnv)
+	if v == "" {
+		t.Skip("helper process of TestTemplateBuilderKilled")
+	}
+	dir, state, _ := strings.Cut(v, ":")
+	spec := withVirtioFS(t, testenv.FakeVMMSpec(t, chfake.Env, state))
+	b, err := ch.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := b.TemplateKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = template.NewStore(dir, "").GetCopied(context.Background(), key, func(ctx context.Context, _ template.Key, mem, st string) error {
+		return b.BuildTemplate(ctx, template.WorkDir(ctx), 20*time.Second, mem, st)
+	})
+	t.Fatalf("the builder was not killed at %s (GetCopied returned %v)", os.Getenv(crashpoint.Env), err)
+}
+
+// TestTemplateBuilderKilled: a builder SIGKILLed while its template VM
+// runs (the agent ready, before the snapshot) leaves its Cloud
+// Hypervisor (in its own mount namespace) and virtiofsd running, marked
+// with the store's build work directory; Reap, as a restarted sandboxer
+// or the next `kuasar run` calls it, kills them and removes every file of
+// the build, and the next build of the key succeeds. The same crash
+// safety as QEMU's builds (vm/internal/template), with the fake VMM.
+func TestTemplateBuilderKilled(t *testing.T) {
+	testenv.RequireRoot(t)
+	chfake.LoadOpenAPI(t)
+	dir, state := t.TempDir(), filepath.Join(t.TempDir(), "vm")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCHBuilder$", "-test.count=1")
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, chfake.Env+"=") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	cmd.Env = append(cmd.Env, chBuilderEnv+"="+dir+":"+state, crashpoint.Env+"=template.build.agent-ready")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !ee.ProcessState.Sys().(syscall.WaitStatus).Signaled() {
+		t.Fatalf("the builder was not killed: %v\n%s", err, out)
+	}
+	left, err := procmark.Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range left {
+			procmark.Kill(p)
+		}
+	})
+	if len(left) != 2 {
+		t.Fatalf("processes of the dead build: %v, want its VMM and virtiofsd", left)
+	}
+	s := template.NewStore(dir, "")
+	if n, err := s.Reap(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Reap = %d, %v; want 1 build cleaned", n, err)
+	}
+	for _, p := range left {
+		if running(p) {
+			t.Errorf("process %d of the dead build still runs", p.Pid)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			t.Errorf("left in the store after Reap: %s", e.Name())
+		}
+	}
+	spec := withVirtioFS(t, testenv.FakeVMMSpec(t, chfake.Env, state))
+	b, err := ch.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := b.TemplateKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetCopied(context.Background(), key, func(ctx context.Context, _ template.Key, mem, st string) error {
+		return b.BuildTemplate(ctx, template.WorkDir(ctx), 20*time.Second, mem, st)
+	}); err != nil {
+		t.Fatalf("the build after Reap: %v", err)
+	}
+}
+
+// running reports whether p runs (a zombie, which nobody reaped yet
+// since its parent died, does not).
+func running(p procmark.Proc) bool {
+	if !procmark.Alive(p) {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
 }
