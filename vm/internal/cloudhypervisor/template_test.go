@@ -484,3 +484,49 @@ func running(p procmark.Proc) bool {
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
 }
+
+// TestTemplateCloneReattach: a clone restored from a template (its VMM
+// in a mount namespace of its own) is re-attached after the driver let
+// go of it, as after a sandboxer restart: its API, its agent and its
+// virtiofsd are found again at its own paths, and Stop ends it.
+func TestTemplateCloneReattach(t *testing.T) {
+	newSpec := templateSpecs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tpl := buildTemplate(t, ctx, withVirtioFS(t, newSpec("tpl")), "")
+	spec := withVirtioFS(t, newSpec("clone"))
+	v, err := ch.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.StartFromTemplate(ctx, tpl); err != nil {
+		t.Fatal(err)
+	}
+	pid := v.Pid()
+	v.Detach()
+	w, err := ch.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Attach(ctx, pid); err != nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("re-attach to the clone: %v", err)
+	}
+	if err := w.Health(ctx); err != nil {
+		t.Errorf("re-attached clone unhealthy: %v", err)
+	}
+	c, err := w.DialAgent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, err := chfake.Ping(ctx, c); err != nil || rel != chfake.KernelRelease(pid) {
+		t.Errorf("agent of the re-attached clone: %q %v", rel, err)
+	}
+	if err := w.Stop(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(ctx); err != nil {
+		t.Fatalf("the re-attached clone still runs after Stop: %v", err)
+	}
+	testenv.NoSockets(t, spec.StateDir)
+}
