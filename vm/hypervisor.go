@@ -88,8 +88,9 @@ type Config struct {
 	ExtraArgs []string `toml:"extra_args"`
 	// Debug makes the guest agent log to the console (kuasar.debug=1).
 	Debug bool `toml:"debug"`
-	// Template is "auto" (default: QEMU sandboxes of the default sizes are
-	// restored from a VM template) or "off" (always boot cold); see
+	// Template is "auto" (default: QEMU and Cloud Hypervisor sandboxes of
+	// the default sizes are restored from a VM template) or "off" (always
+	// boot cold); see
 	// docs/vm.md for what clones of one template share.
 	Template string `toml:"template"`
 	// TemplatePool is how many restored clones of each template the VM

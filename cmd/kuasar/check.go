@@ -197,7 +197,7 @@ func runChecks(ctx context.Context, stateDir, configPath string) []checkResult {
 			"run on a host with usable KVM (bare metal, or nested virtualisation that runs stock kernels)")
 	}
 
-	add(templateCheck(ctx, cfg.VM.QEMU.Template, filepath.Join(stateDir, "vm-templates"), filepath.Join(cfg.Sandboxer.StateDir, "vm-templates")))
+	add(templateCheck(ctx, cfg.VM, filepath.Join(stateDir, "vm-templates"), filepath.Join(cfg.Sandboxer.StateDir, "vm-templates")))
 
 	// containerd integration.
 	if p, err := exec.LookPath("containerd-shim-kuasar-v1"); err != nil {

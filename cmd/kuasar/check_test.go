@@ -32,13 +32,19 @@ func TestCheck(t *testing.T) {
 			name:     "files present",
 			config:   qemuSection(kernel),
 			wantCode: 0,
-			want:     []string{"ok    path resolution", "ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor", "ok    vm templates", "auto: QEMU VMs of the default sizes are restored from a template; 0 in "},
+			want:     []string{"ok    path resolution", "ok    wasm engine", "ok    vm qemu", "warn  containerd socket", "warn  vm cloud-hypervisor", "ok    vm templates", "auto for qemu, cloud-hypervisor: VMs of the default sizes are restored from a template; 0 in "},
 		},
 		{
 			name:     "templates off",
+			config:   strings.Replace(qemuSection(kernel), "[hypervisor.qemu]\n", "[hypervisor.cloud-hypervisor]\ntemplate = \"off\"\n[hypervisor.qemu]\ntemplate = \"off\"\n", 1),
+			wantCode: 0,
+			want:     []string{"ok    vm templates", "off ([hypervisor.qemu] and [hypervisor.cloud-hypervisor] template)"},
+		},
+		{
+			name:     "templates off for qemu only",
 			config:   strings.Replace(qemuSection(kernel), "[hypervisor.qemu]\n", "[hypervisor.qemu]\ntemplate = \"off\"\n", 1),
 			wantCode: 0,
-			want:     []string{"ok    vm templates", "off ([hypervisor.qemu] template)"},
+			want:     []string{"ok    vm templates", "auto for cloud-hypervisor: VMs of the default sizes are restored from a template (off for qemu)"},
 		},
 		{
 			name:     "missing kernel names the key",

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 )
 
 // TestMain removes the temporary directories the helpers below share across
@@ -23,6 +24,9 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv(rssHelperEnv) != "" {
 		os.Exit(rssHelper(os.Args[1:]))
+	}
+	if os.Getenv(chfake.Env) == "1" { // the fake Cloud Hypervisor (templates_ch_test.go)
+		os.Exit(chfake.Serve(os.Args[1:]))
 	}
 	code := m.Run()
 	sharedTemp.Range(func(dir, _ any) bool {

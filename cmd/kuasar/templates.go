@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/sandboxer/config"
+	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
 
@@ -31,8 +33,8 @@ func (c *cli) newTemplatesCommand() *cobra.Command {
 			}
 			switch {
 			case len(args) == 0:
-				for _, t := range b.Templates() {
-					fmt.Fprintln(c.env.stdout, t)
+				for _, t := range b.TemplateInfos() {
+					fmt.Fprintf(c.env.stdout, "%s\t%s\n", t.Dir, t.Hypervisor)
 				}
 			case args[0] == "build":
 				t, err := buildTemplate(c.ctx, dir)
@@ -41,7 +43,7 @@ func (c *cli) newTemplatesCommand() *cobra.Command {
 					return exitKuasarError
 				}
 				if t == "" {
-					fmt.Fprintln(c.env.stderr, "kuasar vm-templates build: templates are off, or the default hypervisor has none ([hypervisor] default, [hypervisor.qemu] template, rootfs_mode)")
+					fmt.Fprintln(c.env.stderr, "kuasar vm-templates build: templates are off, or the default hypervisor has none ([hypervisor] default, [hypervisor.NAME] template, rootfs_mode)")
 					return 0
 				}
 				fmt.Fprintln(c.env.stdout, t)
@@ -57,19 +59,47 @@ func (c *cli) newTemplatesCommand() *cobra.Command {
 	}
 }
 
-// templateCheck is `kuasar check`'s line on VM templates: the setting,
-// and the templates `kuasar run` and the sandboxer keep.
-func templateCheck(ctx context.Context, setting string, dirs ...string) (string, checkStatus, string, string) {
-	if setting == vmbackend.TemplateOff {
-		return "vm templates", checkOK, "off ([hypervisor.qemu] template): every VM boots", ""
+// templateCheck is `kuasar check`'s line on VM templates: the setting of
+// each hypervisor that has templates (QEMU; Cloud Hypervisor, verified
+// against its specification only), and the templates `kuasar run` and
+// the sandboxer keep, by hypervisor.
+func templateCheck(ctx context.Context, hv vmbackend.Config, dirs ...string) (string, checkStatus, string, string) {
+	var on, off []string
+	for _, n := range []string{vm.QEMU, vm.CloudHypervisor} {
+		if h, _ := hv.Get(n); h.Template == vmbackend.TemplateOff {
+			off = append(off, n)
+		} else {
+			on = append(on, n)
+		}
 	}
-	detail := "auto: QEMU VMs of the default sizes are restored from a template"
+	if len(on) == 0 {
+		return "vm templates", checkOK, "off ([hypervisor.qemu] and [hypervisor.cloud-hypervisor] template): every VM boots", ""
+	}
+	detail := "auto for " + strings.Join(on, ", ") + ": VMs of the default sizes are restored from a template"
+	if len(off) > 0 {
+		detail += " (off for " + strings.Join(off, ", ") + ")"
+	}
 	for _, d := range dirs {
 		b, err := vmbackend.New(ctx, vmbackend.WithTemplateDir(d))
 		if err != nil {
-			return "vm templates", checkWarn, err.Error(), "correct [hypervisor.qemu] template"
+			return "vm templates", checkWarn, err.Error(), "correct [hypervisor.NAME] template"
 		}
-		detail += fmt.Sprintf("; %d in %s", len(b.Templates()), d)
+		ts := b.TemplateInfos()
+		detail += fmt.Sprintf("; %d in %s", len(ts), d)
+		if len(ts) > 0 {
+			n := map[string]int{}
+			var names []string
+			for _, t := range ts {
+				if n[t.Hypervisor]++; n[t.Hypervisor] == 1 {
+					names = append(names, t.Hypervisor)
+				}
+			}
+			var per []string
+			for _, h := range names {
+				per = append(per, fmt.Sprintf("%s %d", h, n[h]))
+			}
+			detail += " (" + strings.Join(per, ", ") + ")"
+		}
 	}
 	return "vm templates", checkOK, detail, ""
 }

@@ -49,7 +49,7 @@ func DefaultConfig() Config {
 	q, ch, sv := base, base, base
 	q.Path, q.RootfsMode, q.Accel, q.KernelParams, q.Template = "/usr/bin/qemu-system-x86_64", vm.Share9P, "auto", []string{}, TemplateAuto
 	q.TemplatePool = DefaultTemplatePool
-	ch.Path, ch.VMMUIDBase, ch.VMMUIDCount = "/usr/bin/cloud-hypervisor", 0, 0
+	ch.Path, ch.VMMUIDBase, ch.VMMUIDCount, ch.Template = "/usr/bin/cloud-hypervisor", 0, 0, TemplateAuto
 	sv.Path, sv.VMMUIDBase, sv.VMMUIDCount = "/usr/bin/stratovirt", 0, 0
 	return Config{Default: vm.QEMU, QEMU: q, CloudHypervisor: ch, StratoVirt: sv}
 }
@@ -174,14 +174,14 @@ func validateHypervisor(name string, h vm.Config, bad func(string, string, ...an
 	case h.Template == "" || h.Template == TemplateOff:
 	case h.Template != TemplateAuto:
 		bad(key("template"), "%q is not a template setting: use auto or off", h.Template)
-	case name != vm.QEMU:
-		bad(key("template"), "VM templates are implemented for qemu only: remove it from [hypervisor.%s] or set it to \"off\"", name)
+	case name != vm.QEMU && name != vm.CloudHypervisor:
+		bad(key("template"), "VM templates are implemented for qemu and cloud-hypervisor only: remove it from [hypervisor.%s] or set it to \"off\"", name)
 	}
 	switch {
 	case h.TemplatePool < 0 || h.TemplatePool > MaxTemplatePool:
 		bad(key("template_pool"), "%d is out of range: use 0 (no warm pool) to %d (each idle clone holds about 58 MiB)", h.TemplatePool, MaxTemplatePool)
 	case h.TemplatePool > 0 && name != vm.QEMU:
-		bad(key("template_pool"), "the warm pool of VM clones is implemented for qemu only: remove it from [hypervisor.%s] or set it to 0", name)
+		bad(key("template_pool"), "the warm pool of VM clones is implemented for qemu only (adopting a clone relocates its VMM, which only the QEMU driver does): remove it from [hypervisor.%s] or set it to 0", name)
 	}
 	for i, p := range h.KernelParams {
 		if strings.TrimSpace(p) == "" || strings.ContainsAny(p, "\x00\n") {

@@ -106,3 +106,41 @@ func TestTemplatePoolSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestTemplateSetting: template = "auto" or "off" is accepted for qemu
+// and cloud-hypervisor (both build and restore templates), refused for
+// stratovirt (no templates) naming the key; the shipped defaults turn
+// templates on for both.
+func TestTemplateSetting(t *testing.T) {
+	if d := DefaultConfig(); d.QEMU.Template != TemplateAuto || d.CloudHypervisor.Template != TemplateAuto {
+		t.Errorf("default template settings %q (qemu), %q (cloud-hypervisor), want auto", d.QEMU.Template, d.CloudHypervisor.Template)
+	}
+	for _, tc := range []struct {
+		hv, setting string
+		ok          bool
+	}{
+		{vm.QEMU, TemplateAuto, true},
+		{vm.CloudHypervisor, TemplateAuto, true},
+		{vm.CloudHypervisor, TemplateOff, true},
+		{vm.CloudHypervisor, "sometimes", false},
+		{vm.StratoVirt, TemplateAuto, false},
+		{vm.StratoVirt, TemplateOff, true},
+	} {
+		c := DefaultConfig()
+		switch tc.hv {
+		case vm.QEMU:
+			c.QEMU.Template = tc.setting
+		case vm.CloudHypervisor:
+			c.CloudHypervisor.Template = tc.setting
+		case vm.StratoVirt:
+			c.StratoVirt.Template = tc.setting
+		}
+		err := c.Validate()
+		if tc.ok != (err == nil) {
+			t.Errorf("%s template = %q: Validate %v, want ok=%v", tc.hv, tc.setting, err, tc.ok)
+		}
+		if err != nil && (!errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "hypervisor."+tc.hv+".template")) {
+			t.Errorf("%s template = %q: %v, want an invalid-argument error naming the key", tc.hv, tc.setting, err)
+		}
+	}
+}

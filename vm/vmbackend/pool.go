@@ -355,7 +355,7 @@ func (b *Backend) makeClone(ctx context.Context, key poolKey, name string, spec 
 		return nil, err
 	}
 	inst.hv = d
-	q, ok := d.(*qemu.VM)
+	q, ok := d.(*qemu.VM) // adopt relocates a clone's QEMU (qemu.VM.Relocate)
 	if !ok {
 		return nil, fmt.Errorf("pool clones are implemented for qemu only: %w", errdefs.ErrNotImplemented)
 	}
@@ -456,7 +456,7 @@ func (b *Backend) fromPool(ctx context.Context, sb backend.Sandbox, name string,
 	if why := b.noTemplate(sb, name, spec, d); why != "" {
 		return nil, nil
 	}
-	tkey, err := d.(*qemu.VM).TemplateKey(ctx)
+	tkey, err := d.(templater).TemplateKey(ctx)
 	if err != nil {
 		return nil, nil
 	}

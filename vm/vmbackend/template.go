@@ -16,19 +16,54 @@ import (
 
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
+	"github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/qemu"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
 )
 
-// VM templates: a QEMU sandbox whose sizes are the configured defaults is
-// restored from a template (a guest booted once and saved when its agent
-// served, see vm/internal/template) instead of booting, unless the
-// config ([hypervisor.qemu] template = "off"), the pod
-// (TemplateAnnotation) or `kuasar run --vm-template off` says otherwise. Whenever no
-// template fits or restoring fails because of the template, the sandbox
-// boots cold and the reason is logged.
+// VM templates: a QEMU or Cloud Hypervisor sandbox whose sizes are the
+// configured defaults is restored from a template (a guest booted once
+// and saved when its agent served, see vm/internal/template) instead of
+// booting, unless the config ([hypervisor.NAME] template = "off"), the
+// pod (TemplateAnnotation) or `kuasar run --vm-template off` says
+// otherwise. Whenever no template fits or restoring fails because of the
+// template, the sandbox boots cold and the reason is logged. Both drivers
+// implement templater; the backend's path is the same for both. (Cloud
+// Hypervisor's is verified against its OpenAPI description and a fake
+// VMM only: it cannot run where this was written.)
 
-// Template settings ([hypervisor.qemu] template, TemplateAnnotation).
+// templater is a driver that can build templates and restore from them:
+// the QEMU driver (vm/internal/qemu) and the Cloud Hypervisor driver
+// (vm/internal/cloudhypervisor).
+type templater interface {
+	driver
+	// Templatable says why this VM cannot come from a template, "" when
+	// it can.
+	Templatable() string
+	// TemplateKey is everything a template for this VM must share with
+	// it.
+	TemplateKey(ctx context.Context) (template.Key, error)
+	// BuildTemplate boots a VM like this one in workDir and saves it
+	// into mem and state (a template.BuildFunc once bound).
+	BuildTemplate(ctx context.Context, workDir string, timeout time.Duration, mem, state string) error
+	// StartFromTemplate starts this VM restored from t. An error caused
+	// by the template itself is a template.Unusable.
+	StartFromTemplate(ctx context.Context, t *template.Template) error
+	// TemplateMemoryMapped reports whether clones map the template's
+	// memory (then they get the store's sealed copy, see
+	// vm/internal/template) rather than copy it at restore.
+	TemplateMemoryMapped() bool
+	// TemplateSocketRoom is how long the paths of the unix sockets a
+	// template build's VMM makes below its work directory get.
+	TemplateSocketRoom() int
+}
+
+var (
+	_ templater = (*qemu.VM)(nil)
+	_ templater = (*cloudhypervisor.VM)(nil)
+)
+
+// Template settings ([hypervisor.NAME] template, TemplateAnnotation).
 const (
 	// TemplateAuto restores sandboxes from templates where one fits (default).
 	TemplateAuto = "auto"
@@ -97,6 +132,31 @@ func (b *Backend) Templates() []string {
 	return out
 }
 
+// TemplateInfo describes one usable VM template.
+type TemplateInfo struct {
+	// Dir is its directory.
+	Dir string
+	// Hypervisor is the hypervisor it was built with ("qemu",
+	// "cloud-hypervisor").
+	Hypervisor string
+	// VCPUs and MemoryMB are the sizes of the VMs it serves.
+	VCPUs    uint32
+	MemoryMB uint64
+}
+
+// TemplateInfos lists the usable VM templates with their hypervisor and
+// sizes (`kuasar vm-templates`, `kuasar check`).
+func (b *Backend) TemplateInfos() []TemplateInfo {
+	if b.templates == nil {
+		return nil
+	}
+	var out []TemplateInfo
+	for _, t := range b.templates.List() {
+		out = append(out, TemplateInfo{Dir: t.Dir, Hypervisor: t.Key.VMM, VCPUs: t.Key.VCPUs, MemoryMB: t.Key.MemoryMB})
+	}
+	return out
+}
+
 // FromTemplate reports whether the sandbox's VM was restored from a
 // template (false when it booted cold).
 func (i *Instance) FromTemplate() bool { return i.template != "" }
@@ -112,12 +172,10 @@ func (b *Backend) noTemplate(sb backend.Sandbox, name string, spec vm.Spec, d dr
 		return "template = \"off\" in [hypervisor." + name + "]"
 	case sb.Annotations[TemplateAnnotation] == TemplateOff:
 		return "pod annotation " + TemplateAnnotation + "=off"
-	case name != vm.QEMU:
-		return "templates are implemented for qemu only"
 	}
-	q, ok := d.(*qemu.VM)
+	q, ok := d.(templater)
 	if !ok {
-		return "driver without templates"
+		return "templates are implemented for qemu and cloud-hypervisor only"
 	}
 	if why := q.Templatable(); why != "" {
 		return why
@@ -136,13 +194,12 @@ func (b *Backend) startVM(ctx context.Context, inst *Instance, name string, d dr
 	lg := log.G(ctx).WithField("sandbox", sb.ID)
 	why := b.noTemplate(sb, name, spec, d)
 	if why == "" {
-		q := d.(*qemu.VM)
-		digest, err := b.restore(ctx, q)
+		digest, err := b.restore(ctx, d.(templater))
 		if err == nil {
 			inst.template = digest
 			return d, nil
 		}
-		var te *qemu.TemplateError
+		var te template.Unusable
 		if !errors.As(err, &te) && !errors.Is(err, errTemplateUnavailable) {
 			return d, fmt.Errorf("restoring sandbox %s from a VM template: %w", sb.ID, err)
 		}
@@ -163,7 +220,7 @@ var errTemplateUnavailable = errors.New("no VM template")
 
 // restore restores q from the template for its key (built first when
 // missing), and returns the template's digest.
-func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
+func (b *Backend) restore(ctx context.Context, q templater) (string, error) {
 	t, key, err := b.template(ctx, q)
 	if err != nil {
 		return "", err
@@ -173,7 +230,7 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 	rctx, cancel := context.WithTimeout(ctx, b.agentTimeout)
 	defer cancel()
 	err = q.StartFromTemplate(rctx, t)
-	var te *qemu.TemplateError
+	var te template.Unusable
 	if errors.As(err, &te) {
 		_ = b.templates.Invalidate(context.WithoutCancel(ctx), t, err)
 	}
@@ -184,8 +241,9 @@ func (b *Backend) restore(ctx context.Context, q *qemu.VM) (string, error) {
 	return key.Digest(), nil
 }
 
-// template returns the template for q's key, built first when missing.
-func (b *Backend) template(ctx context.Context, q *qemu.VM) (*template.Template, template.Key, error) {
+// template returns the template for q's key, built first when missing:
+// with the sealed copy of its memory when q's clones map it.
+func (b *Backend) template(ctx context.Context, q templater) (*template.Template, template.Key, error) {
 	b.knownVersions.Do(func() {
 		// The QEMU versions the kept templates recorded, by binary
 		// identity: no `qemu -version` per process (see KnowVersion).
@@ -199,12 +257,16 @@ func (b *Backend) template(ctx context.Context, q *qemu.VM) (*template.Template,
 	if err != nil {
 		return nil, key, fmt.Errorf("%w: %w", errTemplateUnavailable, err)
 	}
-	t, err := b.templates.Get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
+	get := b.templates.Get
+	if !q.TemplateMemoryMapped() {
+		get = b.templates.GetCopied
+	}
+	t, err := get(ctx, key, func(ctx context.Context, key template.Key, mem, state string) error {
 		// The store's work directory: the builder's VMM is recorded and
 		// marked there, so it is reaped if this process dies. Its sockets
-		// go in work/vm, the longest being the migration socket.
+		// go in work/vm.
 		work := template.WorkDir(ctx)
-		if err := template.CheckSocketRoom(work, len(filepath.Join("/vm", qemu.MigrateSocketName))); err != nil {
+		if err := template.CheckSocketRoom(work, q.TemplateSocketRoom()); err != nil {
 			return err
 		}
 		return q.BuildTemplate(ctx, work, b.agentTimeout, mem, state)
@@ -224,11 +286,11 @@ func (b *Backend) template(ctx context.Context, q *qemu.VM) (*template.Template,
 // than paying a cold boot plus the save (the sandboxer calls it in the
 // background at start, `kuasar vm-templates build` from the command
 // line). It does nothing ("", nil) when templates are off or the default
-// hypervisor has none.
+// hypervisor has none (StratoVirt).
 func (b *Backend) BuildTemplates(ctx context.Context) (string, error) {
 	name := b.defaultHV
 	c, ok := b.configs[name]
-	if !ok || b.templates == nil || c.Template == TemplateOff || name != vm.QEMU || c.RootfsMode == vm.ShareBlock {
+	if !ok || b.templates == nil || c.Template == TemplateOff || c.RootfsMode == vm.ShareBlock {
 		// Block mode attaches disks per VM: it never restores.
 		return "", nil
 	}
@@ -245,7 +307,7 @@ func (b *Backend) BuildTemplates(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	t0 := time.Now()
-	t, key, err := b.template(ctx, d.(*qemu.VM))
+	t, key, err := b.template(ctx, d.(templater))
 	if err != nil {
 		return "", fmt.Errorf("building the VM template for the default sizes (%d vCPUs, %d MiB): %w", vcpus, mem, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
 )
@@ -19,10 +20,10 @@ import (
 // this test binary, re-executed, is a fake checked against its OpenAPI
 // description (verified against the specification only).
 func TestReattach(t *testing.T) {
-	loadOpenAPI(t) // the fake needs the description: skipped, saying where to put it, when absent
+	chfake.LoadOpenAPI(t) // the fake needs the description: skipped, saying where to put it, when absent
 	dir := t.TempDir()
-	t.Setenv("KUASAR_FAKE_CH_RECORD", filepath.Join(dir, "record.json"))
-	spec := testenv.FakeVMMSpec(t, "KUASAR_FAKE_CH", filepath.Join(dir, "state"))
+	t.Setenv(chfake.RecordEnv, filepath.Join(dir, "record.json"))
+	spec := testenv.FakeVMMSpec(t, chfake.Env, filepath.Join(dir, "state"))
 	v, err := ch.New(spec)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/testenv/chfake"
 	"github.com/kuasar-go/kuasar/vm"
 	ch "github.com/kuasar-go/kuasar/vm/internal/cloudhypervisor"
 	"github.com/kuasar-go/kuasar/vm/internal/testenv"
@@ -25,10 +26,10 @@ import (
 // only (its OpenAPI description and the documented hybrid vsock
 // handshake): Cloud Hypervisor itself cannot be obtained here.
 
-func startFake(t *testing.T) (*fakeCH, *ch.Client) {
+func startFake(t *testing.T) (*chfake.Fake, *ch.Client) {
 	t.Helper()
-	api := loadOpenAPI(t)
-	f := newFakeCH(api)
+	api := chfake.LoadOpenAPI(t)
+	f := chfake.New(api)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -36,7 +37,7 @@ func startFake(t *testing.T) (*fakeCH, *ch.Client) {
 	}
 	srv := &http.Server{Handler: f}
 	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close(); f.close() })
+	t.Cleanup(func() { srv.Close(); f.Close() })
 	return f, ch.NewClient(sock)
 }
 
@@ -107,13 +108,13 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 			t.Errorf("%s: %v", s.name, err)
 		}
 	}
-	if len(f.problems) > 0 {
-		t.Fatalf("requests violating the OpenAPI description:\n%s", strings.Join(f.problems, "\n"))
+	if len(f.Problems()) > 0 {
+		t.Fatalf("requests violating the OpenAPI description:\n%s", strings.Join(f.Problems(), "\n"))
 	}
-	if got := f.bodies["/vm.restore"]; fmt.Sprint(got) != fmt.Sprint(map[string]any{"source_url": "file://" + snap, "prefault": false, "resume": false}) {
+	if got := f.Body("/vm.restore"); fmt.Sprint(got) != fmt.Sprint(map[string]any{"source_url": "file://" + snap, "prefault": false, "resume": false}) {
 		t.Errorf("vm.restore body %v: want the snapshot's URL, no prefault, no resume (vm.resume follows)", got)
 	}
-	body := f.bodies["/vm.create"]
+	body := f.Body("/vm.create")
 	mem := body["memory"].(map[string]any)
 	if mem["size"].(json.Number).String() != fmt.Sprint(512<<20) || mem["shared"] != true {
 		t.Errorf("memory %v: want 512 MiB in bytes, shared for virtio-fs", mem)
@@ -130,7 +131,7 @@ func TestClientRequestsMatchSpec(t *testing.T) {
 // body missing a required field, with an unknown field, or a wrong type,
 // must be reported.
 func TestValidatorCatchesViolations(t *testing.T) {
-	api := loadOpenAPI(t)
+	api := chfake.LoadOpenAPI(t)
 	for _, tc := range []struct {
 		schema, body, want string
 	}{
@@ -147,7 +148,7 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		dec.UseNumber()
 		var v any
 		dec.Decode(&v)
-		errs := api.validate("body", v, &schema{Ref: "#/components/schemas/" + tc.schema})
+		errs := api.ValidateSchema("body", v, tc.schema)
 		if !strings.Contains(strings.Join(errs, "\n"), tc.want) {
 			t.Errorf("%s %s: errors %v, want one containing %q", tc.schema, tc.body, errs, tc.want)
 		}
@@ -206,20 +207,18 @@ func TestHybridVsockHandshake(t *testing.T) {
 
 // TestDriverLifecycle runs the driver against the fake VMM as a real
 // process (this test binary re-executed): Start creates and boots, the
-// agent channel dials through hybrid vsock, Stop shuts the VM and VMM
+// agent channel dials through hybrid vsock and the fake agent behind it
+// answers Ping, Stop shuts the VM and VMM
 // down, and no socket is left.
 func TestDriverLifecycle(t *testing.T) {
 	// The fake VMM checks every request against the OpenAPI description:
 	// skip when it is absent, and hand the fake its absolute path.
-	loadOpenAPI(t)
-	if p, err := specFile(); err == nil {
-		t.Setenv("KUASAR_CH_OPENAPI", p)
-	}
+	chfake.LoadOpenAPI(t)
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "record.json")
-	t.Setenv("KUASAR_FAKE_CH_RECORD", rec)
+	t.Setenv(chfake.RecordEnv, rec)
 	state := filepath.Join(dir, "state")
-	v, err := ch.New(testenv.FakeVMMSpec(t, "KUASAR_FAKE_CH", state))
+	v, err := ch.New(testenv.FakeVMMSpec(t, chfake.Env, state))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,12 +227,9 @@ func TestDriverLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(c, "x")
-	b := make([]byte, 1)
-	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
-		t.Fatalf("agent channel echo: %q %v", b, err)
+	if rel, err := chfake.Ping(ctx, c); err != nil || rel != chfake.KernelRelease(v.Pid()) {
+		t.Fatalf("agent Ping over the channel: %q %v, want %q", rel, err, chfake.KernelRelease(v.Pid()))
 	}
-	c.Close()
 	if err := v.Stop(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -277,13 +273,13 @@ func TestSandboxOptions(t *testing.T) {
 	if !c.LandlockEnable || len(c.LandlockRules) != 1 || c.LandlockRules[0] != (ch.LandlockConfig{Path: dir, Access: "rw"}) {
 		t.Errorf("landlock %v %+v, want enabled with the state directory rw", c.LandlockEnable, c.LandlockRules)
 	}
-	api := loadOpenAPI(t)
+	api := chfake.LoadOpenAPI(t)
 	b, _ := json.Marshal(c)
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.UseNumber()
 	var body any
 	dec.Decode(&body)
-	if errs := api.validate("body", body, &schema{Ref: "#/components/schemas/VmConfig"}); len(errs) > 0 {
+	if errs := api.ValidateSchema("body", body, "VmConfig"); len(errs) > 0 {
 		t.Errorf("vm.create body %s violates the OpenAPI description: %v", b, errs)
 	}
 	for _, extra := range [][]string{{"--seccomp", "false"}, {"--seccomp=log"}} {

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/internal/template"
 	"github.com/kuasar-go/kuasar/vm/internal/vmm"
@@ -37,10 +40,21 @@ import (
 // VMM runs in a mount namespace of its own (vmm.StartInNamespace) in
 // which the config's paths lead to its own files: the config names
 // VMDir, bound there to that VM's state directory, and SnapshotDir,
-// bound to the template's snapshot directory (read-only for clones, so
-// a clone's VMM cannot change what later clones restore from). The
-// sandboxer reaches each clone's sockets at their host paths in its
-// state directory.
+// bound to the snapshot directory. The sandboxer reaches each clone's
+// sockets at their host paths in its state directory.
+//
+// The template is kept in a template.Store like QEMU's (crash-safe
+// build in the store's work directory, reaping, rebuild when found
+// broken): the snapshot's memory-ranges file is the template's memory
+// file, its other files (config.json, state.json) are packed into the
+// template's state file (snapshot.go). A clone unpacks its own copy of
+// those into its state directory (CloneSnapshotName), which its VMM's
+// namespace binds read-only at SnapshotDir, with the template's memory
+// file bound read-only over SnapshotDir/memory-ranges: a clone's VMM has
+// no writable path to what later clones restore from. Cloud Hypervisor
+// reads memory-ranges into guest memory of its own at vm.restore (never
+// maps it; see docs/vm.md), so clones share no memory pages with the
+// template or each other, and need no sealed copy.
 
 // Canonical paths a template's config names (see above). They are empty
 // directories on the host, created on first use; only inside a VMM's own
@@ -52,10 +66,15 @@ const (
 	SnapshotDir = "/run/kuasar/ch-template"
 )
 
-// SnapshotConfigName is the file of a snapshot directory that holds the
-// VM's config (Cloud Hypervisor writes config.json, state.json and
-// memory-ranges).
-const SnapshotConfigName = "config.json"
+// Files of a snapshot directory (Cloud Hypervisor writes config.json,
+// state.json and memory-ranges).
+const (
+	// SnapshotConfigName holds the VM's config.
+	SnapshotConfigName = "config.json"
+	// MemoryName holds the guest memory (memory_manager.rs,
+	// SNAPSHOT_FILENAME): the template's memory file in the store.
+	MemoryName = "memory-ranges"
+)
 
 // AgentReadyLine is what the guest agent prints on the console once it
 // serves (task/agent.Run): the template is taken then, before any
@@ -120,11 +139,14 @@ func chVersion(ctx context.Context, path string, id template.FileID) (string, er
 // snapMode marks a VM that builds a template or is restored from one.
 type snapMode struct {
 	dir     string // the snapshot directory on the host
+	mem     string // a clone: the template's memory file, bound read-only over dir's MemoryName
 	restore bool   // a clone: the snapshot is bound read-only
 }
 
 // startInNamespace starts the VMM of a template or clone in its own mount
-// namespace, with VMDir and SnapshotDir bound to its own directories.
+// namespace, with VMDir and SnapshotDir bound to its own directories
+// (and, for a clone, the template's memory file over SnapshotDir's
+// MemoryName, read-only).
 func (v *VM) startInNamespace() (*vmm.Process, error) {
 	for _, d := range []string{VMDir, SnapshotDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -135,6 +157,9 @@ func (v *VM) startInNamespace() (*vmm.Process, error) {
 		{Source: v.spec.StateDir, Target: VMDir},
 		{Source: v.snap.dir, Target: SnapshotDir, ReadOnly: v.snap.restore},
 	}
+	if v.snap.mem != "" {
+		binds = append(binds, vmm.NSBind{Source: v.snap.mem, Target: filepath.Join(SnapshotDir, MemoryName), ReadOnly: true})
+	}
 	p, err := vmm.StartInNamespace(v.spec.Config.Path, v.Args(), v.path(VMMLogName), binds)
 	if err != nil {
 		return nil, fmt.Errorf("%w (check \"path\" in [hypervisor.cloud-hypervisor])", err)
@@ -142,12 +167,56 @@ func (v *VM) startInNamespace() (*vmm.Process, error) {
 	return p, nil
 }
 
+// Templatable reports why the VM cannot come from a template ("" when it
+// can): disks are attached per VM, and the per-VM mount namespaces
+// templates need (see above) need root.
+func (v *VM) Templatable() string {
+	switch {
+	case len(v.spec.Disks) > 0:
+		return "the VM has disks attached (rootfs_mode \"block\")"
+	case !vmm.CanJail():
+		return "Cloud Hypervisor templates need root (each clone's VMM runs in a mount namespace of its own)"
+	}
+	return ""
+}
+
+// TemplateMemoryMapped reports that a clone does not map its template's
+// memory: Cloud Hypervisor reads the snapshot's memory-ranges file into
+// guest memory of its own at vm.restore (see docs/vm.md), so no sealed
+// copy is needed (template.Store.GetCopied).
+func (v *VM) TemplateMemoryMapped() bool { return false }
+
+// TemplateSocketRoom is how long the paths of the unix sockets a
+// template build's VMM makes below its work directory get: in vm/, the
+// API, virtio-fs and hybrid vsock sockets, the longest being the one
+// Cloud Hypervisor listens on for the agent's port (vsock.sock_1024).
+func (v *VM) TemplateSocketRoom() int {
+	return len(fmt.Sprintf("/vm/%s_%d", VsockSocketName, vm.AgentVsockPort))
+}
+
+// TemplateError is a restore that failed because of the template itself
+// (Cloud Hypervisor refused its snapshot, or exited by itself while
+// loading it): the caller removes the template and boots cold.
+type TemplateError struct{ Err error }
+
+// Error says the template is unusable and why.
+func (e *TemplateError) Error() string { return "VM template unusable: " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *TemplateError) Unwrap() error { return e.Err }
+
+// TemplateUnusable marks the error as a template.Unusable.
+func (e *TemplateError) TemplateUnusable() {}
+
 // BuildTemplate boots a VM like v (same config and sizes) whose config
 // names the canonical paths, waits for its agent's ready line on the
-// console, pauses it and snapshots it into dir (an existing, empty
-// directory), then shuts it down. Its own files live in workDir, which
-// it removes. A failure leaves dir empty and nothing running.
-func (v *VM) BuildTemplate(ctx context.Context, workDir, dir string, timeout time.Duration) (retErr error) {
+// console, pauses it and snapshots it (into workDir), then shuts it
+// down and stores the snapshot as a template.Store keeps one: its
+// memory-ranges file becomes mem (moved, or copied with its holes), its
+// other files are packed into state (see packSnapshot). Its own files
+// live in workDir, which it removes. It is a template.BuildFunc once
+// bound to a VM; a failure leaves nothing running.
+func (v *VM) BuildTemplate(ctx context.Context, workDir string, timeout time.Duration, mem, state string) (retErr error) {
 	spec := v.spec
 	spec.ID = "template-" + filepath.Base(workDir)
 	spec.StateDir = filepath.Join(workDir, "vm")
@@ -158,14 +227,10 @@ func (v *VM) BuildTemplate(ctx context.Context, workDir, dir string, timeout tim
 	if err != nil {
 		return err
 	}
-	b.snap = &snapMode{dir: dir}
+	snap := filepath.Join(workDir, "snap")
+	b.snap = &snapMode{dir: snap}
 	defer os.RemoveAll(workDir)
-	defer func() {
-		if retErr != nil {
-			emptyDir(dir)
-		}
-	}()
-	for _, d := range []string{spec.StateDir, spec.SharedDir} {
+	for _, d := range []string{spec.StateDir, spec.SharedDir, snap} {
 		if d != "" {
 			if err := os.MkdirAll(d, 0o700); err != nil {
 				return err
@@ -181,58 +246,102 @@ func (v *VM) BuildTemplate(ctx context.Context, workDir, dir string, timeout tim
 	if err := b.waitConsole(ctx, AgentReadyLine); err != nil {
 		return err
 	}
+	crashpoint.Hit("template.build.agent-ready")
 	if err := b.client.Pause(ctx); err != nil {
 		return fmt.Errorf("pausing the template VM: %w", err)
 	}
 	if err := b.client.Snapshot(ctx, VmSnapshotConfig{DestinationURL: "file://" + SnapshotDir}); err != nil {
-		return fmt.Errorf("snapshotting the template VM into %s: %w", dir, err)
+		return fmt.Errorf("snapshotting the template VM into %s: %w", snap, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SnapshotConfigName)); err != nil {
-		return fmt.Errorf("the template's snapshot in %s has no %s: %w: %w", dir, SnapshotConfigName, err, errdefs.ErrDataLoss)
+	for _, n := range []string{SnapshotConfigName, MemoryName} {
+		if _, err := os.Lstat(filepath.Join(snap, n)); err != nil {
+			return fmt.Errorf("the template's snapshot in %s has no %s: %w: %w", snap, n, err, errdefs.ErrDataLoss)
+		}
+	}
+	if err := moveSparse(filepath.Join(snap, MemoryName), mem); err != nil {
+		return fmt.Errorf("storing the template's memory: %w", err)
+	}
+	if err := packSnapshot(snap, state); err != nil {
+		return fmt.Errorf("storing the template's snapshot: %w", err)
 	}
 	return nil
 }
 
-// emptyDir removes what dir holds.
-func emptyDir(dir string) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
-	}
-}
+// CloneSnapshotName is the directory, in a clone's state directory,
+// holding its own copy of the template's snapshot files other than the
+// memory (unpacked from the template's state file), bound read-only at
+// SnapshotDir in its VMM's namespace with the template's memory file
+// bound read-only over its MemoryName.
+const CloneSnapshotName = "template"
 
-// StartFromTemplate is Start for a VM restored from the template
-// snapshotted in dir (by BuildTemplate of a VM with the same config):
-// virtiofsd and a fresh VMM in its own mount namespace (its devices land
-// in this VM's state directory), vm.restore from the snapshot, then
-// vm.resume. A failure stops the VMM and virtiofsd and removes the
-// sockets; a refused restore is an InvalidArgument (errdefs) the caller
-// may answer by rebuilding the template.
-func (v *VM) StartFromTemplate(ctx context.Context, dir string) (retErr error) {
+// StartFromTemplate is Start for a VM restored from t (built by
+// BuildTemplate of a VM with the same key): the snapshot's files are
+// unpacked into this VM's state directory, then virtiofsd and a fresh
+// VMM in its own mount namespace (its devices land in this VM's state
+// directory; the snapshot and the template's memory are bound
+// read-only), vm.restore from the snapshot, then vm.resume. A failure
+// stops the VMM and virtiofsd and removes the sockets and the unpacked
+// files; when the template itself is at fault (its files do not unpack,
+// the VMM refuses them with HTTP 400 or exits by itself while loading
+// them) the error is a *TemplateError.
+func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := vmm.Prepare(v.proc.Load(), v.spec.ID, v.spec.StateDir); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(dir, SnapshotConfigName)); err != nil {
-		return fmt.Errorf("VM template snapshot %s: %w: %w", dir, err, errdefs.ErrNotFound)
+	if _, err := os.Stat(t.MemPath); err != nil {
+		return fmt.Errorf("VM template %s: memory file: %w: %w", t.Dir, err, errdefs.ErrNotFound)
 	}
-	v.snap = &snapMode{dir: dir, restore: true}
+	dir := v.path(CloneSnapshotName)
+	_ = os.RemoveAll(dir)
 	defer func() {
 		if retErr != nil {
 			v.cleanupLocked()
+			_ = os.RemoveAll(dir)
 		}
 	}()
+	if err := unpackSnapshot(t.StatePath, dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("VM template %s: %w: %w", t.Dir, err, errdefs.ErrNotFound)
+		}
+		return &TemplateError{Err: err}
+	}
+	v.snap = &snapMode{dir: dir, mem: t.MemPath, restore: true}
 	if err := v.launchLocked(ctx); err != nil {
 		return err
 	}
+	p := v.proc.Load()
 	if err := v.client.Restore(ctx, RestoreConfig{SourceURL: "file://" + SnapshotDir}); err != nil {
-		return fmt.Errorf("restoring VM %s from the template in %s: %w", v.spec.ID, dir, err)
+		return v.restoreFailed(p, fmt.Errorf("restoring VM %s from the template %s: %w", v.spec.ID, t.Dir, err))
 	}
 	if err := v.client.Resume(ctx); err != nil {
-		return fmt.Errorf("resuming VM %s restored from the template in %s: %w", v.spec.ID, dir, err)
+		return v.restoreFailed(p, fmt.Errorf("resuming VM %s restored from the template %s: %w", v.spec.ID, t.Dir, err))
 	}
 	return nil
+}
+
+// restoreFailed words a failed vm.restore or vm.resume: refused (HTTP
+// 400) or a VMM that exited by itself is the template's fault; a VMM
+// killed by a signal, or any other answer, is a plain failure.
+func (v *VM) restoreFailed(p *vmm.Process, err error) error {
+	if errdefs.IsInvalidArgument(err) {
+		return &TemplateError{Err: err}
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(100 * time.Millisecond):
+		// Still running (a VMM that dies closes its API socket just
+		// before it is reaped): not the VMM's verdict.
+		return err
+	}
+	var ee *exec.ExitError
+	if errors.As(p.ExitError(), &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return fmt.Errorf("cloud-hypervisor of VM %s was killed by signal %d (%v) while restoring from a template: %w: %w", v.spec.ID, int(ws.Signal()), ws.Signal(), err, errdefs.ErrUnavailable)
+		}
+	}
+	return &TemplateError{Err: fmt.Errorf("cloud-hypervisor exited while loading the snapshot (%w): %s", err, p.Tail(2000))}
 }
 
 // waitConsole polls the console log until it holds line, the VMM exits

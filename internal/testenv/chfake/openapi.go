@@ -1,4 +1,18 @@
-package cloudhypervisor_test
+// Package chfake is a fake Cloud Hypervisor for tests, built from its
+// OpenAPI description (the shared reference data): an API server on a
+// unix socket that validates every request body against the OpenAPI
+// schemas and keeps the VM state machine, the hybrid vsock socket with a
+// fake guest agent behind it, snapshots and restores as Cloud
+// Hypervisor's own code writes and reads them, and a fake virtiofsd.
+// Tests run it as a process (the test binary re-executed as the
+// "cloud-hypervisor" binary, see Main) or in-process (New).
+//
+// Cloud Hypervisor cannot run on the machine this was written on: what
+// these tests prove about it is that the requests match its OpenAPI
+// specification and that the driver and backend do the right things
+// with a VMM that behaves as this fake does. Nothing here was checked
+// against Cloud Hypervisor itself.
+package chfake
 
 import (
 	"encoding/json"
@@ -19,10 +33,10 @@ import (
 // repository next to shared/.
 const specRel = "../shared/reference/cloud-hypervisor/cloud-hypervisor.yaml"
 
-// specFile is $KUASAR_CH_OPENAPI, else specRel resolved against the
+// SpecFile is $KUASAR_CH_OPENAPI, else specRel resolved against the
 // repository root: the nearest directory at or above the working
 // directory (the package's, under go test) that holds go.mod.
-func specFile() (string, error) {
+func SpecFile() (string, error) {
 	if p := os.Getenv("KUASAR_CH_OPENAPI"); p != "" {
 		return p, nil
 	}
@@ -42,8 +56,8 @@ func specFile() (string, error) {
 	}
 }
 
-// openAPI is the part of an OpenAPI 3 document the checker needs.
-type openAPI struct {
+// OpenAPI is the part of an OpenAPI 3 document the checker needs.
+type OpenAPI struct {
 	Paths      map[string]map[string]operation `yaml:"paths"`
 	Components struct {
 		Schemas map[string]*schema `yaml:"schemas"`
@@ -72,9 +86,9 @@ type schema struct {
 	AdditionalProperties any                `yaml:"additionalProperties"`
 }
 
-// readOpenAPI reads and decodes the OpenAPI description.
-func readOpenAPI() (*openAPI, error) {
-	p, err := specFile()
+// ReadOpenAPI reads and decodes the OpenAPI description (SpecFile).
+func ReadOpenAPI() (*OpenAPI, error) {
+	p, err := SpecFile()
 	if err != nil {
 		return nil, err
 	}
@@ -82,28 +96,42 @@ func readOpenAPI() (*openAPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	var d openAPI
+	var d OpenAPI
 	if err := yaml.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return &d, nil
 }
 
-// loadOpenAPI is readOpenAPI for a test, which is skipped (saying where
-// the file is looked for) when the description is absent.
-func loadOpenAPI(t testing.TB) *openAPI {
+// LoadOpenAPI is ReadOpenAPI for a test, which is skipped (saying where
+// the file is looked for) when the description is absent. It hands the
+// description's absolute path to fake VMMs the test starts
+// ($KUASAR_CH_OPENAPI).
+func LoadOpenAPI(t testing.TB) *OpenAPI {
 	t.Helper()
-	d, err := readOpenAPI()
+	d, err := ReadOpenAPI()
 	if errors.Is(err, fs.ErrNotExist) {
 		t.Skipf("Cloud Hypervisor's OpenAPI description is absent (%v): clone the repository next to shared/ (%s from its root) or set KUASAR_CH_OPENAPI to cloud-hypervisor.yaml", err, specRel)
 	}
 	if err != nil {
 		t.Fatalf("Cloud Hypervisor OpenAPI description: %v", err)
 	}
+	if p, err := SpecFile(); err == nil && os.Getenv("KUASAR_CH_OPENAPI") == "" {
+		if abs, err := filepath.Abs(p); err == nil {
+			t.Setenv("KUASAR_CH_OPENAPI", abs)
+		}
+	}
 	return d
 }
 
-func (d *openAPI) resolve(s *schema) (*schema, error) {
+// ValidateSchema checks a decoded JSON value (numbers as json.Number)
+// against the schema named name in the description's components: every
+// violation, with JSON paths starting at path.
+func (d *OpenAPI) ValidateSchema(path string, v any, name string) []string {
+	return d.validate(path, v, &schema{Ref: "#/components/schemas/" + name})
+}
+
+func (d *OpenAPI) resolve(s *schema) (*schema, error) {
 	for s != nil && s.Ref != "" {
 		name := strings.TrimPrefix(s.Ref, "#/components/schemas/")
 		n, ok := d.Components.Schemas[name]
@@ -118,7 +146,7 @@ func (d *openAPI) resolve(s *schema) (*schema, error) {
 // validate checks a decoded JSON value against a schema: types, required
 // properties, unknown properties, enums and minimums. It returns every
 // violation, with JSON paths.
-func (d *openAPI) validate(path string, v any, s *schema) []string {
+func (d *OpenAPI) validate(path string, v any, s *schema) []string {
 	s, err := d.resolve(s)
 	if err != nil {
 		return []string{path + ": " + err.Error()}
