@@ -45,6 +45,13 @@ type SandboxerOptions struct {
 	// Containerd and ContainerdTTRPC are containerd's sockets when the
 	// sandboxer serves a containerd (the CRI scenarios).
 	Containerd, ContainerdTTRPC string
+	// VMTemplates keeps the sandboxer's default of building the QEMU VM
+	// template of the default sizes at start-up (vm-density needs it).
+	// Without it the sandboxer runs with [hypervisor.qemu] template =
+	// "off": that build runs a TCG QEMU on a whole core for 3 to 8 s after
+	// start-up, beside whatever Wasm scenario is being measured, and no
+	// Wasm scenario uses a VM.
+	VMTemplates bool
 }
 
 // StartSandboxer starts bin (kuasar-sandboxer) with its sockets and config
@@ -82,6 +89,9 @@ func StartSandboxer(ctx context.Context, bin, dir string, o SandboxerOptions) (_
 			return nil, err
 		}
 		cfg += fmt.Sprintf("containerd_address = %q\ncontainerd_ttrpc_address = %q\n", filepath.Join(dir, "none.sock"), sock)
+	}
+	if !o.VMTemplates {
+		cfg += "\n[hypervisor.qemu]\ntemplate = \"off\"\n"
 	}
 	cfgPath := filepath.Join(dir, "kuasar.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
