@@ -87,14 +87,20 @@ func validID(id string) error {
 // then fsync of the directory, so a crash leaves the old or the new record.
 func (s *store) save(r *record) error {
 	dir := s.dir(r.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
+	// The directory exists from the first save on: create it only when
+	// the write says it is missing (one stat less per save).
+	err = atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		err = atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
+	}
+	return err
 }
 
 // load reads every record; a directory without a readable record (a create
