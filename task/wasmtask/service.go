@@ -381,10 +381,16 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	return m, cfg, nil
 }
 
+// stableAfter is how long after its last change a module file's FileID may
+// key the module cache (runspec.FileID.ChangedBefore): well above the coarse
+// clock tick the kernel stamps file times with (4 ms at HZ=250) and small
+// clock steps.
+var stableAfter = time.Second
+
 // compileFile returns the module compiled from modPath inside rootfs. A file
-// whose identity (runspec.FileID) the cache knows and that has not changed
-// since (Stable) is neither read nor hashed again: the module compiled from
-// it before is returned.
+// whose identity (runspec.FileID) the cache knows, and that had not changed
+// for stableAfter when it was cached, is neither read nor hashed again: the
+// module compiled from it before is returned.
 func (s *Service) compileFile(ctx context.Context, rootfs, modPath string) (wasm.Module, error) {
 	now := time.Now()
 	f, err := runspec.OpenModule(rootfs, modPath)
@@ -393,7 +399,7 @@ func (s *Service) compileFile(ctx context.Context, rootfs, modPath string) (wasm
 	}
 	defer f.Close()
 	id := f.ID()
-	stable := id.Stable(now)
+	stable := id.ChangedBefore(now.Add(-stableAfter))
 	if stable {
 		if m := s.cfg.modules.get(id); m != nil {
 			return m, nil

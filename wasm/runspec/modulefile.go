@@ -19,27 +19,24 @@ import (
 // Any write to the file, a truncate, a chmod, a rename of it and replacing
 // it with another file all move its change time (ctime) forward, and no
 // process can set a ctime: while a file's FileID stays the same, so does
-// its content (see Stable for the one exception and how it is avoided).
+// its content (see ChangedBefore for the one exception and how it is
+// avoided).
 type FileID struct {
 	Dev, Ino     uint64
 	Size         int64
 	Mtime, Ctime int64
 }
 
-// stableAfter is how long after its last change a file's FileID is trusted
-// to name its content (Stable): well above the coarse clock tick the kernel
-// stamps times with (4 ms at HZ=250) and small clock steps.
-const stableAfter = time.Second
-
-// Stable reports whether id, read at now, can key a cache of the file's
-// content. The kernel stamps ctime with a coarse clock, so a file changed
+// ChangedBefore reports whether the file's last change (ctime and mtime) lies
+// before t. The kernel stamps ctime with a coarse clock, so a file changed
 // twice within one tick keeps one ctime: had the first version been read
-// between the two changes, its FileID would name both. A FileID whose ctime
-// (and mtime) lies further in the past than a tick cannot be shared with a
-// later version, whose ctime is then necessarily later (the reasoning of
-// git's "racily clean" index entries).
-func (id FileID) Stable(now time.Time) bool {
-	limit := now.Add(-stableAfter).UnixNano()
+// between the two changes, its FileID would name both. A FileID whose
+// times lie further in the past, when it was read, than a tick (and than
+// any clock step) cannot be shared with a later version, whose ctime is then
+// necessarily later: only such a FileID may key a cache of the content (the
+// reasoning of git's "racily clean" index entries).
+func (id FileID) ChangedBefore(t time.Time) bool {
+	limit := t.UnixNano()
 	return id.Ctime < limit && id.Mtime < limit
 }
 
