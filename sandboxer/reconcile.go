@@ -67,7 +67,7 @@ func reapDir(ctx context.Context, dir string) error {
 	if mountFree {
 		// Nothing is mounted at or below dir: no need to read the
 		// mount table (twice) to find out.
-		if err := os.RemoveAll(dir); err != nil {
+		if err := removeDir(dir); err != nil {
 			errs = append(errs, err)
 		}
 	} else if err := unmountBelow(dir); err != nil {

@@ -103,3 +103,36 @@ func scanBind(t *testing.T, src, dst string) bool {
 	t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
 	return true
 }
+
+// TestRemoveDir: the directory goes, whatever it holds beside the files
+// named as known.
+func TestRemoveDir(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string
+	}{
+		{"empty", nil},
+		{"known only", []string{recordFile}},
+		{"others", []string{recordFile, "x", "sub/y"}},
+		{"known is a directory", []string{recordFile + "/z"}},
+		{"missing", []string{"-"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "d")
+			scanMkdir(t, dir)
+			for _, f := range tc.files {
+				if f == "-" {
+					os.Remove(dir)
+					continue
+				}
+				scanWrite(t, filepath.Join(dir, f))
+			}
+			if err := removeDir(dir, recordFile); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+				t.Fatalf("%s still there: %v", dir, err)
+			}
+		})
+	}
+}

@@ -19,6 +19,10 @@ import (
 // leftover of an earlier process that had the same pid).
 var seq atomic.Uint64
 
+// pid is this process's pid for temporary names, read once (os.Getpid is a
+// system call each time).
+var pid = strconv.Itoa(os.Getpid())
+
 // umask is the process's file mode creation mask, read once at start-up.
 // Only its owner bits are relied on (see needChmod), which no sane process
 // sets later.
@@ -63,7 +67,7 @@ func WriteFile(path string, data []byte, perm os.FileMode, durable bool) error {
 		err error
 	)
 	for range 8 {
-		tmp = dir + ".tmp-" + base + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(seq.Add(1), 36)
+		tmp = dir + ".tmp-" + base + "-" + pid + "-" + strconv.FormatUint(seq.Add(1), 36)
 		fd, err = unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 		if !errors.Is(err, unix.EEXIST) {
 			break

@@ -70,7 +70,7 @@ func Write(bundle string, r Record) error {
 		}
 		return nil
 	}
-	tmp := ".tmp-" + FileName + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(seq.Add(1), 36)
+	tmp := ".tmp-" + FileName + "-" + pid + "-" + strconv.FormatUint(seq.Add(1), 36)
 	werr := create(dfd, tmp, b)
 	if werr == nil {
 		werr = unix.Renameat(dfd, tmp, dfd, FileName)
@@ -84,6 +84,10 @@ func Write(bundle string, r Record) error {
 
 // seq numbers this process's temporary record names.
 var seq atomic.Uint64
+
+// pid is this process's pid for temporary names, read once (os.Getpid is a
+// system call each time).
+var pid = strconv.Itoa(os.Getpid())
 
 // create makes name in dfd with O_EXCL and writes b to it with one write;
 // on a failure after the create it removes the file.
