@@ -308,7 +308,7 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // compiles once.
 func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, initModule wasm.Module) (wasm.Module, wasm.RunConfig, error) {
 	entry := spec.Process.Args[0]
-	file, _ := runspec.SplitFunction(entry)
+	file, wantFn := runspec.SplitFunction(entry)
 	inRoot := true
 	name := file
 	if !path.IsAbs(name) {
@@ -318,17 +318,22 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		}
 		name = cwd + "/" + name
 	}
-	if file != "" {
-		if _, err := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(err) {
+	spec = withoutCRIFiles(spec)
+	// The mapper resolves the module in the rootfs; only when it fails (or
+	// took "path#function" as one file name) is the path resolved alone,
+	// to tell a module that is not in the rootfs (it may then come from
+	// the image's layers) from other errors: a module found costs one
+	// resolution, not two.
+	modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
+	if file != "" && (err != nil || (wantFn != "" && fn == "")) {
+		if _, rerr := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(rerr) {
 			if s.cfg.resolver == nil && initModule == nil {
-				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%w): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, err, errdefs.ErrNotFound)
+				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%w): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, rerr, errdefs.ErrNotFound)
 			}
 			inRoot = false
 		}
 	}
-	spec = withoutCRIFiles(spec)
 	if inRoot {
-		modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
 		if err != nil {
 			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
@@ -344,7 +349,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	}
 
 	// Not in the rootfs: the module lives in the image's wasm layers.
-	_, fn, cfg, err := s.cfg.mapper(spec, "")
+	_, fn, cfg, err = s.cfg.mapper(spec, "")
 	if err != nil {
 		return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 	}
