@@ -57,10 +57,7 @@ var umask = func() os.FileMode {
 // poller, and renamed with renameat(2) directly (os.Rename first stats the
 // target to refuse a directory, which renameat refuses as well).
 func WriteFile(path string, data []byte, perm os.FileMode, durable bool) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
+	dir, base := filepath.Split(path) // dir ends in "/", or is "" for the working directory
 	var (
 		tmp string
 		fd  int
@@ -106,6 +103,9 @@ func WriteFile(path string, data []byte, perm os.FileMode, durable bool) error {
 		return &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err}
 	}
 	if durable {
+		if dir == "" {
+			dir = "."
+		}
 		if d, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			unix.Fsync(d)
 			unix.Close(d)

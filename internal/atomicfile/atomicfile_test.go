@@ -102,3 +102,16 @@ func TestWriteFileLeftoverTempName(t *testing.T) {
 		t.Fatalf("content %q", b)
 	}
 }
+
+// TestWriteFileRelative: a path without a directory is written in the
+// working directory, its temporary file beside it.
+func TestWriteFileRelative(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := WriteFile("rel.json", []byte("x"), 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(".")
+	if len(ents) != 1 || ents[0].Name() != "rel.json" {
+		t.Fatalf("directory holds %v, want only rel.json", ents)
+	}
+}
