@@ -180,7 +180,7 @@ func settleQEMUs(ctx context.Context, pid, want int) (m qemuMemory, settled bool
 }
 
 func vmDensity(ctx context.Context, r *runner) error {
-	sb, err := r.sandboxer(ctx, rig.SandboxerOptions{})
+	sb, err := r.sandboxer(ctx, rig.SandboxerOptions{VMTemplates: true})
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,8 @@ import (
 // recursive removal would delete its contents.
 func reapDir(ctx context.Context, dir string) error {
 	var errs []error
-	if owned(dir) {
+	isOwned, mountFree := scanBackendDir(dir)
+	if isOwned {
 		killed, err := procmark.Reap(dir)
 		for _, p := range killed {
 			log.G(ctx).WithField("pid", p.Pid).WithField("owner", p.Owner).Warn("killed a process of a sandbox that is not running")
@@ -63,12 +64,84 @@ func reapDir(ctx context.Context, dir string) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := unmountBelow(dir); err != nil {
+	if mountFree {
+		// Nothing is mounted at or below dir: no need to read the
+		// mount table (twice) to find out.
+		if err := removeDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	} else if err := unmountBelow(dir); err != nil {
 		errs = append(errs, err)
 	} else if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// scanBackendDir reads dir's tree once for reapDir. isOwned is what owned
+// reports. mountFree is true when nothing can be mounted at or below dir:
+// dir is on its parent's mount and every entry below it on dir's (the
+// mount ID statx(2) reports for a path is the mount it resolves to, so a
+// mount on a directory or a file below dir shows as another ID, and one
+// hidden under another mount below dir is found through that one), or dir
+// does not exist. It is false whenever that cannot be told (statx without
+// STATX_MNT_ID, an unreadable directory): reapDir then reads the mount
+// table. A Wasm sandbox's directory holds a file or two and no mount, so
+// its Shutdown skips the mount table, which costs more than the rest of the
+// sandbox's removal.
+func scanBackendDir(dir string) (isOwned, mountFree bool) {
+	parent, err := mountID(filepath.Dir(dir))
+	if err != nil {
+		return owned(dir), false
+	}
+	id, err := mountID(dir)
+	if errors.Is(err, unix.ENOENT) {
+		return false, true
+	}
+	if err != nil || id != parent {
+		return owned(dir), false
+	}
+	mountFree = true
+	var walk func(d string, depth int)
+	walk = func(d string, depth int) {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			mountFree = false
+			return
+		}
+		for _, e := range ents {
+			p := filepath.Join(d, e.Name())
+			if depth <= 1 && strings.HasSuffix(e.Name(), procmark.RecordExt) {
+				isOwned = true
+			}
+			if mid, err := mountID(p); err != nil || mid != id {
+				mountFree = false
+				continue
+			}
+			if e.IsDir() {
+				walk(p, depth+1)
+			}
+		}
+	}
+	walk(dir, 0)
+	if !mountFree {
+		// The walk stopped at a mount: owned's own look decides.
+		return owned(dir), false
+	}
+	return isOwned, true
+}
+
+// mountID is the ID of the mount path resolves to (not following a final
+// symlink).
+func mountID(path string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, err
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, fmt.Errorf("statx %s: no mount ID: %w", path, errdefs.ErrNotImplemented)
+	}
+	return stx.Mnt_id, nil
 }
 
 // owned reports whether a process was ever recorded in dir (in it, as

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -38,31 +39,39 @@ type Record struct {
 	Pid uint32 `json:"pid,omitempty"`
 }
 
-// Write stores r in bundle/FileName atomically: a temporary file created
-// with O_EXCL in the bundle directory (opened once, without following a
-// symlink), then renamed over the record, so a reader sees a whole record or
-// none. The bundle is on tmpfs under containerd's state directory, so the
-// file is not synced. A failed Write leaves no temporary file.
+// Write stores r in bundle/FileName so that a reader sees a whole record or
+// none, also after a crash of the writer at any point. The bundle directory
+// is opened once, without following a symlink, and the record is created
+// in it with O_EXCL and written with one write(2): a file created that way
+// holds nothing until that write completes (its size grows only once the
+// bytes are in it, and a write this small is never cut short by a signal),
+// so a reader sees an empty file (no record, see Read) or the whole record.
+// Only when a record exists already (a bundle reused for a second run) is
+// the new one written to a temporary file and renamed over it. The bundle is
+// on tmpfs under containerd's state directory, so nothing is synced. A
+// failed Write leaves no file behind.
+//
+// Every container's exit goes through here, so the common case costs four
+// system calls and no rename (a rename is a journal transaction where the
+// bundle is on a disk).
 func Write(bundle string, r Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	dfd, err := unix.Open(bundle, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	dfd, err := unix.Open(bundle, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open bundle %s for the exit record: %w", bundle, errno(err))
 	}
 	defer unix.Close(dfd)
-	tmp := ".tmp-" + FileName + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("create exit record in %s: %w", bundle, errno(err))
+	if err := create(dfd, FileName, b); !errors.Is(err, unix.EEXIST) {
+		if err != nil {
+			return fmt.Errorf("write exit record in %s: %w", bundle, err)
+		}
+		return nil
 	}
-	f := os.NewFile(uintptr(fd), tmp)
-	_, werr := f.Write(b)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
+	tmp := ".tmp-" + FileName + "-" + pid + "-" + strconv.FormatUint(seq.Add(1), 36)
+	werr := create(dfd, tmp, b)
 	if werr == nil {
 		werr = unix.Renameat(dfd, tmp, dfd, FileName)
 	}
@@ -73,8 +82,35 @@ func Write(bundle string, r Record) error {
 	return nil
 }
 
+// seq numbers this process's temporary record names.
+var seq atomic.Uint64
+
+// pid is this process's pid for temporary names, read once (os.Getpid is a
+// system call each time).
+var pid = strconv.Itoa(os.Getpid())
+
+// create makes name in dfd with O_EXCL and writes b to it with one write;
+// on a failure after the create it removes the file.
+func create(dfd int, name string, b []byte) error {
+	fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return errno(err)
+	}
+	n, err := unix.Write(fd, b)
+	if err == nil && n != len(b) {
+		err = io.ErrShortWrite
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		unix.Unlinkat(dfd, name, 0)
+	}
+	return err
+}
+
 // Read returns the record in bundle. It is an ErrNotFound error when the
-// bundle holds none, and an ErrInvalidArgument error when what is there is
+// bundle holds none (or an empty file: a record being written), and an ErrInvalidArgument error when what is there is
 // not a regular file of a sane size holding a record. The file is opened
 // beneath the bundle directory without following any symlink.
 func Read(bundle string) (Record, error) {
@@ -98,6 +134,10 @@ func Read(bundle string) (Record, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return Record{}, err
+	}
+	if fi.Mode().IsRegular() && fi.Size() == 0 {
+		// Created by Write, which has not written it yet (or died first).
+		return Record{}, fmt.Errorf("exit record %s/%s is empty: its writer had not finished: %w", bundle, FileName, errdefs.ErrNotFound)
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > maxSize {
 		return Record{}, fmt.Errorf("exit record %s/%s is not a regular file of at most %d bytes (%s, %d bytes): %w",

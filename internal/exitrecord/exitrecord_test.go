@@ -59,3 +59,16 @@ func TestReadRefusesRecordWithoutTime(t *testing.T) {
 		t.Fatalf("record without exited_at: %v, want InvalidArgument", err)
 	}
 }
+
+// TestReadEmptyIsNoRecord: Write creates the record and then writes it; a
+// reader in between (or after a crash in between) sees no record, not a
+// broken one.
+func TestReadEmptyIsNoRecord(t *testing.T) {
+	b := t.TempDir()
+	if err := os.WriteFile(filepath.Join(b, FileName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(b); !errdefs.IsNotFound(err) {
+		t.Fatalf("empty record: %v, want NotFound", err)
+	}
+}

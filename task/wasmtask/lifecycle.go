@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"syscall"
 	"time"
@@ -129,6 +130,11 @@ func (s *Service) records() []TaskRecord {
 // Their instances died with it: each reports exited with status, can be
 // waited on and deleted (which unmounts its rootfs), and nothing else.
 func (s *Service) Restore(records []TaskRecord, status uint32, at time.Time) {
+	// The state file holds what an earlier process wrote, not what this
+	// service last saved: the next save must write.
+	s.stateMu.Lock()
+	s.stateSaved = false
+	s.stateMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range records {
@@ -172,22 +178,36 @@ func (s *Service) Close(ctx context.Context) error {
 	return firstErr
 }
 
-// saveState writes the task records to the state file, if one is set.
+// saveState writes the task records to the state file, if one is set. The
+// writes are serialised, so the file always ends with the records of the
+// last call, and a write whose content equals what the file holds is
+// skipped (Close after the last Delete, say).
 func (s *Service) saveState(ctx context.Context) {
 	if s.cfg.stateFile == "" {
 		return
 	}
-	if err := writeRecords(s.cfg.stateFile, s.records()); err != nil {
-		log.G(ctx).WithField("sandbox", s.cfg.sandboxID).WithError(err).Warn("save wasm task records")
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	b, err := json.Marshal(s.records())
+	if err == nil {
+		h := recordsSum(b)
+		if s.stateSaved && h == s.stateSum {
+			return
+		}
+		if err = atomicfile.WriteFile(s.cfg.stateFile, b, 0o600, false); err == nil {
+			s.stateSum, s.stateSaved = h, true
+			return
+		}
+		s.stateSaved = false
 	}
+	log.G(ctx).WithField("sandbox", s.cfg.sandboxID).WithError(err).Warn("save wasm task records")
 }
 
-func writeRecords(path string, recs []TaskRecord) error {
-	b, err := json.Marshal(recs)
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, b, 0o600, false)
+// recordsSum is the hash saveState compares records by.
+func recordsSum(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
 }
 
 // LoadRecords reads the task records a service kept with WithStateFile. A

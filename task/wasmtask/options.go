@@ -39,6 +39,7 @@ type config struct {
 	pid         uint32
 	memoryLimit uint64
 	stateFile   string
+	modules     *ModuleCache
 
 	defaultMemoryLimit uint64
 	defaultOpenFiles   int
@@ -96,6 +97,11 @@ func WithDefaultMemoryLimit(bytes uint64) Option {
 func WithDefaultOpenFileLimit(n int) Option {
 	return func(c *config) { c.defaultOpenFiles = n }
 }
+
+// WithModuleCache shares c, a cache of the modules compiled from module
+// files, with other services on the same engine; without it each service
+// keeps its own.
+func WithModuleCache(c *ModuleCache) Option { return func(cfg *config) { cfg.modules = c } }
 
 // WithStateFile makes the service keep its task records (ids, bundles,
 // mounted rootfs directories) in path, rewritten atomically after every

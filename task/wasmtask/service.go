@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -80,6 +81,12 @@ type Service struct {
 	// or a process exits, for waitIdle.
 	changed chan struct{}
 	closed  bool
+
+	// stateMu serialises saveState; stateSum is the FNV-1a hash of what
+	// it last wrote (valid when stateSaved).
+	stateMu    sync.Mutex
+	stateSum   uint64
+	stateSaved bool
 }
 
 var _ taskAPI.TTRPCTaskService = (*Service)(nil)
@@ -100,9 +107,23 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 		mounting: map[string]TaskRecord{},
 		changed:  make(chan struct{}),
 	}
+	// No state file stands for no tasks, as "[]" does (LoadRecords): a
+	// service that never had a task writes none.
+	s.stateSum, s.stateSaved = recordsSum([]byte("[]")), true
+	if s.cfg.modules == nil {
+		s.cfg.modules = NewModuleCache()
+	}
 	s.memLimit.Store(cfg.memoryLimit)
 	s.budget = wasm.NewMemoryBudget(cfg.memoryLimit)
 	return s, nil
+}
+
+// logs reports whether ctx's logger writes entries of level: the lines a
+// task's Create, Start, exit and Delete log are built only then (a logrus
+// entry's fields cost allocations on every task even when the line is
+// dropped: an eighth of the sandboxer's allocations per task at level warn).
+func logs(ctx context.Context, level log.Level) bool {
+	return log.G(ctx).Logger.IsLevelEnabled(level)
 }
 
 func (s *Service) logger(ctx context.Context, id string) *log.Entry {
@@ -169,7 +190,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Checkpoint:  r.Checkpoint,
 		Pid:         s.cfg.pid,
 	})
-	s.logger(ctx, r.ID).WithField("module", c.init.module.Digest()).Info("wasm task created")
+	if logs(ctx, log.InfoLevel) {
+		s.logger(ctx, r.ID).WithField("module", c.init.module.Digest()).Info("wasm task created")
+	}
 	return &taskAPI.CreateTaskResponse{Pid: s.cfg.pid}, nil
 }
 
@@ -232,11 +255,11 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}()
 		}
 		c.mounts = mount.FromProto(r.Rootfs)
-		if err := mount.All(c.mounts, root); err != nil {
-			mount.UnmountMounts(c.mounts, root, 0)
-			return nil, fmt.Errorf("mount rootfs of task %s on %s: %w", r.ID, root, err)
-		}
-		c.mounted = true
+		// The task's record is written before the mount, so that a
+		// crash at any point after it leaves a record naming the mount
+		// (recovery unmounts it; unmounting what was never mounted is a
+		// no-op). It is the task's only record write in Create: once
+		// registered, the task's record is the same.
 		s.mu.Lock()
 		s.mounting[r.ID] = TaskRecord{ID: r.ID, Namespace: ns, Bundle: r.Bundle, Rootfs: root}
 		s.mu.Unlock()
@@ -252,6 +275,12 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				s.saveState(ctx)
 			}
 		}()
+		c.mounted = true // from here on, a failed Create unmounts
+		if err := mount.All(c.mounts, root); err != nil {
+			mount.UnmountMounts(c.mounts, root, 0)
+			c.mounted = false
+			return nil, fmt.Errorf("mount rootfs of task %s on %s: %w", r.ID, root, err)
+		}
 	}
 
 	m, cfg, err := s.module(ctx, c, spec, nil)
@@ -274,7 +303,10 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.tasks[r.ID] = c
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.saveState(ctx)
+	if !c.mounted {
+		// A task with a rootfs mount was recorded before its mount.
+		s.saveState(ctx)
+	}
 	return c, nil
 }
 
@@ -286,7 +318,7 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // compiles once.
 func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, initModule wasm.Module) (wasm.Module, wasm.RunConfig, error) {
 	entry := spec.Process.Args[0]
-	file, _ := runspec.SplitFunction(entry)
+	file, wantFn := runspec.SplitFunction(entry)
 	inRoot := true
 	name := file
 	if !path.IsAbs(name) {
@@ -296,28 +328,29 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		}
 		name = cwd + "/" + name
 	}
-	if file != "" {
-		if _, err := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(err) {
+	spec = withoutCRIFiles(spec)
+	// The mapper resolves the module in the rootfs; only when it fails (or
+	// took "path#function" as one file name) is the path resolved alone,
+	// to tell a module that is not in the rootfs (it may then come from
+	// the image's layers) from other errors: a module found costs one
+	// resolution, not two.
+	modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
+	if file != "" && (err != nil || (wantFn != "" && fn == "")) {
+		if _, rerr := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(rerr) {
 			if s.cfg.resolver == nil && initModule == nil {
-				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%w): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, err, errdefs.ErrNotFound)
+				return nil, wasm.RunConfig{}, fmt.Errorf("task %s: Wasm module %q (process.args[0]) is not in the container's rootfs (%w): set the image entrypoint (or the container command) to the path of a .wasm file in the image: %w", c.id, entry, rerr, errdefs.ErrNotFound)
 			}
 			inRoot = false
 		}
 	}
-	spec = withoutCRIFiles(spec)
 	if inRoot {
-		modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
 		if err != nil {
 			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
 		cfg.Function = fn
-		b, err := runspec.ReadModule(c.rootfs, modPath)
+		m, err := s.compileFile(ctx, c.rootfs, modPath)
 		if err != nil {
-			return nil, cfg, fmt.Errorf("task %s: read Wasm module %q: %w", c.id, entry, err)
-		}
-		m, err := s.cfg.engine.Compile(ctx, b)
-		if err != nil {
-			return nil, cfg, fmt.Errorf("task %s: %q (process.args[0]) is not a usable WebAssembly module (use a Wasm image, or run Linux images with vm isolation): %w", c.id, entry, err)
+			return nil, cfg, fmt.Errorf("task %s: %q (process.args[0]): %w", c.id, entry, err)
 		}
 		if initModule == nil {
 			c.module = path.Clean(name)
@@ -326,7 +359,7 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	}
 
 	// Not in the rootfs: the module lives in the image's wasm layers.
-	_, fn, cfg, err := s.cfg.mapper(spec, "")
+	_, fn, cfg, err = s.cfg.mapper(spec, "")
 	if err != nil {
 		return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 	}
@@ -361,6 +394,44 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 		return nil, cfg, fmt.Errorf("task %s: the wasm layer of the container's image is not a usable WebAssembly module: %w", c.id, err)
 	}
 	return m, cfg, nil
+}
+
+// stableAfter is how long after its last change a module file's FileID may
+// key the module cache (runspec.FileID.ChangedBefore): well above the coarse
+// clock tick the kernel stamps file times with (4 ms at HZ=250) and small
+// clock steps.
+var stableAfter = time.Second
+
+// compileFile returns the module compiled from modPath inside rootfs. A file
+// whose identity (runspec.FileID) the cache knows, and that had not changed
+// for stableAfter when it was cached, is neither read nor hashed again: the
+// module compiled from it before is returned.
+func (s *Service) compileFile(ctx context.Context, rootfs, modPath string) (wasm.Module, error) {
+	now := time.Now()
+	f, err := runspec.OpenModule(rootfs, modPath)
+	if err != nil {
+		return nil, fmt.Errorf("read Wasm module: %w", err)
+	}
+	defer f.Close()
+	id := f.ID()
+	stable := id.ChangedBefore(now.Add(-stableAfter))
+	if stable {
+		if m := s.cfg.modules.get(id); m != nil {
+			return m, nil
+		}
+	}
+	b, err := f.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("read Wasm module: %w", err)
+	}
+	m, err := s.cfg.engine.Compile(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("not a usable WebAssembly module (use a Wasm image, or run Linux images with vm isolation): %w", err)
+	}
+	if stable {
+		s.cfg.modules.put(id, m)
+	}
+	return m, nil
 }
 
 // imageModule stands for "the container's own module" in an exec of
@@ -471,11 +542,31 @@ func (c *container) unmount() error {
 	if !c.mounted {
 		return nil
 	}
-	if err := mount.UnmountAll(c.rootfs, unix.MNT_DETACH); err != nil {
+	if err := unmountAll(c.rootfs); err != nil {
 		return fmt.Errorf("unmount rootfs %s: %w", c.rootfs, err)
 	}
 	c.mounted = false
 	return nil
+}
+
+// unmountAll detaches every mount stacked on target until none is left
+// (EINVAL: not a mount point; ENOENT: no such path). It is containerd's
+// mount.UnmountAll without the stat of target and the statfs before each
+// unmount (a check for FUSE that only matters to unprivileged callers):
+// three system calls less on every task delete.
+func unmountAll(target string) error {
+	for range 1000 {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("still mounted after 1000 unmounts: %w", unix.EBUSY)
 }
 
 // Start runs the task's (or exec's) module on a goroutine.
@@ -497,22 +588,26 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err := p.start(onStart, func(p *process) { s.exited(c, p) }); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("start task %s exec %q: %w", r.ID, r.ExecID, err))
 	}
-	s.logger(ctx, r.ID).WithField("exec", r.ExecID).Debug("wasm task started")
+	if logs(ctx, log.DebugLevel) {
+		s.logger(ctx, r.ID).WithField("exec", r.ExecID).Debug("wasm task started")
+	}
 	return &taskAPI.StartResponse{Pid: s.cfg.pid}, nil
 }
 
 // exited publishes a process's exit (and OOM) once it ended.
 func (s *Service) exited(c *container, p *process) {
 	_, status, at := p.state()
-	ctx := namespaces.WithNamespace(context.Background(), c.ns)
-	l := s.logger(ctx, c.id).WithField("exec", p.execID).WithField("exit", status)
-	if p.runErr != nil {
-		l = l.WithError(p.runErr)
-		if errors.Is(p.runErr, wasm.ErrOutOfMemory) {
-			s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
-		}
+	if p.runErr != nil && errors.Is(p.runErr, wasm.ErrOutOfMemory) {
+		s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
 	}
-	l.Info("wasm task exited")
+	if ctx := context.Background(); logs(ctx, log.InfoLevel) {
+		ctx = namespaces.WithNamespace(ctx, c.ns)
+		l := s.logger(ctx, c.id).WithField("exec", p.execID).WithField("exit", status)
+		if p.runErr != nil {
+			l = l.WithError(p.runErr)
+		}
+		l.Info("wasm task exited")
+	}
 	id := p.execID
 	if id == "" {
 		id = c.id
@@ -582,7 +677,9 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.events.Publish(c.ns, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
 		ContainerID: c.id, Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
-	s.logger(ctx, r.ID).Info("wasm task deleted")
+	if logs(ctx, log.InfoLevel) {
+		s.logger(ctx, r.ID).Info("wasm task deleted")
+	}
 	return &taskAPI.DeleteResponse{Pid: s.cfg.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
 }
 
@@ -669,7 +766,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 	if err := p.kill(sig, onExit); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("kill task %s exec %q: %w", r.ID, r.ExecID, err))
 	}
-	s.logger(ctx, r.ID).WithField("exec", r.ExecID).WithField("signal", r.Signal).Debug("wasm task killed")
+	if logs(ctx, log.DebugLevel) {
+		s.logger(ctx, r.ID).WithField("exec", r.ExecID).WithField("signal", r.Signal).Debug("wasm task killed")
+	}
 	return &emptypb.Empty{}, nil
 }
 

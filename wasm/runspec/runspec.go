@@ -10,7 +10,6 @@ package runspec
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -236,25 +235,12 @@ func ResolveInRoot(root, name string) (string, error) {
 // swaps a directory for a symlink meanwhile cannot make the host read a file
 // outside its rootfs.
 func ReadModule(root, modulePath string) ([]byte, error) {
-	rel, err := filepath.Rel(root, modulePath)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return nil, fmt.Errorf("module %s is not inside the rootfs %s: %w (%w)", modulePath, root, ErrEscape, errdefs.ErrInvalidArgument)
-	}
-	r, err := fsroot.Open(root)
+	f, err := OpenModule(root, modulePath)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: rootfs: %w: %w", rel, err, errdefs.ErrNotFound)
-	}
-	defer r.Close()
-	f, err := r.Open(rel)
-	if err != nil {
-		return nil, fmt.Errorf("module /%s: %w: %w", rel, err, errdefs.ErrNotFound)
+		return nil, err
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("module /%s is not a regular file: point the entrypoint at the .wasm file: %w", rel, errdefs.ErrInvalidArgument)
-	}
-	return io.ReadAll(f)
+	return f.ReadAll()
 }
 
 func splitPath(p string) []string {

@@ -97,6 +97,9 @@ type Backend struct {
 	defaultEngine string
 	enginesMu     sync.Mutex
 	engines       map[string]wasm.Engine
+	// modules holds, per engine name, the modules compiled from module
+	// files, shared by every sandbox on that engine.
+	modules map[string]*wasmtask.ModuleCache
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -145,6 +148,7 @@ func (b *Backend) service(ctx context.Context, sb backend.Sandbox) (*wasmtask.Se
 	}
 	opts := []wasmtask.Option{
 		wasmtask.WithEngine(engine),
+		wasmtask.WithModuleCache(b.moduleCache(engine.Name())),
 		wasmtask.WithPublisher(b.publisher),
 		wasmtask.WithSandbox(sb.ID, sb.Namespace),
 		wasmtask.WithPid(b.pid),

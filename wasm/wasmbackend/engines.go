@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/kuasar-go/kuasar/task/wasmtask"
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/wasmedge"
 	"github.com/kuasar-go/kuasar/wasm/wazero"
@@ -68,6 +69,22 @@ func (b *Backend) engineFor(ctx context.Context, name string) (wasm.Engine, erro
 	return e, nil
 }
 
+// moduleCache returns the module cache of the engine called name, shared
+// by every sandbox on it.
+func (b *Backend) moduleCache(name string) *wasmtask.ModuleCache {
+	b.enginesMu.Lock()
+	defer b.enginesMu.Unlock()
+	c, ok := b.modules[name]
+	if !ok {
+		if b.modules == nil {
+			b.modules = map[string]*wasmtask.ModuleCache{}
+		}
+		c = wasmtask.NewModuleCache()
+		b.modules[name] = c
+	}
+	return c
+}
+
 // closeEngines closes the engines engineFor created.
 func (b *Backend) closeEngines(ctx context.Context) []error {
 	b.enginesMu.Lock()
@@ -77,5 +94,6 @@ func (b *Backend) closeEngines(ctx context.Context) []error {
 		errs = append(errs, e.Close(ctx))
 	}
 	b.engines = nil
+	b.modules = nil
 	return errs
 }

@@ -38,6 +38,12 @@ type Sandboxer struct {
 	conn                               *grpc.ClientConn
 	// Events receives the task events when no containerd does.
 	Events *EventSink
+	// Bundles holds the bundles Bundle writes: on tmpfs when the machine
+	// has one, as containerd keeps its bundles in its state directory
+	// (/run/containerd/io.containerd.runtime.v2.task/NS/ID, tmpfs), so that
+	// the runtime's files in them (its exit record) cost what they cost
+	// under containerd, not a disk file system's journal.
+	Bundles string
 }
 
 // SandboxerOptions configures StartSandboxer.
@@ -45,6 +51,13 @@ type SandboxerOptions struct {
 	// Containerd and ContainerdTTRPC are containerd's sockets when the
 	// sandboxer serves a containerd (the CRI scenarios).
 	Containerd, ContainerdTTRPC string
+	// VMTemplates keeps the sandboxer's default of building the QEMU VM
+	// template of the default sizes at start-up (vm-density needs it).
+	// Without it the sandboxer runs with [hypervisor.qemu] template =
+	// "off": that build runs a TCG QEMU on a whole core for 3 to 8 s after
+	// start-up, beside whatever Wasm scenario is being measured, and no
+	// Wasm scenario uses a VM.
+	VMTemplates bool
 }
 
 // StartSandboxer starts bin (kuasar-sandboxer) with its sockets and config
@@ -65,6 +78,11 @@ func StartSandboxer(ctx context.Context, bin, dir string, o SandboxerOptions) (_
 		state = filepath.Join(dir, "state")
 	}
 	s.State = state
+	bundles, err := os.MkdirTemp("/dev/shm", "kbb")
+	if err != nil {
+		bundles = filepath.Join(dir, "b")
+	}
+	s.Bundles = bundles
 	defer func() {
 		if retErr != nil {
 			s.Close()
@@ -82,6 +100,9 @@ func StartSandboxer(ctx context.Context, bin, dir string, o SandboxerOptions) (_
 			return nil, err
 		}
 		cfg += fmt.Sprintf("containerd_address = %q\ncontainerd_ttrpc_address = %q\n", filepath.Join(dir, "none.sock"), sock)
+	}
+	if !o.VMTemplates {
+		cfg += "\n[hypervisor.qemu]\ntemplate = \"off\"\n"
 	}
 	cfgPath := filepath.Join(dir, "kuasar.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -155,18 +176,20 @@ func (s *Sandboxer) Close() {
 			tb.RemoveTemplates(context.Background())
 		}
 	}
-	if s.State != "" && strings.HasPrefix(s.State, "/dev/shm/") {
-		UnmountUnder(s.State)
-		os.RemoveAll(s.State)
+	for _, d := range []string{s.State, s.Bundles} {
+		if d != "" && strings.HasPrefix(d, "/dev/shm/") {
+			UnmountUnder(d)
+			os.RemoveAll(d)
+		}
 	}
 }
 
-// Bundle writes an OCI bundle under the sandboxer's directory for a task
+// Bundle writes an OCI bundle in Bundles for a task
 // running args (paths in the image directory: /hello.wasm, /wasi.wasm) and
 // returns the request that creates task id from it, its rootfs the image
 // directory bind-mounted read-only. stdin, when set, is the task's stdin.
 func (s *Sandboxer) Bundle(name, id string, args []string, stdin string) (*taskAPI.CreateTaskRequest, error) {
-	dir := filepath.Join(s.Dir, "b", name)
+	dir := filepath.Join(s.Bundles, name)
 	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
 		return nil, err
 	}
