@@ -62,6 +62,9 @@ func RunHelper() {
 		// Pre-forked: build the config decoder while nothing waits for
 		// it, then wait for the container's stdio and config.
 		_ = json.Unmarshal([]byte(`{"mounts":[{}],"rlimits":[{}]}`), &helperConfig{})
+		if _, err := ctrl.WriteString(zygoteParked); err != nil {
+			os.Exit(126) // the agent went away
+		}
 		first, err := receiveStdio(3)
 		if err != nil {
 			os.Exit(126) // killed, or the agent went away

@@ -454,7 +454,10 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 			}
 		}
 		enc, _ := json.Marshal(zcfg)
-		if err := sendToZygote(z.ctrl, append(enc, '\n'), in, out, errw); err != nil {
+		if err := z.waitParked(s.helperWait); err != nil {
+			log.G(ctx).WithError(err).WithField("container", r.ID).Debug("zygote unusable, taking the cold path")
+			z.kill()
+		} else if err := sendToZygote(z.ctrl, append(enc, '\n'), in, out, errw); err != nil {
 			log.G(ctx).WithError(err).WithField("container", r.ID).Debug("zygote unusable, taking the cold path")
 			z.kill()
 		} else {

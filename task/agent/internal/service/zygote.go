@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +19,12 @@ import (
 // starts with /dev/null as stdio and receives the container's stdio over
 // the control socket (SCM_RIGHTS) together with its config.
 const helperZygote = "zygote"
+
+// zygoteParked is the line a zygote writes on its control socket once its
+// Go runtime and config decoder are up and it waits for its stdio: the
+// agent then knows the guest has nothing left to do until a request
+// comes (WaitZygoteParked), and Create that its config is read at once.
+const zygoteParked = "parked\n"
 
 // defaultZygoteFlags are the namespaces of the first pre-forked helper: what
 // a container asks for when it shares nothing with the pod (containerd's
@@ -46,6 +53,35 @@ type zygote struct {
 	flags uintptr
 	ctrl  *os.File
 	exit  <-chan guestinit.Exit
+	// parked is closed once the zygote reported zygoteParked or failed
+	// to (parkErr); until then only watchParked reads ctrl.
+	parked  chan struct{}
+	parkErr error
+}
+
+// watchParked reads the zygote's zygoteParked line, then closes parked.
+// It reads exactly that many bytes: the zygote writes nothing else before
+// it receives its config.
+func (z *zygote) watchParked() {
+	defer close(z.parked)
+	buf := make([]byte, len(zygoteParked))
+	if _, err := io.ReadFull(z.ctrl, buf); err != nil {
+		z.parkErr = fmt.Errorf("zygote %d did not report parked: %w", z.pid, err)
+	} else if string(buf) != zygoteParked {
+		z.parkErr = fmt.Errorf("zygote %d reported %q, want %q", z.pid, buf, zygoteParked)
+	}
+}
+
+// waitParked waits up to timeout for the zygote to be parked.
+func (z *zygote) waitParked(timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-z.parked:
+		return z.parkErr
+	case <-t.C:
+		return fmt.Errorf("zygote %d not parked after %v", z.pid, timeout)
+	}
 }
 
 // alive reports whether the zygote has not been reaped.
@@ -142,7 +178,8 @@ func (s *Service) spawnZygoteLocked(ctx context.Context) {
 		log.G(ctx).WithError(err).Warn("cannot pre-fork a container set-up helper; containers take the cold path")
 		return
 	}
-	s.zyg = &zygote{pid: pid, flags: flags, ctrl: ctrl, exit: exit}
+	s.zyg = &zygote{pid: pid, flags: flags, ctrl: ctrl, exit: exit, parked: make(chan struct{})}
+	go s.zyg.watchParked()
 	log.G(ctx).WithField("pid", pid).WithField("took", time.Since(t0)).Debug("zygote forked")
 }
 
@@ -185,6 +222,25 @@ func (s *Service) closeZygote() {
 		s.zyg.kill()
 		s.zyg = nil
 	}
+}
+
+// WaitZygoteParked waits up to timeout until the waiting zygote (if any)
+// has started and waits for its config. The guest agent calls it before
+// it reports itself ready on the console, which is when a VM template is
+// saved: a template then holds a parked zygote, so no restored clone
+// spends its first requests finishing the zygote's start-up (its Go
+// runtime under emulation), and each clone's first Create finds it
+// ready. The zygote holds nothing of any tenant: it receives its config
+// only at Create, and execs the container's process, leaving nothing of
+// itself.
+func (s *Service) WaitZygoteParked(timeout time.Duration) error {
+	s.zmu.Lock()
+	z := s.zyg
+	s.zmu.Unlock()
+	if z == nil {
+		return nil
+	}
+	return z.waitParked(timeout)
 }
 
 // zygotePid returns the pid of the waiting zygote, 0 if none (tests).

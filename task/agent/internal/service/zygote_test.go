@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -213,4 +214,51 @@ func TestZygoteSeesSandboxMounts(t *testing.T) {
 		t.Fatalf("stdout %q", out)
 	}
 	e.delete("m")
+}
+
+// WaitZygoteParked returns once the zygote waits for its config (what the
+// guest agent waits for before it reports ready, when a VM template is
+// saved), and fails for a zygote that died before it was parked, so the
+// agent never reports an idle guest that is not.
+func TestWaitZygoteParked(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		kill    bool
+		wantErr bool
+	}{
+		{name: "parked"},
+		{name: "killed before parking", kill: true, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, z := zygoteEnv(t)
+			if tc.kill {
+				// At once: the zygote's Go runtime is still starting.
+				if err := unix.Kill(z, unix.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				e.svc.zmu.Lock()
+				zy := e.svc.zyg
+				e.svc.zmu.Unlock()
+				<-zy.parked
+				if zy.parkErr == nil {
+					t.Skip("the zygote parked before the kill reached it")
+				}
+			}
+			err := e.svc.WaitZygoteParked(30 * time.Second)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("WaitZygoteParked: %v, want an error: %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			// The parked zygote sets up the next container.
+			if pid := e.run("c", makeBundle(t, []string{"true"}), false); int(pid) != z {
+				t.Fatalf("create returned pid %d, want the parked zygote's %d", pid, z)
+			}
+			if code := e.wait("c", ""); code != 0 {
+				t.Fatalf("container exit %d", code)
+			}
+			e.delete("c")
+		})
+	}
 }
