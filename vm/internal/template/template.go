@@ -151,6 +151,7 @@ type Template struct {
 	build    string   // tells a rebuilt template from this one
 	memInode uint64   // the memory file's inode (sealed copies check it)
 	mem      *os.File // sealed copy of the memory, read-only (Memory)
+	sealed   *sealedMem
 }
 
 // Store keeps templates in Dir (state) and MemDir (memory files).
