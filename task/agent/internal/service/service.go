@@ -545,7 +545,11 @@ func (s *Service) spawnHelper(flags uintptr, zygote bool, in, out, errw *os.File
 		},
 	}
 	pid, exitCh, err := s.reaper.Start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
+		start := cmd.Start
+		if zygote {
+			start = func() error { return startIdle(cmd.Start) }
+		}
+		if err := start(); err != nil {
 			return 0, err
 		}
 		pid := cmd.Process.Pid

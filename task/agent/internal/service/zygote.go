@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,8 +185,62 @@ func (s *Service) spawnZygoteLocked(ctx context.Context) {
 	log.G(ctx).WithField("pid", pid).WithField("took", time.Since(t0)).Debug("zygote forked")
 }
 
+// A zygote is speculative work: it is forked (at boot, after each
+// container's start) in case another container comes, and must never
+// slow down the work at hand on a guest of one or two vCPUs — the
+// container just started, the agent's replies, the exit that follows
+// under emulation a Go runtime start of 100 ms or more. So it starts
+// under SCHED_IDLE (startIdle), running only when nothing else wants the
+// CPU, and is raised back to SCHED_NORMAL when a Create takes it
+// (promote), before anything waits for it; the container's process is
+// exec'd from a SCHED_NORMAL thread (RunHelper), so it never inherits
+// the idle policy.
+
+// startIdle runs start (which forks) on a thread of its own set to
+// SCHED_IDLE, so the child and every thread it makes inherit that policy.
+// The thread is never handed back to the Go runtime: it exits with its
+// goroutine, and no agent work ever runs at idle priority. Where the
+// policy cannot be set, start runs all the same.
+func startIdle(start func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_IDLE}, 0)
+		errc <- start()
+	}()
+	return <-errc
+}
+
+// promote sets every thread of process pid to SCHED_NORMAL (nice 0),
+// again until a pass finds none left at another policy (a thread the
+// process made meanwhile from one not yet promoted).
+func promote(pid int) {
+	for pass := 0; pass < 5; pass++ {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil {
+			return // gone
+		}
+		changed := false
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if a, err := unix.SchedGetAttr(tid, 0); err == nil && a.Policy == unix.SCHED_NORMAL && a.Nice == 0 {
+				continue
+			}
+			if unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0) == nil {
+				changed = true
+			}
+		}
+		if !changed {
+			return
+		}
+	}
+}
+
 // takeZygote hands out the waiting zygote when its namespaces are exactly
-// flags, and remembers flags for the next one.
+// flags, and remembers flags for the next one, raised to SCHED_NORMAL.
 func (s *Service) takeZygote(flags uintptr) *zygote {
 	if !s.zygoteOn {
 		return nil
@@ -201,6 +257,7 @@ func (s *Service) takeZygote(flags uintptr) *zygote {
 		z.ctrl.Close()
 		return nil
 	}
+	promote(z.pid)
 	return z
 }
 
