@@ -380,6 +380,7 @@ func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retEr
 	// descriptor (QEMU's read-write one too), before QEMU loads the
 	// device state (virtio reads its rings from guest memory) and long
 	// before the guest runs.
+	crashpoint.Hit("vm.template-sealing")
 	if err := tpl.sealed(ctx); err != nil {
 		return err
 	}
