@@ -130,13 +130,13 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	bg := context.WithoutCancel(ctx)
 	t0 := time.Now()
 	inst, err := b.Start(ctx, sb)
-	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: sandbox started")
 	if err != nil {
 		if r, ok := signalled(sigc); ok { // the boot was interrupted
 			return r, nil
 		}
 		return runResult{}, err
 	}
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: sandbox started")
 	defer func() {
 		t1 := time.Now()
 		if err := inst.Shutdown(bg); err != nil && retErr == nil {
@@ -237,11 +237,11 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container started")
 	w, err := tasks.Wait(bg, &taskAPI.WaitRequest{ID: containerID})
 	close(waited)
-	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container exited")
 	res := <-stopped
 	if err != nil {
 		return runResult{}, fmt.Errorf("wait for the container: %w", errgrpc.ToNative(err))
 	}
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container exited")
 	res.code = int(w.ExitStatus)
 	dctx, cancel := context.WithTimeout(bg, 10*time.Second)
 	_, err = tasks.Delete(dctx, &taskAPI.DeleteRequest{ID: containerID})
