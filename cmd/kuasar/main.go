@@ -84,6 +84,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kuasar: KUASAR_LOG_LEVEL=%q: use trace, debug, info, warn or error\n", level)
 		os.Exit(2)
 	}
+	if level == "debug" || level == "trace" {
+		// Nanosecond timestamps: the debug log is how a run's phases are
+		// timed (docs/performance.md).
+		_ = log.SetFormat(log.TextFormat)
+	}
 	// SIGINT and SIGTERM cancel ctx (stopping a pull or a compilation) and
 	// are kept for runInSandbox, which passes them on to the container
 	// even when they came before it started.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
@@ -196,6 +197,7 @@ func runCommand(ctx context.Context, env *cliEnv, o *runOptions) int {
 		fmt.Fprintf(env.stderr, "kuasar run: %v\n", err)
 		return exitKuasarError
 	}
+	log.G(ctx).Debug("run: command")
 	// Guest paths are resolved with openat2(2); no unsafe fallback.
 	if err := fsroot.Check(); err != nil {
 		return fail(err)
@@ -204,10 +206,12 @@ func runCommand(ctx context.Context, env *cliEnv, o *runOptions) int {
 	if err != nil {
 		return fail(fmt.Errorf("--isolation: %w", err))
 	}
+	t0 := time.Now()
 	wl, err := resolveTarget(ctx, env, o)
 	if err != nil {
 		return fail(err)
 	}
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: workload resolved")
 	if iso == images.IsolationAuto {
 		iso = wl.Metadata.Isolation
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/cmd/internal/backends"
 	"github.com/kuasar-go/kuasar/images"
+	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/internal/procmark"
 )
 
@@ -164,4 +166,93 @@ func mountsUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// TestRunVMKilledWhileSealingIsReaped: a `kuasar run --isolation vm`
+// SIGKILLed after its clone's QEMU started but before the template's
+// memory copy was known to be complete and sealed (QEMU starts while the
+// copy runs, Template.MemoryEarly) leaves that QEMU and its directory;
+// the next run reaps both, restores from the same template and runs.
+func TestRunVMKilledWhileSealingIsReaped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts, QEMU)")
+	}
+	cfg, err := backends.Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
+		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
+	}
+	bin := binary(t)
+	files, err := images.BusyboxFiles("/bin/busybox", "sh", "echo")
+	if err != nil {
+		t.Fatalf("%v (run make deps)", err)
+	}
+	img, err := images.BuildLinuxImage(context.Background(), files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}}, ocispec.Platform{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := img.WriteArchiveFile(archive, "docker.io/library/busybox-vmseal:test"); err != nil {
+		t.Fatal(err)
+	}
+	// Short: the template builder's sockets live below it.
+	state, err := os.MkdirTemp("", "kvs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	runs := filepath.Join(state, "run")
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		env := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, stateDir: state}
+		return runCLI(context.Background(), env, args), out.String(), errb.String()
+	}
+	t.Cleanup(func() { run("vm-templates", "rm") })
+	// The first run builds the template.
+	if code, out, errs := run("run", "--isolation", "vm", archive, "--", "echo built"); code != 0 || out != "built\n" {
+		t.Fatalf("first run: exit %d, stdout %q, stderr %s", code, out, errs)
+	}
+
+	// The second is killed at the seal, its QEMU started.
+	cmd := exec.Command(bin, "run", "--isolation", "vm", "docker.io/library/busybox-vmseal:test", "--", "echo never")
+	cmd.Env = append(os.Environ(), "KUASAR_STATE_DIR="+state, crashpoint.Env+"=vm.template-sealing")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the run was not killed at the seal: %v: %s", err, out)
+	}
+	left := runDirs(t, runs)
+	vmms, _ := procmark.Scan(state)
+	t.Cleanup(func() {
+		for _, p := range vmms {
+			procmark.Kill(p)
+		}
+	})
+	if len(left) != 1 || len(vmms) == 0 {
+		t.Fatalf("after the SIGKILL: run directories %v, marked processes %v; want the dead run's directory and its QEMU", left, vmms)
+	}
+
+	// The third reaps the second and restores from the same template.
+	if code, out, errs := run("run", "--isolation", "vm", "docker.io/library/busybox-vmseal:test", "--", "echo again"); code != 0 || out != "again\n" {
+		t.Fatalf("third run: exit %d, stdout %q, stderr %s", code, out, errs)
+	}
+	for _, p := range vmms {
+		if !exitedOrGone(p) {
+			t.Errorf("the dead run's process %d still runs", p.Pid)
+		}
+	}
+	if now, _ := procmark.Scan(state); len(now) != 0 {
+		t.Errorf("marked processes left: %v", now)
+	}
+	if d := runDirs(t, runs); len(d) != 0 {
+		t.Errorf("run directories left: %v", d)
+	}
+	if ms := mountsUnder(t, state); len(ms) != 0 {
+		t.Errorf("mounts left under the state directory: %v", ms)
+	}
 }

@@ -128,6 +128,7 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 
 	// Not bound to ctx: Shutdown and Delete must run after a signal too.
 	bg := context.WithoutCancel(ctx)
+	t0 := time.Now()
 	inst, err := b.Start(ctx, sb)
 	if err != nil {
 		if r, ok := signalled(sigc); ok { // the boot was interrupted
@@ -135,10 +136,13 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 		}
 		return runResult{}, err
 	}
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: sandbox started")
 	defer func() {
+		t1 := time.Now()
 		if err := inst.Shutdown(bg); err != nil && retErr == nil {
 			retErr = err
 		}
+		log.G(ctx).WithField("took", time.Since(t1)).Debug("run: sandbox shut down")
 	}()
 
 	stdio, err := newFIFOs(dir, env)
@@ -230,17 +234,20 @@ func runInSandbox(ctx context.Context, env *cliEnv, b backend.Backend, sb backen
 			}
 		}
 	}()
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container started")
 	w, err := tasks.Wait(bg, &taskAPI.WaitRequest{ID: containerID})
 	close(waited)
 	res := <-stopped
 	if err != nil {
 		return runResult{}, fmt.Errorf("wait for the container: %w", errgrpc.ToNative(err))
 	}
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container exited")
 	res.code = int(w.ExitStatus)
 	dctx, cancel := context.WithTimeout(bg, 10*time.Second)
 	_, err = tasks.Delete(dctx, &taskAPI.DeleteRequest{ID: containerID})
 	cancel()
 	deleted = err == nil
+	log.G(ctx).WithField("took", time.Since(t0)).Debug("run: container deleted")
 	// The container's output is complete once its FIFOs reach EOF and
 	// the copies wrote it out. Not after a kill: kuasar's own stdout may
 	// be what nobody reads (the reason it was stopped).

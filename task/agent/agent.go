@@ -36,6 +36,10 @@ import (
 // serialWait bounds how long the agent waits for the virtio-serial port.
 const serialWait = 10 * time.Second
 
+// idleWait bounds how long the agent waits for its pre-forked helper to
+// start before it reports ready on the console anyway.
+const idleWait = 10 * time.Second
+
 // Options configure one run of the agent. The zero value serves on the VM
 // channel named by the kernel command line, which is what /init does.
 type Options struct {
@@ -134,15 +138,29 @@ func Run(ctx context.Context, o Options) error {
 	}
 	tasks := service.New(reaper, service.WithShutdown(shutdown), service.WithZygote())
 	if pid1 {
-		// Fork the first container set-up helper now: its start-up
-		// overlaps finding the channel and the host's Ping and
-		// SetupSandbox, whose mounts reach it because the tree is shared.
+		// The first container set-up helper is forked below, at boot: its
+		// start-up overlaps finding the channel, and SetupSandbox's
+		// mounts reach it because the tree is shared.
 		if err := guestinit.ShareMounts(); err != nil {
 			log.G(ctx).WithError(err).Warn("pre-forked helpers will be replaced after sandbox mounts")
 		}
-		go tasks.Prewarm(ctx)
 	}
-	go service.WarmUp()
+	// idle is closed once the boot-time work that runs in the background
+	// is done: the pre-forked helper waits for its config and the
+	// encoders' caches are built.
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		warmed := make(chan struct{})
+		go func() { service.WarmUp(); close(warmed) }()
+		if pid1 {
+			tasks.Prewarm(ctx)
+			if err := tasks.WaitZygoteParked(idleWait); err != nil {
+				log.G(ctx).WithError(err).Warn("pre-forked helper not ready")
+			}
+		}
+		<-warmed
+	}()
 	agentSvc := service.NewAgentService(tasks, service.WithVersion(o.Version))
 
 	srv, err := ttrpc.NewServer()
@@ -177,7 +195,20 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	log.G(ctx).WithField("addr", l.Addr().String()).WithField("version", o.Version).Info("kuasar-task serving")
 	if pid1 {
-		fmt.Fprintf(os.Stderr, "kuasar-task %s: serving on %s\n", o.Version, l.Addr())
+		// The console line tells the host the guest is ready and idle:
+		// a VM template is saved when it appears (vm/internal/qemu
+		// AgentReadyLine), so it is printed once the background work
+		// above is done and a restored clone does none of it again.
+		// Requests are served meanwhile (a cold boot's host does not
+		// wait for the line).
+		go func() {
+			select {
+			case <-idle:
+			case <-done:
+				return
+			}
+			fmt.Fprintf(os.Stderr, "kuasar-task %s: serving on %s\n", o.Version, l.Addr())
+		}()
 	}
 	err = srv.Serve(ctx, l)
 	if errors.Is(err, ttrpc.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {

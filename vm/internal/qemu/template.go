@@ -49,20 +49,25 @@ const AgentReadyLine = ": serving on "
 
 // tplMode is how a VM's RAM is backed for templating.
 type tplMode struct {
-	mem      string   // memory file QEMU opens (a clone: /proc/self/fd/N of memFile)
-	memFile  *os.File // a clone's sealed memory, inherited by QEMU
-	share    bool     // true while building the template
-	incoming bool     // restoring from a template
+	mem     string   // memory file QEMU opens (a clone: /proc/self/fd/N of memFile)
+	memFile *os.File // a clone's sealed memory, inherited by QEMU
+	// sealed waits until memFile is complete and sealed: a clone's QEMU
+	// starts while the store may still be copying it (MemoryEarly).
+	sealed   func(context.Context) error
+	share    bool // true while building the template
+	incoming bool // restoring from a template
 }
 
 // cloneMode is how a clone of t maps its RAM: t's sealed memory,
-// inherited by QEMU as the first extra file (jailed or not).
+// inherited by QEMU as the first extra file (jailed or not). QEMU may
+// start before the memory is complete (MemoryEarly): StartFromTemplate
+// waits for the seal before QEMU loads any state.
 func cloneMode(t *template.Template, jailed bool) (*tplMode, error) {
-	f := t.Memory()
+	f, sealed := t.MemoryEarly()
 	if f == nil {
 		return nil, fmt.Errorf("template %s has no sealed memory (not handed out by its store): %w", t.Dir, errdefs.ErrFailedPrecondition)
 	}
-	return &tplMode{mem: "/proc/self/fd/" + strconv.Itoa(vmm.InheritedFD(jailed, 0)), memFile: f, incoming: true}, nil
+	return &tplMode{mem: "/proc/self/fd/" + strconv.Itoa(vmm.InheritedFD(jailed, 0)), memFile: f, sealed: sealed, incoming: true}, nil
 }
 
 // templateArgs are the arguments that back guest RAM with the template's
@@ -335,9 +340,19 @@ func (e *TemplateError) Unwrap() error { return e.Err }
 // process or socket behind; when QEMU refused the template's state
 // (rather than being killed) the error is a *TemplateError.
 func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retErr error) {
-	tpl, err := cloneMode(t, vmm.CanJail())
+	jailed := vmm.CanJail()
+	tpl, err := cloneMode(t, jailed)
 	if err != nil {
 		return err
+	}
+	if !jailed {
+		// Without a jail, QEMUs run as one user and can reach one
+		// another's descriptors: none gets the memory before it is
+		// sealed. A jailed QEMU (a uid of its own, its own /proc) runs
+		// nothing of a guest's before the seal, below.
+		if err := tpl.sealed(ctx); err != nil {
+			return err
+		}
 	}
 	v.tpl = tpl
 	if err := v.Start(ctx); err != nil {
@@ -359,6 +374,14 @@ func (v *VM) StartFromTemplate(ctx context.Context, t *template.Template) (retEr
 	q, p := v.qmp, v.proc.Load()
 	v.mu.Unlock()
 	if err := setIgnoreShared(ctx, q); err != nil {
+		return err
+	}
+	// The guest's memory must be complete, and sealed against every
+	// descriptor (QEMU's read-write one too), before QEMU loads the
+	// device state (virtio reads its rings from guest memory) and long
+	// before the guest runs.
+	crashpoint.Hit("vm.template-sealing")
+	if err := tpl.sealed(ctx); err != nil {
 		return err
 	}
 	sock := v.path(MigrateSocketName)

@@ -209,3 +209,97 @@ func TestSealedCopyOfRebuiltTemplate(t *testing.T) {
 		t.Fatal("a sealed copy of the wrong memory was handed out or cached")
 	}
 }
+
+// TestMemoryEarly plays a clone's VMM started while the store copies the
+// template's memory (MemoryEarly): it reopens the descriptor read-write
+// and maps it privately at once, as QEMU does, before the copy is known
+// to be complete. Waiting for sealed must then succeed (a private
+// mapping does not stop the seal), after which the VMM's descriptor can
+// no longer write, and its mapping shows the template's data. A failed
+// copy is reported by sealed, hands out no memory through Memory, and is
+// not cached: the next Get copies again.
+func TestMemoryEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail bool
+	}{
+		{"copy succeeds", false},
+		{"copy fails", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(t.TempDir(), t.TempDir())
+			key := testKey(t)
+			var calls atomic.Int32
+			// A build whose memory holds data at 8192.
+			build := func(ctx context.Context, key Key, mem, state string) error {
+				if err := fakeBuild(&calls)(ctx, key, mem, state); err != nil {
+					return err
+				}
+				f, err := os.OpenFile(mem, os.O_WRONLY, 0)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				_, err = f.WriteAt([]byte("template"), 8192)
+				return err
+			}
+			if tc.fail {
+				fillFault = func() error { return unix.ENOSPC }
+				t.Cleanup(func() { fillFault = nil })
+			}
+			tpl, err := s.Get(context.Background(), key, build)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tpl.Close()
+			f, sealed := tpl.MemoryEarly()
+			if f == nil || sealed == nil {
+				t.Fatal("MemoryEarly handed out nothing")
+			}
+			vmm, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatalf("reopen read-write before the seal: %v", err)
+			}
+			defer vmm.Close()
+			st, _ := vmm.Stat()
+			m, err := unix.Mmap(int(vmm.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+			if err != nil {
+				t.Fatalf("private mapping before the seal: %v", err)
+			}
+			defer unix.Munmap(m)
+			err = sealed(context.Background())
+			if tc.fail {
+				if err == nil {
+					t.Fatal("sealed: nil after a failed copy")
+				}
+				if tpl.Memory() != nil {
+					t.Fatal("Memory handed out the memory of a failed copy")
+				}
+				fillFault = nil
+				again, err := s.Get(context.Background(), key, build)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer again.Close()
+				if again.Memory() == nil {
+					t.Fatal("the next Get did not copy again after a failed copy")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("sealed: %v", err)
+			}
+			if got := string(m[8192 : 8192+8]); got != "template" {
+				t.Fatalf("the VMM's private mapping reads %q, want the template's data", got)
+			}
+			if _, err := vmm.WriteAt([]byte("evil"), 8192); !errors.Is(err, unix.EPERM) {
+				t.Fatalf("write through the VMM's early read-write descriptor after sealing: %v, want EPERM", err)
+			}
+			copy(m[8192:], "mine") // copy-on-write into the VMM's own pages
+			b := make([]byte, 8)
+			if _, err := tpl.Memory().ReadAt(b, 8192); err != nil || string(b) != "template" {
+				t.Fatalf("template memory reads %q (%v) after the VMM wrote its mapping", b, err)
+			}
+		})
+	}
+}

@@ -151,6 +151,7 @@ type Template struct {
 	build    string   // tells a rebuilt template from this one
 	memInode uint64   // the memory file's inode (sealed copies check it)
 	mem      *os.File // sealed copy of the memory, read-only (Memory)
+	sealed   *sealedMem
 }
 
 // Store keeps templates in Dir (state) and MemDir (memory files).
@@ -370,6 +371,13 @@ func (s *Store) buildLocked(ctx context.Context, key Key, build BuildFunc) (_ *T
 		return nil, fmt.Errorf("building VM template %s: %w", d, err)
 	}
 	crashpoint.Hit("template.build.saved")
+	// The builder's VMM is gone: its zero pages become holes, which no
+	// process restoring a clone copies (SealedCopy).
+	if freed, err := PunchZeroPages(tmpMem); err != nil {
+		log.G(ctx).WithField("template", d).WithError(err).Warn("vm: template memory keeps its zero pages")
+	} else {
+		log.G(ctx).WithField("template", d).WithField("freed_bytes", freed).Debug("vm: zero pages of the template's memory punched out")
+	}
 	var mst, sst unix.Stat_t
 	if err := unix.Stat(tmpMem, &mst); err != nil {
 		return nil, fmt.Errorf("building VM template %s: memory file: %w", d, err)

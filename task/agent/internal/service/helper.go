@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -62,10 +63,19 @@ func RunHelper() {
 		// Pre-forked: build the config decoder while nothing waits for
 		// it, then wait for the container's stdio and config.
 		_ = json.Unmarshal([]byte(`{"mounts":[{}],"rlimits":[{}]}`), &helperConfig{})
+		if _, err := ctrl.WriteString(zygoteParked); err != nil {
+			os.Exit(126) // the agent went away
+		}
 		first, err := receiveStdio(3)
 		if err != nil {
 			os.Exit(126) // killed, or the agent went away
 		}
+		// Forked at idle priority (startIdle); the agent raised it when
+		// it took it. The container's process is exec'd from this
+		// thread, so make sure it is back at SCHED_NORMAL while still
+		// root (an unprivileged thread may not leave SCHED_IDLE).
+		runtime.LockOSThread()
+		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0)
 		r = bufio.NewReader(io.MultiReader(bytes.NewReader(first), ctrl))
 	} else {
 		r = bufio.NewReader(ctrl)

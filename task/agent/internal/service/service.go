@@ -454,7 +454,10 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (int
 			}
 		}
 		enc, _ := json.Marshal(zcfg)
-		if err := sendToZygote(z.ctrl, append(enc, '\n'), in, out, errw); err != nil {
+		if err := z.waitParked(s.helperWait); err != nil {
+			log.G(ctx).WithError(err).WithField("container", r.ID).Debug("zygote unusable, taking the cold path")
+			z.kill()
+		} else if err := sendToZygote(z.ctrl, append(enc, '\n'), in, out, errw); err != nil {
 			log.G(ctx).WithError(err).WithField("container", r.ID).Debug("zygote unusable, taking the cold path")
 			z.kill()
 		} else {
@@ -542,7 +545,11 @@ func (s *Service) spawnHelper(flags uintptr, zygote bool, in, out, errw *os.File
 		},
 	}
 	pid, exitCh, err := s.reaper.Start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
+		start := cmd.Start
+		if zygote {
+			start = func() error { return startIdle(cmd.Start) }
+		}
+		if err := start(); err != nil {
 			return 0, err
 		}
 		pid := cmd.Process.Pid

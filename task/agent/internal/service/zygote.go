@@ -3,7 +3,10 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +21,12 @@ import (
 // starts with /dev/null as stdio and receives the container's stdio over
 // the control socket (SCM_RIGHTS) together with its config.
 const helperZygote = "zygote"
+
+// zygoteParked is the line a zygote writes on its control socket once its
+// Go runtime and config decoder are up and it waits for its stdio: the
+// agent then knows the guest has nothing left to do until a request
+// comes (WaitZygoteParked), and Create that its config is read at once.
+const zygoteParked = "parked\n"
 
 // defaultZygoteFlags are the namespaces of the first pre-forked helper: what
 // a container asks for when it shares nothing with the pod (containerd's
@@ -46,6 +55,35 @@ type zygote struct {
 	flags uintptr
 	ctrl  *os.File
 	exit  <-chan guestinit.Exit
+	// parked is closed once the zygote reported zygoteParked or failed
+	// to (parkErr); until then only watchParked reads ctrl.
+	parked  chan struct{}
+	parkErr error
+}
+
+// watchParked reads the zygote's zygoteParked line, then closes parked.
+// It reads exactly that many bytes: the zygote writes nothing else before
+// it receives its config.
+func (z *zygote) watchParked() {
+	defer close(z.parked)
+	buf := make([]byte, len(zygoteParked))
+	if _, err := io.ReadFull(z.ctrl, buf); err != nil {
+		z.parkErr = fmt.Errorf("zygote %d did not report parked: %w", z.pid, err)
+	} else if string(buf) != zygoteParked {
+		z.parkErr = fmt.Errorf("zygote %d reported %q, want %q", z.pid, buf, zygoteParked)
+	}
+}
+
+// waitParked waits up to timeout for the zygote to be parked.
+func (z *zygote) waitParked(timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-z.parked:
+		return z.parkErr
+	case <-t.C:
+		return fmt.Errorf("zygote %d not parked after %v", z.pid, timeout)
+	}
 }
 
 // alive reports whether the zygote has not been reaped.
@@ -142,12 +180,67 @@ func (s *Service) spawnZygoteLocked(ctx context.Context) {
 		log.G(ctx).WithError(err).Warn("cannot pre-fork a container set-up helper; containers take the cold path")
 		return
 	}
-	s.zyg = &zygote{pid: pid, flags: flags, ctrl: ctrl, exit: exit}
+	s.zyg = &zygote{pid: pid, flags: flags, ctrl: ctrl, exit: exit, parked: make(chan struct{})}
+	go s.zyg.watchParked()
 	log.G(ctx).WithField("pid", pid).WithField("took", time.Since(t0)).Debug("zygote forked")
 }
 
+// A zygote is speculative work: it is forked (at boot, after each
+// container's start) in case another container comes, and must never
+// slow down the work at hand on a guest of one or two vCPUs — the
+// container just started, the agent's replies, the exit that follows
+// under emulation a Go runtime start of 100 ms or more. So it starts
+// under SCHED_IDLE (startIdle), running only when nothing else wants the
+// CPU, and is raised back to SCHED_NORMAL when a Create takes it
+// (promote), before anything waits for it; the container's process is
+// exec'd from a SCHED_NORMAL thread (RunHelper), so it never inherits
+// the idle policy.
+
+// startIdle runs start (which forks) on a thread of its own set to
+// SCHED_IDLE, so the child and every thread it makes inherit that policy.
+// The thread is never handed back to the Go runtime: it exits with its
+// goroutine, and no agent work ever runs at idle priority. Where the
+// policy cannot be set, start runs all the same.
+func startIdle(start func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_IDLE}, 0)
+		errc <- start()
+	}()
+	return <-errc
+}
+
+// promote sets every thread of process pid to SCHED_NORMAL (nice 0),
+// again until a pass finds none left at another policy (a thread the
+// process made meanwhile from one not yet promoted).
+func promote(pid int) {
+	for pass := 0; pass < 5; pass++ {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil {
+			return // gone
+		}
+		changed := false
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if a, err := unix.SchedGetAttr(tid, 0); err == nil && a.Policy == unix.SCHED_NORMAL && a.Nice == 0 {
+				continue
+			}
+			if unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0) == nil {
+				changed = true
+			}
+		}
+		if !changed {
+			return
+		}
+	}
+}
+
 // takeZygote hands out the waiting zygote when its namespaces are exactly
-// flags, and remembers flags for the next one.
+// flags, and remembers flags for the next one, raised to SCHED_NORMAL.
 func (s *Service) takeZygote(flags uintptr) *zygote {
 	if !s.zygoteOn {
 		return nil
@@ -164,6 +257,7 @@ func (s *Service) takeZygote(flags uintptr) *zygote {
 		z.ctrl.Close()
 		return nil
 	}
+	promote(z.pid)
 	return z
 }
 
@@ -185,6 +279,25 @@ func (s *Service) closeZygote() {
 		s.zyg.kill()
 		s.zyg = nil
 	}
+}
+
+// WaitZygoteParked waits up to timeout until the waiting zygote (if any)
+// has started and waits for its config. The guest agent calls it before
+// it reports itself ready on the console, which is when a VM template is
+// saved: a template then holds a parked zygote, so no restored clone
+// spends its first requests finishing the zygote's start-up (its Go
+// runtime under emulation), and each clone's first Create finds it
+// ready. The zygote holds nothing of any tenant: it receives its config
+// only at Create, and execs the container's process, leaving nothing of
+// itself.
+func (s *Service) WaitZygoteParked(timeout time.Duration) error {
+	s.zmu.Lock()
+	z := s.zyg
+	s.zmu.Unlock()
+	if z == nil {
+		return nil
+	}
+	return z.waitParked(timeout)
 }
 
 // zygotePid returns the pid of the waiting zygote, 0 if none (tests).

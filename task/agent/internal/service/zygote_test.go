@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -213,4 +214,111 @@ func TestZygoteSeesSandboxMounts(t *testing.T) {
 		t.Fatalf("stdout %q", out)
 	}
 	e.delete("m")
+}
+
+// WaitZygoteParked returns once the zygote waits for its config (what the
+// guest agent waits for before it reports ready, when a VM template is
+// saved), and fails for a zygote that died before it was parked, so the
+// agent never reports an idle guest that is not.
+func TestWaitZygoteParked(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		kill    bool
+		wantErr bool
+	}{
+		{name: "parked"},
+		{name: "killed before parking", kill: true, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, z := zygoteEnv(t)
+			if tc.kill {
+				// At once: the zygote's Go runtime is still starting.
+				if err := unix.Kill(z, unix.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				e.svc.zmu.Lock()
+				zy := e.svc.zyg
+				e.svc.zmu.Unlock()
+				<-zy.parked
+				if zy.parkErr == nil {
+					t.Skip("the zygote parked before the kill reached it")
+				}
+			}
+			err := e.svc.WaitZygoteParked(30 * time.Second)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("WaitZygoteParked: %v, want an error: %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			// The parked zygote sets up the next container.
+			if pid := e.run("c", makeBundle(t, []string{"true"}), false); int(pid) != z {
+				t.Fatalf("create returned pid %d, want the parked zygote's %d", pid, z)
+			}
+			if code := e.wait("c", ""); code != 0 {
+				t.Fatalf("container exit %d", code)
+			}
+			e.delete("c")
+		})
+	}
+}
+
+// policies returns the scheduling policy of every thread of pid.
+func policies(t *testing.T, pid int) []uint32 {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uint32
+	for _, e := range ents {
+		tid, _ := strconv.Atoi(e.Name())
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		out = append(out, a.Policy)
+	}
+	return out
+}
+
+// A waiting zygote is speculative work: all its threads run under
+// SCHED_IDLE, so it never takes the CPU from real work. The container
+// process it becomes runs under SCHED_NORMAL, and the agent's own threads
+// never stay idle.
+func TestZygoteRunsIdleContainerDoesNot(t *testing.T) {
+	e, z := zygoteEnv(t)
+	if err := e.svc.WaitZygoteParked(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range policies(t, z) {
+		if p != unix.SCHED_IDLE {
+			t.Fatalf("waiting zygote %d has threads at policies %v, want all SCHED_IDLE (%d)", z, policies(t, z), unix.SCHED_IDLE)
+		}
+	}
+	for _, p := range policies(t, os.Getpid()) {
+		if p != unix.SCHED_NORMAL {
+			t.Fatalf("the agent's threads have policies %v, want SCHED_NORMAL only", policies(t, os.Getpid()))
+		}
+	}
+	pid := e.run("c", makeBundle(t, []string{"sleep", "30"}), false)
+	if int(pid) != z {
+		t.Fatalf("create returned pid %d, want the zygote's %d", pid, z)
+	}
+	var got []uint32
+	eventually(t, "the container's process exec'd", func() bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+		return err == nil && strings.TrimSpace(string(b)) == "sleep"
+	})
+	got = policies(t, int(pid))
+	for _, p := range got {
+		if p != unix.SCHED_NORMAL {
+			t.Fatalf("container process at policies %v, want SCHED_NORMAL", got)
+		}
+	}
+	if _, err := e.tasks.Kill(ctxT(t), &taskapi.KillRequest{ID: "c", Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	e.wait("c", "")
+	e.delete("c")
 }
