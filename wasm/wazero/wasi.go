@@ -58,7 +58,7 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 		}
 		preopens = append(preopens, wasip1.Preopen{Root: root, GuestPath: guest, ReadOnly: mnt.ReadOnly})
 	}
-	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource,
+	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource, Blocking: cfg.Blocking,
 		Terminal: [3]bool{isTerminal(cfg.Stdin), isTerminal(cfg.Stdout), isTerminal(cfg.Stderr)}}
 	if cfg.Stdout != nil {
 		wc.Stdout = newCancelWriter(cfg.Stdout, done)

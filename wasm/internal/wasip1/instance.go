@@ -89,6 +89,9 @@ type Config struct {
 	Files Files
 	// Random fills random_get; nil is crypto/rand.
 	Random io.Reader
+	// Blocking, when set, is called before the guest's goroutine waits
+	// for stdin, and what it returns after (wasm.RunConfig.Blocking).
+	Blocking func() (resume func())
 }
 
 // Instance is the WASI state of one guest: its fd table, arguments,
@@ -183,6 +186,7 @@ func New(cfg Config) *Instance {
 		return base | RightFdSeek | RightFdTell
 	}
 	in.stdin.init(cfg.Stdin)
+	in.stdin.blocking = cfg.Blocking
 	in.stdio = [3]fdEntry{
 		{kind: kindStdin, base: stdio(0, rightsStdin), filetype: FiletypeCharacterDevice, in: &in.stdin, hostFd: -1, readFd: -1},
 		{kind: kindStdout, base: stdio(1, rightsStdout), filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1},
