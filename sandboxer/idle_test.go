@@ -23,14 +23,15 @@ import (
 const (
 	// maxIdleGoroutines: the guest's own goroutine (parked in Go's
 	// poller in its fd_read), wazero's watcher of the run's context, and
-	// the Task API socket's accept loop. The exit watchers and the stdin
-	// FIFO park no goroutine of their own.
+	// the Task API socket's accept loop. The exit watchers, the event
+	// queue and the stdin FIFO park no goroutine of their own.
 	maxIdleGoroutines = 3
 	// maxIdleThreads: no OS thread is held by an idle guest.
 	maxIdleThreads = 0
-	// maxIdleFDs: the task's stdin FIFO, the sandbox's Task API
-	// listening socket and the task's rootfs (the guest's preopened "/").
-	maxIdleFDs = 3
+	// maxIdleFDs: the task's stdin FIFO and the sandbox's Task API
+	// listening socket. The task's rootfs (the guest's preopened "/") is
+	// opened at the guest's first use of it.
+	maxIdleFDs = 2
 )
 
 // idleSandboxes is how many idle sandboxes TestIdleSandboxCost starts after

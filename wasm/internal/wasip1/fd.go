@@ -614,7 +614,7 @@ func fdAllocate(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno
 }
 
 func fdPrestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
-	e, errno := in.get(uint32(s[0]))
+	e, errno := in.getUnopened(uint32(s[0]))
 	if errno != 0 {
 		return errno
 	}
@@ -628,7 +628,7 @@ func fdPrestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) E
 }
 
 func fdPrestatDirName(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
-	e, errno := in.get(uint32(s[0]))
+	e, errno := in.getUnopened(uint32(s[0]))
 	if errno != 0 {
 		return errno
 	}
