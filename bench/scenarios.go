@@ -236,10 +236,14 @@ func throughput(ctx context.Context, r *runner) error {
 	return nil
 }
 
-// fdsPerIdleSandbox and fdHeadroom size the open files density needs.
+// fdsPerIdleSandbox and fdHeadroom size the open files density needs: an
+// idle sandbox holds its Task API listening socket (the address containerd
+// dials, at any time) and its task's stdin FIFO (the guest waits on it);
+// the headroom covers what a sandbox's start holds for a moment (the
+// harness's Task API connection, the bundle's files).
 const (
-	fdsPerIdleSandbox = 4
-	fdHeadroom        = 2048
+	fdsPerIdleSandbox = 2
+	fdHeadroom        = 64
 )
 
 // densityLevels are the density curve's points (live idle sandboxes).
@@ -320,37 +324,30 @@ func density(ctx context.Context, r *runner) error {
 	if r.o.Runs > 0 {
 		levels = []int{r.o.Runs}
 	}
-	// Each idle sandbox holds about 4 of the sandboxer's descriptors (its
-	// Task API listener, its stdin FIFO, its rootfs): levels the limit
-	// cannot hold are skipped, saying so, rather than failing at EMFILE.
+	// Levels the sandboxer's RLIMIT_NOFILE cannot hold are replaced by
+	// the largest count it can, saying so, rather than failing at EMFILE.
 	if limit := rig.OpenFilesLimit(); limit > 0 {
-		fit := levels[:0:0]
+		fit := uint64(0)
+		if room := limit - min(limit, uint64(baseFD)+fdHeadroom); room > 0 {
+			fit = room / fdsPerIdleSandbox
+		}
+		var kept []int
 		for _, n := range levels {
-			if need := uint64(n)*fdsPerIdleSandbox + fdHeadroom; need > limit {
-				r.skip("%d idle sandboxes: they need about %d open files and RLIMIT_NOFILE is %d here (the shipped unit sets LimitNOFILE=%d; raising it needs CAP_SYS_RESOURCE)",
-					n, need, limit, rig.ShippedOpenFiles)
+			if uint64(n) <= fit {
+				kept = append(kept, n)
 				continue
 			}
-			fit = append(fit, n)
+			r.skip("%d idle sandboxes: they need %d open files in the sandboxer (%d each: its Task API socket and its stdin FIFO, over the %d it holds with one) and its RLIMIT_NOFILE is %d here (the shipped unit sets LimitNOFILE=%d; raising it needs CAP_SYS_RESOURCE): the curve stops at %d, the most that fit",
+				n, uint64(n)*fdsPerIdleSandbox+uint64(baseFD), fdsPerIdleSandbox, baseFD, limit, rig.ShippedOpenFiles, fit)
+			if len(kept) == 0 || uint64(kept[len(kept)-1]) < fit {
+				kept = append(kept, int(fit))
+			}
+			break
 		}
-		levels = fit
+		levels = kept
 	}
 	live := 0
-	for _, n := range levels {
-		for live < n {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			t0 := time.Now()
-			if err := startIdle(ctx); err != nil {
-				return fmt.Errorf("idle sandbox %d: %w", live+1, err)
-			}
-			start.add(time.Since(t0).Seconds())
-			live++
-			if live%50 == 0 {
-				r.progress.status("%d/%d idle sandboxes", live, levels[len(levels)-1])
-			}
-		}
+	point := func(n int) error {
 		rss, err := procRSS(pid)
 		if err != nil {
 			return err
@@ -377,6 +374,35 @@ func density(ctx context.Context, r *runner) error {
 		r.progress.note(fmt.Sprintf("%d idle sandboxes: sandboxer RSS %.1f MiB (%.1f KiB each: Go heap %.1f, stacks %.1f), %.2f goroutines and %.2f fds each",
 			n, float64(rss)/(1<<20), float64(rss-min(rss, baseRSS))/x/1024, heap.Points[len(heap.Points)-1].Y, stacks.Points[len(stacks.Points)-1].Y,
 			float64(g-baseG)/x, float64(fd-baseFD)/x))
+		return nil
+	}
+	for _, n := range levels {
+		for live < n {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if err := startIdle(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// The largest count reached is a result too: report
+				// it, and why the next one failed.
+				r.skip("idle sandbox %d of %d failed, the curve stops at %d: %v", live+1, n, live, err)
+				if live > 0 && (len(perRSS.Points) == 0 || perRSS.Points[len(perRSS.Points)-1].X < float64(live)) {
+					return point(live)
+				}
+				return nil
+			}
+			start.add(time.Since(t0).Seconds())
+			live++
+			if live%50 == 0 {
+				r.progress.status("%d/%d idle sandboxes", live, levels[len(levels)-1])
+			}
+		}
+		if err := point(n); err != nil {
+			return err
+		}
 	}
 	// The baseline: what one idle Wasm task costs as a process of its own.
 	if err := idleWazeroRSS(ctx, r); err != nil {

@@ -39,6 +39,8 @@ type sandbox struct {
 	rec  record
 	inst backend.Instance
 	tsrv *ttrpc.Server
+	// tstop stops accepting on the task socket (acceptor.add).
+	tstop func()
 	// done is closed when the sandbox has exited; rec.ExitStatus/ExitedAt
 	// then hold how.
 	done     chan struct{}
@@ -131,12 +133,15 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		return err
 	}
 	taskAPI.RegisterTTRPCTaskService(srv, newTaskForwarder(sb))
-	sb.tsrv = srv
-	go func() {
-		if err := srv.Serve(context.WithoutCancel(ctx), l); err != nil && err != ttrpc.ErrServerClosed {
-			sb.logger(ctx).WithError(err).Debug("task server stopped")
-		}
-	}()
+	// One goroutine of the service accepts on every sandbox's socket.
+	stop, err := sb.svc.acceptor.add(ctx, l, srv)
+	if err != nil {
+		l.Close()
+		srv.Close()
+		removeSocket(p)
+		return err
+	}
+	sb.tsrv, sb.tstop = srv, stop
 	return nil
 }
 
@@ -169,6 +174,10 @@ func (sb *sandbox) intercept(ctx context.Context, um ttrpc.Unmarshaler, info *tt
 // a sandbox that lives on (the next process serves it again); Shutdown and
 // a failed Start remove it.
 func (sb *sandbox) closeTaskServer() {
+	if sb.tstop != nil {
+		sb.tstop()
+		sb.tstop = nil
+	}
 	if sb.tsrv != nil {
 		sb.tsrv.Close()
 		sb.tsrv = nil

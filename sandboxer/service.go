@@ -55,6 +55,9 @@ const (
 type Service struct {
 	api.UnimplementedControllerServer
 
+	// acceptor accepts on every sandbox's Task API socket.
+	acceptor acceptor
+
 	cfg      *config.Config
 	backends map[string]backend.Backend
 	resolver ImageResolver
@@ -123,6 +126,9 @@ func New(ctx context.Context, opts ...Option) (*Service, error) {
 		return nil, err
 	}
 	s.store.volatile = onTmpfs(root)
+	if err := s.acceptor.open(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -226,6 +232,7 @@ func (s *Service) Close() {
 		sb.closeTaskServer()
 		sb.mu.Unlock()
 	}
+	s.acceptor.close()
 }
 
 // get returns the sandbox called id, waiting for its recovery if needed.

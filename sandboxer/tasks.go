@@ -71,9 +71,23 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 	}
 	resp, err := inst.Tasks().Create(ctx, r)
 	if err == nil && r.GetBundle() != "" {
-		go recordExit(context.WithoutCancel(ctx), sb.logger(ctx), inst.Tasks(), r.GetID(), r.GetBundle(), resp.GetPid())
+		ctx, lg, tasks, id, bundle, pid := context.WithoutCancel(ctx), sb.logger(ctx), inst.Tasks(), r.GetID(), r.GetBundle(), resp.GetPid()
+		if n, ok := tasks.(taskExitNotifier); ok {
+			if exit, err := n.ExitContext(id); err == nil {
+				context.AfterFunc(exit, func() { recordExit(ctx, lg, tasks, id, bundle, pid) })
+				return resp, nil
+			}
+		}
+		go recordExit(ctx, lg, tasks, id, bundle, pid)
 	}
 	return resp, err
+}
+
+// taskExitNotifier is a task service whose tasks' exits can be awaited
+// without a blocked goroutine (wasmtask.Service): an idle task then parks
+// no goroutine in the sandboxer for its exit record.
+type taskExitNotifier interface {
+	ExitContext(id string) (context.Context, error)
 }
 
 // recordExit waits for task id's init process to end and records its exit

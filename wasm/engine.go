@@ -137,6 +137,12 @@ type RunConfig struct {
 	// function runs, with a view of the live instance that the caller may
 	// poll for figures (task Stats, sandbox Metrics) until Run returns.
 	Started func(Instance)
+	// Blocking, when set, is called on the guest's goroutine before the
+	// guest waits for its stdin, and the function it returns once the
+	// wait ended: the task service releases the OS thread it locked for
+	// CPU accounting while the guest idles, so that an idle guest holds a
+	// parked goroutine and no thread.
+	Blocking func() (resume func())
 }
 
 // Instance is a live instance of a Module, as seen by RunConfig.Started.

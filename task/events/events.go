@@ -49,30 +49,30 @@ type item struct {
 	ev    events.Event
 }
 
-// Queue publishes events in order on a single goroutine. Publish never
-// blocks on the underlying publisher.
+// Queue publishes events in order on a single goroutine, started when an
+// event is queued and ended once the queue is empty: an idle queue (an idle
+// sandbox's) parks no goroutine. Publish never blocks on the underlying
+// publisher.
 type Queue struct {
 	pub events.Publisher
 
-	mu     sync.Mutex
-	items  []item
-	wake   chan struct{}
-	closed bool
-	done   chan struct{}
+	mu       sync.Mutex
+	items    []item
+	running  bool // a run goroutine delivers items
+	closed   bool
+	done     chan struct{}
+	doneOnce sync.Once
 }
 
-// NewQueue starts a queue in front of pub; nil pub means Discard, which
-// needs no goroutine: Publish then drops events at once (`kuasar run`
-// has nobody to tell).
+// NewQueue returns a queue in front of pub; nil pub means Discard:
+// Publish then drops events at once (`kuasar run` has nobody to tell).
 func NewQueue(pub events.Publisher) *Queue {
-	q := &Queue{pub: pub, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q := &Queue{pub: pub, done: make(chan struct{})}
 	if pub == nil {
 		q.pub = Discard
 		q.closed = true
-		close(q.done)
-		return q
+		q.doneOnce.Do(func() { close(q.done) })
 	}
-	go q.run()
 	return q
 }
 
@@ -80,37 +80,37 @@ func NewQueue(pub events.Publisher) *Queue {
 // Close are dropped.
 func (q *Queue) Publish(ns, topic string, event events.Event) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.closed {
-		q.mu.Unlock()
 		return
 	}
 	q.items = append(q.items, item{ns: ns, topic: topic, ev: event})
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	if !q.running {
+		q.running = true
+		go q.run()
 	}
 }
 
+// run delivers the queued items in order until the queue is empty.
 func (q *Queue) run() {
-	defer close(q.done)
 	for {
 		q.mu.Lock()
 		batch := q.items
 		q.items = nil
-		closed := q.closed
+		if len(batch) == 0 {
+			q.running = false
+			if q.closed {
+				q.doneOnce.Do(func() { close(q.done) })
+			}
+			q.mu.Unlock()
+			return
+		}
 		q.mu.Unlock()
 		for _, it := range batch {
 			ctx := namespaces.WithNamespace(context.Background(), it.ns)
 			if err := q.pub.Publish(ctx, it.topic, it.ev); err != nil {
 				log.G(ctx).WithError(err).WithField("topic", it.topic).Warn("publish task event")
 			}
-		}
-		if closed && len(batch) == 0 {
-			return
-		}
-		if len(batch) == 0 {
-			<-q.wake
 		}
 	}
 }
@@ -120,11 +120,10 @@ func (q *Queue) run() {
 func (q *Queue) Close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	if !q.running {
+		q.doneOnce.Do(func() { close(q.done) })
 	}
+	q.mu.Unlock()
 	select {
 	case <-q.done:
 		return nil

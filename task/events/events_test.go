@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,46 @@ func TestQueueKeepsOrderWithoutBlocking(t *testing.T) {
 		t.Errorf("delivered %v, want %v", pub.topics, want)
 	}
 	q.Publish("ns1", "/late", &eventstypes.TaskStart{}) // dropped, must not panic
+}
+
+// TestIdleQueuesHoldNoGoroutine checks that a queue's delivery goroutine
+// runs only while events wait (one per idle sandbox counted at thousands),
+// and that events published across idle periods still arrive in order.
+func TestIdleQueuesHoldNoGoroutine(t *testing.T) {
+	const queues = 100
+	pub := &slow{}
+	base := runtime.NumGoroutine()
+	qs := make([]*taskevents.Queue, queues)
+	var want []string
+	for round := range 3 {
+		for i := range qs {
+			if qs[i] == nil {
+				qs[i] = taskevents.NewQueue(pub)
+			}
+			if i == 0 {
+				topic := fmt.Sprintf("/tasks/%d", round)
+				qs[0].Publish("ns", topic, &eventstypes.TaskStart{})
+				want = append(want, "ns"+topic)
+			}
+		}
+		// The goroutine ends once its queue is empty: poll with a deadline.
+		for deadline := time.Now().Add(time.Minute); runtime.NumGoroutine() > base; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d idle queues hold %d goroutines, want none", queues, runtime.NumGoroutine()-base)
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+	}
+	for _, q := range qs {
+		if err := q.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if fmt.Sprint(pub.topics) != fmt.Sprint(want) {
+		t.Errorf("delivered %v, want %v", pub.topics, want)
+	}
 }
 
 // forwarder is containerd's ttrpc events service, as the sandboxer reaches it.

@@ -42,10 +42,10 @@ type Pipes struct {
 	// Stdout and Stderr write to the FIFOs.
 	Stdout, Stderr io.Writer
 
-	stdinFifo  io.ReadCloser
-	stdinR     *io.PipeReader
-	stdinW     *io.PipeWriter
-	stdinDone  chan struct{}
+	// stdin is the stdin FIFO, read in place by the guest (fifoInput),
+	// or another input, read through stdinPipe.
+	stdin      *fifoInput
+	stdinPipe  *pipedInput
 	closers    []io.Closer
 	outputs    []output // Stdout and Stderr, for Drain
 	closeOnce  sync.Once
@@ -96,11 +96,13 @@ func Open(ctx context.Context, cfg Config) (_ *Pipes, retErr error) {
 		if err != nil {
 			return nil, err
 		}
-		p.stdinFifo = f
-		p.stdinR, p.stdinW = io.Pipe()
-		p.stdinDone = make(chan struct{})
-		p.Stdin = p.stdinR
-		go p.pumpStdin()
+		if in, ok := f.(*fifoInput); ok {
+			p.stdin = in
+			p.Stdin = in
+		} else {
+			p.stdinPipe = newPipedInput(f)
+			p.Stdin = p.stdinPipe.r
+		}
 	}
 	return p, nil
 }
@@ -165,9 +167,9 @@ func OpenInput(ctx context.Context, name, target string) (io.ReadCloser, error) 
 		return nil, err
 	}
 	if isFifo {
-		// O_NONBLOCK: containerd/fifo completes the open in the
-		// background; reads wait for it.
-		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		// O_NONBLOCK: the open does not wait for the writer; reads
+		// do (fifoInput).
+		f, err := openFifoInput(path)
 		if err != nil {
 			return nil, fmt.Errorf("open %s fifo %s: %w", name, path, err)
 		}
@@ -221,35 +223,59 @@ func checkStream(name, path string) (isFifo bool, _ error) {
 	return st.Mode()&os.ModeNamedPipe != 0, nil
 }
 
-// pumpStdin copies the FIFO into the pipe the guest reads, so that CloseStdin
-// can end the guest's input even while it is blocked in a read.
-func (p *Pipes) pumpStdin() {
-	defer close(p.stdinDone)
-	_, err := io.Copy(p.stdinW, p.stdinFifo)
-	if errors.Is(err, io.ErrClosedPipe) {
-		err = nil
-	}
-	p.stdinW.CloseWithError(err)
+// pipedInput is a stdin that is not a FIFO (a regular file, a terminal,
+// another process's pipe), copied into a pipe by a goroutine of its own so
+// that CloseStdin and Abort can end the guest's input even while it is
+// blocked in a read.
+type pipedInput struct {
+	src  io.ReadCloser
+	r    *io.PipeReader
+	w    *io.PipeWriter
+	done chan struct{}
+}
+
+func newPipedInput(src io.ReadCloser) *pipedInput {
+	r, w := io.Pipe()
+	in := &pipedInput{src: src, r: r, w: w, done: make(chan struct{})}
+	go func() {
+		defer close(in.done)
+		_, err := io.Copy(w, src)
+		if errors.Is(err, io.ErrClosedPipe) {
+			err = nil
+		}
+		w.CloseWithError(err)
+	}()
+	return in
 }
 
 // CloseStdin makes the guest's stdin report end of file (Task API CloseIO).
 func (p *Pipes) CloseStdin() {
-	if p == nil || p.stdinW == nil {
+	if p == nil {
 		return
 	}
 	p.stdinClose.Do(func() {
-		p.stdinW.Close()
-		p.stdinFifo.Close()
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+		if p.stdinPipe != nil {
+			p.stdinPipe.w.Close()
+			p.stdinPipe.src.Close()
+		}
 	})
 }
 
 // Abort makes every pending and future stdin read fail, so that a guest
 // blocked on input returns to the engine, which can then stop it.
 func (p *Pipes) Abort() {
-	if p == nil || p.stdinR == nil {
+	if p == nil {
 		return
 	}
-	p.stdinR.CloseWithError(fmt.Errorf("task killed: %w", io.ErrClosedPipe))
+	if p.stdin != nil {
+		p.stdin.closeWith(errKilled)
+	}
+	if p.stdinPipe != nil {
+		p.stdinPipe.r.CloseWithError(errKilled)
+	}
 	p.CloseStdin()
 }
 
@@ -260,12 +286,12 @@ func (p *Pipes) Close() error {
 	}
 	var errs []error
 	p.closeOnce.Do(func() {
-		if p.stdinR != nil {
-			p.stdinR.Close()
+		if p.stdinPipe != nil {
+			p.stdinPipe.r.Close()
 		}
 		p.CloseStdin()
-		if p.stdinDone != nil {
-			<-p.stdinDone
+		if p.stdinPipe != nil {
+			<-p.stdinPipe.done
 		}
 		if err := p.CloseOutputs(); err != nil {
 			errs = append(errs, err)

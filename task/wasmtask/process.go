@@ -38,7 +38,12 @@ type process struct {
 	exitedAt   time.Time
 	pipes      *stdio.Pipes
 	cancel     context.CancelFunc
-	done       chan struct{}
+	// done is closed (exit cancelled) once the process has exited: exit
+	// lets the sandboxer react to it with context.AfterFunc instead of
+	// a goroutine parked in Wait per task.
+	done     <-chan struct{}
+	exit     context.Context
+	markDone context.CancelFunc
 
 	signal  atomic.Int32
 	inst    atomic.Value // wasm.Instance, set while running
@@ -49,13 +54,21 @@ type process struct {
 }
 
 func newProcess(execID string, m wasm.Module, cfg wasm.RunConfig, io stdio.Config, pipes *stdio.Pipes) *process {
-	return &process{execID: execID, module: m, cfg: cfg, io: io, pipes: pipes, status: task.Status_CREATED, done: make(chan struct{})}
+	p := &process{execID: execID, module: m, cfg: cfg, io: io, pipes: pipes, status: task.Status_CREATED}
+	p.initDone()
+	return p
+}
+
+func (p *process) initDone() {
+	p.exit, p.markDone = context.WithCancel(context.Background())
+	p.done = p.exit.Done()
 }
 
 // exitedProcess is a process known only to have ended (after a restart).
 func exitedProcess(execID string, status uint32, at time.Time) *process {
-	p := &process{execID: execID, status: task.Status_STOPPED, exitStatus: status, exitedAt: at, done: make(chan struct{})}
-	close(p.done)
+	p := &process{execID: execID, status: task.Status_STOPPED, exitStatus: status, exitedAt: at}
+	p.initDone()
+	p.markDone()
 	return p
 }
 
@@ -101,14 +114,15 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 	var code int
 	var err error
 	if lockedRuns.Add(1) <= maxLockedRuns {
-		runtime.LockOSThread()
-		tid := unix.Gettid()
-		p.cpuBase.Store(threadCPUNanos(tid))
-		p.tid.Store(int64(tid))
+		p.lockThread()
+		// While the guest waits for its stdin its thread is released:
+		// an idle guest holds no thread (nor the thread's stacks).
+		cfg.Blocking = func() func() {
+			p.unlockThread()
+			return p.lockThread
+		}
 		code, err = p.module.Run(ctx, cfg)
-		p.cpuUsed.Add(threadCPUNanos(tid) - p.cpuBase.Load())
-		p.tid.Store(0)
-		runtime.UnlockOSThread()
+		p.unlockThread()
 	} else {
 		code, err = p.module.Run(ctx, cfg)
 	}
@@ -146,8 +160,27 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 	p.mu.Unlock()
 	p.inst.Store((*wasm.Instance)(nil))
 	p.runErr = err
-	close(p.done)
+	p.markDone()
 	onExit(p)
+}
+
+// lockThread locks the guest's goroutine to its thread and starts counting
+// the thread's CPU time.
+func (p *process) lockThread() {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	p.cpuBase.Store(threadCPUNanos(tid))
+	p.tid.Store(int64(tid))
+}
+
+// unlockThread adds the thread's CPU time since lockThread to the
+// process's and unlocks the goroutine from it.
+func (p *process) unlockThread() {
+	tid := int(p.tid.Load())
+	used := threadCPUNanos(tid) - p.cpuBase.Load()
+	p.tid.Store(0)
+	p.cpuUsed.Add(used)
+	runtime.UnlockOSThread()
 }
 
 // kill stops the process with sig. A created process that never ran ends
@@ -161,7 +194,7 @@ func (p *process) kill(sig syscall.Signal, onExit func(*process)) error {
 		p.exitedAt = time.Now()
 		p.mu.Unlock()
 		p.pipes.Close()
-		close(p.done)
+		p.markDone()
 		onExit(p)
 		return nil
 	case task.Status_RUNNING:

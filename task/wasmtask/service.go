@@ -701,6 +701,17 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	return resp, nil
 }
 
+// ExitContext returns a context that is done once task id's init process
+// has exited (Wait then returns at once), so that a caller can react to
+// the exit with context.AfterFunc, parking no goroutine per task.
+func (s *Service) ExitContext(id string) (context.Context, error) {
+	_, p, err := s.getProcess(id, "")
+	if err != nil {
+		return nil, err
+	}
+	return p.exit, nil
+}
+
 // Wait blocks until the task (or exec) exits or ctx is done.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	_, p, err := s.getProcess(r.ID, r.ExecID)

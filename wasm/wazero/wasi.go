@@ -2,6 +2,7 @@ package wazero
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -43,7 +44,9 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 	defer func() {
 		if err != nil {
 			for _, p := range preopens {
-				p.Root.Close()
+				if p.Root != nil {
+					p.Root.Close()
+				}
 			}
 		}
 	}()
@@ -52,13 +55,17 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 		if err != nil {
 			return nil, err
 		}
-		root, err := fsroot.Open(mnt.HostPath)
-		if err != nil {
+		// Checked now, opened (resolved once, as a confined root) at the
+		// guest's first use of the fd: an idle guest that never touches
+		// its files holds no descriptor for them (an idle sandbox's
+		// rootfs counted against RLIMIT_NOFILE at thousands of them).
+		if err := checkMountDir(mnt.HostPath); err != nil {
 			return nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
 		}
-		preopens = append(preopens, wasip1.Preopen{Root: root, GuestPath: guest, ReadOnly: mnt.ReadOnly})
+		host := mnt.HostPath
+		preopens = append(preopens, wasip1.Preopen{Open: func() (*fsroot.Root, error) { return fsroot.Open(host) }, GuestPath: guest, ReadOnly: mnt.ReadOnly})
 	}
-	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource,
+	wc := wasip1.Config{Args: cfg.Args, Env: env, Stdin: cfg.Stdin, Preopens: preopens, Files: files, Random: randSource, Blocking: cfg.Blocking,
 		Terminal: [3]bool{isTerminal(cfg.Stdin), isTerminal(cfg.Stdout), isTerminal(cfg.Stderr)}}
 	if cfg.Stdout != nil {
 		wc.Stdout = newCancelWriter(cfg.Stdout, done)
@@ -67,6 +74,18 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 		wc.Stderr = newCancelWriter(cfg.Stderr, done)
 	}
 	return wasip1.New(wc), nil
+}
+
+// checkMountDir reports why the directory dir cannot be a mount's root.
+func checkMountDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return &fs.PathError{Op: "open root", Path: dir, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return &fs.PathError{Op: "open root", Path: dir, Err: unix.ENOTDIR}
+	}
+	return nil
 }
 
 // isTerminal reports whether v is an *os.File open on a terminal.

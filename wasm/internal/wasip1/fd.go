@@ -107,6 +107,17 @@ func (e *fdEntry) readStdin(ctx context.Context, bufs [][]byte) (int, Errno) {
 	if size == 0 {
 		return 0, 0 // as read(2) of 0 bytes: no wait
 	}
+	if e.flags&fdflagNonblock == 0 {
+		if n, stopped, ok := e.in.readDirect(ctx, bufs); ok {
+			switch {
+			case stopped:
+				return 0, ErrnoIntr
+			case n == 0 && e.in.err != nil && !isEOF(e.in.err):
+				return 0, ErrnoIo
+			}
+			return n, 0
+		}
+	}
 	if !e.in.wait(ctx.Done(), e.flags&fdflagNonblock == 0, size) {
 		if e.flags&fdflagNonblock != 0 {
 			return 0, ErrnoAgain
@@ -603,7 +614,7 @@ func fdAllocate(in *Instance, _ context.Context, _ api.Module, s []uint64) Errno
 }
 
 func fdPrestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
-	e, errno := in.get(uint32(s[0]))
+	e, errno := in.getUnopened(uint32(s[0]))
 	if errno != 0 {
 		return errno
 	}
@@ -617,7 +628,7 @@ func fdPrestatGet(in *Instance, _ context.Context, mod api.Module, s []uint64) E
 }
 
 func fdPrestatDirName(in *Instance, _ context.Context, mod api.Module, s []uint64) Errno {
-	e, errno := in.get(uint32(s[0]))
+	e, errno := in.getUnopened(uint32(s[0]))
 	if errno != 0 {
 		return errno
 	}

@@ -44,6 +44,11 @@ type Preopen struct {
 	// Root is the directory; the Instance owns it from New on and closes
 	// it (when the guest closes the fd, or in Close).
 	Root *fsroot.Root
+	// Open, when Root is nil, opens the directory at the guest's first
+	// use of the fd (the guest traps when it fails), so that a guest that
+	// never touches its files (an idle one blocked on stdin) holds no
+	// descriptor for them.
+	Open func() (*fsroot.Root, error)
 	// GuestPath is the absolute name the guest knows it by ("/data").
 	GuestPath string
 	// ReadOnly refuses every change through it (EROFS).
@@ -89,6 +94,9 @@ type Config struct {
 	Files Files
 	// Random fills random_get; nil is crypto/rand.
 	Random io.Reader
+	// Blocking, when set, is called before the guest's goroutine waits
+	// for stdin, and what it returns after (wasm.RunConfig.Blocking).
+	Blocking func() (resume func())
 }
 
 // Instance is the WASI state of one guest: its fd table, arguments,
@@ -142,10 +150,11 @@ type fdEntry struct {
 	flags     uint16 // fdflags as the guest set them
 	filetype  uint8
 	readOnly  bool
-	preopen   string // guest path of a preopen, "" otherwise
-	counted   bool   // counted in Files
-	lazyCount bool   // a preopen to be counted in Files at its first use
-	hostFd    int    // kindFile: the open file
+	preopen   string                       // guest path of a preopen, "" otherwise
+	counted   bool                         // counted in Files
+	lazyCount bool                         // a preopen to be counted in Files at its first use
+	openRoot  func() (*fsroot.Root, error) // a preopen whose root opens at its first use
+	hostFd    int                          // kindFile: the open file
 	// hostNonblock is set for a FIFO, device or socket: its host fd stays
 	// O_NONBLOCK and a guest's blocking read or write waits in waitFd.
 	hostNonblock bool
@@ -183,6 +192,7 @@ func New(cfg Config) *Instance {
 		return base | RightFdSeek | RightFdTell
 	}
 	in.stdin.init(cfg.Stdin)
+	in.stdin.blocking = cfg.Blocking
 	in.stdio = [3]fdEntry{
 		{kind: kindStdin, base: stdio(0, rightsStdin), filetype: FiletypeCharacterDevice, in: &in.stdin, hostFd: -1, readFd: -1},
 		{kind: kindStdout, base: stdio(1, rightsStdout), filetype: FiletypeCharacterDevice, out: stdout, hostFd: -1, readFd: -1},
@@ -194,7 +204,7 @@ func New(cfg Config) *Instance {
 	for i, p := range cfg.Preopens {
 		in.fds[uint32(3+i)] = &fdEntry{
 			kind: kindDir, base: rightsDir, inh: rightsDirInheriting, filetype: FiletypeDirectory,
-			readOnly: p.ReadOnly, preopen: path.Clean(p.GuestPath), root: p.Root, hostFd: -1, readFd: -1,
+			readOnly: p.ReadOnly, preopen: path.Clean(p.GuestPath), root: p.Root, openRoot: p.Open, hostFd: -1, readFd: -1,
 			lazyCount: cfg.Files != nil,
 		}
 	}
@@ -234,7 +244,9 @@ func (in *Instance) closeEntry(e *fdEntry) {
 		if e.ownReadFd && e.readFd >= 0 {
 			unix.Close(e.readFd)
 		}
-		e.root.Close()
+		if e.root != nil {
+			e.root.Close()
+		}
 	}
 	if e.counted && in.files != nil {
 		in.files.Release()
@@ -243,6 +255,17 @@ func (in *Instance) closeEntry(e *fdEntry) {
 
 // get returns the entry of fd, or EBADF.
 func (in *Instance) get(fd uint32) (*fdEntry, Errno) {
+	e, errno := in.getUnopened(fd)
+	if errno == 0 && e.root == nil && e.openRoot != nil {
+		openPreopen(e)
+	}
+	return e, errno
+}
+
+// getUnopened is get without opening a preopen's directory: for the calls
+// that only name it (fd_prestat_get, fd_prestat_dir_name), which wasi-libc
+// makes for every preopen at the start of any program that uses files.
+func (in *Instance) getUnopened(fd uint32) (*fdEntry, Errno) {
 	if fd >= uint32(len(in.fds)) || in.fds[fd] == nil {
 		return nil, ErrnoBadf
 	}
@@ -251,6 +274,15 @@ func (in *Instance) get(fd uint32) (*fdEntry, Errno) {
 		in.countPreopen(e)
 	}
 	return e, 0
+}
+
+// openPreopen opens a preopen's directory at its first use, or traps.
+func openPreopen(e *fdEntry) {
+	root, err := e.openRoot()
+	if err != nil {
+		panic(fmt.Errorf("the preopened directory %s cannot be opened: %w", e.preopen, err))
+	}
+	e.root, e.openRoot = root, nil
 }
 
 // countPreopen counts a preopen at its first use, or traps.

@@ -1,9 +1,12 @@
 package wasip1
 
 import (
+	"context"
+	"errors"
 	"io"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +36,21 @@ type stdinReader struct {
 	rbuf []byte // the buffer of reads
 
 	pending chan readResult // set while a read runs
+
+	// direct is r when the guest's own goroutine can read it in place
+	// and be stopped while it waits (a FIFO in Go's poller): a blocking
+	// fd_read then reads into the guest's buffer, with no goroutine and
+	// no buffer of the host's.
+	direct deadlineReader
+	// blocking brackets a wait of the guest's goroutine (Config.Blocking).
+	blocking func() (resume func())
+}
+
+// deadlineReader is a reader whose reads a deadline stops: an *os.File in
+// Go's poller, the task service's stdin FIFO.
+type deadlineReader interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
 }
 
 type readResult struct {
@@ -43,11 +61,47 @@ type readResult struct {
 // init makes s read r.
 func (s *stdinReader) init(r io.Reader) {
 	s.r = r
-	if f, ok := r.(*os.File); ok {
-		if rc, err := f.SyscallConn(); err == nil {
+	if c, ok := r.(syscall.Conn); ok {
+		if rc, err := c.SyscallConn(); err == nil {
 			s.raw = rc
 		}
 	}
+	if d, ok := r.(deadlineReader); ok && s.raw != nil {
+		if f, isFile := r.(*os.File); !isFile || f.SetReadDeadline(time.Time{}) == nil {
+			// An *os.File outside the poller (a regular file, a
+			// blocking terminal) takes no deadline: it is read on a
+			// goroutine of its own.
+			s.direct = d
+		}
+	}
+}
+
+// readDirect is a blocking read of the input into the guest's first
+// non-empty buffer, on the guest's goroutine, stopped when ctx ends. It
+// reports false when it cannot serve the read (a read or its result is
+// pending from poll_oneoff): the caller goes the goroutine way.
+func (s *stdinReader) readDirect(ctx context.Context, bufs [][]byte) (n int, stopped, ok bool) {
+	if s.direct == nil || s.pending != nil || len(s.buf) > 0 || s.err != nil {
+		return 0, false, false
+	}
+	var b []byte
+	for _, b = range bufs {
+		if len(b) > 0 {
+			break
+		}
+	}
+	if s.blocking != nil {
+		defer s.blocking()()
+	}
+	stop := context.AfterFunc(ctx, func() { s.direct.SetReadDeadline(time.Unix(1, 0)) })
+	n, err := s.direct.Read(b)
+	if !stop() && n == 0 {
+		return 0, true, true
+	}
+	if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		s.err = err
+	}
+	return n, false, true
 }
 
 // peek reports, without blocking, whether a read would return at once, with
@@ -140,6 +194,9 @@ func (s *stdinReader) wait(done <-chan struct{}, block bool, size int) bool {
 		default:
 			return false
 		}
+	}
+	if s.blocking != nil {
+		defer s.blocking()()
 	}
 	select {
 	case res := <-ch:
