@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/internal/unixsock"
@@ -150,6 +151,13 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 // into an Internal error for that call: one faulty call must not take every
 // sandbox of the process down with it.
 func (sb *sandbox) intercept(ctx context.Context, um ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (resp interface{}, err error) {
+	// The task server's context descends from the Sandbox API call that
+	// started it: that gRPC call's metadata is not this call's. Hidden, so
+	// the namespace is the caller's ttrpc header or else the sandbox's (as
+	// after a restart, when no gRPC call started the server), and each
+	// namespace lookup no longer copies the old call's headers into a new
+	// map (a twentieth of the sandboxer's CPU per task).
+	ctx = metadata.NewIncomingContext(ctx, nil)
 	if _, ok := namespaces.Namespace(ctx); !ok && sb.rec.Namespace != "" {
 		ctx = namespaces.WithNamespace(ctx, sb.rec.Namespace)
 	}

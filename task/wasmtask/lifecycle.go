@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containerd/log"
-	"github.com/kuasar-go/kuasar/internal/atomicfile"
 )
 
 // Usage are the figures of a Service's live instances.
@@ -134,6 +133,7 @@ func (s *Service) Restore(records []TaskRecord, status uint32, at time.Time) {
 	// service last saved: the next save must write.
 	s.stateMu.Lock()
 	s.stateSaved = false
+	s.stateRec = recordFile{}
 	s.stateMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,7 +194,7 @@ func (s *Service) saveState(ctx context.Context) {
 		if s.stateSaved && h == s.stateSum {
 			return
 		}
-		if err = atomicfile.WriteFile(s.cfg.stateFile, b, 0o600, false); err == nil {
+		if err = s.stateRec.write(s.cfg.stateFile, b); err == nil {
 			s.stateSum, s.stateSaved = h, true
 			return
 		}
@@ -210,8 +210,9 @@ func recordsSum(b []byte) uint64 {
 	return h.Sum64()
 }
 
-// LoadRecords reads the task records a service kept with WithStateFile. A
-// missing file means no tasks.
+// LoadRecords reads the task records a service kept with WithStateFile:
+// those of the file's newest intact slot (see recordFile), or the plain
+// JSON list earlier versions wrote. A missing file means no tasks.
 func LoadRecords(path string) ([]TaskRecord, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -219,6 +220,9 @@ func LoadRecords(path string) ([]TaskRecord, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if b, err = decodeRecordFile(b); err != nil {
+		return nil, fmt.Errorf("read wasm task records %s: %w (removing the file forgets the sandbox's tasks: unmount their rootfs by hand)", path, err)
 	}
 	var recs []TaskRecord
 	if err := json.Unmarshal(b, &recs); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,41 +14,41 @@ import (
 )
 
 // TestRecordWrites: the state file names a task's rootfs mount from its
-// Create on, is written once by Create (each write replaces the file: a new
-// inode), not at all by Start, exit or Wait, once by Delete, and not again
-// by Close when nothing changed; a restored service writes again even when
-// its records end as they began.
+// Create on, is written once by Create (each write changes the file's
+// bytes: a slot with the next sequence number), not at all by Start, exit
+// or Wait, once by Delete, and not again by Close when nothing changed; a
+// restored service writes again even when its records end as they began.
 func TestRecordWrites(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "wasm-tasks.json")
 	h := newHarness(t, wasmtask.WithStateFile(state))
-	ino := func() uint64 {
+	content := func() string {
 		t.Helper()
-		fi, err := os.Stat(state)
+		b, err := os.ReadFile(state)
 		if os.IsNotExist(err) {
-			return 0
+			return ""
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fi.Sys().(*syscall.Stat_t).Ino
+		return string(b)
 	}
-	if ino() != 0 {
+	if content() != "" {
 		t.Fatal("a service without tasks wrote records")
 	}
 	b := h.bundle(t, "t", []string{"/hello.wasm"}, map[string][]byte{"hello.wasm": fixtures.Hello})
 	r(h.client.Create(h.ctx, b.req)).get(t)
-	created := ino()
+	created := content()
 	recs, err := wasmtask.LoadRecords(state)
 	if err != nil || len(recs) != 1 || recs[0].ID != "t" || recs[0].Rootfs != filepath.Join(b.dir, "rootfs") {
 		t.Fatalf("records after create: %+v, %v", recs, err)
 	}
 	r(h.client.Start(h.ctx, &taskAPI.StartRequest{ID: "t"})).get(t)
 	r(h.client.Wait(h.ctx, &taskAPI.WaitRequest{ID: "t"})).get(t)
-	if ino() != created {
+	if content() != created {
 		t.Error("start or exit rewrote the records")
 	}
 	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "t"})).get(t)
-	deleted := ino()
+	deleted := content()
 	if deleted == created {
 		t.Fatal("delete did not rewrite the records")
 	}
@@ -61,7 +60,7 @@ func TestRecordWrites(t *testing.T) {
 	if err := h.svc.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ino() != deleted {
+	if content() != deleted {
 		t.Error("close rewrote unchanged records")
 	}
 

@@ -83,10 +83,11 @@ type Service struct {
 	closed  bool
 
 	// stateMu serialises saveState; stateSum is the FNV-1a hash of what
-	// it last wrote (valid when stateSaved).
+	// it last wrote (valid when stateSaved); stateRec writes the file.
 	stateMu    sync.Mutex
 	stateSum   uint64
 	stateSaved bool
+	stateRec   recordFile
 }
 
 var _ taskAPI.TTRPCTaskService = (*Service)(nil)

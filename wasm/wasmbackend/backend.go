@@ -34,7 +34,9 @@ import (
 const Name = "wasm"
 
 // stateFileName is the file, in a sandbox's StateDir, where its task
-// service records the tasks it created (for cleanup after a restart).
+// service records the tasks it created (for cleanup after a restart). It
+// holds the JSON list in two checksummed slots (wasmtask.LoadRecords reads
+// it); the name stays from when it held the bare list, which still reads.
 const stateFileName = "wasm-tasks.json"
 
 // Option configures New.
