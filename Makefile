@@ -8,7 +8,7 @@ GUEST_DIR ?= /var/lib/kuasar/guest
 TEST_TIMEOUT ?= 75m
 FUZZTIME  ?= 5s
 
-BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench
+BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench kuasar-vmm-jail
 
 WASMEDGE_BIN ?= $(BIN)/wasmedge
 
