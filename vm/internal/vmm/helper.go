@@ -55,9 +55,9 @@ func findHelper() string {
 
 // checkHelper resolves path's symlinks once and checks that the file it
 // names is a regular executable file owned by root, not writable by
-// group or others, in a directory with the same guarantees: nobody but
-// root can change or replace what this root process is about to
-// execute. It returns the resolved path.
+// group or others, below directories with the same guarantees (or
+// root's sticky ones): nobody but root can change or replace what this
+// root process will execute. It returns the resolved path.
 func checkHelper(path string) (string, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
@@ -76,14 +76,23 @@ func checkHelper(path string) (string, error) {
 	if err := rootOwned(real, st); err != nil {
 		return "", err
 	}
-	dir := filepath.Dir(real)
-	if err := unix.Stat(dir, &st); err != nil {
-		return "", &os.PathError{Op: "stat", Path: dir, Err: err}
+	// Every directory up to / as well: one that someone else could
+	// write to would let them swap what lies below it after this check
+	// (a sticky one, like /tmp, lets them rename only their own entries).
+	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+		if err := unix.Stat(dir, &st); err != nil {
+			return "", &os.PathError{Op: "stat", Path: dir, Err: err}
+		}
+		if st.Mode&unix.S_ISVTX != 0 && st.Uid == 0 {
+			st.Mode &^= 0o022
+		}
+		if err := rootOwned(dir, st); err != nil {
+			return "", err
+		}
+		if dir == "/" {
+			return real, nil
+		}
 	}
-	if err := rootOwned(dir, st); err != nil {
-		return "", err
-	}
-	return real, nil
 }
 
 func rootOwned(path string, st unix.Stat_t) error {

@@ -42,8 +42,8 @@ func useHelper(t *testing.T, path string) {
 // the executable it ran as (/proc/self/exe, in its failure log line),
 // that the small binary ran them when it is safe, and that the calling
 // binary is re-executed instead when the helper is missing, group- or
-// world-writable (or in such a directory), not owned by root, or not a
-// regular file.
+// world-writable (or below such a directory), not owned by root, or not
+// a regular file.
 func TestHelperBinary(t *testing.T) {
 	if !CanJail() {
 		t.Skip("the VMM jail needs root")
@@ -86,6 +86,22 @@ func TestHelperBinary(t *testing.T) {
 			}
 			return p
 		}, self},
+		{"below a group-writable directory", func(t *testing.T) string {
+			d := t.TempDir()
+			os.Chmod(d, 0o775)
+			sub := filepath.Join(d, "sub")
+			os.Mkdir(sub, 0o755)
+			p := filepath.Join(sub, HelperName)
+			copyFile(t, built, p, 0o755)
+			return p
+		}, self},
+		{"through a symlink", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "link")
+			if err := os.Symlink(built, p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, built},
 		{"directory", func(t *testing.T) string { return t.TempDir() }, self},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
