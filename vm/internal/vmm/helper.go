@@ -50,6 +50,7 @@ func findHelper() string {
 		}
 		return selfExe
 	}
+	log.G(context.Background()).Debugf("vmm helper: %s", p)
 	return p
 }
 
