@@ -33,10 +33,11 @@ var helperPath = sync.OnceValue(findHelper)
 // findHelper returns the dedicated helper (HelperEnv, else HelperName
 // next to the running executable) when it is safe to execute as root,
 // and /proc/self/exe otherwise, logging a warning when a helper exists
-// but is refused.
+// but is refused, or when HelperEnv names none.
 func findHelper() string {
 	cand := os.Getenv(HelperEnv)
-	if cand == "" {
+	explicit := cand != ""
+	if !explicit {
 		exe, err := os.Executable()
 		if err != nil {
 			return selfExe
@@ -45,7 +46,7 @@ func findHelper() string {
 	}
 	p, err := checkHelper(cand)
 	if err != nil {
-		if !os.IsNotExist(err) {
+		if explicit || !os.IsNotExist(err) {
 			log.G(context.Background()).WithError(err).Warnf("vmm helper %s refused, re-executing this binary instead (slower VMM starts)", cand)
 		}
 		return selfExe
