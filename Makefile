@@ -8,7 +8,7 @@ GUEST_DIR ?= /var/lib/kuasar/guest
 TEST_TIMEOUT ?= 75m
 FUZZTIME  ?= 5s
 
-BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench
+BINARIES := kuasar kuasar-sandboxer containerd-shim-kuasar-v1 kuasar-bench kuasar-vmm-jail
 
 WASMEDGE_BIN ?= $(BIN)/wasmedge
 
@@ -22,8 +22,10 @@ deps: ## install Debian packages and build containerd, ctr and crictl into ~/.ca
 
 build: ## build the binaries into ./bin
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(filter-out kuasar-vmm-jail,$(BINARIES)))
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kuasar-task ./cmd/kuasar-task
+# kuasar-vmm-jail static: no dynamic loader on each VMM start
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kuasar-vmm-jail ./cmd/kuasar-vmm-jail
 
 wasmedge: ## build the binaries with the WasmEdge engine (-tags wasmedge) into bin/wasmedge: natively with libwasmedge-dev, else in a cached Debian 13 root (root)
 	bash .ci/wasmedge.sh build $(WASMEDGE_BIN)

@@ -29,9 +29,10 @@ import (
 // groups, with only the capabilities in Caps (bounding, permitted,
 // effective and ambient sets alike) and no_new_privs.
 //
-// The jail is built by a helper: the calling binary re-executed (through
-// /proc/self/exe) as "kuasar-vmm-jail", cloned into the new namespaces,
-// that prepares the root, pivots into it, drops its credentials and
+// The jail is built by a helper: the dedicated kuasar-vmm-jail binary
+// (see HelperName), or else the calling binary re-executed (through
+// /proc/self/exe), started as "kuasar-vmm-jail" and cloned into the new
+// namespaces, that prepares the root, pivots into it, drops its credentials and
 // execs the VMM. Every mount it makes lives in the VMM's own mount
 // namespace and dies with it: nothing is ever mounted on the host.
 type Jail struct {
@@ -87,7 +88,7 @@ type Bind struct {
 }
 
 // JailArg0 is argv[0] of the jail helper; a binary that imports this
-// package turns into the helper when started with it (see init).
+// package turns into the helper when started with it (see HelperMain).
 const JailArg0 = "kuasar-vmm-jail"
 
 // Inherited descriptors of the helper.
@@ -109,18 +110,6 @@ func InheritedFD(jailed bool, i int) int {
 
 // jailSetupTimeout bounds the helper's set-up (a few ms normally).
 const jailSetupTimeout = 30 * time.Second
-
-func init() {
-	if len(os.Args) < 3 || os.Args[0] != JailArg0 {
-		return
-	}
-	err := runJailHelper(os.Args[1], os.Args[2], os.Args[3:])
-	// Only reached on failure: report it to the parent and exit.
-	st := os.NewFile(statusFD, "status")
-	fmt.Fprintf(st, "%v", err)
-	fmt.Fprintf(os.Stderr, "%s: %v\n", JailArg0, err)
-	os.Exit(126)
-}
 
 // CanJail reports whether this process can build a Jail: it needs root
 // (CAP_SYS_ADMIN for the namespaces and mounts, CAP_SETUID to drop to
@@ -163,7 +152,7 @@ func StartJailed(path string, args []string, logPath string, j *Jail) (*Process,
 		defer lease.Close()
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       helperPath(),
 		Args:       append([]string{JailArg0, string(spec), path}, args...),
 		Env:        []string{procmark.Pair(Owner(logPath))},
 		Stdout:     lf,

@@ -38,22 +38,12 @@ type NSBind struct {
 // NSArg0 is argv[0] of the namespace helper (see StartInNamespace).
 const NSArg0 = "kuasar-vmm-ns"
 
-func init() {
-	if len(os.Args) < 3 || os.Args[0] != NSArg0 {
-		return
-	}
-	err := runNSHelper(os.Args[1], os.Args[2], os.Args[3:])
-	st := os.NewFile(nsStatusFD, "status")
-	fmt.Fprintf(st, "%v", err)
-	fmt.Fprintf(os.Stderr, "%s: %v\n", NSArg0, err)
-	os.Exit(126)
-}
-
 // nsStatusFD is the helper's status pipe (close-on-exec once it runs).
 const nsStatusFD = 3
 
 // StartInNamespace is Start for a VMM in a mount namespace of its own
-// with binds applied: a helper (this binary re-executed as NSArg0,
+// with binds applied: a helper (the kuasar-vmm-jail binary or this
+// binary re-executed, see HelperName; started as NSArg0,
 // cloned into the new namespace) makes the host's mounts slaves, makes
 // the binds and execs path. It returns once the VMM runs, or with the
 // helper's error; a failure leaves no process behind. The VMM keeps this
@@ -81,7 +71,7 @@ func StartInNamespace(path string, args []string, logPath string, binds []NSBind
 	}
 	defer sr.Close()
 	cmd := &exec.Cmd{
-		Path:        "/proc/self/exe",
+		Path:        helperPath(),
 		Args:        append([]string{NSArg0, string(spec), path}, args...),
 		Env:         append(os.Environ(), procmark.Pair(Owner(logPath))),
 		Stdout:      lf,
