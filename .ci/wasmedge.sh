@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kuasar-go with the WasmEdge engine (-tags wasmedge) and runs its tests.
 #
-#   .ci/wasmedge.sh build OUTDIR   kuasar, kuasar-sandboxer, containerd-shim-kuasar-v1
+#   .ci/wasmedge.sh build OUTDIR   kuasar, kuasar-sandboxer, containerd-shim-kuasar-v1, kuasar-vmm-jail
 #   .ci/wasmedge.sh test OUTDIR    builds the test binaries of the packages
 #                                  with WasmEdge tests into OUTDIR/test and
 #                                  runs them: the engine's, the CLI parity
@@ -44,7 +44,9 @@ go_cmds() {
   build)
     for b in "${BINARIES[@]}"; do
       echo "go build -tags wasmedge -trimpath -ldflags \"$ld\" -o $dst/$b ./cmd/$b"
-    done ;;
+    done
+    # The VMM jail helper links no engine: static, as make build does it.
+    echo "CGO_ENABLED=0 go build -trimpath -ldflags \"-X $PKG/internal/version.Revision=$REVISION\" -o $dst/kuasar-vmm-jail ./cmd/kuasar-vmm-jail" ;;
   test)
     for p in "${TEST_PKGS[@]}"; do
       echo "go test -c -tags wasmedge -ldflags \"$ld\" -o $dst/$(basename "$p").test $p"
