@@ -16,8 +16,6 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/kuasar-go/kuasar/cmd/internal/backends"
-	"github.com/kuasar-go/kuasar/images"
 	"github.com/kuasar-go/kuasar/internal/crashpoint"
 	"github.com/kuasar-go/kuasar/internal/procmark"
 )
@@ -29,32 +27,8 @@ import (
 // and removes the files, and nothing of the first run is left. Before,
 // the QEMU ran on and the directory stayed for good.
 func TestRunVMKilledIsReaped(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots VMs")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts, QEMU)")
-	}
-	cfg, err := backends.Parse(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
-		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
-	}
+	archive := busyboxVMArchive(t, "docker.io/library/busybox-vmcrash:test", ocispec.ImageConfig{}, "sh", "echo", "sleep")
 	bin := binary(t)
-	files, err := images.BusyboxFiles("/bin/busybox", "sh", "echo", "sleep")
-	if err != nil {
-		t.Fatalf("%v (run make deps)", err)
-	}
-	img, err := images.BuildLinuxImage(context.Background(), files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}}, ocispec.Platform{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	if err := img.WriteArchiveFile(archive, "docker.io/library/busybox-vmcrash:test"); err != nil {
-		t.Fatal(err)
-	}
 	state := t.TempDir()
 	runs := filepath.Join(state, "run")
 
@@ -174,32 +148,8 @@ func mountsUnder(t *testing.T, dir string) []string {
 // copy runs, Template.MemoryEarly) leaves that QEMU and its directory;
 // the next run reaps both, restores from the same template and runs.
 func TestRunVMKilledWhileSealingIsReaped(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots VMs")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts, QEMU)")
-	}
-	cfg, err := backends.Parse(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
-		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
-	}
+	archive := busyboxVMArchive(t, "docker.io/library/busybox-vmseal:test", ocispec.ImageConfig{}, "sh", "echo")
 	bin := binary(t)
-	files, err := images.BusyboxFiles("/bin/busybox", "sh", "echo")
-	if err != nil {
-		t.Fatalf("%v (run make deps)", err)
-	}
-	img, err := images.BuildLinuxImage(context.Background(), files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}}, ocispec.Platform{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	if err := img.WriteArchiveFile(archive, "docker.io/library/busybox-vmseal:test"); err != nil {
-		t.Fatal(err)
-	}
 	// Short: the template builder's sockets live below it.
 	state, err := os.MkdirTemp("", "kvs")
 	if err != nil {

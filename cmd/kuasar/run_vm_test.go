@@ -20,31 +20,7 @@ import (
 // busybox image in it with `kuasar run`, isolation chosen automatically from
 // the image being a Linux one.
 func TestRunLinuxImageInVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts, QEMU)")
-	}
-	cfg, err := backends.Parse(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.VM.QEMU.Validate("qemu"); err != nil {
-		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
-	}
-	files, err := images.BusyboxFiles("/bin/busybox", "sh", "uname", "echo", "cat", "hostname")
-	if err != nil {
-		t.Fatalf("%v (run make deps)", err)
-	}
-	img, err := images.BuildLinuxImage(context.Background(), files, ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo default"}}, ocispec.Platform{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	if err := img.WriteArchiveFile(archive, "docker.io/library/busybox-vm:test"); err != nil {
-		t.Fatal(err)
-	}
+	archive := busyboxVMArchive(t, "docker.io/library/busybox-vm:test", ocispec.ImageConfig{Cmd: []string{"echo default"}}, "sh", "uname", "echo", "cat", "hostname")
 	var host unix.Utsname
 	if err := unix.Uname(&host); err != nil {
 		t.Fatal(err)
@@ -139,4 +115,39 @@ func TestRunVMRefusesWhatItCannotHonour(t *testing.T) {
 			t.Errorf("%v: stderr %q lacks %q", tt.args, stderr.String(), tt.want)
 		}
 	}
+}
+
+// busyboxVMArchive skips unless VMs can boot here (-short, root, the
+// default VM configuration usable), then writes a busybox Linux image with
+// the applets cmds and entrypoint `/bin/sh -c` as an OCI archive named ref,
+// and returns its path.
+func busyboxVMArchive(t *testing.T, ref string, cfg ocispec.ImageConfig, cmds ...string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts, QEMU)")
+	}
+	c, err := backends.Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.VM.QEMU.Validate("qemu"); err != nil {
+		t.Fatalf("the default VM configuration is not usable: %v (run make deps and make guest)", err)
+	}
+	files, err := images.BusyboxFiles("/bin/busybox", cmds...)
+	if err != nil {
+		t.Fatalf("%v (run make deps)", err)
+	}
+	cfg.Entrypoint = []string{"/bin/sh", "-c"}
+	img, err := images.BuildLinuxImage(context.Background(), files, cfg, ocispec.Platform{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := img.WriteArchiveFile(archive, ref); err != nil {
+		t.Fatal(err)
+	}
+	return archive
 }
