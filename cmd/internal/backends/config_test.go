@@ -81,7 +81,8 @@ func TestValidateEveryBackendKey(t *testing.T) {
 		{"empty kernel parameter", "[hypervisor.qemu]\nkernel_params = [\"quiet\", \" \"]\n", "hypervisor.qemu.kernel_params", "one parameter per entry"},
 		{"unknown key", "[hypervisor.qemu]\nvcpu = 2\n", "hypervisor.qemu.vcpu", "remove or correct"},
 		{"template setting unknown", "[hypervisor.qemu]\ntemplate = \"always\"\n", "hypervisor.qemu.template", "use auto or off"},
-		{"template on cloud hypervisor", "[hypervisor.cloud-hypervisor]\ntemplate = \"auto\"\n", "hypervisor.cloud-hypervisor.template", "qemu only"},
+		{"template on stratovirt", "[hypervisor.stratovirt]\ntemplate = \"auto\"\n", "hypervisor.stratovirt.template", "qemu and cloud-hypervisor only"},
+		{"pool on cloud hypervisor", "[hypervisor.cloud-hypervisor]\ntemplate_pool = 2\n", "hypervisor.cloud-hypervisor.template_pool", "qemu only"},
 		{"quark binary empty", "[quark]\nbinary = \"\"\n", "quark.binary", "set the quark executable"},
 		{"quark config file relative", "[quark]\nconfig_file = \"quark.json\"\n", "quark.config_file", "absolute path"},
 		{"unknown quark key", "[quark]\nsandboxed = true\n", "quark.sandboxed", "remove or correct"},
@@ -107,7 +108,7 @@ func TestValidateGoodValues(t *testing.T) {
 	for _, in := range []string{
 		"",
 		"[hypervisor.qemu]\nvcpus = 32\nmemory_mb = 64\nmachine = \"q35\"\naccel = \"tcg\"\nrootfs_mode = \"block\"\ntemplate = \"off\"\n",
-		"[hypervisor.cloud-hypervisor]\nvcpus = 1\nmemory_mb = 1048576\naccel = \"kvm\"\n",
+		"[hypervisor.cloud-hypervisor]\nvcpus = 1\nmemory_mb = 1048576\naccel = \"kvm\"\ntemplate = \"auto\"\n",
 		"[runtime_handlers.fast]\nisolation = \"vm\"\nhypervisor = \"stratovirt\"\n",
 		"[wasm]\ncache_dir = \"\"\ndefault_memory_limit = \"100M\"\n",
 	} {
