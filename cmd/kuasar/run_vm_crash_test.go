@@ -88,21 +88,7 @@ func TestRunVMKilledIsReaped(t *testing.T) {
 	if code := runCLI(context.Background(), env, []string{"run", "--isolation", "vm", "--vm-template", "off", archive, "--", "echo again"}); code != 0 || out.String() != "again\n" {
 		t.Fatalf("second run: exit %d, stdout %q, stderr %s", code, out.String(), errb.String())
 	}
-	for _, p := range vmms {
-		if exitedOrGone(p) {
-			continue
-		}
-		t.Errorf("the dead run's process %d still runs", p.Pid)
-	}
-	if now, _ := procmark.Scan(state); len(now) != 0 {
-		t.Errorf("marked processes left: %v", now)
-	}
-	if d := runDirs(t, runs); len(d) != 0 {
-		t.Errorf("run directories left: %v", d)
-	}
-	if ms := mountsUnder(t, state); len(ms) != 0 {
-		t.Errorf("mounts left under the state directory: %v", ms)
-	}
+	assertDeadRunReaped(t, state, runs, vmms)
 }
 
 // runDirs lists the run directories in dir.
@@ -191,6 +177,14 @@ func TestRunVMKilledWhileSealingIsReaped(t *testing.T) {
 	if code, out, errs := run("run", "--isolation", "vm", "docker.io/library/busybox-vmseal:test", "--", "echo again"); code != 0 || out != "again\n" {
 		t.Fatalf("third run: exit %d, stdout %q, stderr %s", code, out, errs)
 	}
+	assertDeadRunReaped(t, state, runs, vmms)
+}
+
+// assertDeadRunReaped checks that nothing of a killed run is left once the
+// next run has reaped it: none of its processes vmms, no marked process,
+// run directory or mount under the state directory.
+func assertDeadRunReaped(t *testing.T, state, runs string, vmms []procmark.Proc) {
+	t.Helper()
 	for _, p := range vmms {
 		if !exitedOrGone(p) {
 			t.Errorf("the dead run's process %d still runs", p.Pid)
