@@ -50,6 +50,19 @@ func reachedBytes(t testing.TB, out string) uint64 {
 }
 
 // oomFor reports whether a TaskOOM event for container id was published.
+// oomAfter waits (10 s deadline, polled) until id has at least one TaskOOM
+// event and returns its count: events reach the publisher through an
+// asynchronous queue, so the task's exit can be seen before its OOM event.
+func (r *recorder) oomAfter(id string) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n := r.oomFor(id); n > 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
 func (r *recorder) oomFor(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -91,7 +104,7 @@ func TestMemoryBombBoundedByDefault(t *testing.T) {
 	if got := reachedBytes(t, b.stdout.wait(t)); got > def || got+1<<20 <= def {
 		t.Errorf("bomb reached %d bytes; want within 1 MiB under the default %d", got, def)
 	}
-	if n := h.events.oomFor("bomb"); n != 1 {
+	if n := h.events.oomAfter("bomb"); n != 1 {
 		t.Errorf("%d TaskOOM events for the bomb; want 1", n)
 	}
 	hello := h.bundle(t, "hello", []string{"/hello.wasm"}, files)
@@ -124,7 +137,7 @@ func TestPodMemoryBudgetShared(t *testing.T) {
 	if got+held > pod || got+held+1<<20 <= pod {
 		t.Errorf("bomb reached %d bytes next to %d held: want the sum within 1 MiB under the pod's %d", got, held, pod)
 	}
-	if h.events.oomFor("bomb") != 1 || h.events.oomFor("holder") != 0 {
+	if h.events.oomAfter("bomb") != 1 || h.events.oomFor("holder") != 0 {
 		t.Errorf("TaskOOM events: bomb %d, holder %d; want 1 and 0", h.events.oomFor("bomb"), h.events.oomFor("holder"))
 	}
 	r(h.client.Kill(h.ctx, &taskAPI.KillRequest{ID: "holder", Signal: uint32(syscall.SIGKILL)})).get(t)
