@@ -199,14 +199,21 @@ func (s *Service) spawnZygoteLocked(ctx context.Context) {
 // startIdle runs start (which forks) on a thread of its own set to
 // SCHED_IDLE, so the child and every thread it makes inherit that policy.
 // The thread is never handed back to the Go runtime: it exits with its
-// goroutine, and no agent work ever runs at idle priority. Where the
-// policy cannot be set, start runs all the same.
+// goroutine, and no agent work ever runs at idle priority. It is also set
+// back to SCHED_NORMAL before startIdle returns: the thread's exit comes
+// some time after its goroutine's, and until then it must not be an idle
+// thread of the agent. Where the policy cannot be set, start runs all the
+// same.
 func startIdle(start func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_IDLE}, 0)
-		errc <- start()
+		idle := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_IDLE}, 0) == nil
+		err := start()
+		if idle {
+			_ = unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0)
+		}
+		errc <- err
 	}()
 	return <-errc
 }
