@@ -61,6 +61,32 @@ func TestQueueKeepsOrderWithoutBlocking(t *testing.T) {
 	q.Publish("ns1", "/late", &eventstypes.TaskStart{}) // dropped, must not panic
 }
 
+// TestQueueNamespacePerEvent checks that every event is delivered in its own
+// namespace when a queue's events change namespace (the queue reuses the
+// context of the namespace before).
+func TestQueueNamespacePerEvent(t *testing.T) {
+	for _, nss := range [][]string{
+		{"a"},
+		{"a", "a", "a"},
+		{"a", "b", "b", "a", "c", "a"},
+	} {
+		pub := &slow{}
+		q := taskevents.NewQueue(pub)
+		var want []string
+		for i, ns := range nss {
+			topic := fmt.Sprintf("/tasks/%d", i)
+			q.Publish(ns, topic, &eventstypes.TaskStart{})
+			want = append(want, ns+topic)
+		}
+		if err := q.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(pub.topics) != fmt.Sprint(want) {
+			t.Errorf("namespaces %v: delivered %v, want %v", nss, pub.topics, want)
+		}
+	}
+}
+
 // TestIdleQueuesHoldNoGoroutine checks that a queue's delivery goroutine
 // runs only while events wait (one per idle sandbox counted at thousands),
 // and that events published across idle periods still arrive in order.

@@ -245,15 +245,16 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c.rootfs = root
 	if len(r.Rootfs) > 0 {
-		if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
-			if err := os.Mkdir(root, 0o711); err != nil {
-				return nil, fmt.Errorf("create rootfs mount point %s: %w", root, err)
-			}
+		// mkdir, not stat then mkdir: one system call when the mount point
+		// exists (containerd creates it), and no FileInfo allocated.
+		if err := unix.Mkdir(root, 0o711); err == nil {
 			defer func() {
 				if retErr != nil {
 					os.Remove(root)
 				}
 			}()
+		} else if !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create rootfs mount point %s: %w", root, &os.PathError{Op: "mkdir", Path: root, Err: err})
 		}
 		c.mounts = mount.FromProto(r.Rootfs)
 		// The task's record is written before the mount, so that a
@@ -543,23 +544,47 @@ func (c *container) unmount() error {
 	if !c.mounted {
 		return nil
 	}
-	if err := unmountAll(c.rootfs); err != nil {
+	if err := unmountAll(c.rootfs, c.stacked()); err != nil {
 		return fmt.Errorf("unmount rootfs %s: %w", c.rootfs, err)
 	}
 	c.mounted = false
 	return nil
 }
 
-// unmountAll detaches every mount stacked on target until none is left
-// (EINVAL: not a mount point; ENOENT: no such path). It is containerd's
-// mount.UnmountAll without the stat of target and the statfs before each
-// unmount (a check for FUSE that only matters to unprivileged callers):
-// three system calls less on every task delete.
-func unmountAll(target string) error {
+// stacked is how many mounts Create stacked on the rootfs directory (those
+// without a Target subdirectory; a lazy unmount of the top one detaches
+// the ones below it in subdirectories with it), or 0 when not known (a task
+// restored after a restart).
+func (c *container) stacked() int {
+	if c.recovered {
+		return 0
+	}
+	n := 0
+	for _, m := range c.mounts {
+		if m.Target == "" || m.Target == "/" || m.Target == "." {
+			n++
+		}
+	}
+	return n
+}
+
+// unmountAll detaches the n mounts stacked on target, or, when n is 0,
+// every mount stacked on it until none is left (EINVAL: not a mount point;
+// ENOENT: no such path). It is containerd's mount.UnmountAll without the
+// stat of target and the statfs before each unmount (a check for FUSE that
+// only matters to unprivileged callers), and, when the count is known,
+// without the last unmount that only finds nothing left: four system calls
+// less on every task delete.
+func unmountAll(target string, n int) error {
+	done := 0
 	for range 1000 {
+		if n > 0 && done == n {
+			return nil
+		}
 		err := unix.Unmount(target, unix.MNT_DETACH)
 		switch {
 		case err == nil:
+			done++
 		case errors.Is(err, unix.EINTR):
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
 			return nil

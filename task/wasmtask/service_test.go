@@ -20,7 +20,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/task/wasmtask"
@@ -609,4 +611,56 @@ func TestConcurrentCreateSameID(t *testing.T) {
 	}
 	r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "dup"})).get(t)
 	ensureUnmounted(t, b)
+}
+
+// TestDeleteUnmountsWhatCreateMounted: Delete detaches the mounts Create
+// stacked on the rootfs directory, those in its subdirectories with them,
+// and nothing else: a mount that was there before Create (here a tmpfs)
+// stays.
+func TestDeleteUnmountsWhatCreateMounted(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mounts func(b *bundle, extra string) []*types.Mount
+	}{
+		{"one bind", func(b *bundle, _ string) []*types.Mount { return b.rootfs }},
+		{"two stacked binds", func(b *bundle, _ string) []*types.Mount {
+			return []*types.Mount{b.rootfs[0], {Type: "bind", Source: b.src, Options: []string{"rbind", "ro"}}}
+		}},
+		{"bind and a bind in a subdirectory", func(b *bundle, extra string) []*types.Mount {
+			return []*types.Mount{b.rootfs[0], {Type: "bind", Source: extra, Target: "sub", Options: []string{"rbind", "ro"}}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			b := h.bundle(t, "m", []string{"/hello.wasm"}, map[string][]byte{"hello.wasm": fixtures.Hello, "sub/.keep": nil})
+			extra := filepath.Join(h.dir, "extra")
+			if err := os.Mkdir(extra, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			root := filepath.Join(b.dir, "rootfs")
+			if err := os.Mkdir(root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=64k"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+			b.req.Rootfs = tc.mounts(b, extra)
+			if code := h.runToExit(t, b); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "m"})).get(t)
+			ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != 1 || ms[0].Mountpoint != root || ms[0].FSType != "tmpfs" {
+				var got []string
+				for _, m := range ms {
+					got = append(got, m.Mountpoint+" ("+m.FSType+")")
+				}
+				t.Errorf("mounts at and below the rootfs after Delete: %v, want only the tmpfs that was there before Create", got)
+			}
+		})
+	}
 }
