@@ -8,7 +8,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kuasar-go/kuasar/wasm"
-	"github.com/kuasar-go/kuasar/wasm/runspec"
 )
 
 // ModuleResolver finds a container's Wasm module outside its rootfs: in the
@@ -46,7 +45,8 @@ type config struct {
 }
 
 func defaultConfig() config {
-	return config{pid: uint32(os.Getpid()), mapper: runspec.FromSpec}
+	// No mapper: runspec's, through FromSpecOpen (Service.module).
+	return config{pid: uint32(os.Getpid())}
 }
 
 // WithEngine sets the engine modules are compiled and run with (required).

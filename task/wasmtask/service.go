@@ -336,7 +336,24 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	// to tell a module that is not in the rootfs (it may then come from
 	// the image's layers) from other errors: a module found costs one
 	// resolution, not two.
-	modPath, fn, cfg, err := s.cfg.mapper(spec, c.rootfs)
+	var (
+		modPath string
+		mf      *runspec.ModuleFile
+		fn      string
+		cfg     wasm.RunConfig
+		err     error
+	)
+	opened := time.Now() // before the file's identity is read: compileFile
+	if s.cfg.mapper == nil {
+		// runspec's mapping, with the module opened by the lookup that
+		// finds it (one lookup, not three).
+		mf, fn, cfg, err = runspec.FromSpecOpen(spec, c.rootfs)
+		if mf != nil {
+			defer mf.Close()
+		}
+	} else {
+		modPath, fn, cfg, err = s.cfg.mapper(spec, c.rootfs)
+	}
 	if file != "" && (err != nil || (wantFn != "" && fn == "")) {
 		if _, rerr := runspec.ResolveInRoot(c.rootfs, name); errdefs.IsNotFound(rerr) {
 			if s.cfg.resolver == nil && initModule == nil {
@@ -350,7 +367,13 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 			return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 		}
 		cfg.Function = fn
-		m, err := s.compileFile(ctx, c.rootfs, modPath)
+		if mf == nil {
+			if mf, err = runspec.OpenModule(c.rootfs, modPath); err != nil {
+				return nil, cfg, fmt.Errorf("task %s: %q (process.args[0]): read Wasm module: %w", c.id, entry, err)
+			}
+			defer mf.Close()
+		}
+		m, err := s.compileFile(ctx, mf, opened)
 		if err != nil {
 			return nil, cfg, fmt.Errorf("task %s: %q (process.args[0]): %w", c.id, entry, err)
 		}
@@ -361,7 +384,11 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 	}
 
 	// Not in the rootfs: the module lives in the image's wasm layers.
-	_, fn, cfg, err = s.cfg.mapper(spec, "")
+	if s.cfg.mapper == nil {
+		_, fn, cfg, err = runspec.FromSpec(spec, "")
+	} else {
+		_, fn, cfg, err = s.cfg.mapper(spec, "")
+	}
 	if err != nil {
 		return nil, cfg, fmt.Errorf("task %s: %w", c.id, err)
 	}
@@ -404,17 +431,12 @@ func (s *Service) module(ctx context.Context, c *container, spec *specs.Spec, in
 // clock steps.
 var stableAfter = time.Second
 
-// compileFile returns the module compiled from modPath inside rootfs. A file
-// whose identity (runspec.FileID) the cache knows, and that had not changed
-// for stableAfter when it was cached, is neither read nor hashed again: the
-// module compiled from it before is returned.
-func (s *Service) compileFile(ctx context.Context, rootfs, modPath string) (wasm.Module, error) {
-	now := time.Now()
-	f, err := runspec.OpenModule(rootfs, modPath)
-	if err != nil {
-		return nil, fmt.Errorf("read Wasm module: %w", err)
-	}
-	defer f.Close()
+// compileFile returns the module compiled from the module file f, opened
+// inside the container's rootfs at or after now. A file whose identity
+// (runspec.FileID) the cache knows, and that had not changed for stableAfter
+// when it was cached, is neither read nor hashed again: the module compiled
+// from it before is returned.
+func (s *Service) compileFile(ctx context.Context, f *runspec.ModuleFile, now time.Time) (wasm.Module, error) {
 	id := f.ID()
 	stable := id.ChangedBefore(now.Add(-stableAfter))
 	if stable {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,62 @@ type ModuleFile struct {
 	fd   int
 	name string
 	id   FileID
+	// pathOnly: fd is an O_PATH descriptor (OpenInRoot's lookup), reopened
+	// for reading only when the file is read.
+	pathOnly bool
+}
+
+// OpenInRoot opens the module file name (a path as the container sees it,
+// absolute) inside the host directory root: the file ResolveInRoot names,
+// opened as OpenModule opens it, and as safely, but in the common case with
+// a single lookup in the kernel. A path that resolves beneath root without
+// an absolute symlink or a ".." above root (openat2 RESOLVE_BENEATH, which
+// refuses both: there ResolveInRoot's walk, which follows an absolute symlink
+// from root and refuses "..", could only agree) to a regular file is opened
+// O_PATH, so that nothing but a regular file is ever opened for reading (a
+// FIFO would block, a device could act on the open), and reopened for
+// reading only if ReadAll is called (a module cached by FileID is not).
+// Every other path, and every failure, takes ResolveInRoot and OpenModule,
+// with their refusals and messages. The caller must Close the file.
+func OpenInRoot(root, name string) (*ModuleFile, error) {
+	if f := openBeneath(root, name); f != nil {
+		return f, nil
+	}
+	p, err := ResolveInRoot(root, name)
+	if err != nil {
+		return nil, err
+	}
+	return OpenModule(root, p)
+}
+
+// openBeneath is OpenInRoot's single lookup; nil when it does not find a
+// regular file (or fails in any way).
+func openBeneath(root, name string) *ModuleFile {
+	rel := strings.TrimLeft(name, "/")
+	if rel == "" || !filepath.IsAbs(root) {
+		return nil
+	}
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	unix.Close(rfd)
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil
+	}
+	return &ModuleFile{fd: fd, name: "/" + rel, pathOnly: true, id: FileID{
+		Dev: st.Dev, Ino: st.Ino, Size: st.Size,
+		Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(),
+	}}
 }
 
 // OpenModule opens modulePath (a host path inside root) the way ReadModule
@@ -88,6 +145,16 @@ const maxModuleSize = 1 << 30
 // ReadAll reads the whole file: with one buffer of the size fstat gave, so
 // that a module costs one read, not a growing buffer's many.
 func (f *ModuleFile) ReadAll() ([]byte, error) {
+	if f.pathOnly {
+		// The O_PATH descriptor's file itself, never a name resolved
+		// again: /proc/self/fd/N is a link to the open file.
+		fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(f.fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("reopen module %s for reading: %w", f.name, err)
+		}
+		unix.Close(f.fd)
+		f.fd, f.pathOnly = fd, false
+	}
 	if f.id.Size <= 0 || f.id.Size > maxModuleSize {
 		return io.ReadAll(fdReader(f.fd))
 	}

@@ -55,20 +55,42 @@ func SplitFunction(entry string) (modulePath, function string) {
 // Every error is of kind errdefs.ErrInvalidArgument or errdefs.ErrNotFound and
 // names the spec field to fix. The stdio fields of the result are left nil.
 func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg wasm.RunConfig, err error) {
+	modulePath, _, function, cfg, err = fromSpec(spec, rootfs, false)
+	return modulePath, function, cfg, err
+}
+
+// FromSpecOpen is FromSpec returning the module file opened (OpenInRoot)
+// instead of its host path: the file FromSpec's path names, found with one
+// lookup in the kernel in the common case instead of a walk, a check and a
+// second lookup to open it. With an empty rootfs the file is nil, as
+// FromSpec's path is "". The caller must Close the file.
+func FromSpecOpen(spec *specs.Spec, rootfs string) (module *ModuleFile, function string, cfg wasm.RunConfig, err error) {
+	_, module, function, cfg, err = fromSpec(spec, rootfs, true)
+	return module, function, cfg, err
+}
+
+// fromSpec is FromSpec, and with open FromSpecOpen.
+func fromSpec(spec *specs.Spec, rootfs string, open bool) (modulePath string, module *ModuleFile, function string, cfg wasm.RunConfig, err error) {
+	var opened *ModuleFile
+	defer func() {
+		if err != nil && opened != nil {
+			opened.Close()
+		}
+	}()
 	if spec == nil || spec.Process == nil || len(spec.Process.Args) == 0 || spec.Process.Args[0] == "" {
-		return "", "", cfg, fmt.Errorf("spec has no process.args: set the image entrypoint (or command) to the .wasm module path: %w", errdefs.ErrInvalidArgument)
+		return "", nil, "", cfg, fmt.Errorf("spec has no process.args: set the image entrypoint (or command) to the .wasm module path: %w", errdefs.ErrInvalidArgument)
 	}
 	p := spec.Process
 	entry, function := SplitFunction(p.Args[0])
 	if entry == "" {
-		return "", "", cfg, fmt.Errorf("process.args[0] %q names a function but no module: write it as /path/module.wasm#function: %w", p.Args[0], errdefs.ErrInvalidArgument)
+		return "", nil, "", cfg, fmt.Errorf("process.args[0] %q names a function but no module: write it as /path/module.wasm#function: %w", p.Args[0], errdefs.ErrInvalidArgument)
 	}
 	cwd := p.Cwd
 	if cwd == "" {
 		cwd = "/"
 	}
 	if !path.IsAbs(cwd) {
-		return "", "", cfg, fmt.Errorf("process.cwd %q is not absolute: %w", p.Cwd, errdefs.ErrInvalidArgument)
+		return "", nil, "", cfg, fmt.Errorf("process.cwd %q is not absolute: %w", p.Cwd, errdefs.ErrInvalidArgument)
 	}
 	cfg = wasm.RunConfig{
 		Function: function,
@@ -79,27 +101,37 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 
 	if rootfs != "" {
 		if !filepath.IsAbs(rootfs) {
-			return "", "", cfg, fmt.Errorf("rootfs %q is not absolute: %w", rootfs, errdefs.ErrInvalidArgument)
+			return "", nil, "", cfg, fmt.Errorf("rootfs %q is not absolute: %w", rootfs, errdefs.ErrInvalidArgument)
 		}
 		name := entry
 		if !path.IsAbs(name) {
 			// Not path.Join: it would clean away a ".." that climbs out.
 			name = cfg.Cwd + "/" + name
 		}
-		modulePath, err = ResolveInRoot(rootfs, name)
-		if err != nil && function != "" {
+		resolve := func(name string) error {
+			if open {
+				opened, err = OpenInRoot(rootfs, name)
+			} else {
+				modulePath, err = ResolveInRoot(rootfs, name)
+			}
+			return err
+		}
+		if err = resolve(name); err != nil && function != "" {
 			// A file whose name really contains '#'.
 			whole := p.Args[0]
 			if !path.IsAbs(whole) {
 				whole = cfg.Cwd + "/" + whole
 			}
-			if mp, err2 := ResolveInRoot(rootfs, whole); err2 == nil {
-				modulePath, function, err = mp, "", nil
+			first := err
+			if resolve(whole) == nil {
+				function = ""
 				cfg.Function, cfg.Args[0] = "", p.Args[0]
+			} else {
+				err = first
 			}
 		}
 		if err != nil {
-			return "", "", cfg, fmt.Errorf("process.args[0] %q: %w", p.Args[0], err)
+			return "", nil, "", cfg, fmt.Errorf("process.args[0] %q: %w", p.Args[0], err)
 		}
 		cfg.Mounts = append(cfg.Mounts, wasm.Mount{HostPath: rootfs, GuestPath: "/", ReadOnly: spec.Root != nil && spec.Root.Readonly})
 	}
@@ -113,11 +145,11 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 		// start with "..".
 		dst := path.Clean(m.Destination)
 		if !filepath.IsAbs(m.Source) || m.Destination == "" || dst == ".." || strings.HasPrefix(dst, "../") {
-			return "", "", cfg, fmt.Errorf("mounts[%d] (%s -> %s): the source must be an absolute path and the destination absolute or a relative name not starting with \"..\": %w", i, m.Source, m.Destination, errdefs.ErrInvalidArgument)
+			return "", nil, "", cfg, fmt.Errorf("mounts[%d] (%s -> %s): the source must be an absolute path and the destination absolute or a relative name not starting with \"..\": %w", i, m.Source, m.Destination, errdefs.ErrInvalidArgument)
 		}
 		st, err := os.Stat(m.Source)
 		if err != nil {
-			return "", "", cfg, fmt.Errorf("mounts[%d]: bind source %s: %w: create it or drop the mount: %w", i, m.Source, err, errdefs.ErrNotFound)
+			return "", nil, "", cfg, fmt.Errorf("mounts[%d]: bind source %s: %w: create it or drop the mount: %w", i, m.Source, err, errdefs.ErrNotFound)
 		}
 		if !st.IsDir() {
 			// WASI preopens are directories; files such as /etc/hosts
@@ -141,7 +173,7 @@ func FromSpec(spec *specs.Spec, rootfs string) (modulePath, function string, cfg
 			cfg.OpenFileLimit = int(min(rl.Soft, maxOpenFileLimit))
 		}
 	}
-	return modulePath, function, cfg, nil
+	return modulePath, opened, function, cfg, nil
 }
 
 // maxOpenFileLimit caps an RLIMIT_NOFILE taken from a spec, as Linux's

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/kuasar-go/kuasar/wasm"
 	"github.com/kuasar-go/kuasar/wasm/runspec"
@@ -36,6 +37,9 @@ func rootfs(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
+	if err := unix.Mkfifo(filepath.Join(root, "app/fifo.wasm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	links := map[string]string{"app/link.wasm": "m.wasm", "bin/abs.wasm": "/app/m.wasm", "app/esc.wasm": "../../../../etc/passwd"}
 	for l, target := range links {
 		if err := os.Symlink(target, filepath.Join(root, l)); err != nil {
@@ -46,6 +50,16 @@ func rootfs(t *testing.T) string {
 }
 
 func i64(v int64) *int64 { return &v }
+
+// fileID is the FileID of the file at p.
+func fileID(t *testing.T, p string) runspec.FileID {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return runspec.FileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+}
 
 func TestFromSpec(t *testing.T) {
 	root := rootfs(t)
@@ -148,6 +162,9 @@ func TestFromSpec(t *testing.T) {
 		{name: "relative dotdot escape", spec: specs.Spec{Process: &specs.Process{Args: []string{"../../../x.wasm"}, Cwd: "/app"}}, rootfs: root, wantKind: runspec.ErrEscape, wantMsg: "../../../x.wasm"},
 		{name: "symlink escape", spec: specs.Spec{Process: &specs.Process{Args: []string{"/app/esc.wasm"}}}, rootfs: root, wantKind: runspec.ErrEscape, wantMsg: "/app/esc.wasm"},
 		{name: "directory", spec: specs.Spec{Process: &specs.Process{Args: []string{"/app/dir"}}}, rootfs: root, wantKind: errdefs.ErrInvalidArgument, wantMsg: "not a regular file"},
+		{name: "fifo", spec: specs.Spec{Process: &specs.Process{Args: []string{"/app/fifo.wasm"}}}, rootfs: root, wantKind: errdefs.ErrInvalidArgument, wantMsg: "not a regular file"},
+		{name: "dotdot inside the root", spec: specs.Spec{Process: &specs.Process{Args: []string{"/app/dir/../m.wasm"}}}, rootfs: root, wantPath: module,
+			wantCfg: wasm.RunConfig{Args: []string{"/app/dir/../m.wasm"}, Cwd: "/", Mounts: []wasm.Mount{rootMount}}},
 		{name: "file as directory", spec: specs.Spec{Process: &specs.Process{Args: []string{"/app/m.wasm/x"}}}, rootfs: root, wantKind: errdefs.ErrNotFound, wantMsg: "not a directory"},
 		{name: "relative rootfs", spec: specs.Spec{Process: &specs.Process{Args: []string{"/m"}}}, rootfs: "rootfs", wantKind: errdefs.ErrInvalidArgument, wantMsg: "rootfs"},
 		{
@@ -181,6 +198,33 @@ func TestFromSpec(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// FromSpecOpen finds the same file (opened), function and
+			// configuration, and fails the same way.
+			f, fn, cfg, err := runspec.FromSpecOpen(&tc.spec, tc.rootfs)
+			if tc.wantKind != nil {
+				if f != nil || !errors.Is(err, tc.wantKind) || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Errorf("FromSpecOpen: file %v, err = %v, want %v mentioning %q", f, err, tc.wantKind, tc.wantMsg)
+				}
+			} else if err != nil {
+				t.Errorf("FromSpecOpen: %v", err)
+			} else {
+				if (f == nil) != (tc.wantPath == "") {
+					t.Errorf("FromSpecOpen: file %v, want one for %q", f, tc.wantPath)
+				}
+				if f != nil {
+					if want := fileID(t, tc.wantPath); f.ID() != want {
+						t.Errorf("FromSpecOpen opened %+v, want %s (%+v)", f.ID(), tc.wantPath, want)
+					}
+					if b, err := f.ReadAll(); err != nil || string(b) != "\x00asm" {
+						t.Errorf("FromSpecOpen's file reads %q, %v", b, err)
+					}
+					f.Close()
+				}
+				if fn != tc.wantFn || !reflect.DeepEqual(cfg, tc.wantCfg) {
+					t.Errorf("FromSpecOpen: function %q, cfg = %+v\nwant %q, %+v", fn, cfg, tc.wantFn, tc.wantCfg)
+				}
+			}
+
 			p, fn, cfg, err := runspec.FromSpec(&tc.spec, tc.rootfs)
 			if tc.wantKind != nil {
 				if !errors.Is(err, tc.wantKind) || !strings.Contains(err.Error(), tc.wantMsg) {
