@@ -1,6 +1,7 @@
 package exitrecord
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -70,5 +71,24 @@ func TestReadEmptyIsNoRecord(t *testing.T) {
 	}
 	if _, err := Read(b); !errdefs.IsNotFound(err) {
 		t.Fatalf("empty record: %v, want NotFound", err)
+	}
+}
+
+// TestMarshalIsJSONMarshal: the hand-written encoding is encoding/json's.
+func TestMarshalIsJSONMarshal(t *testing.T) {
+	east := time.FixedZone("east", 5*3600+30*60)
+	for _, r := range []Record{
+		{},
+		{Status: 137, ExitedAt: time.Date(2026, 12, 5, 19, 24, 40, 123456789, time.UTC), Pid: 4242},
+		{Status: 0, ExitedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, east)},
+		{Status: 4294967295, ExitedAt: time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC), Pid: 4294967295},
+		{Status: 1, ExitedAt: time.Now()},
+		{Status: 2, ExitedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		got, gerr := r.marshal()
+		want, werr := json.Marshal(r)
+		if string(got) != string(want) || (gerr == nil) != (werr == nil) {
+			t.Errorf("marshal(%+v) = %s, %v; json.Marshal: %s, %v", r, got, gerr, want, werr)
+		}
 	}
 }
