@@ -78,17 +78,22 @@ func readConfig(dir string) ([]byte, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%s is a %v, not a regular file: %w", p, fs.FileMode(st.Mode&unix.S_IFMT), errdefs.ErrInvalidArgument)
 	}
-	tooLarge := fmt.Errorf("%s is larger than %d bytes; a runtime spec that large is refused: %w", p, MaxSpecSize, errdefs.ErrInvalidArgument)
+	tooLarge := func() error {
+		return fmt.Errorf("%s is larger than %d bytes; a runtime spec that large is refused: %w", p, MaxSpecSize, errdefs.ErrInvalidArgument)
+	}
 	if st.Size > MaxSpecSize {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	// One read for a file that did not grow since fstat: the buffer has
-	// a byte to spare to see the end of the file.
+	// a byte to spare to see the end of the file, and a read of a regular
+	// file that returns less than asked has reached its end (no second
+	// read returning 0: this is on every task's Create).
 	b := make([]byte, 0, max(st.Size+1, 512))
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
+		want := cap(b) - len(b)
 		n, err := unix.Read(fd, b[len(b):cap(b)])
 		if errors.Is(err, unix.EINTR) {
 			continue
@@ -96,12 +101,12 @@ func readConfig(dir string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", p, err)
 		}
-		if n == 0 {
-			break
-		}
 		b = b[:len(b)+n]
 		if len(b) > MaxSpecSize {
-			return nil, tooLarge
+			return nil, tooLarge()
+		}
+		if n < want {
+			break
 		}
 	}
 	return b, nil

@@ -25,6 +25,9 @@ func TestReadSpec(t *testing.T) {
 		{"valid", func(t *testing.T, dir string) {
 			write(t, dir, `{"ociVersion":"1.0.2","hostname":"h","process":{"args":["/app"]}}`)
 		}, "h", nil},
+		{"large, read whole", func(t *testing.T, dir string) {
+			write(t, dir, `{"ociVersion":"1.0.2","hostname":"`+strings.Repeat("h", 300000)+`"}`)
+		}, strings.Repeat("h", 300000), nil},
 		{"missing", func(t *testing.T, dir string) {}, "", errdefs.ErrNotFound},
 		{"not json", func(t *testing.T, dir string) { write(t, dir, "{") }, "", errdefs.ErrInvalidArgument},
 		{"too large", func(t *testing.T, dir string) {
