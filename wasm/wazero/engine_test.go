@@ -316,3 +316,40 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestMountChecked: a mount whose host directory is missing or is not a
+// directory fails the run before the guest starts, with the kind that says
+// which.
+func TestMountChecked(t *testing.T) {
+	e := newEngine(t)
+	m := compile(t, e, fixtures.Hello)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		host string
+		want error
+	}{
+		{"directory", dir, nil},
+		{"missing", filepath.Join(dir, "missing"), errdefs.ErrNotFound},
+		{"file", file, errdefs.ErrInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			code, err := m.Run(context.Background(), wasm.RunConfig{Args: []string{"hello"}, Stdout: &out,
+				Mounts: []wasm.Mount{{HostPath: tc.host, GuestPath: "/data"}}})
+			if tc.want == nil {
+				if err != nil || code != 0 || !strings.HasPrefix(out.String(), fixtures.HelloGreeting) {
+					t.Fatalf("run: %d, %v, %q", code, err, out.String())
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.host) || out.Len() != 0 {
+				t.Fatalf("run with mount %s: %d, %v (output %q), want %v naming it before the guest runs", tc.host, code, err, out.String(), tc.want)
+			}
+		})
+	}
+}

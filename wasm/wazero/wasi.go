@@ -2,7 +2,6 @@ package wazero
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"strings"
 
@@ -55,13 +54,11 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 		if err != nil {
 			return nil, err
 		}
-		// Checked now, opened (resolved once, as a confined root) at the
-		// guest's first use of the fd: an idle guest that never touches
-		// its files holds no descriptor for them (an idle sandbox's
-		// rootfs counted against RLIMIT_NOFILE at thousands of them).
-		if err := checkMountDir(mnt.HostPath); err != nil {
-			return nil, fmt.Errorf("mount %s at %s: %w: check the directory's permissions: %w", mnt.HostPath, mnt.GuestPath, err, errdefs.ErrFailedPrecondition)
-		}
+		// Checked now (checkMount: a directory), opened (resolved once,
+		// as a confined root) at the guest's first use of the fd: an
+		// idle guest that never touches its files holds no descriptor
+		// for them (an idle sandbox's rootfs counted against
+		// RLIMIT_NOFILE at thousands of them).
 		host := mnt.HostPath
 		preopens = append(preopens, wasip1.Preopen{Open: func() (*fsroot.Root, error) { return fsroot.Open(host) }, GuestPath: guest, ReadOnly: mnt.ReadOnly})
 	}
@@ -74,18 +71,6 @@ func (m *compiledModule) wasiInstance(cfg wasm.RunConfig, files *openFiles, done
 		wc.Stderr = newCancelWriter(cfg.Stderr, done)
 	}
 	return wasip1.New(wc), nil
-}
-
-// checkMountDir reports why the directory dir cannot be a mount's root.
-func checkMountDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return &fs.PathError{Op: "open root", Path: dir, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return &fs.PathError{Op: "open root", Path: dir, Err: unix.ENOTDIR}
-	}
-	return nil
 }
 
 // isTerminal reports whether v is an *os.File open on a terminal.
