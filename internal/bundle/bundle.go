@@ -56,21 +56,30 @@ func readConfig(dir string) ([]byte, error) {
 		}
 		return errdefs.ErrInvalidArgument
 	}
-	r, err := fsroot.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("opening bundle %s: %w: %w", dir, err, kind(err))
-	}
-	defer r.Close()
 	// O_NONBLOCK: a FIFO planted as config.json must not hang the open.
 	// The descriptor is read with read(2) directly (an *os.File would
 	// register it with Go's poller, four fcntl and a failing epoll_ctl
 	// for a regular file): this is on every task's Create.
-	fd, err := r.OpenFd(ConfigFile, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	const flags = unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC
+	p := filepath.Join(dir, ConfigFile)
+	// The directory's path is resolved normally either way (it is
+	// trusted); a config.json that is not a symlink is the file the
+	// confined lookup below would open, so it is opened directly, saving
+	// that lookup's directory descriptor (two system calls). Only a
+	// symlink (or any failure) takes the confined lookup.
+	fd, err := unix.Open(p, flags|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, fmt.Errorf("bundle %s has no readable %s: %w: %w", dir, ConfigFile, err, kind(err))
+		r, err := fsroot.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("opening bundle %s: %w: %w", dir, err, kind(err))
+		}
+		fd, err = r.OpenFd(ConfigFile, flags, 0)
+		r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s has no readable %s: %w: %w", dir, ConfigFile, err, kind(err))
+		}
 	}
 	defer unix.Close(fd)
-	p := filepath.Join(dir, ConfigFile)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", p, err)

@@ -43,6 +43,14 @@ func TestReadSpec(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "", errdefs.ErrInvalidArgument},
+		{"symlink inside the bundle is followed there", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, "real.json"), []byte(`{"ociVersion":"1.0.2","hostname":"linked"}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("/real.json", filepath.Join(dir, ConfigFile)); err != nil {
+				t.Fatal(err)
+			}
+		}, "linked", nil},
 		{"absolute symlink stays inside the bundle", func(t *testing.T, dir string) {
 			if err := os.Symlink(outside, filepath.Join(dir, ConfigFile)); err != nil {
 				t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -40,24 +41,47 @@ type Record struct {
 }
 
 // Write stores r in bundle/FileName so that a reader sees a whole record or
-// none, also after a crash of the writer at any point. The bundle directory
-// is opened once, without following a symlink, and the record is created
-// in it with O_EXCL and written with one write(2): a file created that way
-// holds nothing until that write completes (its size grows only once the
-// bytes are in it, and a write this small is never cut short by a signal),
-// so a reader sees an empty file (no record, see Read) or the whole record.
-// Only when a record exists already (a bundle reused for a second run) is
-// the new one written to a temporary file and renamed over it. The bundle is
-// on tmpfs under containerd's state directory, so nothing is synced. A
-// failed Write leaves no file behind.
+// none, also after a crash of the writer at any point. The record is created
+// with O_EXCL, never through a symlink (not at the bundle directory, not at
+// the record), and written with one write(2): a file created that way holds
+// nothing until that write completes (its size grows only once the bytes
+// are in it, and a write this small is never cut short by a signal), so a
+// reader sees an empty file (no record, see Read) or the whole record. A
+// bundle path without symlinks is opened in one openat2
+// (RESOLVE_NO_SYMLINKS); otherwise the bundle directory is opened first,
+// without following a symlink at it, and the record created in it. Only
+// when a record exists already (a bundle reused for a second run) is the
+// new one written to a temporary file and renamed over it. The bundle is on
+// tmpfs under containerd's state directory, so nothing is synced. A failed
+// Write leaves no file behind.
 //
-// Every container's exit goes through here, so the common case costs four
-// system calls and no rename (a rename is a journal transaction where the
-// bundle is on a disk).
+// Every container's exit goes through here, so the common case costs three
+// system calls (openat2, write, close) and no rename (a rename is a journal
+// transaction where the bundle is on a disk).
 func Write(bundle string, r Record) error {
 	b, err := r.marshal()
 	if err != nil {
 		return err
+	}
+	// The common case, a bundle without a record on a path without
+	// symlinks, in one lookup: a path RESOLVE_NO_SYMLINKS resolves is one
+	// whose bundle directory is no symlink either, so the record lands
+	// where the directory descriptor below would put it. Anything else
+	// (a record already there, a symlink on the path, a missing bundle)
+	// takes that descriptor: two system calls more.
+	if p := bundle + "/" + FileName; filepath.IsAbs(bundle) {
+		fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
+			Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Mode:    0o600,
+			Resolve: unix.RESOLVE_NO_SYMLINKS,
+		})
+		if err == nil {
+			if err := writeClose(fd, b); err != nil {
+				unix.Unlink(p)
+				return fmt.Errorf("write exit record in %s: %w", bundle, err)
+			}
+			return nil
+		}
 	}
 	dfd, err := unix.Open(bundle, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -116,15 +140,21 @@ func create(dfd int, name string, b []byte) error {
 	if err != nil {
 		return errno(err)
 	}
+	if err := writeClose(fd, b); err != nil {
+		unix.Unlinkat(dfd, name, 0)
+		return err
+	}
+	return nil
+}
+
+// writeClose writes b to fd with one write and closes fd.
+func writeClose(fd int, b []byte) error {
 	n, err := unix.Write(fd, b)
 	if err == nil && n != len(b) {
 		err = io.ErrShortWrite
 	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
-	}
-	if err != nil {
-		unix.Unlinkat(dfd, name, 0)
 	}
 	return err
 }

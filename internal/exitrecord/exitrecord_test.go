@@ -53,6 +53,27 @@ func TestWriteRefusesSymlinkedBundle(t *testing.T) {
 	}
 }
 
+// TestWriteUnderSymlinkedParent: a symlink above the bundle directory (as
+// /var/run is to /run) is followed; only the bundle itself may not be one.
+func TestWriteUnderSymlinkedParent(t *testing.T) {
+	real := t.TempDir()
+	if err := os.Mkdir(filepath.Join(real, "bundle"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "run")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC()
+	if err := Write(filepath.Join(link, "bundle"), Record{Status: 3, ExitedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Read(filepath.Join(real, "bundle"))
+	if err != nil || r.Status != 3 || !r.ExitedAt.Equal(at) {
+		t.Fatalf("read %+v, %v", r, err)
+	}
+}
+
 func TestReadRefusesRecordWithoutTime(t *testing.T) {
 	b := t.TempDir()
 	os.WriteFile(filepath.Join(b, FileName), []byte(`{"exit_status":0}`), 0o600)
