@@ -245,17 +245,16 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c.rootfs = root
 	if len(r.Rootfs) > 0 {
-		// mkdir, not stat then mkdir: one system call when the mount point
-		// exists (containerd creates it), and no FileInfo allocated.
-		if err := unix.Mkdir(root, 0o711); err == nil {
-			defer func() {
-				if retErr != nil {
-					os.Remove(root)
-				}
-			}()
-		} else if !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create rootfs mount point %s: %w", root, &os.PathError{Op: "mkdir", Path: root, Err: err})
-		}
+		// The mount point is made only when mounting on it finds no such
+		// path (below): containerd creates it, so that costs no system
+		// call in the common case. One this Create made is removed when
+		// it fails (after the unmount: defers run last first).
+		madeRoot := false
+		defer func() {
+			if retErr != nil && madeRoot {
+				os.Remove(root)
+			}
+		}()
 		c.mounts = mount.FromProto(r.Rootfs)
 		// The task's record is written before the mount, so that a
 		// crash at any point after it leaves a record naming the mount
@@ -278,7 +277,19 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 		c.mounted = true // from here on, a failed Create unmounts
-		if err := mount.All(c.mounts, root); err != nil {
+		err := mount.All(c.mounts, root)
+		if errors.Is(err, unix.ENOENT) {
+			// No mount point (or a missing source: then the retry
+			// fails the same way).
+			mount.UnmountMounts(c.mounts, root, 0)
+			if merr := unix.Mkdir(root, 0o711); merr == nil {
+				madeRoot = true
+				err = mount.All(c.mounts, root)
+			} else if !errors.Is(merr, unix.EEXIST) {
+				err = fmt.Errorf("%w; create the mount point: %w", err, &os.PathError{Op: "mkdir", Path: root, Err: merr})
+			}
+		}
+		if err != nil {
 			mount.UnmountMounts(c.mounts, root, 0)
 			c.mounted = false
 			return nil, fmt.Errorf("mount rootfs of task %s on %s: %w", r.ID, root, err)

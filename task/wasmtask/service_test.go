@@ -664,3 +664,55 @@ func TestDeleteUnmountsWhatCreateMounted(t *testing.T) {
 		})
 	}
 }
+
+// TestRootfsMountPoint: Create makes the rootfs mount point when the bundle
+// has none, and removes it again when it fails; one that was there before
+// stays either way.
+func TestRootfsMountPoint(t *testing.T) {
+	hello := map[string][]byte{"hello.wasm": fixtures.Hello}
+	for _, tc := range []struct {
+		name    string
+		premade bool
+		args    []string
+		source  string // replaces the bind's source when set
+		wantErr bool
+	}{
+		{"made, runs", false, []string{"/hello.wasm"}, "", false},
+		{"made, module missing", false, []string{"/nope.wasm"}, "", true},
+		{"made, mount source missing", false, []string{"/hello.wasm"}, "/nonexistent/kuasar-src", true},
+		{"there, runs", true, []string{"/hello.wasm"}, "", false},
+		{"there, module missing", true, []string{"/nope.wasm"}, "", true},
+		{"there, mount source missing", true, []string{"/hello.wasm"}, "/nonexistent/kuasar-src", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			b := h.bundle(t, "mp", tc.args, hello)
+			root := filepath.Join(b.dir, "rootfs")
+			if tc.premade {
+				if err := os.Mkdir(root, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.source != "" {
+				b.req.Rootfs[0].Source = tc.source
+			}
+			_, err := h.client.Create(h.ctx, b.req)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("create: %v, want an error: %v", err, tc.wantErr)
+			}
+			if err == nil {
+				if !mounted(t, root) {
+					t.Fatal("rootfs not mounted after Create")
+				}
+				r(h.client.Start(h.ctx, &taskAPI.StartRequest{ID: "mp"})).get(t)
+				r(h.client.Wait(h.ctx, &taskAPI.WaitRequest{ID: "mp"})).get(t)
+				r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "mp"})).get(t)
+			}
+			ensureUnmounted(t, b)
+			_, serr := os.Stat(root)
+			if want := tc.premade || err == nil; (serr == nil) != want {
+				t.Errorf("rootfs directory exists: %v, want %v", serr == nil, want)
+			}
+		})
+	}
+}
