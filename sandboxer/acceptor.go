@@ -147,18 +147,21 @@ func (a *acceptor) run() {
 	}
 }
 
-// accept accepts every pending connection of s.
+// accept accepts one pending connection of s. The socket is registered
+// level-triggered, so epoll reports it again while more connections wait:
+// accepting one per event spares the accept(2) that would fail with EAGAIN
+// after each connection (containerd dials once per task and sandbox).
 func (s *acceptSock) accept() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.fd >= 0 {
 		nfd, _, err := unix.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
 		if err != nil {
-			if err != unix.EAGAIN && err != unix.EINTR && err != unix.ECONNABORTED {
+			if err != unix.EAGAIN {
 				log.G(s.ctx).WithError(err).WithField("socket", s.path).Warn("accept on task socket")
-			}
-			if err == unix.EINTR || err == unix.ECONNABORTED {
-				continue
 			}
 			return
 		}
@@ -167,9 +170,10 @@ func (s *acceptSock) accept() {
 		f.Close()
 		if err != nil {
 			log.G(s.ctx).WithError(err).WithField("socket", s.path).Warn("task socket connection")
-			continue
+			return
 		}
 		go serveConn(s.ctx, s.srv, c)
+		return
 	}
 }
 

@@ -637,3 +637,29 @@ func TestStopRecordsExitBeforeReply(t *testing.T) {
 		t.Fatalf("Status after Stop: %s, want %s", st.State, stateNotRdy)
 	}
 }
+
+// TestTaskSocketAcceptsBurst: connections that wait on a sandbox's task
+// socket all at once are each accepted and served (the acceptor takes one
+// per epoll event and relies on the level-triggered event for the rest).
+func TestTaskSocketAcceptsBurst(t *testing.T) {
+	h := newHarness(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := h.createStart(ctx, "burst", nil)
+	p, _ := strings.CutPrefix(st.Address, "ttrpc+unix://")
+	const n = 32
+	clients := make([]*ttrpc.Client, n)
+	for i := range clients {
+		c, err := net.Dial("unix", p) // queued in the backlog until accepted
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = ttrpc.NewClient(c)
+		defer clients[i].Close()
+	}
+	for i, cl := range clients {
+		if _, err := taskAPI.NewTTRPCTaskClient(cl).Connect(ctx, &taskAPI.ConnectRequest{}); err != nil {
+			t.Fatalf("connection %d of %d: %v", i, n, err)
+		}
+	}
+}
