@@ -76,24 +76,11 @@ func (a *acceptor) close() {
 	unix.Write(a.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 }
 
-// add starts accepting on l for srv. It takes l's descriptor (l is
-// closed, its socket file kept) and returns a function that stops
-// accepting, closes the socket and removes its file.
-func (a *acceptor) add(ctx context.Context, l *net.UnixListener, srv *ttrpc.Server) (func(), error) {
-	rc, err := l.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	fd := -1
-	if cerr := rc.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("task socket %s: %w", l.Addr(), err)
-	}
-	path := l.Addr().String()
-	l.SetUnlinkOnClose(false)
-	l.Close()
+// add starts accepting for srv on fd, a non-blocking listening socket at
+// path (unixsock.ListenFD's). It takes fd (closed on error, with the file
+// removed) and returns a function that stops accepting, closes the socket
+// and removes its file.
+func (a *acceptor) add(ctx context.Context, fd int, path string, srv *ttrpc.Server) (func(), error) {
 	s := &acceptSock{fd: fd, path: path, srv: srv, ctx: context.WithoutCancel(ctx)}
 	a.mu.Lock()
 	if a.socks == nil || a.closed {
@@ -108,10 +95,7 @@ func (a *acceptor) add(ctx context.Context, l *net.UnixListener, srv *ttrpc.Serv
 	a.socks[s.token] = s
 	a.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.token)}
-	if err := unix.SetNonblock(fd, true); err == nil {
-		err = unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-	}
-	if err != nil {
+	if err := unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		a.remove(s)
 		return nil, fmt.Errorf("task socket %s: %w", path, err)
 	}
@@ -163,18 +147,21 @@ func (a *acceptor) run() {
 	}
 }
 
-// accept accepts every pending connection of s.
+// accept accepts one pending connection of s. The socket is registered
+// level-triggered, so epoll reports it again while more connections wait:
+// accepting one per event spares the accept(2) that would fail with EAGAIN
+// after each connection (containerd dials once per task and sandbox).
 func (s *acceptSock) accept() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.fd >= 0 {
 		nfd, _, err := unix.Accept4(s.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
 		if err != nil {
-			if err != unix.EAGAIN && err != unix.EINTR && err != unix.ECONNABORTED {
+			if err != unix.EAGAIN {
 				log.G(s.ctx).WithError(err).WithField("socket", s.path).Warn("accept on task socket")
-			}
-			if err == unix.EINTR || err == unix.ECONNABORTED {
-				continue
 			}
 			return
 		}
@@ -183,9 +170,10 @@ func (s *acceptSock) accept() {
 		f.Close()
 		if err != nil {
 			log.G(s.ctx).WithError(err).WithField("socket", s.path).Warn("task socket connection")
-			continue
+			return
 		}
 		go serveConn(s.ctx, s.srv, c)
+		return
 	}
 }
 

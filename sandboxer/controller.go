@@ -108,7 +108,7 @@ func (s *Service) Create(ctx context.Context, req *api.ControllerCreateRequest) 
 	}()
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if err := sb.saveLocked(); err != nil {
+	if err := s.store.create(&sb.rec, nil); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("persist sandbox %s: %w", id, err))
 	}
 	crashpoint.Hit("sandbox.create.saved")

@@ -50,6 +50,15 @@ import (
 // left below dir: that mount may be a container's real rootfs, and a
 // recursive removal would delete its contents.
 func reapDir(ctx context.Context, dir string) error {
+	// An empty directory, or none, is the common case (a Wasm sandbox's
+	// backend removed its one file at Shutdown): rmdir(2) succeeds only
+	// on an empty directory that is no mount point, and an empty
+	// directory holds no process record (records are written before
+	// their process starts), so it owned no process and nothing was
+	// mounted below it. One system call instead of the walk's seven.
+	if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	var errs []error
 	isOwned, mountFree := scanBackendDir(dir)
 	if isOwned {

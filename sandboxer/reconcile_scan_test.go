@@ -1,6 +1,7 @@
 package sandboxer
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -132,6 +133,61 @@ func TestRemoveDir(t *testing.T) {
 			}
 			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 				t.Fatalf("%s still there: %v", dir, err)
+			}
+		})
+	}
+}
+
+// TestReapDir: reapDir removes a backend directory whatever it holds,
+// detaching mounts at or below it first and never deleting through a
+// mount (the mount's source keeps its files), whether the directory is
+// empty (removed with one rmdir) or not.
+func TestReapDir(t *testing.T) {
+	canMount := unix.Geteuid() == 0
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, dir string) (keep string, ok bool) // keep: a file that must survive
+	}{
+		{name: "empty"},
+		{name: "missing", setup: func(t *testing.T, dir string) (string, bool) { return "", os.Remove(dir) == nil }},
+		{name: "files", setup: func(t *testing.T, dir string) (string, bool) {
+			scanWrite(t, filepath.Join(dir, "wasm-tasks.json"))
+			scanWrite(t, filepath.Join(dir, "a", "b"))
+			return "", true
+		}},
+		{name: "empty dir is a mount point", setup: func(t *testing.T, dir string) (string, bool) {
+			return "", canMount && scanBind(t, t.TempDir(), dir)
+		}},
+		{name: "dir is a mount point of a full directory", setup: func(t *testing.T, dir string) (string, bool) {
+			src := t.TempDir()
+			keep := filepath.Join(src, "rootfs-file")
+			scanWrite(t, keep)
+			return keep, canMount && scanBind(t, src, dir)
+		}},
+		{name: "empty mount on a subdirectory", setup: func(t *testing.T, dir string) (string, bool) {
+			return "", canMount && scanBind(t, t.TempDir(), scanMkdir(t, filepath.Join(dir, "vm", "shared")))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "b")
+			scanMkdir(t, dir)
+			keep := ""
+			if tc.setup != nil {
+				var ok bool
+				if keep, ok = tc.setup(t, dir); !ok {
+					t.Skip("needs root to mount")
+				}
+			}
+			if err := reapDir(context.Background(), dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+				t.Fatalf("%s still there: %v", dir, err)
+			}
+			if keep != "" {
+				if _, err := os.Stat(keep); err != nil {
+					t.Fatalf("a file of the mount's source went with the directory: %v", err)
+				}
 			}
 		})
 	}

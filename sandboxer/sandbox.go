@@ -2,7 +2,9 @@ package sandboxer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/kuasar-go/kuasar/internal/crashpoint"
@@ -120,26 +123,31 @@ func (sb *sandbox) serveTasksLocked(ctx context.Context) error {
 		return fmt.Errorf("task socket path %s is %d bytes, over the unix limit of %d: %w",
 			p, len(p), maxSocketPath, errdefs.ErrInternal)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+	// The socket is made and polled directly (unixsock.ListenFD, the
+	// acceptor's epoll): a net.Listener would cost a dozen more system
+	// calls per sandbox start. Its directory exists from the first
+	// sandbox on: created only when bind says it is missing.
+	fd, err := unixsock.ListenFD(p, sb.svc.sockMode)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		fd, err = unixsock.ListenFD(p, sb.svc.sockMode)
 	}
-	l, err := unixsock.Listen(p, sb.svc.sockMode)
 	if err != nil {
 		return fmt.Errorf("task socket: %w", err)
 	}
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(sb.intercept))
 	if err != nil {
-		l.Close()
+		unix.Close(fd)
 		removeSocket(p)
 		return err
 	}
 	taskAPI.RegisterTTRPCTaskService(srv, newTaskForwarder(sb))
 	// One goroutine of the service accepts on every sandbox's socket.
-	stop, err := sb.svc.acceptor.add(ctx, l, srv)
+	stop, err := sb.svc.acceptor.add(ctx, fd, p, srv)
 	if err != nil {
-		l.Close()
 		srv.Close()
-		removeSocket(p)
 		return err
 	}
 	sb.tsrv, sb.tstop = srv, stop
@@ -221,7 +229,11 @@ func (sb *sandbox) startBackend(ctx context.Context, kind, hypervisor string) er
 	sb.mu.Unlock()
 
 	var inst backend.Instance
-	err := os.MkdirAll(bs.StateDir, 0o700)
+	// One mkdir; os.MkdirAll (two stats first) only when that fails.
+	err := unix.Mkdir(bs.StateDir, 0o700)
+	if err != nil {
+		err = os.MkdirAll(bs.StateDir, 0o700)
+	}
 	if err == nil {
 		inst, err = b.Start(ctx, bs)
 	}
@@ -276,13 +288,36 @@ func (sb *sandbox) watch(ctx context.Context, inst backend.Instance) {
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if sb.inst != inst {
+	if sb.inst != inst || sb.rec.Exited {
+		// Another instance, or the exit is recorded already (by stop,
+		// which saved it, or by Shutdown, which removed the record).
 		return
 	}
 	sb.markExitedLocked(exit)
 	if err := sb.saveLocked(); err != nil {
 		sb.logger(ctx).WithError(err).Warn("persist exit")
 	}
+}
+
+// exitedLocked records inst's exit at once when inst has exited already
+// (its Wait answers without blocking), as watch would, and reports whether
+// it did. Stop uses it so that its reply does not wait for watch's
+// goroutine to be scheduled (a hand-off and a wake-up per sandbox).
+func (sb *sandbox) exitedLocked(ctx context.Context, inst backend.Instance) (bool, error) {
+	if sb.inst != inst || sb.rec.Exited {
+		return sb.rec.Exited, nil
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	exit, err := inst.Wait(done)
+	if err != nil {
+		return false, nil
+	}
+	sb.markExitedLocked(exit)
+	if err := sb.saveLocked(); err != nil {
+		return true, fmt.Errorf("persist exit of sandbox %s: %w", sb.rec.ID, err)
+	}
+	return true, nil
 }
 
 func (sb *sandbox) markExitedLocked(exit backend.Exit) {
@@ -376,6 +411,12 @@ func (sb *sandbox) stop(ctx context.Context, timeout time.Duration) error {
 	}
 	if err := inst.Stop(ctx, timeout); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", sb.rec.ID, err)
+	}
+	sb.mu.Lock()
+	exited, err := sb.exitedLocked(ctx, inst)
+	sb.mu.Unlock()
+	if exited || err != nil {
+		return err
 	}
 	select {
 	case <-sb.done:

@@ -602,3 +602,64 @@ func TestSlowBackendStart(t *testing.T) {
 		t.Fatalf("backend dir left: %v", entries)
 	}
 }
+
+// TestStopRecordsExitBeforeReply: once Stop has answered, the sandbox's
+// record on disk says it exited (a sandboxer killed right after the reply
+// reports the exit, not a crash), without waiting for the goroutine that
+// watches the backend: here that watcher is held up for the whole test.
+func TestStopRecordsExitBeforeReply(t *testing.T) {
+	h := newHarness(t, "")
+	gate := make(chan struct{})
+	defer close(gate)
+	h.wasm.waitGate = gate
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.createStart(ctx, "stopped", map[string]string{AnnotationIsolation: "wasm"})
+	if _, err := h.client.Stop(ctx, &api.ControllerStopRequest{SandboxID: "stopped"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(h.svc.StateDir(), "sandboxes", "stopped", recordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Exited || r.ExitStatus != 0 || r.State != stateNotRdy {
+		t.Fatalf("record after Stop: exited %v, status %d, state %s; want exited 0, %s", r.Exited, r.ExitStatus, r.State, stateNotRdy)
+	}
+	st, err := h.client.Status(ctx, &api.ControllerStatusRequest{SandboxID: "stopped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != stateNotRdy {
+		t.Fatalf("Status after Stop: %s, want %s", st.State, stateNotRdy)
+	}
+}
+
+// TestTaskSocketAcceptsBurst: connections that wait on a sandbox's task
+// socket all at once are each accepted and served (the acceptor takes one
+// per epoll event and relies on the level-triggered event for the rest).
+func TestTaskSocketAcceptsBurst(t *testing.T) {
+	h := newHarness(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := h.createStart(ctx, "burst", nil)
+	p, _ := strings.CutPrefix(st.Address, "ttrpc+unix://")
+	const n = 32
+	clients := make([]*ttrpc.Client, n)
+	for i := range clients {
+		c, err := net.Dial("unix", p) // queued in the backlog until accepted
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = ttrpc.NewClient(c)
+		defer clients[i].Close()
+	}
+	for i, cl := range clients {
+		if _, err := taskAPI.NewTTRPCTaskClient(cl).Connect(ctx, &taskAPI.ConnectRequest{}); err != nil {
+			t.Fatalf("connection %d of %d: %v", i, n, err)
+		}
+	}
+}

@@ -87,21 +87,38 @@ func validID(id string) error {
 // save writes r atomically: a temp file in the same directory, fsync, rename,
 // then fsync of the directory, so a crash leaves the old or the new record.
 func (s *store) save(r *record) error {
-	dir := s.dir(r.ID)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	// The directory exists from the first save on: create it only when
-	// the write says it is missing (one stat less per save).
-	err = atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
+	// The directory exists from the first save on (create): made here
+	// only when the write says it is missing.
+	err = atomicfile.WriteFile(filepath.Join(s.dir(r.ID), recordFile), b, 0o600, !s.volatile)
 	if errors.Is(err, fs.ErrNotExist) {
+		return s.create(r, b)
+	}
+	return err
+}
+
+// create writes the first record of a new sandbox: its directory first
+// (the save that would fail without it, and the stats of os.MkdirAll, are
+// spared), then the record as save does. b is r marshalled, or nil.
+func (s *store) create(r *record, b []byte) error {
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(r); err != nil {
+			return err
+		}
+	}
+	dir := s.dir(r.ID)
+	if err := unix.Mkdir(dir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		// The sandboxes directory itself went missing: os.MkdirAll
+		// makes the whole path.
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		err = atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
 	}
-	return err
+	return atomicfile.WriteFile(filepath.Join(dir, recordFile), b, 0o600, !s.volatile)
 }
 
 // load reads every record; a directory without a readable record (a create

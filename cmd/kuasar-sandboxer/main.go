@@ -113,7 +113,7 @@ func run(args []string) error {
 		return err
 	}
 	defer os.Remove(cfg.Sandboxer.Listen)
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverPanics))
+	gs := grpc.NewServer(append(sandboxer.ServerOptions(), grpc.ChainUnaryInterceptor(recoverPanics))...)
 	svc.Register(gs)
 
 	if *debugListen != "" {

@@ -3,8 +3,10 @@ package rig
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kuasar-go/kuasar/internal/exitrecord"
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/vm/vmbackend"
 )
@@ -263,6 +266,15 @@ func RunTask(ctx context.Context, tasks taskAPI.TTRPCTaskService, req *taskAPI.C
 	}
 	if _, err := tasks.Delete(ctx, &taskAPI.DeleteRequest{ID: req.ID}); err != nil {
 		return 0, fmt.Errorf("task delete: %w", err)
+	}
+	// containerd removes a task's bundle once the task is deleted and
+	// writes a new one for the next: the harness reuses its bundles, so it
+	// removes the one file the runtime left in it, its exit record, lest
+	// every later task in the bundle find one there and take the runtime's
+	// path for a reused bundle (a temporary file and a rename), which no
+	// task under containerd takes.
+	if err := os.Remove(filepath.Join(req.Bundle, exitrecord.FileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("remove the exit record of task %s from its bundle: %w", req.ID, err)
 	}
 	return w.ExitStatus, nil
 }
