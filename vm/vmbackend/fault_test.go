@@ -50,7 +50,7 @@ func TestRunWorkload(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "bin", "busybox")); err != nil {
 		t.Errorf("the workload's rootfs was damaged by teardown: %v", err)
 	}
-	if got := qemuPids("kuasar-vm-run-"); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu processes left: %v", got)
 	}
 }
@@ -125,7 +125,7 @@ func TestAgentNeverAnswers(t *testing.T) {
 	if !strings.Contains(err.Error(), filepath.Join(state, "vm", "console.log")) || !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("error %q should name the console log and be Unavailable", err)
 	}
-	if got := qemuPids("mute-agent"); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left running: %v", got)
 	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
@@ -222,7 +222,7 @@ func TestRecoverLiveVM(t *testing.T) {
 	if err := ri.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := qemuPids("recover"); len(got) != 0 {
+	if got := qemuPids(sb.StateDir); len(got) != 0 {
 		t.Errorf("qemu left: %v", got)
 	}
 }

@@ -71,7 +71,7 @@ func forcedKVM(t *testing.T, cfg vm.Config) {
 	if el > 80*time.Second {
 		t.Errorf("took %v: the internal-error state was not noticed before the agent timeout", el)
 	}
-	if got := qemuPids("forced-kvm"); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left: %v", got)
 	}
 }

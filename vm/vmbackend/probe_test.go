@@ -41,7 +41,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 		// Start has connected QMP and is waiting for the agent.
 		for ctx.Err() == nil {
 			if b, _ := os.ReadFile(console); bytes.Contains(b, []byte("kuasar-probe-ready")) {
-				if pids := qemuPids(id); len(pids) == 1 {
+				if pids := qemuPids(state); len(pids) == 1 {
 					_ = syscall.Kill(pids[0], syscall.SIGSTOP)
 					stoppedAt = time.Now()
 					stopped <- pids[0]
@@ -78,7 +78,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	if got := qemuPids(id); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left running: %v", got)
 	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
