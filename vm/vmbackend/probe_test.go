@@ -28,7 +28,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 	testenv.RequireRoot(t)
 	// The agent never answers, so only the health probes can end the wait.
 	a := testenv.BusyboxInit(t, "echo kuasar-probe-ready > /dev/console; /bin/busybox sleep 3600")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // far beyond the probes' deadlines, which must end Start
 	defer cancel()
 	b := qemuBackend(t, ctx, qemuConfig(t, a), vmbackend.WithAgentTimeout(10*time.Minute))
 	state := t.TempDir()
