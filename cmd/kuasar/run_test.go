@@ -323,17 +323,17 @@ func TestParseDir(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to 10 s.
+// waitFor polls cond for up to a minute (a deadline for a loaded machine;
+// cond itself is the event waited for).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
+			t.Fatal("condition not met within a minute")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // polling interval
 	}
-	time.Sleep(50 * time.Millisecond)
 }
 
 // TestRunKilledLeavesNothing: a Wasm run's private directory (bundle,

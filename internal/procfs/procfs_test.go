@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 func TestRSSBytes(t *testing.T) {
@@ -15,9 +16,16 @@ func TestRSSBytes(t *testing.T) {
 	if err != nil || before == 0 {
 		t.Fatalf("own RSS = %d, %v", before, err)
 	}
-	// Touch 64 MiB: the resident set must grow by about that much.
-	buf := make([]byte, 64<<20)
-	for i := range buf {
+	// Touch 64 MiB of fresh pages: the resident set must grow by about
+	// that much. A mapping of its own, not the Go heap, which may hand out
+	// pages already resident (freed by an earlier test, or by this one
+	// under -count) and then RSS does not grow.
+	buf, err := unix.Mmap(-1, 0, 64<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	for i := 0; i < len(buf); i += os.Getpagesize() {
 		buf[i] = 1
 	}
 	after, err := RSSBytes(os.Getpid())
@@ -27,7 +35,6 @@ func TestRSSBytes(t *testing.T) {
 	if after < before+48<<20 {
 		t.Errorf("RSS went from %d to %d after touching 64 MiB", before, after)
 	}
-	_ = buf[len(buf)-1]
 	// pid 2 is kthreadd: no VmRSS line.
 	if _, err := RSSBytes(2); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("kernel thread: err = %v, want NotFound", err)

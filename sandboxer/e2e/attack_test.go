@@ -298,15 +298,17 @@ func TestStdoutFloodCRI(t *testing.T) {
 	floodTook := time.Since(begin)
 
 	stopStart := time.Now()
-	e.Crictl("stop", "--timeout", "2", ctr)
-	waitState(t, e, ctr, "CONTAINER_EXITED", 60*time.Second)
+	e.Crictl("stop", "--timeout", "30", ctr)
+	st := waitState(t, e, ctr, "CONTAINER_EXITED", 60*time.Second)
 	stopTook := time.Since(stopStart)
 	peak := procStatusBytes(t, pid, "VmHWM")
 	t.Logf("flood: %d MiB of log in %s (%.0f MiB/s); stop took %s; sandboxer RSS %d MiB before, peak %d MiB",
 		size>>20, floodTook.Round(time.Millisecond), float64(size)/(1<<20)/floodTook.Seconds(), stopTook.Round(time.Millisecond), base>>20, peak>>20)
-	// crictl stop gives 2 s before SIGKILL; a loaded machine may add a few.
-	if stopTook > 15*time.Second {
-		t.Errorf("crictl stop of the flooding container took %s", stopTook)
+	// Promptly: the SIGTERM ended the flood (143), not the SIGKILL sent
+	// after the 30 s grace period (137). The outcome tells, not a wall
+	// time, which load stretches.
+	if code, _ := st["exitCode"].(float64); code != 143 {
+		t.Errorf("crictl stop of the flooding container: exit %v, want 143 (ended by the SIGTERM, no SIGKILL after the grace period): %v", code, st)
 	}
 	// 64 MiB went through the sandboxer: a copy that buffered it would
 	// show here; the bound leaves room for the runtime's own growth.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/kuasar-go/kuasar/internal/exitrecord"
 	"github.com/kuasar-go/kuasar/internal/fixtures"
 	"github.com/kuasar-go/kuasar/internal/testenv"
 )
@@ -73,6 +75,22 @@ func TestKill9KeepsRecordedExit(t *testing.T) {
 	}
 	if ex := nextExit("exit published by the sandboxer"); ex.ExitStatus != 3 {
 		t.Fatalf("first exit event %d, want 3", ex.ExitStatus)
+	}
+	// The sandboxer records the exit in the bundle (containerd's task
+	// state directory) on a waiter of its own, which may lag the event
+	// under load: the kill comes once the record is there (poll, with the
+	// test's deadline), as the test is about a recorded exit.
+	bundle := filepath.Join(e.Dir, "state", "io.containerd.runtime.v2.task", "k8s.io", "exitctr")
+	for {
+		_, err := exitrecord.Read(bundle)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no exit record in %s: %v", bundle, err)
+		case <-time.After(10 * time.Millisecond): // polling interval
+		}
 	}
 
 	e.Sandboxer.Kill9()

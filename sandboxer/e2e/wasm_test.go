@@ -95,14 +95,13 @@ func TestWasmLongRunningStop(t *testing.T) {
 	if strings.Contains(stats, "18446744") {
 		t.Fatalf("crictl statsp shows an underflowed figure (no memory limit must mean no available bytes): %s", stats)
 	}
-	start := time.Now()
-	e.Crictl("stop", "--timeout", "5", ctr)
-	st := waitState(t, e, ctr, "CONTAINER_EXITED", 10*time.Second)
-	if took := time.Since(start); took > 8*time.Second {
-		t.Fatalf("stop took %s", took)
-	}
-	if code, _ := st["exitCode"].(float64); code == 0 {
-		t.Fatalf("a stopped module must not exit 0: %v", st)
+	// The SIGTERM must end the module blocked on stdin: exit 143, not the
+	// SIGKILL (137) containerd sends once the grace period has passed. The
+	// outcome tells, not a wall time, which load stretches.
+	e.Crictl("stop", "--timeout", "30", ctr)
+	st := waitState(t, e, ctr, "CONTAINER_EXITED", 60*time.Second)
+	if code, _ := st["exitCode"].(float64); code != 143 {
+		t.Fatalf("a module blocked on stdin exited %v on crictl stop, want 143 (ended by the SIGTERM, no SIGKILL after the grace period): %v", code, st)
 	}
 	e.Crictl("rm", ctr)
 	e.Crictl("stopp", pod)

@@ -108,27 +108,38 @@ func fds(t *testing.T) int {
 }
 
 func TestMissingFifoLeavesNothingOpen(t *testing.T) {
-	cfg, _, _, _ := peer(t)
-	// A first open completes the peer's own pending opens.
+	cfg, _, out, _ := peer(t)
+	// A first open completes the peer's own pending open of stdout (on a
+	// goroutine of the fifo package): done once the peer reads from it.
 	p, err := stdio.Open(context.Background(), stdio.Config{Stdout: cfg.Stdout})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := p.Stdout.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(out, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	p.Close()
-	time.Sleep(50 * time.Millisecond)
 	cfg.Stderr = filepath.Join(t.TempDir(), "missing")
 	before := fds(t)
 	if _, err := stdio.Open(context.Background(), cfg); err == nil {
 		t.Fatal("opened a missing FIFO")
 	}
-	time.Sleep(50 * time.Millisecond) // the fifo package opens on goroutines
-	if after := fds(t); after != before {
+	// The fifo package opens and closes on goroutines: poll, with a
+	// deadline, until the count is back (a leak never is).
+	after := fds(t)
+	for deadline := time.Now().Add(10 * time.Second); after != before && time.Now().Before(deadline); after = fds(t) {
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	if after != before {
 		e, _ := os.ReadDir("/proc/self/fd")
 		for _, x := range e {
 			l, _ := os.Readlink("/proc/self/fd/" + x.Name())
 			t.Log(x.Name(), l)
 		}
-		t.Errorf("%d file descriptors open before, %d after a failed Open", before, after)
+		t.Errorf("%d file descriptors open before, %d 10 s after a failed Open", before, after)
 	}
 }
 

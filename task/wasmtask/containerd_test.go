@@ -113,7 +113,28 @@ func TestContainerdContentStoreAndEvents(t *testing.T) {
 	}
 
 	evs, errs := cl.Subscribe(ctx, `topic~="/tasks/"`)
-	time.Sleep(100 * time.Millisecond) // let the subscription register
+	// containerd sends an event to the subscriptions registered when it is
+	// published, and Subscribe returns before this one is: publish a probe
+	// until it arrives, then no task event can be missed.
+	const probe = "/tasks/subscription-probe"
+	subscribed := time.After(30 * time.Second)
+	for registered := false; !registered; {
+		if err := cl.EventService().Publish(ctx, probe, &eventstypes.TaskOOM{ContainerID: "probe"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-evs:
+			if e.Topic != probe {
+				t.Fatalf("event %s before any task ran", e.Topic)
+			}
+			registered = true
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(50 * time.Millisecond): // publish again
+		case <-subscribed:
+			t.Fatal("the event subscription received no probe within 30 s")
+		}
+	}
 
 	pub, err := events.NewRemotePublisher(ttrpcSock)
 	if err != nil {
@@ -137,6 +158,9 @@ func TestContainerdContentStoreAndEvents(t *testing.T) {
 	for len(topics) < 4 {
 		select {
 		case e := <-evs:
+			if e.Topic == probe {
+				continue // published again before the first one arrived
+			}
 			if e.Namespace != testNS {
 				t.Errorf("event %s in namespace %q", e.Topic, e.Namespace)
 			}

@@ -387,9 +387,14 @@ func TestCreateErrorsLeaveNothing(t *testing.T) {
 			before := fdsUnder(t, h.dir)
 			_, err := h.client.Create(h.ctx, b.req)
 			err = errgrpc.ToNative(err)
-			time.Sleep(20 * time.Millisecond) // FIFO opens finish on goroutines
-			if after := fdsUnder(t, h.dir); strings.Join(after, " ") != strings.Join(before, " ") {
-				t.Errorf("files open under the test dir before Create: %v, after it failed: %v", before, after)
+			// FIFO opens and closes finish on goroutines: poll, with a
+			// deadline, until the descriptors are back (a leak never is).
+			after := fdsUnder(t, h.dir)
+			for deadline := time.Now().Add(10 * time.Second); strings.Join(after, " ") != strings.Join(before, " ") && time.Now().Before(deadline); after = fdsUnder(t, h.dir) {
+				time.Sleep(10 * time.Millisecond) // polling interval
+			}
+			if strings.Join(after, " ") != strings.Join(before, " ") {
+				t.Errorf("files open under the test dir before Create: %v, 10 s after it failed: %v", before, after)
 			}
 			if err == nil || !tc.is(err) {
 				t.Fatalf("create: %v (kind not as expected)", err)

@@ -70,7 +70,7 @@ func TestRunWorkloadBlock(t *testing.T) {
 	if m := mountsUnder(state); len(m) != 0 {
 		t.Errorf("mounts left: %v", m)
 	}
-	if got := qemuPids("kuasar-vm-run-"); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu processes left: %v", got)
 	}
 }

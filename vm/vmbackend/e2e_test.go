@@ -40,8 +40,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("host runs the same kernel release %s: relying on the hostname check below", hostRel)
 	}
 	pid := int(inst.Pid())
-	if pid == 0 || len(qemuPids(sb.ID)) != 1 {
-		t.Fatalf("VMM pid %d, qemu processes for the sandbox: %v", pid, qemuPids(sb.ID))
+	if pid == 0 || len(qemuPids(sb.StateDir)) != 1 {
+		t.Fatalf("VMM pid %d, qemu processes for the sandbox: %v", pid, qemuPids(sb.StateDir))
 	}
 
 	tasks := inst.Tasks()
@@ -152,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("VMM %d still alive after Shutdown", pid)
 	}
-	if got := qemuPids(sb.ID); len(got) != 0 {
+	if got := qemuPids(sb.StateDir); len(got) != 0 {
 		t.Errorf("qemu processes left: %v", got)
 	}
 	if got := mountsUnder(state); len(got) != 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/kuasar-go/kuasar/internal/procmark"
 	"github.com/kuasar-go/kuasar/sandboxer/backend"
 	"github.com/kuasar-go/kuasar/vm"
 	"github.com/kuasar-go/kuasar/vm/guest"
@@ -156,18 +157,22 @@ func newFifoReader(t testing.TB, path string) *fifoReader {
 
 func (r *fifoReader) String() string { r.wg.Wait(); return r.buf.String() }
 
-// qemuPids lists running qemu-system processes whose command line contains s.
-func qemuPids(s string) []int {
+// qemuPids lists the running qemu-system processes owned by this test's
+// state directory dir: those whose procmark mark (set by vm/internal/vmm on
+// every VMM it starts, kept through the jail's re-exec) is dir or below it.
+// It never sees another test's QEMU, not even one of a test binary of
+// another package running at the same time with the same sandbox ID or run
+// directory prefix, which matching command lines by a name did.
+func qemuPids(dir string) []int {
+	procs, err := procmark.Scan(dir)
+	if err != nil {
+		panic(err)
+	}
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if bytes.Contains(b, []byte("qemu-system")) && bytes.Contains(b, []byte(s)) {
-			pids = append(pids, pid)
+	for _, p := range procs {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/cmdline")
+		if bytes.Contains(b, []byte("qemu-system")) {
+			pids = append(pids, p.Pid)
 		}
 	}
 	return pids

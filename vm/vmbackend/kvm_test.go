@@ -48,7 +48,10 @@ func TestForcedKVMOnPVMFailsFast(t *testing.T) {
 
 func forcedKVM(t *testing.T, cfg vm.Config) {
 	ctx := context.Background()
-	b := qemuBackend(t, ctx, cfg, vmbackend.WithAgentTimeout(90*time.Second))
+	// The agent timeout is far away: only the start-up failure or the
+	// internal-error probe can end Start, which the error tells (not a
+	// wall time: under load the guest takes longer to reach its fault).
+	b := qemuBackend(t, ctx, cfg, vmbackend.WithAgentTimeout(10*time.Minute))
 	state := t.TempDir()
 	start := time.Now()
 	inst, err := b.Start(ctx, backend.Sandbox{ID: "forced-kvm", StateDir: state})
@@ -68,10 +71,10 @@ func forcedKVM(t *testing.T, cfg vm.Config) {
 	if !strings.Contains(err.Error(), `accel = "tcg"`) || !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("error %q: want Unavailable saying to set accel = \"tcg\"", err)
 	}
-	if el > 80*time.Second {
-		t.Errorf("took %v: the internal-error state was not noticed before the agent timeout", el)
+	if strings.Contains(err.Error(), "did not answer within") {
+		t.Errorf("error %q: the agent timeout ended Start, not the internal-error state", err)
 	}
-	if got := qemuPids("forced-kvm"); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left: %v", got)
 	}
 }

@@ -28,7 +28,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 	testenv.RequireRoot(t)
 	// The agent never answers, so only the health probes can end the wait.
 	a := testenv.BusyboxInit(t, "echo kuasar-probe-ready > /dev/console; /bin/busybox sleep 3600")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // far beyond the probes' deadlines, which must end Start
 	defer cancel()
 	b := qemuBackend(t, ctx, qemuConfig(t, a), vmbackend.WithAgentTimeout(10*time.Minute))
 	state := t.TempDir()
@@ -41,7 +41,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 		// Start has connected QMP and is waiting for the agent.
 		for ctx.Err() == nil {
 			if b, _ := os.ReadFile(console); bytes.Contains(b, []byte("kuasar-probe-ready")) {
-				if pids := qemuPids(id); len(pids) == 1 {
+				if pids := qemuPids(state); len(pids) == 1 {
 					_ = syscall.Kill(pids[0], syscall.SIGSTOP)
 					stoppedAt = time.Now()
 					stopped <- pids[0]
@@ -78,7 +78,7 @@ func TestStalledVMMFailsFast(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	if got := qemuPids(id); len(got) != 0 {
+	if got := qemuPids(state); len(got) != 0 {
 		t.Errorf("qemu left running: %v", got)
 	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {

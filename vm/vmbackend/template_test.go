@@ -75,7 +75,7 @@ func shutdownClean(t *testing.T, bi backend.Instance, sb backend.Sandbox) {
 	if err := bi.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if pids := qemuPids(sb.ID); len(pids) != 0 {
+	if pids := qemuPids(sb.StateDir); len(pids) != 0 {
 		t.Errorf("qemu left for %s: %v", sb.ID, pids)
 	}
 	if m := mountsUnder(sb.StateDir); len(m) != 0 {
@@ -297,7 +297,7 @@ func TestTemplateRestoreKilled(t *testing.T) {
 			}
 			// Once QEMU listens for the template's state: mid-restore.
 			_, err := os.Stat(filepath.Join(sb.StateDir, "vm", "migrate.sock"))
-			if pids := qemuPids(sb.ID); len(pids) > 0 && err == nil {
+			if pids := qemuPids(sb.StateDir); len(pids) > 0 && err == nil {
 				syscall.Kill(pids[0], syscall.SIGKILL)
 				killed <- pids[0]
 				return
@@ -317,7 +317,7 @@ func TestTemplateRestoreKilled(t *testing.T) {
 		}
 	}
 	t.Logf("start failed as it should: %v", err)
-	if pids := qemuPids(sb.ID); len(pids) != 0 {
+	if pids := qemuPids(sb.StateDir); len(pids) != 0 {
 		t.Errorf("qemu left: %v", pids)
 	}
 	if _, err := os.Stat(filepath.Join(sb.StateDir, "vm")); !os.IsNotExist(err) {

@@ -81,13 +81,19 @@ func TestStopMetricsShutdown(t *testing.T) {
 	}
 	exitCtx := inst.(backend.ExitNotifier).ExitContext()
 	rootfs := createTask(t, ctx, inst, dir, "spin", []string{"/m.wasm", "loop"})
-	time.Sleep(100 * time.Millisecond)
+	// The guest's memory and CPU time count once its goroutine has
+	// instantiated it and run on its thread: poll, with a deadline.
+	var m backend.Metrics
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) { // polling interval
+		if m, err = inst.Metrics(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if m.Tasks != 1 || m.CPUNanos != 0 && m.MemoryBytes != 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if exitCtx.Err() != nil {
 		t.Fatal("ExitContext is done while the sandbox runs")
-	}
-	m, err := inst.Metrics(ctx)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if m.Tasks != 1 || m.CPUNanos == 0 || m.MemoryBytes == 0 || m.MemoryBytes%65536 != 0 {
 		t.Errorf("metrics with one spinning task: %+v", m)

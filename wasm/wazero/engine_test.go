@@ -155,22 +155,30 @@ func TestConcurrentLongRunning(t *testing.T) {
 	m := compile(t, e, fixtures.WASI)
 	const n = 500
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var wg sync.WaitGroup
-	var started, killed atomic.Int32
+	var killed atomic.Int32
+	var live sync.WaitGroup // instances instantiated and about to run
+	live.Add(n)
 	block := blockingReader{make(chan struct{})}
 	defer close(block.ch)
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			started.Add(1)
-			code, err := m.Run(ctx, wasm.RunConfig{Args: []string{"w", "idle"}, Stdin: block})
+			code, err := m.Run(ctx, wasm.RunConfig{Args: []string{"w", "idle"}, Stdin: block, Started: func(wasm.Instance) { live.Done() }})
 			if err == nil && code == wasm.ExitKilled {
 				killed.Add(1)
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	allLive := make(chan struct{})
+	go func() { live.Wait(); close(allLive) }()
+	select {
+	case <-allLive:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("not all of %d instances started within 2 minutes", n)
+	}
 	cancel()
 	wg.Wait()
 	if killed.Load() != n {
@@ -230,13 +238,20 @@ func TestClosedEngine(t *testing.T) {
 	m := compile(t, e, fixtures.Hello)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	lm := compile(t, e, fixtures.Loop)
 	running := make(chan int, 1)
+	started := make(chan struct{})
 	go func() {
-		lm := compile(t, e, fixtures.Loop)
-		code, _ := lm.Run(ctx, wasm.RunConfig{})
+		code, _ := lm.Run(ctx, wasm.RunConfig{Started: func(wasm.Instance) { close(started) }})
 		running <- code
 	}()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-started:
+	case code := <-running:
+		t.Fatalf("the loop exited %d before Close", code)
+	case <-time.After(time.Minute):
+		t.Fatal("the loop did not start within a minute")
+	}
 	if err := e.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

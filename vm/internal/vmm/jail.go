@@ -495,11 +495,7 @@ func startHelper(cmd *exec.Cmd, sr, sw *os.File, logPath, starting, confining st
 		forget(logPath)
 		return nil, fmt.Errorf("%s: %w", starting, err)
 	}
-	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
+	p := child(cmd, logPath)
 	_ = sr.SetReadDeadline(time.Now().Add(jailSetupTimeout))
 	msg, rerr := io.ReadAll(io.LimitReader(sr, 4096))
 	if rerr != nil || len(msg) > 0 {

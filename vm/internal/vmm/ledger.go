@@ -31,14 +31,13 @@ func recordIntent(path, logPath string) error {
 	return nil
 }
 
-// recordStarted records the running process's pid and start time.
+// recordStarted records the started child's pid and start time (read by
+// child before it could be reaped).
 func (p *Process) recordStarted(path string) error {
-	st, err := procmark.StartTime(p.pid)
-	if err != nil {
-		return fmt.Errorf("%s exited at once (pid %d): %s: %w", path, p.pid, p.Tail(2000), errdefs.ErrUnavailable)
+	if p.idErr != nil {
+		return fmt.Errorf("read the start time of %s (pid %d): %w: %s", path, p.pid, p.idErr, p.Tail(2000))
 	}
-	p.id = procmark.Proc{Pid: p.pid, StartTime: st, Owner: Owner(p.logPath)}
-	r := procmark.Record{Owner: p.id.Owner, Path: path, Pid: p.pid, StartTime: st}
+	r := procmark.Record{Owner: p.id.Owner, Path: path, Pid: p.pid, StartTime: p.id.StartTime}
 	if err := procmark.Write(RecordPath(p.logPath), r); err != nil {
 		return fmt.Errorf("record %s (pid %d): %w", path, p.pid, err)
 	}

@@ -35,8 +35,10 @@ type Process struct {
 	pid int
 	// id is the pid with its start time (and mark) once known: kills
 	// of a re-attached process go through it (procmark.Kill).
-	id      procmark.Proc
-	cmd     *exec.Cmd
+	id  procmark.Proc
+	cmd *exec.Cmd
+	// idErr is why a child's start time could not be read (see child).
+	idErr   error
 	done    chan struct{}
 	once    sync.Once
 	err     error
@@ -66,11 +68,7 @@ func Start(path string, args []string, logPath string, files ...*os.File) (*Proc
 		forget(logPath)
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
-	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
+	p := child(cmd, logPath)
 	crashpoint.Hit("vmm.forked")
 	if err := p.recordStarted(path); err != nil {
 		p.Kill()
@@ -78,6 +76,24 @@ func Start(path string, args []string, logPath string, files ...*os.File) (*Proc
 		return nil, err
 	}
 	return p, nil
+}
+
+// child returns the Process for cmd, just started, and reaps it in the
+// background. It reads the child's start time first: until cmd.Wait reaps
+// it, the child's /proc entry stays, even once it has exited (a zombie), so
+// the identity recorded for it is its own. Read after the reaper had
+// started, the entry of a child that exited at once could be gone already
+// (Start failed for a process that had run fine) or, the pid reused, be
+// another process's.
+func child(cmd *exec.Cmd, logPath string) *Process {
+	p := &Process{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	st, err := procmark.StartTime(p.pid)
+	p.id, p.idErr = procmark.Proc{Pid: p.pid, StartTime: st, Owner: Owner(logPath)}, err
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p
 }
 
 // Prepare begins a driver's Start: it fails with ErrAlreadyExists when
