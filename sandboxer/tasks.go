@@ -72,9 +72,8 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 	resp, err := inst.Tasks().Create(ctx, r)
 	if err == nil && r.GetBundle() != "" {
 		ctx, lg, tasks, id, bundle, pid := context.WithoutCancel(ctx), sb.logger(ctx), inst.Tasks(), r.GetID(), r.GetBundle(), resp.GetPid()
-		if n, ok := tasks.(taskExitNotifier); ok {
-			if exit, err := n.ExitContext(id); err == nil {
-				context.AfterFunc(exit, func() { recordExit(ctx, lg, tasks, id, bundle, pid) })
+		if n, ok := tasks.(taskExitHooks); ok {
+			if err := n.OnExit(id, func() { recordExit(ctx, lg, tasks, id, bundle, pid) }); err == nil {
 				return resp, nil
 			}
 		}
@@ -83,11 +82,13 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 	return resp, err
 }
 
-// taskExitNotifier is a task service whose tasks' exits can be awaited
-// without a blocked goroutine (wasmtask.Service): an idle task then parks
-// no goroutine in the sandboxer for its exit record.
-type taskExitNotifier interface {
-	ExitContext(id string) (context.Context, error)
+// taskExitHooks is a task service that runs a function at a task's exit,
+// before it publishes the exit event (wasmtask.Service): the exit record is
+// then in the bundle before containerd hears of the exit, and an idle task
+// parks no goroutine in the sandboxer for it. Other backends' exits are
+// recorded by a goroutine in Wait, which may lag behind the event.
+type taskExitHooks interface {
+	OnExit(id string, f func()) error
 }
 
 // recordExit waits for task id's init process to end and records its exit

@@ -653,8 +653,10 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	return &taskAPI.StartResponse{Pid: s.cfg.pid}, nil
 }
 
-// exited publishes a process's exit (and OOM) once it ended.
+// exited publishes a process's exit (and OOM) once it ended, after its
+// exit hooks (OnExit) ran.
 func (s *Service) exited(c *container, p *process) {
+	p.runExitHooks()
 	_, status, at := p.state()
 	if p.runErr != nil && errors.Is(p.runErr, wasm.ErrOutOfMemory) {
 		s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
@@ -760,15 +762,20 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	return resp, nil
 }
 
-// ExitContext returns a context that is done once task id's init process
-// has exited (Wait then returns at once), so that a caller can react to
-// the exit with context.AfterFunc, parking no goroutine per task.
-func (s *Service) ExitContext(id string) (context.Context, error) {
+// OnExit runs f once task id's init process has exited, before its
+// /tasks/exit event is published, on the goroutine that publishes it (f
+// must not block for long; Wait returns at once inside it). What f records
+// (the sandboxer's exit record in the bundle) is then on disk before
+// containerd hears of the exit, so a crash in between cannot make the
+// same task report another status afterwards. No goroutine waits per task.
+// When the process has already exited, f runs at once.
+func (s *Service) OnExit(id string, f func()) error {
 	_, p, err := s.getProcess(id, "")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return p.exit, nil
+	p.addExitHook(f)
+	return nil
 }
 
 // Wait blocks until the task (or exec) exits or ctx is done.
