@@ -82,3 +82,64 @@ func TestModuleCacheByFileIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestModuleCacheRewriteInPlace is the attack on the cache: whoever can
+// write a module file (a guest through a writable mount that another
+// container runs its module from) rewrites it in place, keeping its size,
+// and sets its mtime back, hoping the next Create runs the cached compile
+// of the old content. The cache keys on the change time too, which no
+// process can set, so the rewritten file is read and compiled again.
+func TestModuleCacheRewriteInPlace(t *testing.T) {
+	const stable = 20 * time.Millisecond
+	wasmtask.SetStableAfter(t, stable)
+	eng := &countingEngine{Engine: testEngine(t)}
+	h := newHarness(t, wasmtask.WithEngine(eng), wasmtask.WithModuleCache(wasmtask.NewModuleCache()))
+	args := []string{"/m.wasm", "exit", "7"}
+	first := h.bundle(t, "m1", args, map[string][]byte{"m.wasm": fixtures.WASI})
+	path := filepath.Join(first.src, "m.wasm")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file must be older than the stability window to be cached at
+	// all (waiting on the clock, not on another goroutine).
+	for deadline := time.Now().Add(10 * time.Second); time.Since(st.ModTime()) < 3*stable; {
+		if time.Now().After(deadline) {
+			t.Fatal("the clock did not move")
+		}
+		time.Sleep(stable)
+	}
+	run := func(id string) {
+		t.Helper()
+		b := h.bundle(t, id, args, nil)
+		b.req.Rootfs = first.rootfs
+		if got := h.runToExit(t, b); got != 7 {
+			t.Fatalf("%s: exit %d, want 7", id, got)
+		}
+		r(h.client.Delete(h.ctx, &taskAPI.DeleteRequest{ID: id})).get(t)
+	}
+	run("a")
+	run("b")
+	if n := eng.compiles.Load(); n != 1 {
+		t.Fatalf("two runs of an unchanged file: %d compiles, want 1 (cached)", n)
+	}
+	// Rewrite in place: same bytes, same size, same inode, mtime put back.
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(fixtures.WASI, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if st2, err := os.Stat(path); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
+		t.Fatalf("rewrite did not keep size and mtime: %v, %v", st2, err)
+	}
+	run("c")
+	if n := eng.compiles.Load(); n != 2 {
+		t.Fatalf("after an in-place rewrite with the mtime put back: %d compiles, want 2 (the cache must not serve the old compile)", n)
+	}
+}
