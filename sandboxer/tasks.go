@@ -83,10 +83,11 @@ func (f *taskForwarder) Create(ctx context.Context, r *taskAPI.CreateTaskRequest
 }
 
 // taskExitHooks is a task service that runs a function at a task's exit,
-// before it publishes the exit event (wasmtask.Service): the exit record is
-// then in the bundle before containerd hears of the exit, and an idle task
-// parks no goroutine in the sandboxer for it. Other backends' exits are
-// recorded by a goroutine in Wait, which may lag behind the event.
+// before it publishes the exit event (wasmtask.Service for Wasm,
+// forward.Forwarder for VMs and Quark): the exit record is then in the
+// bundle before containerd hears of the exit, and no goroutine waits per
+// task. A backend without hooks has its exits recorded by a goroutine in
+// Wait, which may lag behind the event.
 type taskExitHooks interface {
 	OnExit(id string, f func()) error
 }

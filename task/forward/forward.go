@@ -143,6 +143,11 @@ type container struct {
 	bundle string // the host bundle containerd gave
 	ns     string // the containerd namespace its events go to
 	procs  map[string]*pumps
+	// onExit are the hooks (OnExit) to run once the init process has
+	// exited, before /tasks/exit is published; exitHooksRan is set when
+	// they ran. Both under the Forwarder's mu.
+	onExit       []func()
+	exitHooksRan bool
 }
 
 var _ taskAPI.TTRPCTaskService = (*Forwarder)(nil)
@@ -504,6 +509,47 @@ func (f *Forwarder) containerNamespace(ctx context.Context, id string) string {
 	return f.namespace(ctx)
 }
 
+// OnExit runs f once container id's init process has exited in the guest,
+// before its /tasks/exit is published, on the goroutine that publishes it
+// (f must not block for long; a Wait of the process returns at once inside
+// it). What f records (the sandboxer's exit record in the bundle) is then on
+// disk before containerd hears of the exit, and no goroutine waits in the
+// agent per container for it. When the exit was already published, f runs
+// at once. A container deleted before its init process started runs no
+// hook: there is no exit to keep.
+func (f *Forwarder) OnExit(id string, fn func()) error {
+	f.mu.Lock()
+	c := f.containers[id]
+	if c == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("container %q in sandbox %s: %w", id, f.cfg.Sandbox, errdefs.ErrNotFound)
+	}
+	if c.exitHooksRan {
+		f.mu.Unlock()
+		fn()
+		return nil
+	}
+	c.onExit = append(c.onExit, fn)
+	f.mu.Unlock()
+	return nil
+}
+
+// runExitHooks runs container id's exit hooks, each once.
+func (f *Forwarder) runExitHooks(id string) {
+	f.mu.Lock()
+	c := f.containers[id]
+	if c == nil {
+		f.mu.Unlock()
+		return
+	}
+	hooks := c.onExit
+	c.onExit, c.exitHooksRan = nil, true
+	f.mu.Unlock()
+	for _, fn := range hooks {
+		fn()
+	}
+}
+
 // publish queues one task event; it never blocks.
 func (f *Forwarder) publish(ns, topic string, ev events.Event) {
 	if f.cfg.Events != nil {
@@ -536,6 +582,9 @@ func (f *Forwarder) watchExit(tasks taskAPI.TTRPCTaskService, ns, cid, eid strin
 		at := resp.GetExitedAt()
 		if at == nil {
 			at = timestamppb.Now()
+		}
+		if eid == "" {
+			f.runExitHooks(cid)
 		}
 		f.publish(ns, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
 			ContainerID: cid, ID: id, Pid: pid, ExitStatus: resp.GetExitStatus(), ExitedAt: at,

@@ -554,3 +554,60 @@ func TestGuestDownAndRecovered(t *testing.T) {
 		}
 	}
 }
+
+// TestOnExitRunsBeforeExitEvent: an exit hook (the sandboxer writes its
+// exit record in one) runs before /tasks/exit is published, and a Wait of
+// the process inside it returns the exit at once; a hook added after the
+// exit runs at once, and an unknown container is NotFound.
+func TestOnExitRunsBeforeExitEvent(t *testing.T) {
+	r := newRig(t)
+	ctx := ctxT(t)
+	fifo := newFifos(t)
+	if _, err := r.tasks.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c", Bundle: bundle(t, "sh", "-c", "exit 5"),
+		Stdin: fifo.stdin, Stdout: fifo.stdout, Stderr: fifo.stderr}); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		exitEvents int
+		status     uint32
+		err        error
+	}
+	ran := make(chan seen, 1)
+	if err := r.fwd.OnExit("c", func() {
+		w, err := r.fwd.Wait(ctx, &taskAPI.WaitRequest{ID: "c"})
+		ran <- seen{exitEvents: countTopic(r.rec.get(), runtime.TaskExitEventTopic), status: w.GetExitStatus(), err: err}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.tasks.Start(ctx, &taskAPI.StartRequest{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	fifo.in.Close()
+	r.waitTopic(runtime.TaskExitEventTopic)
+	select {
+	case s := <-ran:
+		if s.exitEvents != 0 || s.err != nil || s.status != 5 {
+			t.Fatalf("exit hook saw %d exit events published, Wait %d, %v; want none yet and exit 5", s.exitEvents, s.status, s.err)
+		}
+	default:
+		t.Fatal("the exit hook did not run by the time the exit was published")
+	}
+	late := false
+	if err := r.fwd.OnExit("c", func() { late = true }); err != nil || !late {
+		t.Fatalf("hook added after the exit: ran %v, err %v; want it run at once", late, err)
+	}
+	if err := r.fwd.OnExit("nosuch", func() {}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("OnExit of an unknown container: %v, want NotFound", err)
+	}
+}
+
+// countTopic counts topic among topics.
+func countTopic(topics []string, topic string) int {
+	n := 0
+	for _, tp := range topics {
+		if tp == topic {
+			n++
+		}
+	}
+	return n
+}
