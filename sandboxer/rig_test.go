@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -16,7 +17,9 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -52,6 +55,10 @@ func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmbackend.
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
+	// Runs before the RemoveAll: tests that end with sandboxes still
+	// running (their tasks' rootfs mounted, as after a daemon restart) must
+	// not leave those mounts on the machine.
+	tb.Cleanup(func() { unmountBelow(tb, dir) })
 	ctx := context.Background()
 	wb, err := wasmbackend.New(ctx, opts...)
 	if err != nil {
@@ -83,6 +90,21 @@ func newRigAt(tb testing.TB, state func(dir string) string, opts ...wasmbackend.
 		}
 	}
 	return &rig{dir: dir, src: src, svc: svc, client: api.NewControllerClient(conn)}
+}
+
+// unmountBelow detaches every mount below dir, deepest first.
+func unmountBelow(tb testing.TB, dir string) {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		tb.Errorf("read the mount table: %v", err)
+		return
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Mountpoint) > len(mounts[j].Mountpoint) })
+	for _, m := range mounts {
+		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+			tb.Errorf("unmount %s: %v", m.Mountpoint, err)
+		}
+	}
 }
 
 // bundle writes an OCI bundle for id running args and returns the request
