@@ -50,6 +50,7 @@ import (
 
 	"github.com/kuasar-go/kuasar/internal/bundle"
 	"github.com/kuasar-go/kuasar/task/agent/agentapi"
+	"github.com/kuasar-go/kuasar/task/exithook"
 	"github.com/kuasar-go/kuasar/task/stdio"
 )
 
@@ -143,11 +144,9 @@ type container struct {
 	bundle string // the host bundle containerd gave
 	ns     string // the containerd namespace its events go to
 	procs  map[string]*pumps
-	// onExit are the hooks (OnExit) to run once the init process has
-	// exited, before /tasks/exit is published; exitHooksRan is set when
-	// they ran. Both under the Forwarder's mu.
-	onExit       []func()
-	exitHooksRan bool
+	// exitHooks run once the init process has exited, before /tasks/exit
+	// is published (OnExit).
+	exitHooks exithook.Hooks
 }
 
 var _ taskAPI.TTRPCTaskService = (*Forwarder)(nil)
@@ -520,17 +519,11 @@ func (f *Forwarder) containerNamespace(ctx context.Context, id string) string {
 func (f *Forwarder) OnExit(id string, fn func()) error {
 	f.mu.Lock()
 	c := f.containers[id]
+	f.mu.Unlock()
 	if c == nil {
-		f.mu.Unlock()
 		return fmt.Errorf("container %q in sandbox %s: %w", id, f.cfg.Sandbox, errdefs.ErrNotFound)
 	}
-	if c.exitHooksRan {
-		f.mu.Unlock()
-		fn()
-		return nil
-	}
-	c.onExit = append(c.onExit, fn)
-	f.mu.Unlock()
+	c.exitHooks.Add(fn)
 	return nil
 }
 
@@ -538,15 +531,9 @@ func (f *Forwarder) OnExit(id string, fn func()) error {
 func (f *Forwarder) runExitHooks(id string) {
 	f.mu.Lock()
 	c := f.containers[id]
-	if c == nil {
-		f.mu.Unlock()
-		return
-	}
-	hooks := c.onExit
-	c.onExit, c.exitHooksRan = nil, true
 	f.mu.Unlock()
-	for _, fn := range hooks {
-		fn()
+	if c != nil {
+		c.exitHooks.Run()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/kuasar-go/kuasar/task/exithook"
 	"github.com/kuasar-go/kuasar/task/stdio"
 	"github.com/kuasar-go/kuasar/wasm"
 )
@@ -44,11 +45,9 @@ type process struct {
 	done     <-chan struct{}
 	exit     context.Context
 	markDone context.CancelFunc
-	// onExit are the hooks (Service.OnExit) to run once the process has
-	// exited and before its exit is published; exitHooksRan is set when
-	// they ran, after which a new hook runs at once. Both under mu.
-	onExit       []func()
-	exitHooksRan bool
+	// exitHooks run once the process has exited, before its exit is
+	// published (Service.OnExit).
+	exitHooks exithook.Hooks
 
 	signal  atomic.Int32
 	inst    atomic.Value // wasm.Instance, set while running
@@ -75,30 +74,6 @@ func exitedProcess(execID string, status uint32, at time.Time) *process {
 	p.initDone()
 	p.markDone()
 	return p
-}
-
-// addExitHook runs f once the process has exited (runExitHooks), or at
-// once when that already happened.
-func (p *process) addExitHook(f func()) {
-	p.mu.Lock()
-	if p.exitHooksRan {
-		p.mu.Unlock()
-		f()
-		return
-	}
-	p.onExit = append(p.onExit, f)
-	p.mu.Unlock()
-}
-
-// runExitHooks runs the exit hooks, each once, on the caller's goroutine.
-func (p *process) runExitHooks() {
-	p.mu.Lock()
-	hooks := p.onExit
-	p.onExit, p.exitHooksRan = nil, true
-	p.mu.Unlock()
-	for _, f := range hooks {
-		f()
-	}
 }
 
 func (p *process) state() (task.Status, uint32, time.Time) {

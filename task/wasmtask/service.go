@@ -656,7 +656,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // exited publishes a process's exit (and OOM) once it ended, after its
 // exit hooks (OnExit) ran.
 func (s *Service) exited(c *container, p *process) {
-	p.runExitHooks()
+	p.exitHooks.Run()
 	_, status, at := p.state()
 	if p.runErr != nil && errors.Is(p.runErr, wasm.ErrOutOfMemory) {
 		s.events.Publish(c.ns, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
@@ -774,7 +774,7 @@ func (s *Service) OnExit(id string, f func()) error {
 	if err != nil {
 		return err
 	}
-	p.addExitHook(f)
+	p.exitHooks.Add(f)
 	return nil
 }
 
