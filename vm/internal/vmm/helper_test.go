@@ -61,39 +61,22 @@ func TestHelperBinary(t *testing.T) {
 	}{
 		{"safe", func(t *testing.T) string { return built }, built},
 		{"missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), HelperName) }, self},
-		{"group-writable", func(t *testing.T) string {
-			p := filepath.Join(t.TempDir(), HelperName)
-			copyFile(t, built, p, 0o775)
-			return p
-		}, self},
-		{"world-writable", func(t *testing.T) string {
-			p := filepath.Join(t.TempDir(), HelperName)
-			copyFile(t, built, p, 0o757)
-			return p
-		}, self},
+		{"group-writable", func(t *testing.T) string { return placeHelper(t, built, t.TempDir(), 0o775) }, self},
+		{"world-writable", func(t *testing.T) string { return placeHelper(t, built, t.TempDir(), 0o757) }, self},
 		{"in a group-writable directory", func(t *testing.T) string {
-			d := t.TempDir()
-			os.Chmod(d, 0o775)
-			p := filepath.Join(d, HelperName)
-			copyFile(t, built, p, 0o755)
-			return p
+			return placeHelper(t, built, groupWritableDir(t), 0o755)
 		}, self},
 		{"not owned by root", func(t *testing.T) string {
-			p := filepath.Join(t.TempDir(), HelperName)
-			copyFile(t, built, p, 0o755)
+			p := placeHelper(t, built, t.TempDir(), 0o755)
 			if err := os.Chown(p, 2_100_000_302, 0); err != nil {
 				t.Fatal(err)
 			}
 			return p
 		}, self},
 		{"below a group-writable directory", func(t *testing.T) string {
-			d := t.TempDir()
-			os.Chmod(d, 0o775)
-			sub := filepath.Join(d, "sub")
+			sub := filepath.Join(groupWritableDir(t), "sub")
 			os.Mkdir(sub, 0o755)
-			p := filepath.Join(sub, HelperName)
-			copyFile(t, built, p, 0o755)
-			return p
+			return placeHelper(t, built, sub, 0o755)
 		}, self},
 		{"through a symlink", func(t *testing.T) string {
 			p := filepath.Join(t.TempDir(), "link")
@@ -163,4 +146,22 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	if err := os.Chmod(to, mode); err != nil { // WriteFile honours the umask
 		t.Fatal(err)
 	}
+}
+
+// placeHelper copies the built helper into dir under its name, with mode.
+func placeHelper(t *testing.T, built, dir string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, HelperName)
+	copyFile(t, built, p, mode)
+	return p
+}
+
+// groupWritableDir is a new directory of mode 0775.
+func groupWritableDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
