@@ -18,24 +18,20 @@ import (
 )
 
 // Per idle Wasm sandbox (a started sandbox whose one task runs a module
-// blocked reading its stdin FIFO, containerd's connection to its Task API
-// closed), at most:
+// that waits: blocked reading its stdin FIFO, or asleep in poll_oneoff;
+// containerd's connection to its Task API closed), at most:
 const (
 	// maxIdleGoroutines: the guest's own goroutine (parked in Go's
-	// poller in its fd_read) and wazero's watcher of the run's context.
-	// The Task API socket (one accept loop serves every sandbox's), the
-	// exit watchers, the event queue and the stdin FIFO park no
-	// goroutine of their own.
+	// poller in its fd_read, or on its timer in poll_oneoff) and
+	// wazero's watcher of the run's context. The Task API socket (one
+	// accept loop serves every sandbox's), the exit watchers, the event
+	// queue and the stdin FIFO park no goroutine of their own.
 	maxIdleGoroutines = 2
 	// maxIdleThreads: no OS thread is held by an idle guest. The Go
 	// runtime keeps the threads it started for blocking syscalls during
 	// the starts (more under load) and never ends them: the bound allows
 	// idleSandboxes/2 of those, half of what a thread per guest makes.
 	maxIdleThreads = 0
-	// maxIdleFDs: the task's stdin FIFO and the sandbox's Task API
-	// listening socket. The task's rootfs (the guest's preopened "/") is
-	// opened at the guest's first use of it.
-	maxIdleFDs = 2
 )
 
 // idleSandboxes is how many idle sandboxes TestIdleSandboxCost starts after
@@ -50,6 +46,25 @@ const idleSandboxes = 50
 // sandbox fails it on any machine. kuasar bench density measures the
 // memory the same sandboxes take.
 func TestIdleSandboxCost(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string // the module's arguments
+		// stdin: the task has a stdin FIFO, held open for writing.
+		stdin bool
+		// maxFDs: the sandbox's Task API listening socket, and the
+		// task's stdin FIFO when it has one. The task's rootfs (the
+		// guest's preopened "/") is opened at the guest's first use.
+		maxFDs int
+	}{
+		{"stdin", []string{"/wasi.wasm", "idle"}, true, 2},
+		{"sleep", []string{"/wasi.wasm", "sleep", "100000"}, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { idleSandboxCost(t, tt.args, tt.stdin, tt.maxFDs) })
+	}
+}
+
+func idleSandboxCost(t *testing.T, args []string, withStdin bool, maxIdleFDs int) {
 	r := newRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -63,19 +78,21 @@ func TestIdleSandboxCost(t *testing.T) {
 	startIdle := func(i int) {
 		t.Helper()
 		id := fmt.Sprintf("idle%d", i)
-		req := r.bundle(t, id, []string{"/wasi.wasm", "idle"})
-		stdin := filepath.Join(req.Bundle, "stdin")
-		if err := syscall.Mkfifo(stdin, 0o600); err != nil {
-			t.Fatal(err)
+		req := r.bundle(t, id, args)
+		if withStdin {
+			stdin := filepath.Join(req.Bundle, "stdin")
+			if err := syscall.Mkfifo(stdin, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// Held open for writing, as containerd holds a task's stdin
+			// FIFO, so that the guest blocks instead of reading EOF.
+			w, err := os.OpenFile(stdin, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writers = append(writers, w)
+			req.Stdin = stdin
 		}
-		// Held open for writing, as containerd holds a task's stdin FIFO,
-		// so that the guest blocks instead of reading EOF.
-		w, err := os.OpenFile(stdin, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writers = append(writers, w)
-		req.Stdin = stdin
 		if _, err := r.client.Create(ctx, &api.ControllerCreateRequest{SandboxID: id}); err != nil {
 			t.Fatal(err)
 		}

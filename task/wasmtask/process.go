@@ -119,7 +119,8 @@ func (p *process) run(ctx context.Context, cfg wasm.RunConfig, onExit func(*proc
 	var err error
 	if lockedRuns.Add(1) <= maxLockedRuns {
 		p.lockThread()
-		// While the guest waits for its stdin its thread is released:
+		// While the guest waits (for its stdin, or in poll_oneoff: a
+		// sleep) its thread is released:
 		// an idle guest holds no thread (nor the thread's stacks).
 		cfg.Blocking = func() func() {
 			p.unlockThread()

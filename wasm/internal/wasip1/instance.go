@@ -95,7 +95,8 @@ type Config struct {
 	// Random fills random_get; nil is crypto/rand.
 	Random io.Reader
 	// Blocking, when set, is called before the guest's goroutine waits
-	// for stdin, and what it returns after (wasm.RunConfig.Blocking).
+	// for stdin or in poll_oneoff (a sleep, a clock, stdin's readiness),
+	// and what it returns after (wasm.RunConfig.Blocking).
 	Blocking func() (resume func())
 }
 

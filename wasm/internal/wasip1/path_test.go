@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -635,5 +636,38 @@ func TestUnstableLayouts(t *testing.T) {
 	mem.Write(bufPtr, b)
 	if errno := e.call("poll_oneoff", bufPtr, bufPtr+4096, 1, resPtr); errno != 0 || e.u32(resPtr) != 1 || e.u64(bufPtr+4096) != 42 || e.u32(bufPtr+4096+8)&0xffff != 0 {
 		t.Errorf("poll_oneoff: errno %d, %d events, userdata %d, error %d", errno, e.u32(resPtr), e.u64(bufPtr+4096), e.u32(bufPtr+4096+8)&0xffff)
+	}
+}
+
+// TestPollOneoffReleasesWhileWaiting: a poll_oneoff that waits (a sleep)
+// calls Config.Blocking before the wait and its resume after, so the task
+// service lets go of a sleeping guest's OS thread; one that finds an event
+// ready at once calls neither.
+func TestPollOneoffReleasesWhileWaiting(t *testing.T) {
+	var log []string
+	e := newEnv(t, func(c *Config) {
+		c.Blocking = func() func() {
+			log = append(log, "block")
+			return func() { log = append(log, "resume") }
+		}
+	})
+	tests := []struct {
+		name    string
+		timeout uint64
+		flags   uint16
+		want    []string
+	}{
+		{"sleep", uint64(5 * time.Millisecond), 0, []string{"block", "resume"}},
+		{"deadline passed", 1, subclockAbstime, nil},
+	}
+	for _, tt := range tests {
+		log = nil
+		e.subscription(0, 1, eventClock, clockMonotonic, tt.timeout, tt.flags)
+		if evs, errno := e.poll(1); errno != 0 || len(evs) != 1 {
+			t.Fatalf("%s: %v %d", tt.name, evs, errno)
+		}
+		if !slices.Equal(log, tt.want) {
+			t.Errorf("%s: Blocking calls %v, want %v", tt.name, log, tt.want)
+		}
 	}
 }

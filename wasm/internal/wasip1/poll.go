@@ -135,6 +135,12 @@ func (in *Instance) pollOneoff(ctx context.Context, mod api.Module, s []uint64, 
 		ready = append(ready, ev)
 	}
 	if len(ready) == 0 {
+		// The guest idles until a subscription fires: its goroutine
+		// parks, and the caller lets go of what it holds for a running
+		// guest (Config.Blocking: the task service's locked OS thread).
+		if in.stdin.blocking != nil {
+			defer in.stdin.blocking()()
+		}
 		start := time.Now()
 		var timer <-chan time.Time
 		if timeout >= 0 {
