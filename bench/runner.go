@@ -67,6 +67,43 @@ type arm struct {
 	once func(ctx context.Context, i int) (float64, error)
 	// warmed arms skip interleave's warm-up run (their caller ran one).
 	warmed bool
+	// again, when set, takes a second sample of the arm right after each
+	// of s's (see backToBack).
+	again *Series
+}
+
+// backToBackSuffix names the series of an arm's second sample in a round.
+const backToBackSuffix = ", back to back"
+
+// backToBack gives each arm a second series, sampled right after the
+// arm's own sample in every round, and compares each such series only
+// with the others: the same runtimes measured warm (caches, branch
+// predictors and the kernel's paths left hot by the sample before),
+// beside the first series, each taken after the other arms ran, as a
+// sporadic start meets the machine. A short operation loses more to a
+// cold machine than a long one does (docs/benchmarks.md, "Cold and back
+// to back"), so the two pairs of ratios differ; both are reported.
+func (r *runner) backToBack(arms []arm) {
+	var names []string
+	for i := range arms {
+		a := &arms[i]
+		a.again = r.series(a.s.Name+backToBackSuffix, a.s.Unit, a.s.What+"; run again at once after that sample, before any other arm", a.s.Baseline)
+		if a.s.Baseline {
+			names = append(names, a.again.Name)
+		}
+	}
+	for i := range arms {
+		a := &arms[i]
+		if a.s.Baseline {
+			continue
+		}
+		for _, b := range arms {
+			if b.s.Baseline {
+				a.s.vs = append(a.s.vs, b.s.Name)
+			}
+		}
+		a.again.vs = names
+	}
 }
 
 // timed wraps a function that does one run into an arm's once, measuring
@@ -82,7 +119,8 @@ func timed(f func(ctx context.Context, i int) error) func(ctx context.Context, i
 }
 
 // interleave runs each arm once to warm it (not recorded), then n rounds
-// of one sample per arm, the arms' order rotating each round, so that a
+// of one sample per arm (two, one after the other, for an arm with a
+// back-to-back series), the arms' order rotating each round, so that a
 // slow minute of the machine falls on every arm alike.
 func (r *runner) interleave(ctx context.Context, n int, arms []arm) error {
 	for _, a := range arms {
@@ -104,6 +142,13 @@ func (r *runner) interleave(ctx context.Context, n int, arms []arm) error {
 				return fmt.Errorf("%s sample %d: %w", a.s.Name, i, err)
 			}
 			a.s.add(v)
+			if a.again != nil {
+				v, err := a.once(ctx, i)
+				if err != nil {
+					return fmt.Errorf("%s sample %d: %w", a.again.Name, i, err)
+				}
+				a.again.add(v)
+			}
 		}
 		r.progress.update(i+1, n, r.res.Series)
 	}

@@ -119,6 +119,11 @@ func wasmStart(ctx context.Context, r *runner) error {
 		arms = append(arms, a)
 		r.target("kuasar", "wazero-process", 5)
 	}
+	// The same targets, every runtime measured warm.
+	r.backToBack(arms)
+	for _, a := range arms[1:] {
+		r.target(arms[0].again.Name, a.again.Name, r.targets[arms[0].s.Name+"/"+a.s.Name])
+	}
 	return r.interleave(ctx, n, arms)
 }
 
