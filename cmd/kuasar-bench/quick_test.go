@@ -45,7 +45,7 @@ func TestQuickRunEndToEnd(t *testing.T) {
 	out := t.TempDir()
 	report, plots := filepath.Join(out, "bench.json"), filepath.Join(out, "plots")
 
-	mountsBefore := harnessMounts()
+	mountsBefore := harnessMounts(state)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "kuasar"), "bench", "--quick", "--runs", "2", "--json", report, "--plot", plots)
@@ -144,22 +144,23 @@ func TestQuickRunEndToEnd(t *testing.T) {
 			t.Errorf("plot %s: %v, starts %q", f, err, b[:min(len(b), 20)])
 		}
 	}
-	for _, m := range harnessMounts() {
+	for _, m := range harnessMounts(state) {
 		if !slices.Contains(mountsBefore, m) {
 			t.Errorf("mount left behind by the run: %s", m)
 		}
 	}
 }
 
-// harnessMounts lists the mount points under the harness's scratch
-// directories (its state and bundles on /dev/shm, its scratch directory in
-// $TMPDIR, each named kb*) and under the test's own temporary directories.
-func harnessMounts() []string {
-	var out []string
+// harnessMounts lists the mount points under the directories a harness
+// run creates (its scratch directory in $TMPDIR, its sandboxers' state and
+// bundles on /dev/shm: kb*) and under state, the run's state directory.
+// Other tests' directories are left out: they mount and unmount while this
+// test runs.
+func harnessMounts(state string) []string {
+	out := testenv.MountsUnder(state)
 	for _, dir := range []string{"/dev/shm", os.TempDir()} {
 		for _, m := range testenv.MountsUnder(dir) {
-			rel := strings.TrimPrefix(m, dir+"/")
-			if strings.HasPrefix(rel, "kb") || strings.HasPrefix(rel, "kt") || strings.HasPrefix(rel, "TestQuickRunEndToEnd") {
+			if strings.HasPrefix(strings.TrimPrefix(m, dir+"/"), "kb") {
 				out = append(out, m)
 			}
 		}
