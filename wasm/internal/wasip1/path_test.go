@@ -642,7 +642,7 @@ func TestUnstableLayouts(t *testing.T) {
 // TestPollOneoffReleasesWhileWaiting: a poll_oneoff that waits (a sleep)
 // calls Config.Blocking before the wait and its resume after, so the task
 // service lets go of a sleeping guest's OS thread; one that finds an event
-// ready at once calls neither.
+// ready at once, or waits less than minReleasedWait, calls neither.
 func TestPollOneoffReleasesWhileWaiting(t *testing.T) {
 	var log []string
 	e := newEnv(t, func(c *Config) {
@@ -659,6 +659,9 @@ func TestPollOneoffReleasesWhileWaiting(t *testing.T) {
 	}{
 		{"sleep", uint64(5 * time.Millisecond), 0, []string{"block", "resume"}},
 		{"deadline passed", 1, subclockAbstime, nil},
+		// A guest spinning on tiny sleeps keeps its thread, so that its
+		// CPU time stays counted.
+		{"shorter than minReleasedWait", uint64(minReleasedWait / 10), 0, nil},
 	}
 	for _, tt := range tests {
 		log = nil

@@ -37,6 +37,10 @@ func pollOneoffUnstable(in *Instance, ctx context.Context, mod api.Module, s []u
 }
 
 // subscriptionLayout is where a subscription's fields are.
+// minReleasedWait is the shortest poll_oneoff wait during which the guest
+// lets go of its OS thread (Config.Blocking).
+const minReleasedWait = time.Millisecond
+
 type subscriptionLayout struct {
 	size  uint32 // bytes per subscription
 	clock uint32 // offset of the clock id; timeout, precision, flags follow
@@ -138,7 +142,10 @@ func (in *Instance) pollOneoff(ctx context.Context, mod api.Module, s []uint64, 
 		// The guest idles until a subscription fires: its goroutine
 		// parks, and the caller lets go of what it holds for a running
 		// guest (Config.Blocking: the task service's locked OS thread).
-		if in.stdin.blocking != nil {
+		// Not for a wait shorter than minReleasedWait: a guest looping
+		// on tiny sleeps would spend its CPU outside the locked thread,
+		// where the task's CPU time does not count it.
+		if in.stdin.blocking != nil && (timeout < 0 || timeout >= int64(minReleasedWait)) {
 			defer in.stdin.blocking()()
 		}
 		start := time.Now()
