@@ -139,7 +139,7 @@ type RunConfig struct {
 	Started func(Instance)
 	// Blocking, when set, is called on the guest's goroutine before the
 	// guest waits for its stdin or in poll_oneoff (a sleep, a timer, a
-	// wait for input), and the function it returns once the
+	// wait for input; 1 ms or longer), and the function it returns once the
 	// wait ended: the task service releases the OS thread it locked for
 	// CPU accounting while the guest idles, so that an idle guest holds a
 	// parked goroutine and no thread.
